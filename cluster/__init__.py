@@ -1,0 +1,1 @@
+"""stoprace cluster package."""

@@ -1,0 +1,1 @@
+"""stoprace core package."""

@@ -1,0 +1,53 @@
+"""The `stoprace` command line: one subcommand per module, each registering itself.
+
+Every command turns bad input into one line on stderr and exit code 2 (UsageError);
+argparse's own usage errors exit 2 as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from importlib import import_module
+
+# Each module has `register(subparsers)` that adds its subcommand(s) with
+# `set_defaults(func=...)`; func(args) returns the exit code.
+COMMAND_MODULES: tuple[str, ...] = (
+    "sweeps.cli_simulate",
+)
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stoprace",
+        description=(
+            "Parameter sweeps of the x86 Linux stop-other-CPUs race: when does a late REBOOT-IPI "
+            "answer plus an NMI make a CPU run old-kernel code and WBINVD during kexec hand-over?"
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, ValueError, FileNotFoundError) as e:
+        print(f"stoprace {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"stoprace {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

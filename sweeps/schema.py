@@ -1,0 +1,57 @@
+"""Arrow schemas of the result store (SCHEMA.md): `points` rows per (point, shard), `events` rows per bad trial.
+
+Parameter columns are derived from core.params so the store and the model cannot
+drift apart.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from core.histogram import N_BINS
+from core.outcomes import OUTCOMES
+from core.params import PARAM_NAMES
+
+__all__ = ["PARAM_TYPES", "POINTS_SCHEMA", "EVENTS_SCHEMA", "N_BINS"]
+
+
+def _param_type(name: str) -> pa.DataType:
+    if name == "n_cpus":
+        return pa.int32()
+    if name == "wait":
+        return pa.int8()
+    if name == "mitigation":
+        return pa.string()
+    return pa.float64()
+
+
+PARAM_TYPES: dict[str, pa.DataType] = {n: _param_type(n) for n in PARAM_NAMES}
+
+POINTS_SCHEMA = pa.schema(
+    [pa.field("sweep", pa.string()), pa.field("point_id", pa.string()), pa.field("shard", pa.int32())]
+    + [pa.field(n, t) for n, t in PARAM_TYPES.items()]
+    + [pa.field("trials", pa.int64())]
+    + [pa.field(o, pa.int64()) for o in OUTCOMES]
+    + [
+        pa.field("t_done_sum_us", pa.float64()),
+        pa.field("t_done_max_us", pa.float64()),
+        pa.field("t_done_hist", pa.list_(pa.int64())),
+        pa.field("seed", pa.uint64()),
+        pa.field("wall_s", pa.float64()),
+    ]
+)
+
+EVENTS_SCHEMA = pa.schema(
+    [
+        pa.field("sweep", pa.string()),
+        pa.field("point_id", pa.string()),
+        pa.field("shard", pa.int32()),
+        pa.field("trial", pa.int64()),
+        pa.field("outcome", pa.string()),
+        pa.field("t_done_us", pa.float64()),
+        pa.field("nmi_sent", pa.int32()),
+        pa.field("racers", pa.int32()),
+        pa.field("overlap_us", pa.float64()),
+        pa.field("first_racer_cpu", pa.int32()),
+    ]
+)
