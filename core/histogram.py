@@ -32,11 +32,12 @@ def bin_edges(b: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return 10.0 ** (b / BINS_PER_DECADE), 10.0 ** ((b + 1) / BINS_PER_DECADE)
 
 
-def quantile(hist: np.ndarray, q: float) -> float:
+def quantile(hist: np.ndarray, q: float, t_max: float | None = None) -> float:
     """Stop-time quantile q from bin counts, log-linear inside the bin; NaN when empty.
 
     The resolution is one bin, a factor 10**(1/16) ~ 1.155: the answer is within
-    15% of the exact sample quantile.
+    15% of the exact sample quantile. Given the observed maximum `t_max`, the
+    answer is clamped to it (interpolation inside the last bin could overshoot).
     """
     h = np.asarray(hist, dtype=np.float64)
     total = h.sum()
@@ -48,4 +49,5 @@ def quantile(hist: np.ndarray, q: float) -> float:
     b = min(b, N_BINS - 1)
     before = cum[b] - h[b]
     frac = 0.0 if h[b] == 0 else min(max((target - before) / h[b], 0.0), 1.0)
-    return float(10.0 ** ((b + frac) / BINS_PER_DECADE))
+    value = float(10.0 ** ((b + frac) / BINS_PER_DECADE))
+    return min(value, t_max) if t_max is not None and t_max == t_max else value

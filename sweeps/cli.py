@@ -44,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ValueError, FileNotFoundError) as e:
         print(f"stoprace {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `stoprace query ... | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"stoprace {args.command}: interrupted", file=sys.stderr)
         return 130

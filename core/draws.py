@@ -1,0 +1,124 @@
+"""Random draws of the model (MODEL.md "One trial"): the per-CPU laws and explicit draw arrays.
+
+The vectorized core draws lazily (the NMI-path draws `nmi` and `w2` only for CPUs
+that get an NMI); `Draws` holds every per-CPU draw explicitly so that two
+implementations can be fed the same numbers and compared trial for trial, and so
+that `replay` can print one trial's timeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .params import Params
+
+
+@dataclass(frozen=True)
+class Draws:
+    """Per-CPU draws, arrays of shape (trials, n_cpus - 1); column j is CPU j + 1.
+
+    `dirty` is the flag before `early_flush` clears it; `w2` already includes
+    `rewbinvd_factor`. `nmi` and `w2` may be NaN where no NMI was sent.
+    """
+
+    ipi: np.ndarray
+    off: np.ndarray
+    dirty: np.ndarray
+    w: np.ndarray
+    w2: np.ndarray
+    nmi: np.ndarray
+    dead: np.ndarray
+
+    def row(self, t: int) -> "Draws":
+        """The draws of trial t alone, as a batch of one."""
+        return Draws(*(getattr(self, f)[t : t + 1].copy() for f in _FIELDS))
+
+    def to_lists(self) -> dict[str, list]:
+        """Plain Python lists of the first trial (for JSON and the scalar reference)."""
+        return {f: getattr(self, f)[0].tolist() for f in _FIELDS}
+
+
+_FIELDS = ("ipi", "off", "dirty", "w", "w2", "nmi", "dead")
+
+
+def exponential(rng: np.random.Generator, mean: float, size) -> np.ndarray:
+    """Exponential(mean) draws; mean 0 gives zeros without consuming the stream."""
+    if mean == 0.0:
+        return np.zeros(size)
+    x = rng.standard_exponential(size)
+    x *= mean
+    return x
+
+
+def lognormal(rng: np.random.Generator, median: float, sigma: float, size) -> np.ndarray:
+    """LogNormal(median, sigma) = median * exp(sigma * Z); sigma 0 gives the median itself."""
+    if sigma == 0.0:
+        return np.full(size, float(median))
+    x = rng.standard_normal(size)
+    x *= sigma
+    np.exp(x, out=x)
+    x *= median
+    return x
+
+
+def bernoulli(rng: np.random.Generator, p: float, shape: tuple[int, int]) -> np.ndarray:
+    """Boolean Bernoulli(p) array. Rare events are placed by a binomial count and a
+    uniform subset of positions, which has the same joint law as independent flags
+    but costs one draw per event instead of one per element."""
+    if p <= 0.0:
+        return np.zeros(shape, dtype=bool)
+    if p >= 1.0:
+        return np.ones(shape, dtype=bool)
+    size = shape[0] * shape[1]
+    if p < 0.05:
+        k = int(rng.binomial(size, p))
+        out = np.zeros(size, dtype=bool)
+        if k:
+            out[rng.choice(size, size=k, replace=False)] = True
+        return out.reshape(shape)
+    return rng.random(shape) < p
+
+
+def draw_off(rng: np.random.Generator, p: Params, shape: tuple[int, int]) -> np.ndarray:
+    """Time until each CPU next has interrupts enabled: a stall with prob. p_stall, else short."""
+    stalled = bernoulli(rng, p.p_stall, shape)
+    off = exponential(rng, p.irq_off_mean_us, shape)
+    k = int(np.count_nonzero(stalled))
+    if k:
+        off[stalled] = lognormal(rng, p.stall_median_us, p.stall_sigma, k)
+    return off
+
+
+def draw_phase1(rng: np.random.Generator, p: Params, n_trials: int) -> Draws:
+    """Every draw the REBOOT-vector phase needs; `nmi` and `w2` are left NaN (drawn lazily)."""
+    shape = (n_trials, p.n_remote)
+    ipi = exponential(rng, p.ipi_jitter_us, shape)
+    ipi += p.ipi_base_us
+    off = draw_off(rng, p, shape)
+    dirty = bernoulli(rng, p.incoherent_fraction, shape)
+    if dirty.any():
+        w = lognormal(rng, p.wbinvd_median_us, p.wbinvd_sigma, shape)
+    else:
+        w = np.zeros(shape)
+    dead = bernoulli(rng, p.p_unresponsive, shape)
+    nan = np.full(shape, np.nan)
+    return Draws(ipi=ipi, off=off, dirty=dirty, w=w, w2=nan, nmi=nan.copy(), dead=dead)
+
+
+def draw_nmi_path(rng: np.random.Generator, p: Params, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(nmi latency, second WBINVD length) for `count` CPUs that get an NMI."""
+    nmi = exponential(rng, p.nmi_jitter_us, count)
+    nmi += p.nmi_base_us
+    w2 = lognormal(rng, p.wbinvd_median_us, p.wbinvd_sigma, count)
+    w2 *= p.rewbinvd_factor
+    return nmi, w2
+
+
+def draw_all(rng: np.random.Generator, p: Params, n_trials: int) -> Draws:
+    """Every per-CPU draw of MODEL.md eagerly, including the NMI-path ones (for tests)."""
+    d = draw_phase1(rng, p, n_trials)
+    nmi, w2 = draw_nmi_path(rng, p, n_trials * p.n_remote)
+    shape = (n_trials, p.n_remote)
+    return Draws(d.ipi, d.off, d.dirty, d.w, w2.reshape(shape), nmi.reshape(shape), d.dead)

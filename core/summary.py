@@ -1,0 +1,93 @@
+"""Per-shard reduction of trial results: what the store keeps per (point, shard).
+
+Summaries add exactly (counts, sums, histograms, max), so chunks reduce into a
+shard and shards into a point without keeping per-trial arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .histogram import N_BINS, histogram, quantile
+from .outcomes import EVENT_OUTCOMES, OUTCOMES
+from .stats import wilson
+from .vectorized import TrialBatch
+
+_EVENT_CODES = np.array([OUTCOMES.index(o) for o in EVENT_OUTCOMES])
+
+
+@dataclass
+class Summary:
+    """Counts per outcome, NMI-phase count, stop-time sum/max/histogram over finite stops."""
+
+    trials: int = 0
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(len(OUTCOMES), np.int64))
+    nmi_phase: int = 0
+    t_done_sum_us: float = 0.0
+    t_done_max_us: float = float("nan")
+    hist: np.ndarray = field(default_factory=lambda: np.zeros(N_BINS, np.int64))
+    preflush_sum_us: float = 0.0
+    preflush_max_us: float = float("nan")
+
+    def add(self, b: TrialBatch) -> "Summary":
+        """Fold one batch in (in place); returns self."""
+        self.trials += len(b)
+        self.counts += np.bincount(b.outcome, minlength=len(OUTCOMES)).astype(np.int64)
+        self.nmi_phase += int(np.count_nonzero(b.outcome != OUTCOMES.index("clean")))
+        t = b.t_done_us[np.isfinite(b.t_done_us)]
+        if t.size:
+            self.t_done_sum_us += float(t.sum())
+            self.t_done_max_us = float(np.fmax(self.t_done_max_us, t.max()))
+        self.hist += histogram(t)
+        pf = b.preflush_us[np.isfinite(b.preflush_us)]
+        if pf.size:
+            self.preflush_sum_us += float(pf.sum())
+            self.preflush_max_us = float(np.fmax(self.preflush_max_us, pf.max()))
+        return self
+
+    def count(self, outcome: str) -> int:
+        """Trials with this outcome."""
+        return int(self.counts[OUTCOMES.index(outcome)])
+
+    @property
+    def finite(self) -> int:
+        """Trials with a stop time (all but hangs)."""
+        return int(self.hist.sum())
+
+    def report(self, conf: float = 0.95) -> dict:
+        """Counts, probabilities with Wilson intervals, stop-time mean/p50/p99/p999 (JSON-able)."""
+        n = self.trials
+        probs = {}
+        for name, k in [(o, self.count(o)) for o in OUTCOMES] + [("bad", self.bad)]:
+            lo, hi = wilson(k, n, conf)
+            probs[name] = {"k": k, "p": k / n if n else float("nan"), "lo": lo, "hi": hi}
+        fin = self.finite
+        return {
+            "trials": n,
+            "counts": {o: self.count(o) for o in OUTCOMES},
+            "nmi_phase": self.nmi_phase,
+            "p": probs,
+            "t_done_us": {
+                "mean": self.t_done_sum_us / fin if fin else float("nan"),
+                "p50": quantile(self.hist, 0.5, self.t_done_max_us),
+                "p99": quantile(self.hist, 0.99, self.t_done_max_us),
+                "p999": quantile(self.hist, 0.999, self.t_done_max_us),
+                "max": self.t_done_max_us,
+            },
+            "preflush_us": {
+                "mean": self.preflush_sum_us / n if n and np.isfinite(self.preflush_max_us) else None,
+                "max": self.preflush_max_us if np.isfinite(self.preflush_max_us) else None,
+            },
+        }
+
+    @property
+    def bad(self) -> int:
+        """race + hang + timeout trials."""
+        return int(sum(self.count(o) for o in EVENT_OUTCOMES))
+
+
+def event_mask(b: TrialBatch) -> np.ndarray:
+    """Trials that get an `events` row (race, hang or timeout)."""
+    return np.isin(b.outcome, _EVENT_CODES)

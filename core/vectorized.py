@@ -1,0 +1,275 @@
+"""The vectorized stop-race simulator: MODEL.md over NumPy arrays of (trials x CPUs).
+
+Trials are processed in chunks of about CHUNK_ELEMS CPU-trials so memory stays
+bounded whatever n_cpus and n_trials are. Phase 1 (REBOOT vector) is evaluated
+for every trial; only trials that miss the 1 s wait go through the NMI walk,
+itself vectorized over those trials. The NMI-path draws are made lazily, only for
+CPUs that actually get an NMI.
+
+Randomness: chunk c of a shard seeded by SeedSequence S uses its own stream
+`SeedSequence(S.entropy, spawn_key=S.spawn_key + (c,))`, and the chunk size is a
+function of n_cpus alone, so any trial is replayed by recomputing one chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .draws import Draws, draw_nmi_path, draw_phase1
+from .outcomes import CLEAN, HANG, NMI_CLEAN, RACE, TIMEOUT
+from .params import Params
+
+CHUNK_ELEMS = 1 << 16
+"""CPU-trials per chunk. Part of the random-stream layout: changing it changes results."""
+
+# (flat positions of the CPUs that got an NMI, in row-major order) -> (nmi, w2) for them
+NmiSupplier = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class TrialBatch:
+    """Per-trial results. Nulls: NaN for floats, -1 for first_racer_cpu."""
+
+    outcome: np.ndarray  # uint8 code, see core.outcomes
+    t_done_us: np.ndarray  # float64; NaN on hang
+    nmi_sent: np.ndarray  # int32
+    racers: np.ndarray  # int32
+    overlap_us: np.ndarray  # float64; NaN without a racer or on hang
+    first_racer_cpu: np.ndarray  # int32; -1 without a race
+    preflush_us: np.ndarray  # float64; NaN under mitigation none
+
+    def __len__(self) -> int:
+        return len(self.outcome)
+
+    @staticmethod
+    def concat(parts: list["TrialBatch"]) -> "TrialBatch":
+        """One batch from consecutive batches, in order."""
+        return TrialBatch(*(np.concatenate([getattr(b, f) for b in parts]) for f in _BATCH_FIELDS))
+
+
+_BATCH_FIELDS = ("outcome", "t_done_us", "nmi_sent", "racers", "overlap_us", "first_racer_cpu", "preflush_us")
+
+
+def chunk_trials(p: Params) -> int:
+    """Trials per chunk for this point: the stream layout depends on n_cpus only."""
+    return max(1, CHUNK_ELEMS // p.n_remote)
+
+
+def chunk_seed(seed: np.random.SeedSequence, chunk: int) -> np.random.SeedSequence:
+    """The SeedSequence of chunk `chunk` of the shard seeded by `seed`."""
+    return np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, chunk), pool_size=seed.pool_size)
+
+
+def shard_seed(point_seed: int, shard: int) -> np.random.SeedSequence:
+    """MODEL.md: shard k of a point uses SeedSequence([point_seed, k])."""
+    return np.random.SeedSequence([int(point_seed), int(shard)])
+
+
+def iter_chunks(p: Params, n_trials: int, seed: np.random.SeedSequence) -> Iterator[tuple[int, TrialBatch]]:
+    """(first trial index, results) per chunk of one shard, in trial order."""
+    per = chunk_trials(p)
+    for c, start in enumerate(range(0, n_trials, per)):
+        rng = np.random.Generator(np.random.PCG64(chunk_seed(seed, c)))
+        batch, _ = _simulate_rng_chunk(p, min(per, n_trials - start), rng, record=False)
+        yield start, batch
+
+
+def simulate(p: Params, n_trials: int, seed: np.random.SeedSequence | int) -> TrialBatch:
+    """Simulate n_trials independent stops of one point; deterministic in (p, n_trials, seed).
+
+    For many trials prefer iterating `iter_chunks` and reducing each chunk, which
+    keeps memory bounded; this collects every per-trial result.
+    """
+    if not isinstance(seed, np.random.SeedSequence):
+        seed = np.random.SeedSequence(seed)
+    parts = [b for _, b in iter_chunks(p, int(n_trials), seed)]
+    if not parts:
+        return TrialBatch.concat([_empty()])
+    return TrialBatch.concat(parts)
+
+
+def replay_draws(p: Params, n_trials: int, seed: np.random.SeedSequence, trial: int) -> tuple[Draws, TrialBatch]:
+    """The exact draws and result of trial `trial` of a shard (recomputes only its chunk)."""
+    if not 0 <= trial < n_trials:
+        raise ValueError(f"trial = {trial} is outside the shard's trials [0, {n_trials})")
+    per = chunk_trials(p)
+    c, i = divmod(trial, per)
+    rng = np.random.Generator(np.random.PCG64(chunk_seed(seed, c)))
+    batch, draws = _simulate_rng_chunk(p, min(per, n_trials - c * per), rng, record=True)
+    assert draws is not None
+    one = TrialBatch(*(getattr(batch, f)[i : i + 1] for f in _BATCH_FIELDS))
+    return draws.row(i), one
+
+
+def simulate_draws(p: Params, d: Draws) -> TrialBatch:
+    """Evaluate the model on explicit draws (all of them given): for trial-for-trial checks."""
+
+    def supply(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return d.nmi[rows, cols], d.w2[rows, cols]
+
+    return evaluate(p, d, supply)
+
+
+def _simulate_rng_chunk(
+    p: Params, n: int, rng: np.random.Generator, record: bool
+) -> tuple[TrialBatch, Draws | None]:
+    d = draw_phase1(rng, p, n)
+
+    def supply(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        nmi, w2 = draw_nmi_path(rng, p, len(rows))
+        if record:
+            d.nmi[rows, cols] = nmi
+            d.w2[rows, cols] = w2
+        return nmi, w2
+
+    return evaluate(p, d, supply), (d if record else None)
+
+
+def _empty() -> TrialBatch:
+    return TrialBatch(
+        np.zeros(0, np.uint8), np.zeros(0), np.zeros(0, np.int32), np.zeros(0, np.int32),
+        np.zeros(0), np.zeros(0, np.int32), np.zeros(0),
+    )
+
+
+def evaluate(p: Params, d: Draws, supply: NmiSupplier) -> TrialBatch:
+    """MODEL.md phases 1 and 2 over a chunk of draws; `supply` gives the NMI-path draws."""
+    n = d.ipi.shape[0]
+    early = p.mitigation == "early_flush"
+    dirty = np.zeros_like(d.dirty) if early else d.dirty
+
+    # Phase 1: e_i = max(ipi_i, off_i); c_i = e_i + prologue + w_i if dirty; inf if dead.
+    e = np.maximum(d.ipi, d.off)
+    c = e + p.prologue_us
+    if dirty.all():
+        c += d.w
+    elif dirty.any():
+        np.add(c, d.w, out=c, where=dirty)
+    if d.dead.any():
+        c[d.dead] = np.inf
+    cmax = c.max(axis=1)
+    clean = cmax <= p.t1_us
+
+    outcome = np.where(clean, CLEAN, NMI_CLEAN).astype(np.uint8)
+    t_done = np.where(clean, cmax, np.nan)
+    nmi_sent = np.zeros(n, np.int32)
+    racers = np.zeros(n, np.int32)
+    overlap = np.full(n, np.nan)
+    first = np.full(n, -1, np.int32)
+    if early:
+        preflush = np.where(d.dirty, d.w, 0.0).max(axis=1)
+    else:
+        preflush = np.full(n, np.nan)
+
+    rows = np.flatnonzero(~clean)
+    if rows.size:
+        r = _phase2(p, rows, e[rows], c[rows], d.w[rows], dirty[rows], d.dead[rows], supply)
+        outcome[rows], t_done[rows], nmi_sent[rows], racers[rows], overlap[rows], first[rows] = r
+    return TrialBatch(outcome, t_done, nmi_sent, racers, overlap, first, preflush)
+
+
+def _send_clock(p: Params, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which CPUs get an NMI and the send clock s_i when each is visited.
+
+    A CPU is sent an NMI iff c_i > s_i, and the clock advances only on a send,
+    so s depends on earlier sends. CPUs with c_i <= T_nmi never get one; if every
+    other CPU's c_i also exceeds the clock it would see were all of them sent,
+    they all are. Only rows where some CPU clears inside the walk itself need the
+    sequential walk, done over just those rows and columns.
+    """
+    t_nmi, step = p.t_nmi_us, p.nmi_send_us
+    cand = c > t_nmi
+    # s_i assuming every candidate is sent: sequential sums, exactly like `s += step`.
+    incr = np.where(cand, step, 0.0)
+    acc = np.empty((c.shape[0], c.shape[1] + 1))
+    acc[:, 0] = t_nmi
+    acc[:, 1:] = incr
+    np.add.accumulate(acc, axis=1, out=acc)
+    s = acc[:, :-1]
+    sent = cand & (c > s)
+    amb = np.flatnonzero((sent != cand).any(axis=1))
+    if amb.size:
+        cols = np.flatnonzero(cand[amb].any(axis=0))
+        clock = np.full(amb.size, t_nmi)
+        ca = c[amb]
+        sa = s[amb]
+        sn = np.zeros((amb.size, c.shape[1]), dtype=bool)
+        prev = 0
+        for j in cols:
+            sa[:, prev:j + 1] = clock[:, None]  # non-candidate columns see the same clock
+            hit = ca[:, j] > clock
+            sn[:, j] = hit
+            clock = clock + np.where(hit, step, 0.0)
+            prev = j + 1
+        sa[:, prev:] = clock[:, None]
+        s[amb] = sa
+        sent[amb] = sn
+    return sent, s
+
+
+def _phase2(
+    p: Params,
+    rows: np.ndarray,
+    e: np.ndarray,
+    c: np.ndarray,
+    w: np.ndarray,
+    dirty: np.ndarray,
+    dead: np.ndarray,
+    supply: NmiSupplier,
+) -> tuple[np.ndarray, ...]:
+    """The NMI walk and outcome for the trials that missed the REBOOT-vector wait."""
+    r, m = c.shape
+    sent, s = _send_clock(p, c)
+    nsent = sent.sum(axis=1).astype(np.int32)
+    # T_loop = the clock after the last CPU (the same sequential sum as s).
+    t_loop = s[:, -1] + np.where(sent[:, -1], p.nmi_send_us, 0.0)
+
+    ri, ci = np.nonzero(sent)
+    nmi, w2 = supply(rows[ri], ci)
+    a = s[ri, ci] + nmi
+    ei, wi, di, ded = e[ri, ci], w[ri, ci], dirty[ri, ci], dead[ri, ci]
+    cc = c[ri, ci]
+    h = np.where(di, p.prologue_us + w2, p.prologue_us)
+    f = np.where(
+        ded,
+        np.inf,
+        np.where(
+            a < ei + p.prologue_us,
+            np.where(di, a + p.prologue_us + wi, a + p.prologue_us),
+            np.where(a < cc, cc + h, cc),
+        ),
+    )
+    is_racer = ~ded & (a >= cc)
+
+    ff = c.copy()
+    ff[ri, ci] = f
+    F = ff.max(axis=1)
+    done = np.maximum(t_loop, F)
+    if p.wait == 1:
+        hang = np.isinf(F)
+        timeout = np.zeros(r, dtype=bool)
+        t_done = np.where(hang, np.nan, done)
+    else:
+        hang = np.zeros(r, dtype=bool)
+        deadline = t_loop + p.nmi_wait_scaled_us
+        timeout = F > deadline
+        t_done = np.where(timeout, deadline, done)
+
+    n_racers = np.bincount(ri[is_racer], minlength=r).astype(np.int32)
+    is_racer &= ~hang[ri]  # a hang has no T_done: no overlap, no race
+    end = (a + h)[is_racer]
+    rr, rc = ri[is_racer], ci[is_racer]
+    ov = np.full(r, -np.inf)
+    np.maximum.at(ov, rr, end - t_done[rr])
+    overlap = np.where((n_racers > 0) & ~hang, ov, np.nan)
+    races = end > t_done[rr] + p.handoff_us
+    first = np.full(r, m + 1, np.int64)
+    np.minimum.at(first, rr[races], rc[races] + 1)
+    race = (first <= m) & ~hang
+    first = np.where(race, first, -1).astype(np.int32)
+
+    outcome = np.select([hang, race, timeout], [HANG, RACE, TIMEOUT], NMI_CLEAN).astype(np.uint8)
+    return outcome, t_done, nsent, n_racers, overlap, first

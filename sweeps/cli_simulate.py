@@ -1,0 +1,117 @@
+"""`stoprace simulate`: one point in this process, no store, results on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+
+from core.params import DEFAULTS, INT_PARAMS, PARAM_NAMES, STR_PARAMS, Params, domain, make_params
+from core.summary import Summary
+from core.vectorized import iter_chunks, shard_seed
+
+
+def count_arg(text: str) -> int:
+    """A positive count that may be written 1000000, 1_000_000 or 1e6."""
+    try:
+        v = float(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number (e.g. 1000000 or 1e6)") from None
+    if not math.isfinite(v) or v < 1 or v != int(v):
+        raise argparse.ArgumentTypeError(f"'{text}' must be a whole number >= 1")
+    return int(v)
+
+
+def add_param_options(parser: argparse.ArgumentParser) -> None:
+    """One --option per model parameter, with its default and domain in --help."""
+    g = parser.add_argument_group("model parameters (MODEL.md; times in µs)")
+    for name in PARAM_NAMES:
+        field = Params.model_fields[name]
+        kind = str if name in STR_PARAMS else int if name in INT_PARAMS else float
+        g.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=kind,
+            default=None,
+            metavar="X",
+            help=f"{field.description} [default {DEFAULTS[name]}; {domain(name)}]",
+        )
+
+
+def params_from_args(args: argparse.Namespace) -> Params:
+    """The point given on the command line (unset options take the model defaults)."""
+    given = {n: getattr(args, n) for n in PARAM_NAMES if getattr(args, n, None) is not None}
+    return make_params(given, where="option")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="simulate one parameter point here (no Ray, no store)",
+        description=(
+            "Simulate one point of the stop-race model and print outcome counts, probabilities "
+            "with 95%% Wilson intervals, stop-time mean/p50/p99 and throughput. "
+            "Example: stoprace simulate --n-cpus 256 --p-stall 0.01 --trials 1e6"
+        ),
+    )
+    p.add_argument("--trials", type=count_arg, default=100_000, help="trials to run (default 1e5; 1e6 style accepted)")
+    p.add_argument("--seed", type=int, default=0, help="seed; same seed and parameters give identical results")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_param_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    params = params_from_args(args)
+    if args.seed < 0 or args.seed >= 2**64:
+        raise ValueError(f"--seed = {args.seed} is not allowed: integer in [0, 2**64)")
+    summary = Summary()
+    t0 = time.perf_counter()
+    for _, batch in iter_chunks(params, args.trials, shard_seed(args.seed, 0)):
+        summary.add(batch)
+    wall = time.perf_counter() - t0
+    rep = summary.report()
+    rep["params"] = params.model_dump()
+    rep["seed"] = args.seed
+    rep["wall_s"] = wall
+    rep["cpu_trials_per_s"] = args.trials * params.n_remote / wall if wall > 0 else None
+    if args.json:
+        json.dump(rep, sys.stdout, indent=None, default=float)
+        print()
+    else:
+        print(format_report(params, rep))
+    return 0
+
+
+def _fmt_p(x: float) -> str:
+    return "0" if x == 0 else f"{x:.3g}"
+
+
+def format_report(params: Params, rep: dict) -> str:
+    """A terminal table of one point's results."""
+    non_default = {k: v for k, v in params.model_dump().items() if v != DEFAULTS[k]}
+    lines = [
+        f"point: {', '.join(f'{k}={v}' for k, v in non_default.items()) or 'all defaults'}",
+        f"trials: {rep['trials']:,}   NMI phase: {rep['nmi_phase']:,}   seed: {rep['seed']}",
+        "",
+        f"{'outcome':<10} {'count':>12} {'p':>10} {'95% lo':>10} {'95% hi':>10}",
+    ]
+    for name, v in rep["p"].items():
+        lines.append(f"{name:<10} {v['k']:>12,} {_fmt_p(v['p']):>10} {_fmt_p(v['lo']):>10} {_fmt_p(v['hi']):>10}")
+    t = rep["t_done_us"]
+    lines.append("")
+    lines.append(
+        "stop time (µs): "
+        + "  ".join(f"{k} {t[k]:,.1f}" if t[k] == t[k] else f"{k} -" for k in ("mean", "p50", "p99", "p999", "max"))
+    )
+    if rep["preflush_us"]["max"] is not None:
+        pf = rep["preflush_us"]
+        lines.append(f"preflush (µs): mean {pf['mean']:,.1f}  max {pf['max']:,.1f}")
+    k = rep["p"]["race"]["k"]
+    if k == 0:
+        lines.append(f"no race seen: p_race < {_fmt_p(rep['p']['race']['hi'])} (95% upper bound)")
+    rate = rep["cpu_trials_per_s"]
+    lines.append(f"wall {rep['wall_s']:.2f} s, {rate / 1e6:,.1f} M CPU-trials/s" if rate else f"wall {rep['wall_s']:.2f} s")
+    return "\n".join(lines)
