@@ -63,7 +63,7 @@ def lognormal(rng: np.random.Generator, median: float, sigma: float, size) -> np
     return x
 
 
-def bernoulli(rng: np.random.Generator, p: float, shape: tuple[int, int]) -> np.ndarray:
+def bernoulli(rng: np.random.Generator, p: float, shape) -> np.ndarray:
     """Boolean Bernoulli(p) array. Rare events are placed by a binomial count and a
     uniform subset of positions, which has the same joint law as independent flags
     but costs one draw per event instead of one per element."""
@@ -71,7 +71,7 @@ def bernoulli(rng: np.random.Generator, p: float, shape: tuple[int, int]) -> np.
         return np.zeros(shape, dtype=bool)
     if p >= 1.0:
         return np.ones(shape, dtype=bool)
-    size = shape[0] * shape[1]
+    size = int(np.prod(shape))
     if p < 0.05:
         k = int(rng.binomial(size, p))
         out = np.zeros(size, dtype=bool)
@@ -91,9 +91,14 @@ def draw_off(rng: np.random.Generator, p: Params, shape: tuple[int, int]) -> np.
     return off
 
 
-def draw_phase1(rng: np.random.Generator, p: Params, n_trials: int) -> Draws:
-    """Every draw the REBOOT-vector phase needs; `nmi` and `w2` are left NaN (drawn lazily)."""
-    shape = (n_trials, p.n_remote)
+def draw_phase1(rng: np.random.Generator, p: Params, n_trials: int, nmi_arrays: bool = False) -> Draws:
+    """Every draw the REBOOT-vector phase needs. `nmi` and `w2` are drawn lazily later:
+    here they are NaN arrays to record them in (`nmi_arrays`) or empty.
+
+    Arrays are laid out CPU-major in memory (returned as transposed views of shape
+    (trials, CPUs)) so the per-trial max over CPUs is an elementwise max over rows.
+    """
+    shape = (p.n_remote, n_trials)
     ipi = exponential(rng, p.ipi_jitter_us, shape)
     ipi += p.ipi_base_us
     off = draw_off(rng, p, shape)
@@ -103,8 +108,8 @@ def draw_phase1(rng: np.random.Generator, p: Params, n_trials: int) -> Draws:
     else:
         w = np.zeros(shape)
     dead = bernoulli(rng, p.p_unresponsive, shape)
-    nan = np.full(shape, np.nan)
-    return Draws(ipi=ipi, off=off, dirty=dirty, w=w, w2=nan, nmi=nan.copy(), dead=dead)
+    nan = np.full(shape if nmi_arrays else (0, 0), np.nan)
+    return Draws(ipi=ipi.T, off=off.T, dirty=dirty.T, w=w.T, w2=nan.T, nmi=nan.copy().T, dead=dead.T)
 
 
 def draw_nmi_path(rng: np.random.Generator, p: Params, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -114,6 +119,11 @@ def draw_nmi_path(rng: np.random.Generator, p: Params, count: int) -> tuple[np.n
     w2 = lognormal(rng, p.wbinvd_median_us, p.wbinvd_sigma, count)
     w2 *= p.rewbinvd_factor
     return nmi, w2
+
+
+def new_generator(seed: np.random.SeedSequence) -> np.random.Generator:
+    """The bit generator of every stream in the model (SFC64: the fastest NumPy offers)."""
+    return np.random.Generator(np.random.SFC64(seed))
 
 
 def draw_all(rng: np.random.Generator, p: Params, n_trials: int) -> Draws:

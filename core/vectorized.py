@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .draws import Draws, draw_nmi_path, draw_phase1
+from .draws import Draws, draw_nmi_path, draw_phase1, new_generator
 from .outcomes import CLEAN, HANG, NMI_CLEAN, RACE, TIMEOUT
 from .params import Params
 
@@ -72,7 +72,7 @@ def iter_chunks(p: Params, n_trials: int, seed: np.random.SeedSequence) -> Itera
     """(first trial index, results) per chunk of one shard, in trial order."""
     per = chunk_trials(p)
     for c, start in enumerate(range(0, n_trials, per)):
-        rng = np.random.Generator(np.random.PCG64(chunk_seed(seed, c)))
+        rng = new_generator(chunk_seed(seed, c))
         batch, _ = _simulate_rng_chunk(p, min(per, n_trials - start), rng, record=False)
         yield start, batch
 
@@ -97,7 +97,7 @@ def replay_draws(p: Params, n_trials: int, seed: np.random.SeedSequence, trial: 
         raise ValueError(f"trial = {trial} is outside the shard's trials [0, {n_trials})")
     per = chunk_trials(p)
     c, i = divmod(trial, per)
-    rng = np.random.Generator(np.random.PCG64(chunk_seed(seed, c)))
+    rng = new_generator(chunk_seed(seed, c))
     batch, draws = _simulate_rng_chunk(p, min(per, n_trials - c * per), rng, record=True)
     assert draws is not None
     one = TrialBatch(*(getattr(batch, f)[i : i + 1] for f in _BATCH_FIELDS))
@@ -116,7 +116,7 @@ def simulate_draws(p: Params, d: Draws) -> TrialBatch:
 def _simulate_rng_chunk(
     p: Params, n: int, rng: np.random.Generator, record: bool
 ) -> tuple[TrialBatch, Draws | None]:
-    d = draw_phase1(rng, p, n)
+    d = draw_phase1(rng, p, n, nmi_arrays=record)
 
     def supply(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         nmi, w2 = draw_nmi_path(rng, p, len(rows))
