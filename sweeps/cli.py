@@ -15,6 +15,8 @@ from importlib import import_module
 # `set_defaults(func=...)`; func(args) returns the exit code.
 COMMAND_MODULES: tuple[str, ...] = (
     "sweeps.cli_simulate",
+    "sweeps.cli_run",
+    "sweeps.cli_query",
 )
 
 

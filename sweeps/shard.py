@@ -1,0 +1,87 @@
+"""Run one task: every (point, shard) it holds, reduced to `points` and `events` Arrow tables.
+
+Pure apart from the wall clock (`wall_s`, not part of determinism): this is the
+function Ray workers execute, so it takes and returns plain picklable values.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from core.outcomes import OUTCOMES
+from core.params import PARAM_NAMES
+from core.summary import Summary, event_mask
+from core.vectorized import iter_chunks, shard_seed
+from sweeps.grid import Task
+from sweeps.schema import EVENTS_SCHEMA, POINTS_SCHEMA
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """What a worker sends back for one task."""
+
+    task_id: int
+    points: pa.Table
+    events: pa.Table
+    cpu_trials: int
+
+
+def _null_if_nan(x: float) -> float | None:
+    return None if x != x else float(x)
+
+
+def run_task(task: Task, sweep: str) -> TaskResult:
+    """Simulate every shard of the task; one `points` row per shard, one `events` row per bad trial."""
+    rows: dict[str, list] = {f.name: [] for f in POINTS_SCHEMA}
+    ev: dict[str, list] = {f.name: [] for f in EVENTS_SCHEMA}
+    for item in task.items:
+        point = item.point
+        params = point.params
+        for k in item.shards:
+            n = item.shard_size(k)
+            t0 = time.perf_counter()
+            summary = Summary()
+            for start, batch in iter_chunks(params, n, shard_seed(point.point_seed, k)):
+                summary.add(batch)
+                _collect_events(ev, sweep, point.point_id, k, start, batch)
+            rows["sweep"].append(sweep)
+            rows["point_id"].append(point.point_id)
+            rows["shard"].append(k)
+            for name in PARAM_NAMES:
+                rows[name].append(point.values[name])
+            rows["trials"].append(summary.trials)
+            for o in OUTCOMES:
+                rows[o].append(summary.count(o))
+            rows["t_done_sum_us"].append(summary.t_done_sum_us)
+            rows["t_done_max_us"].append(_null_if_nan(summary.t_done_max_us))
+            rows["t_done_hist"].append(summary.hist.tolist())
+            rows["seed"].append(point.point_seed)
+            rows["wall_s"].append(time.perf_counter() - t0)
+    return TaskResult(
+        task.task_id,
+        pa.table(rows, schema=POINTS_SCHEMA),
+        pa.table(ev, schema=EVENTS_SCHEMA),
+        task.cpu_trials,
+    )
+
+
+def _collect_events(ev: dict[str, list], sweep: str, point_id: str, shard: int, start: int, batch) -> None:
+    idx = np.flatnonzero(event_mask(batch))
+    if not idx.size:
+        return
+    names = np.asarray(OUTCOMES, dtype=object)
+    n = idx.size
+    ev["sweep"] += [sweep] * n
+    ev["point_id"] += [point_id] * n
+    ev["shard"] += [shard] * n
+    ev["trial"] += (idx + start).tolist()
+    ev["outcome"] += names[batch.outcome[idx]].tolist()
+    ev["t_done_us"] += [_null_if_nan(x) for x in batch.t_done_us[idx].tolist()]
+    ev["nmi_sent"] += batch.nmi_sent[idx].tolist()
+    ev["racers"] += batch.racers[idx].tolist()
+    ev["overlap_us"] += [_null_if_nan(x) for x in batch.overlap_us[idx].tolist()]
+    ev["first_racer_cpu"] += [None if x < 0 else x for x in batch.first_racer_cpu[idx].tolist()]

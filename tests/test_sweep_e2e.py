@@ -1,0 +1,184 @@
+"""End to end on a real embedded Ray (2 CPUs) with real Parquet: run, rerun, resume, errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+
+import pyarrow.compute as pc
+import pytest
+
+from cluster.connect import session
+from core.outcomes import EVENT_OUTCOMES, OUTCOMES
+from sweeps import run
+from sweeps.cli import main
+from sweeps.grid import iter_points
+from sweeps.spec import load_spec
+
+from sweep_helpers import SLOW_SPEC, SMALL_SPEC, cli, read_dir, wait_for, without_wall, write_spec
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray2():
+    with session(num_cpus=2) as started:
+        assert started
+        yield
+
+
+@pytest.fixture(scope="module")
+def reference_run(ray2, tmp_path_factory):
+    """The small spec run once, uninterrupted: the rows every other run must reproduce."""
+    tmp = tmp_path_factory.mktemp("ref")
+    spec = write_spec(tmp)
+    rep = run(spec, tmp / "out", progress=False)
+    assert rep.complete and rep.tasks_run == rep.n_tasks
+    return spec, tmp / "out"
+
+
+def test_rows_cover_every_point_and_shard_once_and_counts_sum(reference_run):
+    spec_path, out = reference_run
+    spec = load_spec(spec_path)
+    t = read_dir(out)
+    expected = {(p.point_id, k) for p in iter_points(spec) for k in range(spec.n_shards_per_point)}
+    got = list(zip(t["point_id"].to_pylist(), t["shard"].to_pylist()))
+    assert len(got) == len(set(got)) == len(expected) == spec.n_points * 3
+    assert set(got) == expected
+    total = sum(pc.sum(t[o]).as_py() for o in OUTCOMES)
+    assert total == spec.n_points * spec.trials
+    for row in t.select(["trials", *OUTCOMES]).to_pylist():
+        assert sum(row[o] for o in OUTCOMES) == row["trials"] == 1000
+    # parameters in each row are the point's
+    by_id = {p.point_id: p.values for p in iter_points(spec)}
+    for row in t.select(["point_id", "n_cpus", "p_stall", "wait", "nmi_jitter_us"]).to_pylist():
+        v = by_id[row["point_id"]]
+        assert (row["n_cpus"], row["p_stall"], row["wait"], row["nmi_jitter_us"]) == (
+            v["n_cpus"], v["p_stall"], v["wait"], v["nmi_jitter_us"])
+
+
+def test_one_event_row_per_bad_trial(reference_run):
+    _, out = reference_run
+    pts, ev = read_dir(out), read_dir(out, "events")
+    bad = sum(pc.sum(pts[o]).as_py() for o in EVENT_OUTCOMES)
+    assert bad > 0 and ev.num_rows == bad
+    keys = list(zip(ev["point_id"].to_pylist(), ev["shard"].to_pylist(), ev["trial"].to_pylist()))
+    assert len(set(keys)) == len(keys)
+    assert set(ev["outcome"].to_pylist()) <= set(EVENT_OUTCOMES)
+    assert set(ev["outcome"].to_pylist()) == {"race", "hang", "timeout"}  # the spec provokes all three
+
+
+def test_rerun_recomputes_nothing(reference_run):
+    spec, out = reference_run
+    before = {f: f.stat().st_mtime_ns for f in out.rglob("*.parquet")}
+    rep = run(spec, out, progress=False)
+    assert rep.tasks_run == 0 and rep.complete
+    assert {f: f.stat().st_mtime_ns for f in out.rglob("*.parquet")} == before
+
+
+def test_same_spec_gives_identical_rows(reference_run, tmp_path):
+    spec, out = reference_run
+    run(spec, tmp_path / "again", progress=False)
+    assert without_wall(read_dir(tmp_path / "again")).equals(without_wall(read_dir(out)))
+    assert read_dir(tmp_path / "again", "events").equals(read_dir(out, "events"))
+
+
+@pytest.fixture(scope="module")
+def slow_run(ray2, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("slow")
+    spec = write_spec(tmp, SLOW_SPEC)
+    assert run(spec, tmp / "out", progress=False).complete
+    return spec, tmp / "out"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_run_resumes_to_identical_rows(slow_run, tmp_path, sig):
+    spec, ref_out = slow_run
+    out = tmp_path / "out"
+    proc = cli("run", str(spec), "--out", str(out), "--workers", "1", "--no-progress")
+    wait_for(lambda: len(list((out / "points").glob("*.parquet"))) >= 2, 120, "two stored tasks", proc)
+    os.killpg(proc.pid, sig)
+    _, err = proc.communicate(timeout=60)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, err
+        assert "run the same command again to resume" in err
+    assert not list(out.rglob("*.tmp")), "a partial file was left behind"
+    kept = len(list((out / "points").glob("*.parquet")))
+    n_tasks = sum(1 for _ in (ref_out / "points").glob("*.parquet"))
+    assert 2 <= kept < n_tasks, "interrupt came too late to test resume"
+    rep = run(spec, out, progress=False)
+    assert rep.complete and rep.tasks_run < rep.n_tasks
+    assert without_wall(read_dir(out)).equals(without_wall(read_dir(ref_out)))
+    assert read_dir(out, "events").equals(read_dir(ref_out, "events"))
+
+
+def test_worker_killed_mid_task_is_retried(slow_run, tmp_path):
+    import psutil
+
+    spec, ref_out = slow_run
+    out = tmp_path / "out"
+    proc = cli("run", str(spec), "--out", str(out), "--workers", "2", "--no-progress")
+    killed = []
+
+    def kill_a_worker():
+        for p in psutil.process_iter(["cmdline", "pid"]):
+            cmd = " ".join(p.info["cmdline"] or [])
+            # a Ray worker executing a task is titled ray::<function>; idle ones ray::IDLE
+            if cmd.startswith("ray::") and "IDLE" not in cmd and p.pid not in killed:
+                try:
+                    p.kill()
+                    killed.append(p.pid)
+                except psutil.Error:
+                    continue
+                return True
+        return False
+
+    wait_for(kill_a_worker, 120, "a running run_task worker", proc)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert killed
+    assert without_wall(read_dir(out)).equals(without_wall(read_dir(ref_out)))
+    assert read_dir(out, "events").equals(read_dir(ref_out, "events"))
+
+
+BAD_SPECS = [
+    ("frobnicate = 3\n", "unknown parameter 'frobnicate'"),
+    ("n_cpus = [1, 4]\n", "n_cpus"),
+    ("p_stall = [0.5, 2.0]\n", "p_stall"),
+    ("mitigation = ['none', 'sometimes']\n", "mitigation"),
+    ("wbinvd_us = { logspace = [0, 100], num = 3 }\n", "wbinvd_us"),
+    ("n_cpus = []\n", "n_cpus"),
+]
+
+
+@pytest.mark.parametrize("axis,needle", BAD_SPECS)
+def test_bad_spec_exits_2_naming_the_field_and_creates_nothing(tmp_path, capsys, axis, needle):
+    spec = write_spec(tmp_path, SMALL_SPEC.split("[axes]")[0] + "[axes]\n" + axis)
+    out = tmp_path / "never"
+    assert main(["run", str(spec), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_name_in_base_and_axes_is_refused(tmp_path, capsys):
+    spec = write_spec(tmp_path, SMALL_SPEC.replace("[base]\n", "[base]\nn_cpus = 8\n"))
+    assert main(["run", str(spec), "--out", str(tmp_path / "o")]) == 2
+    assert "n_cpus" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_other_spec_into_existing_dir_is_refused_and_nothing_changes(reference_run, tmp_path, capsys):
+    spec, ref_out = reference_run
+    out = tmp_path / "copy"
+    shutil.copytree(ref_out, out)
+    before = {f: f.read_bytes() for f in out.rglob("*") if f.is_file()}
+    other = write_spec(tmp_path, SMALL_SPEC.replace("seed = 7", "seed = 8"), "other.toml")
+    assert main(["run", str(other), "--out", str(out)]) == 2
+    assert "different spec" in capsys.readouterr().err
+    assert {f: f.read_bytes() for f in out.rglob("*") if f.is_file()} == before
+
+
+def test_missing_spec_file_exits_2(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.toml")]) == 2
+    assert "nope.toml" in capsys.readouterr().err
