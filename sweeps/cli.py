@@ -16,6 +16,7 @@ from importlib import import_module
 COMMAND_MODULES: tuple[str, ...] = (
     "sweeps.cli_simulate",
     "sweeps.cli_run",
+    "sweeps.cli_replay",
     "sweeps.cli_query",
 )
 

@@ -182,3 +182,33 @@ def test_other_spec_into_existing_dir_is_refused_and_nothing_changes(reference_r
 def test_missing_spec_file_exits_2(tmp_path, capsys):
     assert main(["run", str(tmp_path / "nope.toml")]) == 2
     assert "nope.toml" in capsys.readouterr().err
+
+
+def test_replay_rebuilds_every_event_of_the_run(reference_run, capsys):
+    from queries.replay import replay
+
+    _, out = reference_run
+    ev = read_dir(out, "events").to_pylist()
+    assert len(ev) > 20
+    for e in ev:
+        r = replay(out, e["point_id"], e["shard"], e["trial"])
+        assert r.result.outcome == r.vectorized_outcome == e["outcome"]
+        assert r.result.nmi_sent == e["nmi_sent"] and r.result.racers == e["racers"]
+        if e["t_done_us"] is None:
+            assert r.result.t_done_us is None
+        else:
+            assert r.result.t_done_us == pytest.approx(e["t_done_us"], rel=1e-12)
+        assert r.result.first_racer_cpu == e["first_racer_cpu"]
+    e = ev[0]
+    assert main(["replay", str(out), "--point", e["point_id"], "--shard", str(e["shard"]), "--trial", str(e["trial"])]) == 0
+    text = capsys.readouterr().out
+    assert f"outcome: {e['outcome']}" in text and "nmi arrive" in text
+
+
+def test_replay_bad_address_exits_2(reference_run, capsys):
+    _, out = reference_run
+    assert main(["replay", str(out), "--point", "0000000000000000", "--shard", "0", "--trial", "0"]) == 2
+    assert "not in" in capsys.readouterr().err
+    pid = read_dir(out)["point_id"][0].as_py()
+    assert main(["replay", str(out), "--point", pid, "--shard", "0", "--trial", "5000"]) == 2
+    assert "outside" in capsys.readouterr().err

@@ -1,0 +1,123 @@
+"""Replay one trial of a results dir from its address (point, shard, trial).
+
+The stored row gives the point's parameters and seed; the shard's seed follows
+(MODEL.md), and the vectorized core recomputes only the chunk holding the trial.
+The recorded draws are then run through the scalar reference model, which gives
+the per-CPU timeline and cross-checks the vectorized result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from core.draws import Draws
+from core.outcomes import OUTCOMES
+from core.params import PARAM_NAMES, Params, make_params
+from core.reference import TrialResult, simulate_trial
+from core.vectorized import replay_draws, shard_seed
+from queries.db import QueryError, check_result_dir
+
+
+@dataclass
+class Replay:
+    """One trial: its address, parameters, draws, the reference timeline and the vectorized outcome."""
+
+    point_id: str
+    shard: int
+    trial: int
+    params: Params
+    point_seed: int
+    draws: Draws
+    result: TrialResult
+    vectorized_outcome: str
+
+    def to_json(self) -> dict[str, Any]:
+        r = asdict(self.result)
+        return {
+            "point_id": self.point_id,
+            "shard": self.shard,
+            "trial": self.trial,
+            "point_seed": self.point_seed,
+            "params": self.params.model_dump(),
+            "vectorized_outcome": self.vectorized_outcome,
+            **r,
+        }
+
+
+def load_shard_row(result_dir: str | Path, point_id: str, shard: int) -> dict[str, Any]:
+    """The stored `points` row of (point, shard); QueryError (one line) if absent."""
+    check_result_dir(result_dir)
+    dset = ds.dataset(str(Path(result_dir) / "points"), format="parquet")
+    cols = [*PARAM_NAMES, "seed", "trials", "shard", "point_id"]
+    t = dset.to_table(columns=cols, filter=pc.field("point_id") == point_id)
+    if t.num_rows == 0:
+        raise QueryError(f"point '{point_id}' is not in {result_dir} (list ids: stoprace query {result_dir} --sql \"select point_id from outcomes\")")
+    rows = t.filter(pc.equal(t["shard"], shard)).to_pylist()
+    if not rows:
+        shards = sorted(set(t["shard"].to_pylist()))
+        raise QueryError(f"--shard {shard} is not stored for point {point_id} (stored: {shards[0]}..{shards[-1]})")
+    return rows[0]
+
+
+def replay(result_dir: str | Path, point_id: str, shard: int, trial: int) -> Replay:
+    """Rebuild trial `trial` of shard `shard` of point `point_id` exactly."""
+    row = load_shard_row(result_dir, point_id, shard)
+    params = make_params({n: row[n] for n in PARAM_NAMES}, where=str(result_dir))
+    if not 0 <= trial < row["trials"]:
+        raise QueryError(f"--trial {trial} is outside shard {shard}'s trials 0..{row['trials'] - 1}")
+    draws, batch = replay_draws(params, row["trials"], shard_seed(row["seed"], shard), trial)
+    result = simulate_trial(params, draws.to_lists())
+    return Replay(point_id, shard, trial, params, row["seed"], draws, result, OUTCOMES[batch.outcome[0]])
+
+
+def _t(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if x == float("inf"):
+        return "never"
+    return f"{x:,.2f}"
+
+
+def format_timeline(r: Replay, all_cpus: bool = False, limit: int = 40) -> str:
+    """A terminal timeline, CPU by CPU (µs since the REBOOT broadcast).
+
+    Without `all_cpus`, CPUs that got an NMI plus the last few to clear are shown.
+    """
+    res = r.result
+    cpus = res.cpus
+    if not all_cpus and len(cpus) > limit:
+        nmi = [c for c in cpus if c.nmi_send is not None]
+        latest = sorted(cpus, key=lambda c: c.clear, reverse=True)[: max(5, limit - len(nmi))]
+        keep = {c.cpu for c in nmi} | {c.cpu for c in latest}
+        shown = [c for c in cpus if c.cpu in keep]
+    else:
+        shown = cpus
+    head = (
+        f"point {r.point_id}  shard {r.shard}  trial {r.trial}  (seed {r.point_seed})\n"
+        f"outcome: {res.outcome}   T_done: {_t(res.t_done_us)} µs   NMIs sent: {res.nmi_sent}   "
+        f"racers: {res.racers}   overlap: {_t(res.overlap_us)} µs   first racer: {res.first_racer_cpu or '-'}\n"
+        f"T1 (end of REBOOT wait): {_t(res.t1_us)}   T_nmi: {_t(res.t_nmi_us)}   T_loop: {_t(res.t_loop_us)}"
+        + (f"   deadline: {_t(res.deadline_us)}" if res.deadline_us is not None else "")
+        + (f"   preflush: {_t(res.preflush_us)}" if res.preflush_us is not None else "")
+        + f"   handoff: {r.params.handoff_us:,.2f}\n"
+    )
+    cols = f"{'cpu':>5} {'ipi':>10} {'irqs-off':>13} {'enter':>13} {'wbinvd':>10} {'clear':>13} {'nmi sent':>13} {'nmi arrive':>13} {'case':>13} {'handler end':>13} {'final':>13}  mark"
+    lines = [head, cols]
+    for c in shown:
+        end = c.nmi_arrive + c.handler_us if c.handler_us is not None and c.nmi_arrive is not None else None
+        mark = "RACE" if c.races else "racer" if c.racer else "dead" if c.dead else ""
+        lines.append(
+            f"{c.cpu:>5} {_t(c.ipi):>10} {_t(c.off):>13} {_t(c.enter):>13} {_t(c.wbinvd_us if c.dirty else None):>10} "
+            f"{_t(c.clear):>13} {_t(c.nmi_send):>13} {_t(c.nmi_arrive):>13} {c.nmi_case or '':>13} {_t(end):>13} "
+            f"{_t(c.final_clear):>13}  {mark}"
+        )
+    if len(shown) < len(cpus):
+        lines.append(f"({len(cpus) - len(shown)} CPUs that cleared early without an NMI not shown; --all shows them)")
+    if r.vectorized_outcome != res.outcome:
+        lines.append(f"WARNING: vectorized core says {r.vectorized_outcome}, reference says {res.outcome}")
+    return "\n".join(lines)

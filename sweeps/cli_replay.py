@@ -1,0 +1,38 @@
+"""`stoprace replay`: one trial's timeline, rebuilt from its (point, shard, trial) address."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="rebuild one trial of a results dir and print its per-CPU timeline",
+        description=(
+            "Recompute trial T of shard K of a point from its seed and print what every CPU did: "
+            "IPI arrival, irqs-off end, entry into stop_this_cpu(), WBINVD, clear, NMI send/arrival, "
+            "racer marks, T_done. Event rows (stoprace query DIR --sql 'select * from events') give addresses."
+        ),
+    )
+    p.add_argument("dir", metavar="DIR", help="results dir")
+    p.add_argument("--point", required=True, metavar="ID", help="point_id")
+    p.add_argument("--shard", required=True, type=int, metavar="K")
+    p.add_argument("--trial", required=True, type=int, metavar="T", help="trial index within the shard")
+    p.add_argument("--all", action="store_true", help="show every CPU, not only the NMI'd and latest ones")
+    p.add_argument("--json", action="store_true", help="print the timeline as JSON")
+    p.set_defaults(func=run_cmd)
+
+
+def run_cmd(args: argparse.Namespace) -> int:
+    from queries.replay import format_timeline, replay
+
+    r = replay(args.dir, args.point, args.shard, args.trial)
+    if args.json:
+        json.dump(r.to_json(), sys.stdout, default=lambda x: None if x != x else float(x))
+        print()
+    else:
+        print(format_timeline(r, all_cpus=args.all))
+    return 0 if r.vectorized_outcome == r.result.outcome else 1
