@@ -16,7 +16,7 @@ Task planning (``iter_tasks``) is deterministic from the spec and the planning
 constants (``plan_signature``): walking points in order and each point's shards
 in order, shards are appended to the current task until its estimated cost
 (sum of ``n_cpus * shard trials``) would exceed ``task_seconds *
-cpu_trials_per_s`` or it holds ``max_shards`` shards; then the next task starts.
+cpu_trials_per_s`` (or 1/MIN_TASKS of the whole sweep, whichever is smaller) or it holds ``max_shards`` shards; then the next task starts.
 A shard costlier than the whole budget gets a task of its own. Task ids are
 0, 1, 2, ... in that order. Resume relies on this: planning a dir again must
 use the same constants (the store records them, see sweeps.store).
@@ -59,7 +59,10 @@ __all__ = [
 DEFAULT_CPU_TRIALS_PER_S = 3e7
 """Planning estimate of simulated CPU-trials per second per core (n_cpus x trials)."""
 MAX_SHARDS_PER_TASK = 10_000
-PLANNER_VERSION = 1
+PLANNER_VERSION = 2
+MIN_TASKS = 64
+"""A sweep smaller than MIN_TASKS x task_seconds is cut into about MIN_TASKS tasks
+(never below one shard each), so small sweeps still balance across a cluster."""
 
 
 @dataclass(frozen=True)
@@ -246,15 +249,23 @@ def total_shards(spec: SweepSpec) -> int:
 # ---- tasks -----------------------------------------------------------------------------
 
 
-def plan_signature(cpu_trials_per_s: float = DEFAULT_CPU_TRIALS_PER_S, max_shards: int = MAX_SHARDS_PER_TASK) -> dict[str, Any]:
+def plan_signature(
+    cpu_trials_per_s: float = DEFAULT_CPU_TRIALS_PER_S, max_shards: int = MAX_SHARDS_PER_TASK, min_tasks: int = MIN_TASKS
+) -> dict[str, Any]:
     """The planning constants that, with the spec, fix the task ids (recorded by the store)."""
-    return {"planner": PLANNER_VERSION, "cpu_trials_per_s": float(cpu_trials_per_s), "max_shards": int(max_shards)}
+    return {
+        "planner": PLANNER_VERSION,
+        "cpu_trials_per_s": float(cpu_trials_per_s),
+        "max_shards": int(max_shards),
+        "min_tasks": int(min_tasks),
+    }
 
 
 def iter_tasks(
     spec: SweepSpec,
     cpu_trials_per_s: float = DEFAULT_CPU_TRIALS_PER_S,
     max_shards: int = MAX_SHARDS_PER_TASK,
+    min_tasks: int = MIN_TASKS,
 ) -> Iterator[Task]:
     """Tasks covering every (point, shard) exactly once, lazily, ids 0, 1, 2, ...
 
@@ -266,7 +277,7 @@ def iter_tasks(
         raise ValueError(f"cpu_trials_per_s = {cpu_trials_per_s!r} must be a finite number > 0")
     if max_shards < 1:
         raise ValueError(f"max_shards = {max_shards!r} must be >= 1")
-    budget = spec.task_seconds * cpu_trials_per_s
+    budget = min(spec.task_seconds * cpu_trials_per_s, total_cpu_trials(spec) / max(min_tasks, 1))
     st, trials = spec.shard_trials, spec.trials
     n_sh = spec.n_shards_per_point
     last_size = trials - (n_sh - 1) * st

@@ -192,7 +192,7 @@ def flat(tasks: list[Task]) -> list[list[tuple[int, int]]]:
 
 def test_many_small_points_packed():
     spec = mk({"n_cpus": [8, 16], "wbinvd_us": {"linspace": [1, 100], "num": 50}}, trials=1000, task_seconds=1.0)
-    tasks = list(iter_tasks(spec, cpu_trials_per_s=1e5))  # budget 1e5: 12 points of 8 CPUs per task
+    tasks = list(iter_tasks(spec, cpu_trials_per_s=1e5, min_tasks=1))  # budget 1e5: 12 points of 8 CPUs per task
     check_partition(spec, tasks)
     assert len(tasks[0].items) == 12 and tasks[0].cpu_trials <= 1e5
     assert all(len(it.shards) == 1 for t in tasks for it in t.items)
@@ -202,7 +202,7 @@ def test_many_small_points_packed():
 def test_big_point_split_by_whole_shards():
     spec = mk({}, base={"n_cpus": 100}, trials=1_050_000, shard_trials=100_000, task_seconds=1.0)
     # 11 shards (last 50_000); budget 3e7 cpu-trials = 3 full shards
-    tasks = list(iter_tasks(spec, cpu_trials_per_s=3e7))
+    tasks = list(iter_tasks(spec, cpu_trials_per_s=3e7, min_tasks=1))
     check_partition(spec, tasks)
     assert [(t.items[0].first, t.items[0].stop) for t in tasks] == [(0, 3), (3, 6), (6, 9), (9, 11)]
     assert tasks[-1].items[0].shard_sizes() == (100_000, 50_000)
@@ -211,14 +211,14 @@ def test_big_point_split_by_whole_shards():
 
 def test_shard_bigger_than_budget_gets_own_task():
     spec = mk({"n_cpus": [2, 4096]}, trials=300, shard_trials=100, task_seconds=1.0)
-    tasks = list(iter_tasks(spec, cpu_trials_per_s=1000))
+    tasks = list(iter_tasks(spec, cpu_trials_per_s=1000, min_tasks=1))
     check_partition(spec, tasks)
     assert [t.n_shards for t in tasks] == [3, 1, 1, 1]
 
 
 def test_max_shards_cap():
     spec = mk({"wbinvd_us": {"linspace": [1, 2], "num": 30}}, trials=10, shard_trials=1, base={"n_cpus": 2})
-    tasks = list(iter_tasks(spec, cpu_trials_per_s=1e12, max_shards=7))
+    tasks = list(iter_tasks(spec, cpu_trials_per_s=1e12, max_shards=7, min_tasks=1))
     check_partition(spec, tasks, max_shards=7)
     assert [t.n_shards for t in tasks] == [7] * 42 + [6]
     assert flat(tasks) == reference_tasks(spec, 1e12, 7)
@@ -230,12 +230,12 @@ def test_task_ids_deterministic():
     b = list(iter_tasks(parse_spec(spec.to_toml())))
     assert a == b
     check_partition(spec, a)
-    assert plan_signature() == {"planner": 1, "cpu_trials_per_s": 3e7, "max_shards": MAX_SHARDS_PER_TASK}
+    assert plan_signature() == {"planner": 2, "cpu_trials_per_s": 3e7, "max_shards": MAX_SHARDS_PER_TASK, "min_tasks": 64}
 
 
 def test_bad_planning_args():
     with pytest.raises(ValueError, match="cpu_trials_per_s"):
-        next(iter_tasks(SPEC, cpu_trials_per_s=0))
+        next(iter_tasks(SPEC, cpu_trials_per_s=0, min_tasks=1))
     with pytest.raises(ValueError, match="max_shards"):
         next(iter_tasks(SPEC, max_shards=0))
 
@@ -257,7 +257,7 @@ def test_tasks_partition_random_grids(cpus, nw, trials, shard_trials, cps, task_
         shard_trials=shard_trials,
         task_seconds=task_seconds,
     )
-    tasks = list(iter_tasks(spec, cpu_trials_per_s=cps, max_shards=max_shards))
+    tasks = list(iter_tasks(spec, cpu_trials_per_s=cps, max_shards=max_shards, min_tasks=1))
     check_partition(spec, tasks, max_shards)
     assert flat(tasks) == reference_tasks(spec, cps, max_shards)
     assert sum(t.cpu_trials for t in tasks) == total_cpu_trials(spec)
@@ -270,3 +270,12 @@ def test_point_is_frozen():
     with pytest.raises(AttributeError):
         p.index = 3  # type: ignore[misc]
     assert isinstance(p, Point)
+
+
+def test_small_sweep_is_cut_into_at_least_min_tasks():
+    # 4 points x 40 shards of tiny cost: one task by the time budget, but >= 32 by min_tasks
+    spec = mk({"n_cpus": [4, 8, 16, 32]}, trials=40_000, shard_trials=1000, task_seconds=2.0)
+    tasks = list(iter_tasks(spec, min_tasks=32))
+    assert len(list(iter_tasks(spec, min_tasks=1))) == 1
+    assert 32 <= len(tasks) <= 4 * 40
+    check_partition(spec, tasks)
