@@ -1,1 +1,8 @@
-"""stoprace queries package."""
+"""stoprace queries: DuckDB views over result directories, named SQL, capacity tables, plots, replay.
+
+`queries.connect(dir, ...)` opens result directories as DuckDB views.
+"""
+
+from queries.db import QueryError, connect
+
+__all__ = ["QueryError", "connect"]

@@ -128,16 +128,19 @@ def cmd_query(args: argparse.Namespace) -> int:
     check_output(args.format, args.output)
     params = parse_params(args.param)
     con = _connect(args.dirs)
+    # a terminal table shows --max-rows rows: fetch one more to know whether there are more
+    limit = args.max_rows + 1 if args.format == "table" and not args.output and args.max_rows else None
     try:
         if args.named:
-            table = run_named(con, args.named, params)
+            table = run_named(con, args.named, params, limit=limit)
             title = args.named
         else:
-            table = run_sql(con, args.sql, params)
+            table = run_sql(con, args.sql, params, limit=limit)
             title = None
     except duckdb.Error as e:  # anything run_* did not already turn into a QueryError
         raise QueryError(first_line(e)) from None
-    write_result(table, args.format, args.output, max_rows=args.max_rows or None, title=title)
+    write_result(table, args.format, args.output, max_rows=args.max_rows or None, title=title,
+                 total_known=limit is None)
     if args.output:
         print(f"wrote {table.num_rows} rows to {args.output}", file=sys.stderr)
     return 0

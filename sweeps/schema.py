@@ -36,6 +36,8 @@ POINTS_SCHEMA = pa.schema(
         pa.field("t_done_sum_us", pa.float64()),
         pa.field("t_done_max_us", pa.float64()),
         pa.field("t_done_hist", pa.list_(pa.int64())),
+        pa.field("preflush_sum_us", pa.float64()),  # early_flush only: sum over trials of preflush_us
+        pa.field("preflush_max_us", pa.float64()),
         pa.field("seed", pa.uint64()),
         pa.field("wall_s", pa.float64()),
     ]

@@ -59,6 +59,9 @@ def run_task(task: Task, sweep: str) -> TaskResult:
             rows["t_done_sum_us"].append(summary.t_done_sum_us)
             rows["t_done_max_us"].append(_null_if_nan(summary.t_done_max_us))
             rows["t_done_hist"].append(summary.hist.tolist())
+            early = point.values["mitigation"] == "early_flush"
+            rows["preflush_sum_us"].append(summary.preflush_sum_us if early else None)
+            rows["preflush_max_us"].append(_null_if_nan(summary.preflush_max_us) if early else None)
             rows["seed"].append(point.point_seed)
             rows["wall_s"].append(time.perf_counter() - t0)
     return TaskResult(

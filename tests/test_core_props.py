@@ -53,7 +53,8 @@ def test_invariants(p, seed):
     assert np.array_equal(b.t_done_us[clean], c.max(axis=1)[clean])
     assert np.all(b.nmi_sent[clean] == 0) and np.all(b.racers[clean] == 0)
     nmi = ~clean
-    assert np.all(b.nmi_sent[nmi] >= 1) and np.all(b.nmi_sent <= p.n_remote)
+    # a CPU that clears during the console print (T1 < c <= T_nmi) needs no NMI
+    assert np.array_equal(b.nmi_sent >= 1, c.max(axis=1) > p.t_nmi_us) and np.all(b.nmi_sent <= p.n_remote)
     race = b.outcome == RACE
     assert np.all(b.racers[race] >= 1) and np.all((b.first_racer_cpu[race] >= 1) & (b.first_racer_cpu[race] < p.n_cpus))
     assert np.all(b.first_racer_cpu[~race] == -1)

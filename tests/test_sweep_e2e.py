@@ -212,3 +212,29 @@ def test_replay_bad_address_exits_2(reference_run, capsys):
     pid = read_dir(out)["point_id"][0].as_py()
     assert main(["replay", str(out), "--point", pid, "--shard", "0", "--trial", "5000"]) == 2
     assert "outside" in capsys.readouterr().err
+
+
+def test_queries_over_a_real_run_match_a_pyarrow_aggregation(reference_run, tmp_path, capsys):
+    from queries import connect
+    from queries.named import list_named, run_named
+
+    from test_queries import close, reference_outcomes
+
+    _, out = reference_run
+    con = connect(out)
+    got = {(r["sweep"], r["point_id"]): r for r in con.sql("SELECT * FROM outcomes").to_arrow_table().to_pylist()}
+    want = reference_outcomes(out)
+    assert got.keys() == want.keys() and len(got) == 8
+    for key, w in want.items():
+        g = got[key]
+        for col in ("trials", "race", "hang", "timeout", "p_bad", "p_bad_lo", "p_bad_hi", "t_mean_us", "t_p50_us", "t_p99_us", "t_max_us"):
+            assert close(g[col], w[col], rel=1e-9), (col, g[col], w[col])
+    for q in list_named():
+        run_named(con, q.name, {})  # every named query runs on real data
+    hc = run_named(con, "hang_conditions", {"threshold": 0.0}).to_pylist()
+    assert {r["point_id"] for r in hc} == {k[1] for k, w in want.items() if w["p_bad_hi"] > 0.0}
+    con.close()
+    assert main(["capacity", str(out), "--target-p", "1e-3"]) == 0
+    png = tmp_path / "fig.png"
+    assert main(["plot", str(out), "--x", "n_cpus", "--y", "p_stall", "--metric", "p_bad", "-o", str(png)]) == 0
+    assert png.stat().st_size > 5000 and png.read_bytes()[:4] == b"\x89PNG"

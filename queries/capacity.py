@@ -1,0 +1,262 @@
+"""Capacity planning: the largest n_cpus whose per-kexec failure probability stays under a target.
+
+A cell (a combination of the `by` axes and one n_cpus value) passes when the 95%
+Wilson upper bound of the metric is below the target. Axes that are swept but
+neither n_cpus nor in `by` are taken worst case: the cell is the point with the
+largest upper bound over them. Equal parameter sets from several sweeps are
+pooled. The limit of a group is the largest n_cpus such that it and every
+smaller n_cpus of the group pass.
+
+With 0 events in n trials the Wilson upper bound is z²/(n + z²) ≈ 3.84/n, so a
+target p is out of reach of every point with fewer than ~3.84/p trials: the
+result says so and how many trials would do (and the rule of three, ~3/p, for
+the one-sided exact bound that core.stats.trials_needed gives).
+
+The fleet table turns each cell into expected failures per year for H hosts
+each kexec'ing K times a year: p·H·K, with the interval from the bounds, and the
+stop-time p99/p999 a kexec must budget for.
+
+Tables (pyarrow): `limits` has one row per group: the by-axes, `max_n_cpus`
+(NULL when even the smallest fails), the metric's estimate and bounds there
+(columns named after the metric: p_bad, p_bad_lo, p_bad_hi), its trials and
+stop-time p99/p999, the first failing n_cpus (`fails_at_n_cpus`, `fail_p_bad*`)
+and a `status` text: "all pass ...", "exceeds at n_cpus=N" (lower bound above the
+target), "unresolved at n_cpus=N ..." (0 events, too few trials) or
+"inconclusive at n_cpus=N ...". `cells` is every (by-axes, n_cpus) cell; `fleet`
+is one row per cell.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from core.params import PARAM_NAMES, suggest
+from core.stats import trials_needed as exact_trials_needed
+from core.stats import wilson, z_value
+
+from .db import QueryError, first_line, quote_ident, render_sql, swept_axes
+
+__all__ = ["METRICS", "Capacity", "capacity", "wilson_trials_needed", "wilson_upper_zero"]
+
+METRICS: dict[str, str] = {"p_bad": "bad", "p_race": "race", "p_hang": "hang", "p_timeout": "timeout"}
+"""Metric name -> count column of `outcomes`."""
+
+
+def wilson_upper_zero(n: int) -> float:
+    """95% Wilson upper bound with 0 events in n trials: z²/(n + z²)."""
+    return float(wilson(0, n)[1])
+
+
+def wilson_trials_needed(target_p: float) -> int:
+    """Fewest trials for which 0 events puts the 95% Wilson upper bound below target_p (≈ 3.84/p)."""
+    if not 0 < target_p < 1:
+        raise QueryError(f"target p = {target_p} must be in (0, 1)")
+    z2 = z_value() ** 2
+    n = max(1, int(math.floor(z2 * (1.0 - target_p) / target_p)))
+    while wilson_upper_zero(n) >= target_p:
+        n += 1
+    while n > 1 and wilson_upper_zero(n - 1) < target_p:
+        n -= 1
+    return n
+
+
+@dataclass
+class Capacity:
+    """Result of `capacity()`: tables as Arrow, plus the notes to print with them."""
+
+    metric: str
+    target_p: float
+    by: list[str]
+    worst_over: list[str]
+    cells: pa.Table
+    limits: pa.Table
+    fleet: pa.Table | None
+    resolvable: bool
+    max_trials: int
+    trials_needed: int
+    rule_of_three: int
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric, "target_p": self.target_p, "by": self.by, "worst_over": self.worst_over,
+            "resolvable": self.resolvable, "max_trials": self.max_trials, "trials_needed": self.trials_needed,
+            "rule_of_three": self.rule_of_three, "notes": self.notes,
+            "limits": self.limits.to_pylist(), "fleet": None if self.fleet is None else self.fleet.to_pylist(),
+        }
+
+
+def _check_axis(name: str, what: str) -> None:
+    if name not in PARAM_NAMES:
+        raise QueryError(f"{what} '{name}' is not a parameter{suggest(name)}")
+
+
+def capacity(
+    con: duckdb.DuckDBPyConnection,
+    target_p: float,
+    *,
+    by: Sequence[str] | None = None,
+    metric: str = "p_bad",
+    hosts: float | None = None,
+    kexecs_per_host_year: float | None = None,
+) -> Capacity:
+    """Capacity limits over the `outcomes` view of `con` (see the module doc)."""
+    if not (isinstance(target_p, (int, float)) and 0 < target_p < 1):
+        raise QueryError(f"--target-p {target_p} must be in (0, 1)")
+    if metric not in METRICS:
+        import difflib
+
+        close = difflib.get_close_matches(metric, list(METRICS), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise QueryError(f"unknown metric '{metric}'{hint}: one of {', '.join(METRICS)}")
+    if (hosts is None) != (kexecs_per_host_year is None):
+        raise QueryError("--hosts and --kexecs-per-host-year go together")
+    for name, v in (("--hosts", hosts), ("--kexecs-per-host-year", kexecs_per_host_year)):
+        if v is not None and not (v > 0 and math.isfinite(v)):
+            raise QueryError(f"{name} {v} must be a positive number")
+
+    swept = swept_axes(con)
+    if by is None:
+        by_list = [a for a in swept if a != "n_cpus"]
+    else:
+        by_list = []
+        for a in by:
+            _check_axis(a, "--by axis")
+            if a == "n_cpus":
+                raise QueryError("--by n_cpus: n_cpus is the axis the limit is found on, it cannot be a --by axis")
+            if a not in by_list:
+                by_list.append(a)
+    worst_over = [a for a in swept if a != "n_cpus" and a not in by_list]
+
+    by_lead = "".join(f"{quote_ident(a)}, " for a in by_list)
+    sql = render_sql("_capacity", {
+        "by_lead": by_lead,
+        "params": ", ".join(quote_ident(n) for n in PARAM_NAMES),
+        "k": quote_ident(METRICS[metric]),
+    })
+    try:
+        cells = con.sql(sql).to_arrow_table()
+    except duckdb.Error as e:
+        raise QueryError(f"capacity query failed: {first_line(e)}") from None
+
+    rows = cells.to_pylist()
+    max_trials = max((r["max_trials"] for r in rows), default=0)
+    needed = wilson_trials_needed(target_p)
+    rule3 = exact_trials_needed(target_p)
+    resolvable = max_trials >= needed
+
+    notes: list[str] = []
+    if not resolvable:
+        notes.append(
+            f"CANNOT RESOLVE {metric} < {target_p:g}: with 0 events the 95% upper bound of the largest point "
+            f"({max_trials:,} trials) is {wilson_upper_zero(max_trials):.3g} > {target_p:g}. A point needs at least "
+            f"{needed:,} trials with 0 events (Wilson; rule of three: ~{rule3:,} = 3/p) to show it; no n_cpus can pass."
+        )
+    if "n_cpus" not in swept:
+        notes.append("n_cpus is not swept: the only limit that can be shown is the one n_cpus value that was run.")
+    if worst_over:
+        notes.append(f"worst case over {', '.join(worst_over)}: each cell is the point with the largest upper bound.")
+
+    # group cells by the by-axis values, in n_cpus order (the SQL sorts)
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[a] for a in by_list), []).append(r)
+
+    limit_rows = []
+    nonmonotone = []
+    for key, cs in groups.items():
+        ok_prefix: dict[str, Any] | None = None
+        fail: dict[str, Any] | None = None
+        for c in cs:
+            if fail is None and c["p_hi"] < target_p:
+                ok_prefix = c
+            elif fail is None:
+                fail = c
+            elif c["p_hi"] < target_p:
+                nonmonotone.append(key)
+        if fail is None:
+            status = f"all pass (largest n_cpus run = {cs[-1]['n_cpus']})"
+        elif fail["p_lo"] > target_p:
+            status = f"exceeds at n_cpus={fail['n_cpus']}"
+        elif fail["k"] == 0:
+            status = (f"unresolved at n_cpus={fail['n_cpus']}: 0 events in {fail['trials']:,} trials, "
+                      f"needs {needed:,}")
+        else:
+            status = f"inconclusive at n_cpus={fail['n_cpus']}: interval spans the target"
+        row: dict[str, Any] = dict(zip(by_list, key))
+        okc = ok_prefix or {}
+        row.update({
+            "max_n_cpus": okc.get("n_cpus"),
+            "p": okc.get("p"), "p_lo": okc.get("p_lo"), "p_hi": okc.get("p_hi"), "trials": okc.get("trials"),
+            "t_p99_us": okc.get("t_p99_us"), "t_p999_us": okc.get("t_p999_us"),
+            "fails_at_n_cpus": None if fail is None else fail["n_cpus"],
+            "fail_p": None if fail is None else fail["p"],
+            "fail_p_lo": None if fail is None else fail["p_lo"],
+            "fail_p_hi": None if fail is None else fail["p_hi"],
+            "status": status,
+        })
+        limit_rows.append(row)
+    if nonmonotone:
+        notes.append(f"{len(nonmonotone)} group(s) pass again at a larger n_cpus after failing; "
+                     "the limit shown is the last n_cpus before the first failure.")
+
+    limits = _table(limit_rows, cells.schema, by_list, [
+        ("max_n_cpus", pa.int32()), ("p", pa.float64()), ("p_lo", pa.float64()), ("p_hi", pa.float64()),
+        ("trials", pa.int64()), ("t_p99_us", pa.float64()), ("t_p999_us", pa.float64()),
+        ("fails_at_n_cpus", pa.int32()), ("fail_p", pa.float64()), ("fail_p_lo", pa.float64()),
+        ("fail_p_hi", pa.float64()), ("status", pa.string()),
+    ])
+
+    fleet = None
+    if hosts is not None and kexecs_per_host_year is not None:
+        hk = float(hosts) * float(kexecs_per_host_year)
+        fleet_rows = []
+        for r in rows:
+            fr = {a: r[a] for a in by_list}
+            fr.update({
+                "n_cpus": r["n_cpus"], "trials": r["trials"], "p": r["p"], "p_lo": r["p_lo"], "p_hi": r["p_hi"],
+                "failures_per_year": None if r["p"] is None else r["p"] * hk,
+                "failures_per_year_lo": r["p_lo"] * hk,
+                "failures_per_year_hi": r["p_hi"] * hk,
+                "within_target": bool(r["p_hi"] < target_p),
+                "t_p99_us": r["t_p99_us"], "t_p999_us": r["t_p999_us"],
+            })
+            fleet_rows.append(fr)
+        fleet = _table(fleet_rows, cells.schema, by_list, [
+            ("n_cpus", pa.int32()), ("trials", pa.int64()), ("p", pa.float64()), ("p_lo", pa.float64()),
+            ("p_hi", pa.float64()), ("failures_per_year", pa.float64()), ("failures_per_year_lo", pa.float64()),
+            ("failures_per_year_hi", pa.float64()), ("within_target", pa.bool_()),
+            ("t_p99_us", pa.float64()), ("t_p999_us", pa.float64()),
+        ])
+        notes.append(f"fleet: {hosts:g} hosts x {kexecs_per_host_year:g} kexecs per host-year = {hk:g} kexecs/year; "
+                     "failures_per_year = p x hosts x kexecs, interval from the 95% bounds.")
+
+    limits = _rename_p(limits, metric)
+    fleet = None if fleet is None else _rename_p(fleet, metric)
+    return Capacity(metric, float(target_p), by_list, worst_over, cells, limits, fleet, resolvable,
+                    int(max_trials), needed, rule3, notes)
+
+
+def _table(rows: list[dict[str, Any]], cell_schema: pa.Schema, by: list[str],
+           cols: list[tuple[str, pa.DataType]]) -> pa.Table:
+    fields = [cell_schema.field(a) for a in by] + [pa.field(n, t) for n, t in cols]
+    schema = pa.schema(fields)
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _rename_p(t: pa.Table, metric: str) -> pa.Table:
+    """Columns p, p_lo, p_hi, fail_p* named after the metric (p_bad, p_bad_lo, ..., fail_p_bad_hi)."""
+    names = []
+    for n in t.column_names:
+        if n in ("p", "p_lo", "p_hi"):
+            n = metric + n[1:]
+        elif n.startswith("fail_p"):
+            n = "fail_" + metric + n[len("fail_p"):]
+        names.append(n)
+    return t.rename_columns(names)

@@ -1,0 +1,254 @@
+"""DuckDB over one or more stoprace result directories (SCHEMA.md "Views that queries provides").
+
+    con = connect("results/tdx-kexec")
+    con.sql("SELECT n_cpus, p_race, p_race_hi FROM outcomes ORDER BY n_cpus").show()
+
+Views (all lazy, over the Parquet files, nothing is copied into memory):
+
+- `points`: the points/task-*.parquet files of every dir (union_by_name, so files
+  with extra columns, e.g. a later rare-event estimator's, mix with older ones);
+- `events`: the events/task-*.parquet files, or an empty relation with the same
+  columns when no task had a race, hang or timeout trial;
+- `outcomes`: one row per (sweep, point_id): parameters, summed counts,
+  p_race/p_hang/p_timeout/p_bad with 95% Wilson bounds (`*_lo`, `*_hi`), mean and
+  p50/p99/p999 stop time from the merged histogram, max stop time;
+- helpers: `point_params` (sweep, point_id, parameters), `params_long` (one row per
+  point and parameter), `differs` (parameters that differ from the defaults, as
+  one string), `point_bins` (non-empty merged histogram bins), and the tables
+  `defaults` (one row, every parameter's default) and `params` (name, ord, kind,
+  default_value, default_num).
+
+Macros usable from any query: `wilson_lo(k, n)`, `wilson_hi(k, n)` (95%),
+`prob(k, n)`, `hist_x(b, c, h, target)`, `hist_us(x)`.
+
+Several directories can be opened at once; the `sweep` column tells them apart,
+and rows with the same (sweep, point_id) are pooled. The same sweep (same spec
+hash) given twice is refused, since its counts would be doubled.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from core.outcomes import OUTCOMES
+from core.params import DEFAULTS, INT_PARAMS, PARAM_NAMES, STR_PARAMS
+
+__all__ = [
+    "QueryError", "connect", "check_result_dir", "read_sql", "render_sql", "quote_ident", "swept_axes", "first_line",
+    "REQUIRED_POINTS_COLUMNS",
+]
+
+REQUIRED_POINTS_COLUMNS: tuple[str, ...] = (
+    "sweep", "point_id", "shard", *PARAM_NAMES, "trials", *OUTCOMES,
+    "t_done_sum_us", "t_done_max_us", "t_done_hist", "seed", "wall_s",
+)
+
+_GLOB_CHARS = set("*?[]{}")
+
+
+class QueryError(ValueError):
+    """Bad input to a query (missing dir, not a result set, bad SQL, unknown name): one line."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an error message (DuckDB errors carry context lines)."""
+    for line in str(err).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(err).__name__
+
+
+def read_sql(name: str) -> str:
+    """Text of queries/sql/NAME.sql (package data)."""
+    try:
+        return resources.files("queries").joinpath("sql", f"{name}.sql").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise QueryError(f"no SQL file queries/sql/{name}.sql") from None
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _quote_str(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def check_result_dir(path: str | Path) -> dict:
+    """Validate a result directory; return its manifest. Raises QueryError naming the problem."""
+    p = Path(path)
+    if not p.exists():
+        raise QueryError(f"results dir '{path}' does not exist")
+    if not p.is_dir():
+        raise QueryError(f"'{path}' is not a directory")
+    mf = p / "manifest.json"
+    if not mf.is_file():
+        raise QueryError(f"'{path}' is not a stoprace result set: no manifest.json")
+    try:
+        manifest = json.loads(mf.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise QueryError(f"'{mf}' is not valid JSON: {first_line(e)}") from None
+    if not isinstance(manifest, dict) or "spec_hash" not in manifest:
+        raise QueryError(f"'{mf}' has no spec_hash: not a stoprace manifest")
+    if not any((p / "points").glob("task-*.parquet")):
+        raise QueryError(f"'{path}' has no points files (points/task-*.parquet): no task has finished yet")
+    return manifest
+
+
+def _files_expr(dirs: Iterable[Path], sub: str) -> str | None:
+    """A DuckDB list literal of globs (or explicit files when a path has glob characters), None if empty."""
+    items: list[str] = []
+    for d in dirs:
+        files = sorted((d / sub).glob("task-*.parquet"))
+        if not files:
+            continue
+        if _GLOB_CHARS & set(str(d)):
+            items.extend(str(f) for f in files)
+        else:
+            items.append(str(d / sub / "task-*.parquet"))
+    if not items:
+        return None
+    return "[" + ", ".join(_quote_str(i) for i in items) + "]"
+
+
+def _read_parquet(files: str) -> str:
+    return f"SELECT * FROM read_parquet({files}, union_by_name = true, hive_partitioning = false)"
+
+
+def _params_tables() -> tuple[pa.Table, pa.Table]:
+    """(`defaults`: one typed row, `params`: one row per parameter) from core.params."""
+    cols = {}
+    for n in PARAM_NAMES:
+        v = DEFAULTS[n]
+        if n in STR_PARAMS:
+            cols[n] = pa.array([str(v)], pa.string())
+        elif n in INT_PARAMS:
+            cols[n] = pa.array([int(v)], pa.int64())
+        else:
+            cols[n] = pa.array([float(v)], pa.float64())
+    defaults = pa.table(cols)
+    kinds = ["str" if n in STR_PARAMS else "int" if n in INT_PARAMS else "float" for n in PARAM_NAMES]
+    params = pa.table({
+        "name": pa.array(list(PARAM_NAMES), pa.string()),
+        "ord": pa.array(range(len(PARAM_NAMES)), pa.int32()),
+        "kind": pa.array(kinds, pa.string()),
+        "default_value": pa.array([str(DEFAULTS[n]) for n in PARAM_NAMES], pa.string()),
+        "default_num": pa.array([None if n in STR_PARAMS else float(DEFAULTS[n]) for n in PARAM_NAMES], pa.float64()),
+    })
+    return defaults, params
+
+
+def render_sql(name: str, slots: dict[str, str]) -> str:
+    """queries/sql/NAME.sql with each @@slot@@ replaced (slots hold identifiers/expressions built by this package)."""
+    sql = read_sql(name)
+    for k, v in slots.items():
+        sql = sql.replace(f"@@{k}@@", v)
+    if "@@" in sql:
+        raise QueryError(f"queries/sql/{name}.sql has an unfilled slot")
+    return sql
+
+
+def quote_ident(name: str) -> str:
+    """A DuckDB identifier in double quotes."""
+    return _quote_ident(name)
+
+
+def _template(name: str, columns: set[str]) -> str:
+    """An internal SQL file with its @@...@@ slots filled from core.params and the points columns."""
+    q = [_quote_ident(n) for n in PARAM_NAMES]
+    # mean early-flush time per trial, from whichever column a store version has (none: NULL)
+    if "preflush_sum_us" in columns:
+        ok = "isfinite(preflush_sum_us)"
+        preflush = f"sum(preflush_sum_us) FILTER (WHERE {ok}) / nullif(sum(trials) FILTER (WHERE {ok}), 0)"
+    elif "preflush_us" in columns:
+        ok = "isfinite(preflush_us)"
+        preflush = f"sum(preflush_us * trials) FILTER (WHERE {ok}) / nullif(sum(trials) FILTER (WHERE {ok}), 0)"
+    else:
+        preflush = "NULL::DOUBLE"
+    slots = {
+        "params": ", ".join(q),
+        "param_any": ", ".join(f"any_value({c}) AS {c}" for c in q),
+        "param_varchar": ", ".join(f"{c}::VARCHAR AS {c}" for c in q),
+        "preflush": preflush,
+    }
+    return render_sql(name, slots)
+
+
+def _run_script(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    for stmt in duckdb.extract_statements(sql):
+        con.execute(stmt)
+
+
+def connect(*result_dirs: str | Path, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the views of this module over the given result dirs.
+
+    Raises QueryError (a ValueError) with one line when a dir is missing, is not a
+    result set, or its Parquet files cannot be read.
+    """
+    if not result_dirs:
+        raise QueryError("no results dir given")
+    dirs: list[Path] = []
+    seen: dict[str, Path] = {}
+    for d in result_dirs:
+        manifest = check_result_dir(d)
+        p = Path(d).resolve()
+        if p in dirs:
+            raise QueryError(f"results dir '{d}' given twice")
+        h = str(manifest["spec_hash"])
+        if h in seen:
+            raise QueryError(f"'{seen[h]}' and '{d}' hold the same sweep (spec_hash {h[:12]}): counts would be doubled")
+        seen[h] = Path(d)
+        dirs.append(p)
+
+    con = duckdb.connect(":memory:")
+    try:
+        _create_views(con, dirs, result_dirs, threads)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _create_views(con: duckdb.DuckDBPyConnection, dirs: list[Path], result_dirs: tuple, threads: int | None) -> None:
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    defaults, params = _params_tables()
+    con.register("defaults", defaults)
+    con.register("params", params)
+
+    points = _files_expr(dirs, "points")
+    assert points is not None  # check_result_dir saw at least one per dir
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW points AS {_read_parquet(points)}")
+    except duckdb.Error as e:
+        raise QueryError(f"cannot read points files of {', '.join(map(str, result_dirs))}: {first_line(e)}") from None
+    columns = {r[0] for r in con.execute("SELECT column_name FROM (DESCRIBE points)").fetchall()}
+    missing = [c for c in REQUIRED_POINTS_COLUMNS if c not in columns]
+    if missing:
+        raise QueryError(f"points files of {', '.join(map(str, result_dirs))} lack column(s) {', '.join(missing)}: "
+                         "not a stoprace result set of this version")
+
+    events = _files_expr(dirs, "events")
+    events_sql = _read_parquet(events) if events else read_sql("_events_empty")
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW events AS {events_sql}")
+    except duckdb.Error as e:
+        raise QueryError(f"cannot read events files: {first_line(e)}") from None
+
+    _run_script(con, read_sql("_macros"))
+    _run_script(con, _template("_views", columns))
+    _run_script(con, _template("_outcomes", columns))
+
+
+def swept_axes(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Parameters with more than one value across the open result dirs, in core.params order."""
+    rows = con.execute(
+        "SELECT name FROM params_long GROUP BY name, ord HAVING count(DISTINCT value) > 1 ORDER BY ord"
+    ).fetchall()
+    return [r[0] for r in rows]

@@ -1,0 +1,208 @@
+"""Query results out: aligned terminal tables, CSV, JSON and Parquet, files written atomically.
+
+Terminal tables show units in the headers (a column `t_p99_us` is headed
+`t_p99 (µs)`), probabilities with 3 significant digits, other floats with 4, and
+lists shortened; CSV/JSON/Parquet keep the raw column names and full values.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from .db import QueryError
+
+__all__ = ["FORMATS", "header", "format_cell", "render_table", "to_csv_bytes", "to_json_bytes",
+           "atomic_write", "write_result", "check_output"]
+
+FORMATS: tuple[str, ...] = ("table", "csv", "json", "parquet")
+_UNITS = (("_us", "µs"), ("_s", "s"))
+_PROB_SUFFIXES = ("_lo", "_hi")
+
+
+def header(name: str) -> str:
+    """Column header with its unit: 't_p99_us' -> 't_p99 (µs)', 'wall_s' -> 'wall (s)'."""
+    for suffix, unit in _UNITS:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return f"{name[: -len(suffix)]} ({unit})"
+    return name
+
+
+def _is_prob(name: str) -> bool:
+    return name.startswith("p_") or name.endswith(_PROB_SUFFIXES) or "ratio" in name or name.endswith("_fraction")
+
+
+def _num(v: float, digits: int) -> str:
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    if v == 0:
+        return "0"
+    if float(v).is_integer() and abs(v) < 10 ** 7:
+        return str(int(v))
+    s = f"{v:.{digits}g}"
+    if "e" in s:
+        mant, exp = s.split("e")
+        s = f"{mant}e{int(exp)}"
+    return s
+
+
+def format_cell(name: str, v: Any) -> str:
+    """One value as shown in a terminal table."""
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return _num(v, 3 if _is_prob(name) else 4)
+    if isinstance(v, (list, tuple)):
+        s = "[" + ", ".join(format_cell(name, x) for x in v[:8]) + (", …" if len(v) > 8 else "") + "]"
+        return s if len(v) <= 8 else s + f" ({len(v)})"
+    if isinstance(v, dict):
+        return json.dumps(v, default=str)
+    return str(v)
+
+
+def _numeric(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+
+
+def render_table(table: pa.Table, *, max_rows: int | None = 100, title: str | None = None,
+                 notes: Sequence[str] = (), total_known: bool = True) -> str:
+    """The table as aligned text (rich, no colour), numbers right-aligned; at most max_rows rows.
+
+    total_known=False: the table was fetched with LIMIT max_rows + 1, so only
+    "more rows" can be said, not how many.
+    """
+    t = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", show_edge=False, pad_edge=False,
+              highlight=False)
+    names = table.column_names
+    for name, typ in zip(names, table.schema.types):
+        t.add_column(header(name), justify="right" if _numeric(typ) else "left", no_wrap=True)
+    shown = table if not max_rows or table.num_rows <= max_rows else table.slice(0, max_rows)
+    for row in shown.to_pylist():
+        t.add_row(*(format_cell(n, row[n]) for n in names))
+    buf = io.StringIO()
+    console = Console(file=buf, width=100_000, no_color=True, highlight=False, emoji=False, markup=False,
+                      force_terminal=False, soft_wrap=False)
+    console.print(t)
+    lines = [line.rstrip() for line in buf.getvalue().splitlines()]
+    if shown.num_rows < table.num_rows:
+        more = f"{table.num_rows - shown.num_rows} more rows of {table.num_rows}" if total_known else "more rows"
+        lines.append(f"… {more} not shown (--max-rows 0 shows all; --format csv|json|parquet writes everything)")
+    elif table.num_rows == 0:
+        lines.append("(no rows)")
+    lines.extend(notes)
+    return "\n".join(lines) + "\n"
+
+
+def _flatten_nested(table: pa.Table) -> pa.Table:
+    """List/struct/map columns as JSON text (CSV has no nested types)."""
+    cols = []
+    for name, col in zip(table.column_names, table.columns):
+        t = col.type
+        if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_struct(t) or pa.types.is_map(t) \
+                or pa.types.is_fixed_size_list(t):
+            col = pa.array([None if v is None else json.dumps(v, default=str) for v in col.to_pylist()], pa.string())
+        cols.append(col)
+    return pa.table(cols, names=table.column_names)
+
+
+def to_csv_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pacsv.write_csv(_flatten_nested(table), buf)
+    return buf.getvalue()
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def to_json_bytes(table: pa.Table) -> bytes:
+    """A JSON array of one object per row (NaN/inf as null), one row per line."""
+    rows = [json.dumps(_jsonable(r), default=str, allow_nan=False) for r in table.to_pylist()]
+    return ("[\n" + ",\n".join(rows) + ("\n" if rows else "") + "]\n").encode()
+
+
+def atomic_write(path: str | Path, data: bytes | None = None, *, writer=None) -> None:
+    """Write bytes (or call writer(tmp_path)) to a temporary file beside `path`, fsync, rename into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        if writer is None:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data or b"")
+                f.flush()
+                os.fsync(f.fileno())
+        else:
+            os.close(fd)
+            writer(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def check_output(fmt: str, out: str | Path | None) -> None:
+    """Refuse a bad format/output combination before any work is done."""
+    if fmt not in FORMATS:
+        raise QueryError(f"unknown format '{fmt}': one of {', '.join(FORMATS)}")
+    if fmt == "parquet" and out is None:
+        raise QueryError("--format parquet needs -o FILE")
+    if out is not None:
+        parent = Path(out).parent
+        if not parent.is_dir():
+            raise QueryError(f"cannot write '{out}': directory '{parent}' does not exist")
+        if Path(out).is_dir():
+            raise QueryError(f"cannot write '{out}': it is a directory")
+
+
+def write_result(table: pa.Table, fmt: str = "table", out: str | Path | None = None, *,
+                 stream: TextIO | None = None, max_rows: int | None = 100, title: str | None = None,
+                 notes: Sequence[str] = (), total_known: bool = True) -> None:
+    """Write a result in one of FORMATS to `out` (atomically) or to `stream` (default stdout)."""
+    check_output(fmt, out)
+    stream = stream if stream is not None else sys.stdout
+    if fmt == "parquet":
+        atomic_write(out, writer=lambda tmp: pq.write_table(table, tmp))
+        return
+    if fmt == "table":
+        data = render_table(table, max_rows=None if out is not None else max_rows, title=title,
+                            notes=notes, total_known=total_known).encode()
+    elif fmt == "csv":
+        data = to_csv_bytes(table)
+    else:
+        data = to_json_bytes(table)
+    if out is not None:
+        atomic_write(out, data)
+    else:
+        stream.write(data.decode())
+        stream.flush()

@@ -1,0 +1,41 @@
+-- internal: macros used by the views and the named queries (loaded by queries.db.connect)
+-- 95% Wilson score interval, written to match core.stats.wilson operation for operation:
+-- n = 0 gives (0, 1), k = 0 gives lo = 0, k = n gives hi = 1, NULL in gives NULL out.
+CREATE OR REPLACE TEMP MACRO wilson_z() AS '1.9599639845400536'::DOUBLE;
+
+CREATE OR REPLACE TEMP MACRO wilson_centre(k, n) AS
+    (k::DOUBLE / n::DOUBLE + wilson_z() * wilson_z() / (2.0 * n::DOUBLE))
+    / (1.0 + wilson_z() * wilson_z() / n::DOUBLE);
+
+CREATE OR REPLACE TEMP MACRO wilson_half(k, n) AS
+    wilson_z() * sqrt(
+        (k::DOUBLE / n::DOUBLE) * (1.0 - k::DOUBLE / n::DOUBLE) / n::DOUBLE
+        + wilson_z() * wilson_z() / (4.0 * n::DOUBLE * n::DOUBLE)
+    ) / (1.0 + wilson_z() * wilson_z() / n::DOUBLE);
+
+CREATE OR REPLACE TEMP MACRO wilson_lo(k, n) AS
+    CASE
+        WHEN k IS NULL OR n IS NULL THEN NULL
+        WHEN n <= 0 OR k <= 0 THEN 0.0::DOUBLE
+        ELSE greatest(0.0, least(1.0, wilson_centre(k, n) - wilson_half(k, n)))::DOUBLE
+    END;
+
+CREATE OR REPLACE TEMP MACRO wilson_hi(k, n) AS
+    CASE
+        WHEN k IS NULL OR n IS NULL THEN NULL
+        WHEN n <= 0 OR k >= n THEN 1.0::DOUBLE
+        ELSE greatest(0.0, least(1.0, wilson_centre(k, n) + wilson_half(k, n)))::DOUBLE
+    END;
+
+-- k / n as DOUBLE, NULL when n = 0
+CREATE OR REPLACE TEMP MACRO prob(k, n) AS
+    CASE WHEN n > 0 THEN k::DOUBLE / n::DOUBLE END;
+
+-- Stop-time histogram (core.histogram): 16 log bins per decade from 1 us, bin b covers
+-- [10^(b/16), 10^((b+1)/16)). For a quantile target (q * total), the first bin b whose
+-- cumulative count c reaches it gives x = b + clamp((target - (c - h)) / h, 0, 1) and the
+-- time is 10^(x / 16): log-linear inside the bin, as core.histogram.quantile.
+CREATE OR REPLACE TEMP MACRO hist_x(b, c, h, target) AS
+    b::DOUBLE + greatest(0.0, least(1.0, (target - (c - h)) / h));
+
+CREATE OR REPLACE TEMP MACRO hist_us(x) AS pow(10.0, x / 16.0);
