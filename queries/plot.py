@@ -15,6 +15,8 @@ directly (no pyplot global state); the file is written atomically.
 
 from __future__ import annotations
 
+import textwrap
+
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,7 +164,8 @@ def plot(
         sub.append(f"where {where}")
     full_title = title or auto
     if sub:
-        full_title += "\n" + "; ".join(sub)
+        # wrap the subtitle to the figure width (about 11 characters per inch at this size)
+        full_title += "\n" + "\n".join(textwrap.wrap("; ".join(sub), width=max(40, int(fig.get_figwidth() * 11))))
     ax.set_title(full_title, fontsize=10)
     fig.tight_layout()
     atomic_write(out, writer=lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi))
