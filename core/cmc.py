@@ -1,0 +1,877 @@
+"""Rare-event estimation by conditional Monte Carlo ("cmc"): race probabilities far below 1/trials.
+
+At realistic parameters a race happens once in 1e6..1e9 stops, so plain Monte Carlo
+("naive") sees none. The cmc estimator integrates one draw out exactly: for every
+remote CPU i it conditions on X_{-i} (every draw of the trial except i's irqs-off
+time off_i) and computes the probability, over off_i alone, that CPU i races. That
+probability is a CDF difference of the irqs-off law over at most two windows of CPU
+i's clear time c_i, so every trial contributes a small positive number instead of a
+0/1 indicator. See core/README.md, section "Rare events: the cmc estimator", for the
+derivation; in short, per trial:
+
+    race     = sum_i P(A_i | X_{-i}),   A_i = "CPU i meets the race condition and no
+                                         lower-id CPU does" (i is first_racer_cpu)
+    bad      = 1{hang or timeout} + sum_i P(A_i and no hang/timeout | X_{-i})
+    race_sum = sum_i P(R_i | X_{-i}),   R_i = "CPU i meets the race condition"
+
+The A_i are disjoint with union {race}, so E[race] = P(race) and E[bad] = P(race or
+hang or timeout) exactly (no bias). `race_sum` is the plain per-CPU version: E[race_sum]
+= E[N] >= P(race) with N the number of CPUs meeting the race condition; its bias
+E[(N-1)^+] = E[race_sum - race] is reported, not guessed.
+
+Random streams: chunk c of a shard uses `new_generator(chunk_seed(seed, c))` with the
+chunk size of `core.vectorized.chunk_trials`; it draws the phase-1 draws with
+`draw_phase1`, then `nmi` and `w2` for every CPU-trial of the chunk at once
+(`draw_nmi_path`, laid out CPU-major). The naive outcome of every trial is evaluated
+on these same draws (`core.vectorized.simulate_draws`), so a cmc run reports naive
+counts too; they are a different sample from `core.vectorized.simulate` with the same
+seed (which draws the NMI path lazily).
+
+Pure NumPy plus `math` (no scipy), like the rest of `core`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import reference
+from .draws import Draws, draw_nmi_path, draw_phase1, new_generator
+from .params import Params
+from .stats import z_value
+from .vectorized import TrialBatch, _empty, chunk_seed, chunk_trials, simulate_draws
+
+INF = math.inf
+
+FP_REL = 1e-9
+"""Relative floor of every cmc interval half-width (see `estimate_interval`)."""
+
+_CMC_FIELDS = ("race", "bad", "race_sum", "n_racing", "first_cpu")
+
+
+@dataclass(frozen=True)
+class CmcBatch:
+    """Per-trial cmc values of a batch of trials.
+
+    race      float64  sum_i P(CPU i is the first (lowest-id) racing CPU | X_{-i});
+                       mean over trials = unbiased estimate of P(race)
+    bad       float64  1{hang or timeout} + sum_i P(i first racing CPU, no hang/timeout | X_{-i});
+                       mean = unbiased estimate of P(race or hang or timeout)
+    race_sum  float64  sum_i P(CPU i meets the race condition | X_{-i}) >= race
+                       (conservative: its mean estimates E[number of racing CPUs])
+    n_racing  int32    N: CPUs meeting the race condition in the sampled trial itself
+    first_cpu int32    lowest such CPU id, -1 if none (equals TrialBatch.first_racer_cpu)
+    n_cpus    int      of the point (values lie in [0, n_cpus - 1], bad in [0, n_cpus])
+    """
+
+    race: np.ndarray
+    bad: np.ndarray
+    race_sum: np.ndarray
+    n_racing: np.ndarray
+    first_cpu: np.ndarray
+    n_cpus: int = 2
+
+    def __len__(self) -> int:
+        return len(self.race)
+
+    def row(self, t: int) -> "CmcBatch":
+        """Trial t alone, as a batch of one."""
+        return CmcBatch(*(getattr(self, f)[t : t + 1].copy() for f in _CMC_FIELDS), n_cpus=self.n_cpus)
+
+    @staticmethod
+    def concat(parts: list["CmcBatch"]) -> "CmcBatch":
+        """One batch from consecutive batches, in order."""
+        return CmcBatch(
+            *(np.concatenate([getattr(b, f) for b in parts]) for f in _CMC_FIELDS), n_cpus=parts[0].n_cpus
+        )
+
+
+# ----------------------------------------------------------------------------------------
+# Chunks, shards, replay
+# ----------------------------------------------------------------------------------------
+
+
+def draw_chunk_cmc(p: Params, n: int, rng: np.random.Generator) -> Draws:
+    """Every per-CPU draw of `n` trials, NMI path included (eagerly, CPU-major)."""
+    d = draw_phase1(rng, p, n)
+    nmi, w2 = draw_nmi_path(rng, p, n * p.n_remote)
+    shape = (p.n_remote, n)
+    return Draws(d.ipi, d.off, d.dirty, d.w, w2.reshape(shape).T, nmi.reshape(shape).T, d.dead)
+
+
+def cmc_draws(p: Params, d: Draws) -> tuple[TrialBatch, CmcBatch]:
+    """Naive results and cmc values of explicit draws (all fields given, nmi and w2 included)."""
+    return simulate_draws(p, d), _cmc_values(p, d)
+
+
+def iter_chunks_cmc(
+    p: Params, n_trials: int, seed: np.random.SeedSequence
+) -> Iterator[tuple[int, TrialBatch, CmcBatch]]:
+    """(first trial index, naive results, cmc values) per chunk of one shard, in trial order."""
+    per = chunk_trials(p)
+    for c, start in enumerate(range(0, int(n_trials), per)):
+        rng = new_generator(chunk_seed(seed, c))
+        d = draw_chunk_cmc(p, min(per, int(n_trials) - start), rng)
+        batch, cmc = cmc_draws(p, d)
+        yield start, batch, cmc
+
+
+def simulate_cmc(
+    p: Params, n_trials: int, seed: np.random.SeedSequence | int
+) -> tuple[TrialBatch, CmcBatch]:
+    """n_trials trials with their cmc values; deterministic in (p, n_trials, seed).
+
+    For many trials iterate `iter_chunks_cmc` and fold each chunk into a `CmcSummary`.
+    """
+    if not isinstance(seed, np.random.SeedSequence):
+        seed = np.random.SeedSequence(seed)
+    parts = list(iter_chunks_cmc(p, int(n_trials), seed))
+    if not parts:
+        e, i = np.zeros(0), np.zeros(0, np.int32)
+        return _empty(), CmcBatch(e, e.copy(), e.copy(), i, i.copy(), p.n_cpus)
+    return TrialBatch.concat([b for _, b, _ in parts]), CmcBatch.concat([c for _, _, c in parts])
+
+
+def replay_draws_cmc(
+    p: Params, n_trials: int, seed: np.random.SeedSequence, trial: int
+) -> tuple[Draws, TrialBatch, CmcBatch]:
+    """The draws, naive result and cmc values of trial `trial` of a cmc shard (one chunk recomputed)."""
+    if not 0 <= trial < n_trials:
+        raise ValueError(f"trial = {trial} is outside the shard's trials [0, {n_trials})")
+    per = chunk_trials(p)
+    c, i = divmod(trial, per)
+    rng = new_generator(chunk_seed(seed, c))
+    d = draw_chunk_cmc(p, min(per, n_trials - c * per), rng)
+    batch, cmc = cmc_draws(p, d)
+    one = TrialBatch(*(getattr(batch, f)[i : i + 1] for f in _batch_fields()))
+    return d.row(i), one, cmc.row(i)
+
+
+def _batch_fields() -> tuple[str, ...]:
+    return tuple(TrialBatch.__dataclass_fields__)
+
+
+# ----------------------------------------------------------------------------------------
+# The irqs-off law: accurate window probabilities
+# ----------------------------------------------------------------------------------------
+
+_SQRT2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_erfc = np.frompyfunc(math.erfc, 1, 1)
+_GL3 = np.polynomial.legendre.leggauss(3)
+_GL8 = np.polynomial.legendre.leggauss(8)
+
+
+def _q(z: np.ndarray) -> np.ndarray:
+    """Upper standard-normal tail Q(z) = P(Z > z), accurate to a few ulp relative everywhere."""
+    if z.size == 0:
+        return np.zeros(0)
+    return 0.5 * _erfc(z / _SQRT2).astype(np.float64)
+
+
+def _gl(z1: np.ndarray, dz: np.ndarray, rule) -> np.ndarray:
+    x, wts = rule
+    half = 0.5 * dz
+    mid = z1 + half
+    out = np.zeros_like(z1)
+    for xk, wk in zip(x, wts):
+        z = mid + half * xk
+        out += wk * np.exp(-0.5 * z * z)
+    return out * half * _INV_SQRT_2PI
+
+
+def ndtr_diff(z1: np.ndarray, dz: np.ndarray, z2: np.ndarray | None = None) -> np.ndarray:
+    """Phi(z2) - Phi(z1), z2 = z1 + dz with dz > 0, to ~1e-15 relative. Where z1 = -inf
+    (then dz = inf) the upper end is taken from `z2` (required there).
+
+    A window of a few µs at ~1e6 µs is dz ~ 1e-5 in z: the difference of two CDF
+    values would lose ~5 digits, so small windows are integrated instead:
+    Gauss-Legendre on the normal density, 3 nodes when dz <= 1e-2 and
+    dz (|z| + dz) <= 1e-2 (error <= 5e-7 dz^6 |He_6| relative, < 1e-17), 8 nodes when
+    dz <= 1 and dz (|z| + dz) <= 2 (< 1e-16). Otherwise the two tail values differ by
+    a factor >= ~1.6 and are subtracted on the side where they are small (erfc).
+    """
+    z1 = np.asarray(z1, dtype=np.float64)
+    dz = np.asarray(dz, dtype=np.float64)
+    out = np.zeros_like(z1)
+    if z1.size == 0:
+        return out
+    with np.errstate(invalid="ignore", over="ignore"):
+        zz = z1 + dz
+        if z2 is not None:
+            zz = np.where(np.isfinite(z1), zz, np.asarray(z2, dtype=np.float64))
+        z2 = zz
+        zmax = np.maximum(np.abs(z1), np.abs(z2))
+        spread = dz * (zmax + dz)
+        fin = np.isfinite(z1) & np.isfinite(z2)
+    tiny = fin & (dz <= 1e-2) & (spread <= 1e-2)
+    mid = fin & ~tiny & (dz <= 1.0) & (spread <= 2.0)
+    big = ~(tiny | mid)
+    if tiny.any():
+        out[tiny] = _gl(z1[tiny], dz[tiny], _GL3)
+    if mid.any():
+        out[mid] = _gl(z1[mid], dz[mid], _GL8)
+    if big.any():
+        a, b = z1[big], z2[big]
+        r = np.empty(a.shape)
+        up = a >= 0
+        lo = b <= 0
+        st = ~(up | lo)
+        r[up] = _q(a[up]) - _q(b[up])
+        r[lo] = _q(-b[lo]) - _q(-a[lo])
+        r[st] = 1.0 - _q(-a[st]) - _q(b[st])
+        out[big] = np.maximum(r, 0.0)
+    return out
+
+
+@dataclass(frozen=True)
+class _OffLaw:
+    """off = LogNormal(m, sigma) w.p. p_stall, else Exponential(mu); atoms where degenerate."""
+
+    p_stall: float
+    m: float
+    sigma: float
+    mu: float
+
+    @staticmethod
+    def of(p: Params) -> "_OffLaw":
+        return _OffLaw(p.p_stall, p.stall_median_us, p.stall_sigma, p.irq_off_mean_us)
+
+    @property
+    def stall_cont(self) -> bool:
+        return self.p_stall > 0 and self.sigma > 0 and self.m > 0
+
+    @property
+    def stall_atom(self) -> bool:  # LogNormal(m, 0) = m; LogNormal(0, s) = 0
+        return self.p_stall > 0 and not (self.sigma > 0 and self.m > 0)
+
+    @property
+    def exp_cont(self) -> bool:
+        return self.p_stall < 1 and self.mu > 0
+
+    def cdf(self, x: np.ndarray) -> np.ndarray:
+        """F_off(x) = P(off <= x) (right-continuous, atoms included), x >= 0."""
+        x = np.asarray(x, dtype=np.float64)
+        out = np.zeros_like(x)
+        if self.p_stall > 0:
+            if self.stall_cont:
+                with np.errstate(divide="ignore"):
+                    z = np.log(x / self.m) / self.sigma
+                out += self.p_stall * (1.0 - _q(z))
+            else:
+                out += self.p_stall * (x >= self.m)
+        if self.p_stall < 1:
+            if self.mu > 0:
+                out += (1.0 - self.p_stall) * -np.expm1(-x / self.mu)
+            else:
+                out += (1.0 - self.p_stall) * (x >= 0)
+        return out
+
+    def cont_mass(self, y1: np.ndarray, width: np.ndarray) -> np.ndarray:
+        """Continuous (atom-free) part of P(off in (y1, y1 + width)), y1 >= 0, width > 0."""
+        out = np.zeros_like(y1)
+        if self.stall_cont:
+            with np.errstate(divide="ignore", over="ignore"):
+                z1 = np.log(y1 / self.m) / self.sigma
+                dz = np.log1p(width / y1) / self.sigma
+                z2 = np.log((y1 + width) / self.m) / self.sigma  # used only where y1 = 0
+            out += self.p_stall * ndtr_diff(z1, dz, z2)
+        if self.exp_cont and y1.size and y1.min() < 750.0 * self.mu:  # exp(-750) underflows to 0
+            out += (1.0 - self.p_stall) * np.exp(-y1 / self.mu) * -np.expm1(-width / self.mu)
+        return out
+
+
+# ----------------------------------------------------------------------------------------
+# The cmc values of a chunk
+# ----------------------------------------------------------------------------------------
+
+
+def _final_clear(p: Params, a, e, c, w, dirty, dead, h):
+    """f_j of a CPU that got an NMI arriving at a (the expression of core.vectorized._phase2)."""
+    return np.where(
+        dead,
+        np.inf,
+        np.where(
+            a < e + p.prologue_us,
+            np.where(dirty, a + p.prologue_us + w, a + p.prologue_us),
+            np.where(a < c, c + h, c),
+        ),
+    )
+
+
+@dataclass
+class _Ctx:
+    """Per (trial, CPU i), given X_{-i} and 'CPU i was sent an NMI':
+    s (its send time), tl (T_loop'), fp (max f of the other late CPUs), mlo (max
+    a_j + h_j over racers j < i); plus per trial whether the sampled trial hangs/times out."""
+
+    s: np.ndarray
+    tl: np.ndarray
+    fp: np.ndarray
+    mlo: np.ndarray
+    hang_or_timeout: np.ndarray
+
+
+def _context(p: Params, c, e, w, dirty, dead, nmi, h) -> _Ctx:
+    n, m = c.shape
+    t_nmi, step = p.t_nmi_us, p.nmi_send_us
+    # No other CPU late (c_j <= T_nmi for all j != i): i is visited first at T_nmi.
+    s = np.full((n, m), t_nmi)
+    tl = np.full((n, m), t_nmi + step)
+    fp = np.full((n, m), -np.inf)
+    mlo = np.full((n, m), -np.inf)
+    hot = np.zeros(n, dtype=bool)
+    late = c > t_nmi
+    rows = np.flatnonzero(late.any(axis=1))
+    if rows.size == 0:
+        return _Ctx(s, tl, fp, mlo, hot)
+
+    lr = late[rows]
+    nl = rows.size
+    kcount = lr.sum(axis=1)
+    kmax = int(kcount.max())
+    ri, ci = np.nonzero(lr)  # row-major: ascending CPU within each trial
+    start = np.concatenate(([0], np.cumsum(kcount)[:-1]))
+    pos = np.arange(ri.size) - start[ri]
+    gr = rows[ri]
+
+    def pad(src, fill, dtype=np.float64):
+        out = np.full((nl, kmax), fill, dtype)
+        out[ri, pos] = src[gr, ci]
+        return out
+
+    cl = pad(c, -np.inf)
+    el, wl, nl_nmi, hl = pad(e, 0.0), pad(w, 0.0), pad(nmi, 0.0), pad(h, 0.0)
+    dl, deadl = pad(dirty, False, bool), pad(dead, False, bool)
+    valid = np.zeros((nl, kmax), dtype=bool)
+    valid[ri, pos] = True
+
+    # The sampled walk over the late CPUs (the others are never sent an NMI), and the
+    # same walk shifted by one send (clock one nmi_send_us later: what every late CPU
+    # after an inserted CPU i sees until the walks re-synchronise).
+    cb = np.empty((nl, kmax + 1))
+    f_s = np.full((nl, kmax), -np.inf)
+    f_p = np.full((nl, kmax), -np.inf)
+    end_r = np.full((nl, kmax), -np.inf)
+    sent_s = np.zeros((nl, kmax), dtype=bool)
+    resync = np.zeros((nl, kmax), dtype=bool)
+    clock = np.full(nl, t_nmi)
+    for k in range(kmax):
+        cb[:, k] = clock
+        ck, v = cl[:, k], valid[:, k]
+        args = (el[:, k], ck, wl[:, k], dl[:, k], deadl[:, k], hl[:, k])
+        sent = v & (ck > clock)
+        a = clock + nl_nmi[:, k]
+        f_s[:, k] = np.where(sent, _final_clear(p, a, *args), ck)
+        end_r[:, k] = np.where(sent & ~deadl[:, k] & (a >= ck), a + hl[:, k], -np.inf)
+        sent_s[:, k] = sent
+        cp = clock + step  # the clock after one more send (sequential sums, as the model)
+        resync[:, k] = sent & (ck <= cp)
+        a_p = cp + nl_nmi[:, k]
+        f_p[:, k] = np.where(v & (ck > cp), _final_clear(p, a_p, *args), ck)
+        clock = clock + np.where(sent, step, 0.0)
+    cb[:, kmax] = clock
+    t_loop = clock
+
+    f_all = f_s.max(axis=1)
+    if p.wait == 1:
+        hot[rows] = np.isinf(f_all)
+    else:
+        hot[rows] = f_all > t_loop + p.nmi_wait_scaled_us
+
+    # prefix maxima (CPUs before slot q) and suffix quantities (from column k on)
+    pre_f = np.full((nl, kmax + 1), -np.inf)
+    pre_m = np.full((nl, kmax + 1), -np.inf)
+    np.maximum.accumulate(f_s, axis=1, out=pre_f[:, 1:])
+    np.maximum.accumulate(end_r, axis=1, out=pre_m[:, 1:])
+    suf_f = np.full((nl, kmax + 1), -np.inf)
+    suf_p = np.full((nl, kmax + 1), -np.inf)
+    aft = np.full((nl, kmax + 1), -np.inf)
+    has_r = np.zeros((nl, kmax + 1), dtype=bool)
+    for k in range(kmax - 1, -1, -1):
+        suf_f[:, k] = np.maximum(f_s[:, k], suf_f[:, k + 1])
+        r = resync[:, k]
+        suf_p[:, k] = np.where(r, -np.inf, np.maximum(f_p[:, k], suf_p[:, k + 1]))
+        aft[:, k] = np.where(r, np.maximum(cl[:, k], suf_f[:, k + 1]), aft[:, k + 1])
+        has_r[:, k] = r | has_r[:, k + 1]
+    # A walk with one extra send (CPU i) entering column j: F of columns >= j, T_loop'.
+    off_f = np.maximum(suf_p, aft)
+    off_t = np.where(has_r, t_loop[:, None], (t_loop + step)[:, None])
+
+    # CPU i not late ("gap" slot q = late CPUs before it) or late (the q-th late CPU).
+    gap_f = np.maximum(pre_f, off_f)
+    gap_t = off_t
+    mem_f = np.maximum(pre_f[:, :kmax], np.where(sent_s, suf_f[:, 1:], off_f[:, 1:]))
+    mem_t = np.where(sent_s, t_loop[:, None], off_t[:, 1:])
+
+    q = np.cumsum(lr, axis=1) - lr  # late CPUs before i
+    qm = np.minimum(q, kmax - 1)
+    take = np.take_along_axis
+    s[rows] = take(cb, q, axis=1)
+    fp[rows] = np.where(lr, take(mem_f, qm, axis=1), take(gap_f, q, axis=1))
+    tl[rows] = np.where(lr, take(mem_t, qm, axis=1), take(gap_t, q, axis=1))
+    mlo[rows] = take(pre_m, q, axis=1)
+    return _Ctx(s, tl, fp, mlo, hot)
+
+
+def _membership(p: Params, cv, s, a, end, tl, fp, mlo):
+    """For explicit clear times cv of CPU i: (R_i, A_i, A_i without hang/timeout), using the
+    model's own floating-point comparisons."""
+    racer = (cv > s) & (cv <= a)
+    f = np.maximum(fp, cv)
+    if p.wait == 1:
+        hang = np.isinf(f)
+        timeout = np.zeros_like(hang)
+        t_done = np.maximum(tl, f)
+    else:
+        hang = np.zeros(cv.shape, dtype=bool)
+        dl = tl + p.nmi_wait_scaled_us
+        timeout = f > dl
+        t_done = np.where(timeout, dl, np.maximum(tl, f))
+    with np.errstate(invalid="ignore"):
+        race_i = racer & ~hang & (end > t_done + p.handoff_us)
+        first = race_i & ~(mlo > t_done + p.handoff_us)
+    return race_i, first, first & ~timeout
+
+
+def _cmc_values(p: Params, d: Draws) -> CmcBatch:
+    n, m = d.ipi.shape
+    early = p.mitigation == "early_flush"
+    dirty = np.zeros_like(d.dirty) if early else d.dirty
+    dead = d.dead
+    e = np.maximum(d.ipi, d.off)
+    c = e + p.prologue_us
+    np.add(c, d.w, out=c, where=dirty)
+    c[dead] = np.inf
+    h = np.where(dirty, p.prologue_us + d.w2, p.prologue_us)
+    weff = np.where(dirty, d.w, 0.0)
+    ctx = _context(p, c, e, d.w, dirty, dead, d.nmi, h)
+    s, tl, fp, mlo = ctx.s, ctx.tl, ctx.fp, ctx.mlo
+    a = s + d.nmi
+    end = a + h
+    ho = p.handoff_us
+    law = _OffLaw.of(p)
+    kk = p.prologue_us + weff  # c = e + kk up to rounding
+
+    def mass(lo, hi, ok):
+        """P(c_i in (lo, hi)) over the continuous part of off_i, where ok; 0 elsewhere."""
+        y1 = np.maximum(d.ipi, lo - kk)
+        y2 = hi - kk
+        sel = ok & (y2 > y1)
+        if sel.all():  # the usual case: no masked copies
+            width = np.where(lo - kk > d.ipi, hi - lo, y2 - y1)
+            return law.cont_mass(y1, np.maximum(width, 0.0))
+        out = np.zeros((n, m))
+        if sel.any():
+            y1s = y1[sel]
+            width = np.where(lo[sel] - kk[sel] > d.ipi[sel], hi[sel] - lo[sel], y2[sel] - y1s)
+            out[sel] = law.cont_mass(y1s, np.maximum(width, 0.0))
+        return out
+
+    b = np.maximum(tl, fp)
+    with np.errstate(invalid="ignore"):
+        if p.wait == 1:
+            ok1 = ~dead & (fp < np.inf) & (end > b + ho)
+            hi1 = np.minimum(a, end - ho)
+            dline = None
+        else:
+            dline = tl + p.nmi_wait_scaled_us
+            ok1 = ~dead & (fp <= dline) & (end > b + ho)
+            hi1 = np.minimum(np.minimum(a, end - ho), dline)
+        restrict = ok1 & (mlo > b + ho)
+    m1a = mass(s, hi1, ok1)
+    m1f = m1a.copy()
+    if restrict.any():
+        m1f[restrict] = mass(np.maximum(s, mlo - ho), hi1, restrict)[restrict]
+    race_sum = m1a.sum(axis=1)
+    race = m1f.sum(axis=1)
+    bad = ctx.hang_or_timeout.astype(np.float64) + race
+    if dline is not None:
+        ok2 = ~dead & (end > dline + ho)
+        if ok2.any():
+            lo2 = np.where(fp > dline, s, np.maximum(s, dline))
+            m2a = mass(lo2, a, ok2)
+            race_sum += m2a.sum(axis=1)
+            race += np.where(mlo <= dline + ho, m2a, 0.0).sum(axis=1)
+
+    # Atoms of e_i = max(ipi_i, off_i): at ipi_i (mass F_off(ipi_i)) and, for a degenerate
+    # stall law, at the stall length (mass p_stall) when it exceeds ipi_i.
+    atoms = [(d.ipi, None)]
+    if law.stall_atom:
+        atoms.append((np.full((n, m), law.m), law.p_stall))  # LogNormal(m, 0) = m, LogNormal(0, s) = 0
+    for e0, mass0 in atoms:
+        c0 = e0 + p.prologue_us
+        np.add(c0, d.w, out=c0, where=dirty)
+        cand = ~dead & (c0 > s) & (c0 <= a) & (e0 >= d.ipi)
+        if mass0 is not None:
+            cand &= e0 > d.ipi
+        if not cand.any():
+            continue
+        ti = np.nonzero(cand)[0]
+        args = (s[cand], a[cand], end[cand], tl[cand], fp[cand], mlo[cand])
+        r_any, r_first, r_bad = _membership(p, c0[cand], *args)
+        w0 = law.cdf(d.ipi[cand]) if mass0 is None else np.full(ti.size, mass0)
+        np.add.at(race_sum, ti, w0 * r_any)
+        np.add.at(race, ti, w0 * r_first)
+        np.add.at(bad, ti, w0 * r_bad)
+
+    # The sampled trial itself: which CPUs meet the race condition (only late ones can).
+    n_racing = np.zeros(n, np.int32)
+    first_cpu = np.full(n, -1, np.int32)
+    lt = (c > p.t_nmi_us) & ~dead
+    if lt.any():
+        ti, ii = np.nonzero(lt)
+        r_any, r_first, _ = _membership(p, c[lt], s[lt], a[lt], end[lt], tl[lt], fp[lt], mlo[lt])
+        n_racing = np.bincount(ti[r_any], minlength=n).astype(np.int32)
+        fc = np.full(n, m + 1, np.int64)
+        np.minimum.at(fc, ti[r_first], ii[r_first] + 1)
+        first_cpu = np.where(fc <= m, fc, -1).astype(np.int32)
+    return CmcBatch(race, bad, race_sum, n_racing, first_cpu, p.n_cpus)
+
+
+# ----------------------------------------------------------------------------------------
+# Accumulating and combining estimates
+# ----------------------------------------------------------------------------------------
+
+
+def combine(parts: Iterable[tuple[int, float, float]]) -> tuple[int, float, float]:
+    """Estimates of shards -> one: (n, mean, variance of the mean) each.
+
+    Exactly what one pass over all N = sum n_k trials gives: mean = sum n_k mean_k / N,
+    and the pooled sample variance (within-shard sums of squares, n_k (n_k - 1) var_k,
+    plus between-shard n_k (mean_k - mean)^2) over N - 1, divided by N. The SQL of the
+    `outcomes` view uses the same formula. Shards with n = 0 are skipped.
+    """
+    parts = [(int(n), float(mu), float(v)) for n, mu, v in parts if n > 0]
+    big_n = sum(n for n, _, _ in parts)
+    if big_n == 0:
+        return 0, float("nan"), float("nan")
+    mean = sum(n * mu for n, mu, _ in parts) / big_n
+    if big_n < 2:
+        return big_n, mean, 0.0
+    ss = sum(n * (n - 1) * (v if n > 1 else 0.0) + n * (mu - mean) ** 2 for n, mu, v in parts)
+    return big_n, mean, ss / (big_n - 1) / big_n
+
+
+def estimate_interval(
+    mean: float, var_of_mean: float, n: int, conf: float = 0.95, y_max: float = 1.0
+) -> tuple[float, float]:
+    """Confidence interval (lo, hi) for E[Y] from n iid per-trial values Y in [0, y_max].
+
+    - Normal (CLT) interval mean +- z sqrt(var_of_mean) when the sample variance is > 0.
+    - Floor FP_REL * mean on the half-width: the per-trial values are sums of CDF
+      differences computed to ~1e-15 relative, but the model compares floating-point
+      clear times near 1e6 µs (ulp ~1.2e-10 µs) against windows of ~1e-1 µs and more,
+      so values are only meaningful to ~1e-9 relative.
+    - Zero sample variance (all n values equal v, e.g. a forced case, or no trial had
+      any chance of racing) or n < 2: the values never seen can only lie in [0, y_max];
+      with confidence conf the probability q of a value other than v is below
+      1 - ((1 - conf) / 2) ** (1 / n) (the exact binomial bound for 0 events out of n,
+      ~3.7/n at 95%), so E[Y] lies in [v (1 - q), v + (y_max - v) q].
+    The lower bound is never negative and the interval never has zero width (hi > lo).
+    `y_max`: n_cpus - 1 for race and race_sum, n_cpus for bad (CmcSummary passes them).
+    """
+    if y_max <= 0:
+        raise ValueError(f"y_max = {y_max} must be > 0")
+    if n <= 0 or not math.isfinite(mean):
+        return 0.0, float(y_max)
+    if mean > y_max * (1 + 1e-12):
+        raise ValueError(f"mean = {mean} exceeds y_max = {y_max}: pass the range of the per-trial values")
+    mean = min(max(float(mean), 0.0), float(y_max))
+    fp = FP_REL * mean
+    z = z_value(conf)
+    if n >= 2 and math.isfinite(var_of_mean) and var_of_mean > 0:
+        half = max(z * math.sqrt(var_of_mean), fp)
+        lo, hi = mean - half, mean + half
+    else:
+        q = -math.expm1(math.log((1.0 - conf) / 2.0) / n)
+        lo = mean * (1.0 - q) - fp
+        hi = mean + (y_max - mean) * q + fp
+    lo = max(lo, 0.0)
+    hi = min(hi, float(y_max))
+    if not hi > lo:  # only when mean == y_max with a floor of 0 width; widen downwards
+        lo = max(0.0, math.nextafter(hi, 0.0))
+    return lo, hi
+
+
+@dataclass
+class _Moments:
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    def add(self, x: np.ndarray) -> None:
+        k = int(x.size)
+        if k == 0:
+            return
+        mu = float(x.mean())
+        m2 = float(((x - mu) ** 2).sum())
+        tot = self.n + k
+        delta = mu - self.mean
+        self.mean += delta * k / tot
+        self.m2 += m2 + delta * delta * self.n * k / tot
+        self.n = tot
+
+    @property
+    def var_of_mean(self) -> float:
+        if self.n < 2:
+            return float("nan")
+        return self.m2 / (self.n - 1) / self.n
+
+
+_TRACKED = ("race", "bad", "race_sum", "excess")
+
+
+@dataclass
+class CmcSummary:
+    """Running cmc estimates over chunks (Chan's parallel mean/variance update).
+
+    `excess` = race_sum - race per trial: its mean estimates the bias E[(N-1)^+] of
+    the conservative race_sum estimator.
+    """
+
+    n_cpus: int = 0
+    moments: dict = field(default_factory=lambda: {k: _Moments() for k in _TRACKED})
+    multi_racer_trials: int = 0  # sampled trials with N >= 2 (naive check of the bias)
+    naive_race_trials: int = 0  # sampled trials with N >= 1
+
+    def add(self, b: CmcBatch) -> "CmcSummary":
+        """Fold one batch in (in place); returns self."""
+        self.n_cpus = max(self.n_cpus, int(b.n_cpus))
+        self.moments["race"].add(b.race)
+        self.moments["bad"].add(b.bad)
+        self.moments["race_sum"].add(b.race_sum)
+        self.moments["excess"].add(b.race_sum - b.race)
+        self.multi_racer_trials += int(np.count_nonzero(b.n_racing >= 2))
+        self.naive_race_trials += int(np.count_nonzero(b.n_racing >= 1))
+        return self
+
+    @property
+    def n(self) -> int:
+        return self.moments["race"].n
+
+    @property
+    def mean_race(self) -> float:
+        return self.moments["race"].mean
+
+    @property
+    def var_race(self) -> float:
+        """Variance of mean_race (sample variance / n)."""
+        return self.moments["race"].var_of_mean
+
+    @property
+    def mean_bad(self) -> float:
+        return self.moments["bad"].mean
+
+    @property
+    def var_bad(self) -> float:
+        """Variance of mean_bad (sample variance / n)."""
+        return self.moments["bad"].var_of_mean
+
+    @property
+    def mean_race_sum(self) -> float:
+        return self.moments["race_sum"].mean
+
+    @property
+    def var_race_sum(self) -> float:
+        return self.moments["race_sum"].var_of_mean
+
+    def y_max(self, name: str) -> float:
+        m = max(self.n_cpus - 1, 1)
+        return float(m + 1 if name == "bad" else m)
+
+    def interval(self, name: str, conf: float = 0.95) -> tuple[float, float]:
+        """estimate_interval of one tracked quantity: race, bad, race_sum or excess."""
+        mo = self.moments[name]
+        return estimate_interval(mo.mean, mo.var_of_mean, mo.n, conf, self.y_max(name))
+
+    def report(self, conf: float = 0.95) -> dict:
+        """Estimates, variances of the mean and intervals (JSON-able)."""
+        out: dict = {"trials": self.n, "conf": conf}
+        for name in _TRACKED:
+            mo = self.moments[name]
+            lo, hi = self.interval(name, conf)
+            out[name] = {"p": mo.mean, "var": mo.var_of_mean, "lo": lo, "hi": hi}
+        out["multi_racer_trials"] = self.multi_racer_trials
+        out["naive_race_trials"] = self.naive_race_trials
+        return out
+
+
+# ----------------------------------------------------------------------------------------
+# The scalar reference: one trial, by integrating the reference model over off_i
+# ----------------------------------------------------------------------------------------
+
+
+def _timed_out(p: Params, r: reference.TrialResult) -> bool:
+    if p.wait != 0 or r.phase != 2:
+        return False
+    return max(cpu.final_clear for cpu in r.cpus) > r.deadline_us
+
+
+def _ref_phi_diff(z1: float, z2: float) -> float:
+    """Phi(z2) - Phi(z1) in plain Python: Simpson on the density for narrow windows,
+    tail differences of math.erfc otherwise (independent of ndtr_diff)."""
+    if z2 <= z1:
+        return 0.0
+    if math.isfinite(z1) and math.isfinite(z2) and (z2 - z1) * (1.0 + max(abs(z1), abs(z2))) < 0.05:
+        k = 64
+        hh = (z2 - z1) / k
+        acc = 0.0
+        for j in range(k + 1):
+            wgt = 1 if j in (0, k) else (4 if j % 2 else 2)
+            z = z1 + j * hh
+            acc += wgt * math.exp(-0.5 * z * z)
+        return acc * hh / 3.0 / math.sqrt(2.0 * math.pi)
+
+    def q(z):
+        return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+    if z1 >= 0:
+        return q(z1) - q(z2)
+    if z2 <= 0:
+        return q(-z2) - q(-z1)
+    return 1.0 - q(-z1) - q(z2)
+
+
+def _ref_cont_mass(p: Params, x1: float, x2: float) -> float:
+    """Atom-free part of P(off in (x1, x2)), 0 <= x1 < x2, in plain Python."""
+    out = 0.0
+    if p.p_stall > 0 and p.stall_sigma > 0 and p.stall_median_us > 0:
+        z1 = -INF if x1 <= 0 else math.log(x1 / p.stall_median_us) / p.stall_sigma
+        z2 = math.log(x2 / p.stall_median_us) / p.stall_sigma
+        if math.isfinite(z1):
+            z2 = z1 + math.log1p((x2 - x1) / x1) / p.stall_sigma
+        out += p.p_stall * _ref_phi_diff(z1, z2)
+    if p.p_stall < 1 and p.irq_off_mean_us > 0:
+        mu = p.irq_off_mean_us
+        out += (1 - p.p_stall) * math.exp(-x1 / mu) * -math.expm1(-(x2 - x1) / mu)
+    return out
+
+
+def _ref_cdf(p: Params, x: float) -> float:
+    out = 0.0
+    if p.p_stall > 0:
+        if p.stall_sigma > 0 and p.stall_median_us > 0:
+            if x > 0:
+                z = math.log(x / p.stall_median_us) / p.stall_sigma
+                out += p.p_stall * 0.5 * math.erfc(-z / math.sqrt(2.0))
+        else:
+            out += p.p_stall * (x >= (p.stall_median_us if p.stall_sigma == 0 else 0.0))
+    if p.p_stall < 1:
+        out += (1 - p.p_stall) * (-math.expm1(-x / p.irq_off_mean_us) if p.irq_off_mean_us > 0 else 1.0)
+    return out
+
+
+def cmc_trial_reference(p: Params, d: dict[str, list], detail: bool = False):
+    """The cmc values (race, bad) of ONE trial, computed independently of `_cmc_values`.
+
+    For every CPU i the scalar reference model `core.reference.simulate_trial` is run with
+    off_i replaced by trial values, and the indicators "i is the first racing CPU",
+    "... and no hang/timeout" and "i meets the race condition" are integrated over the
+    law of off_i: the off axis is cut at generous candidate breakpoints (every send-clock
+    value, NMI arrival, handler end, deadline and other CPUs' clear times the trial can
+    produce) plus a uniform grid, each piece is probed at two interior points, and
+    pieces whose probes disagree are bisected to floating-point resolution. Atoms
+    (off_i <= ipi_i gives e_i = ipi_i; a degenerate stall law) are evaluated directly.
+    `d` holds per-CPU lists like `Draws.to_lists()`. With detail=True returns
+    (race, bad, race_sum). Slow (plain Python): for tests on a few CPUs.
+    """
+    m = p.n_cpus - 1
+    early = p.mitigation == "early_flush"
+    base = reference.simulate_trial(p, d)
+    bad = 1.0 if (base.outcome == "hang" or _timed_out(p, base)) else 0.0
+    race = race_sum = 0.0
+    t_nmi, step, ho = p.t_nmi_us, p.nmi_send_us, p.handoff_us
+    clocks = [t_nmi]
+    for _ in range(m + 1):
+        clocks.append(clocks[-1] + step)
+    wt = p.nmi_wait_us * p.udelay_factor
+    for i in range(m):
+        if d["dead"][i]:
+            continue
+        dirty = bool(d["dirty"][i]) and not early
+        k_i = p.prologue_us + (d["w"][i] if dirty else 0.0)
+        ipi = d["ipi"][i]
+        h_i = p.prologue_us + (d["w2"][i] if dirty else 0.0)
+        off = list(d["off"])
+        dd = dict(d)
+        dd["off"] = off
+
+        def ind(x: float) -> tuple[bool, bool, bool]:
+            off[i] = x
+            r = reference.simulate_trial(p, dd)
+            first = r.outcome == "race" and r.first_racer_cpu == i + 1
+            return r.cpus[i].races, first, first and not _timed_out(p, r)
+
+        # c-space candidates; i can only race with c_i in (T_nmi, clocks[m-1] + nmi_i].
+        cands = {p.t1_us, t_nmi}
+        for s_ in clocks:
+            a_ = s_ + d["nmi"][i]
+            cands.update({s_, a_, a_ + h_i - ho, s_ + wt, s_ + wt + ho})
+            for j in range(m):
+                if j == i:
+                    continue
+                dj = bool(d["dirty"][j]) and not early
+                hj = p.prologue_us + (d["w2"][j] if dj else 0.0)
+                aj = s_ + d["nmi"][j]
+                cands.update({aj + hj - ho, aj + p.prologue_us + (d["w"][j] if dj else 0.0), aj})
+        for cpu in base.cpus:
+            cands.update({cpu.clear, cpu.final_clear, cpu.clear + (cpu.handler_us or 0.0)})
+            if cpu.nmi_arrive is not None and cpu.handler_us is not None:
+                cands.add(cpu.nmi_arrive + cpu.handler_us - ho)
+        c_lo, c_hi = t_nmi, clocks[m - 1] + d["nmi"][i]
+        lo_x = max(ipi, c_lo - k_i - 1.0)
+        hi_x = c_hi - k_i + 1.0
+        xs = {lo_x, hi_x}
+        xs.update(x - k_i for x in cands if math.isfinite(x) and lo_x < x - k_i < hi_x)
+        xs.update(lo_x + (hi_x - lo_x) * j / 32 for j in range(1, 32))
+        xs = sorted(x for x in xs if lo_x <= x <= hi_x)
+
+        tot = [0.0, 0.0, 0.0]  # race_sum, race, bad
+
+        def piece(x1: float, x2: float, depth: int = 0) -> None:
+            if not x2 > x1:
+                return
+            u, v = x1 + (x2 - x1) / 3.0, x1 + 2.0 * (x2 - x1) / 3.0
+            iu, iv = ind(u), ind(v)
+            if depth > 40:
+                raise RuntimeError(f"cmc_trial_reference: too many breakpoints near off = {x1!r}")
+            if iu == iv or not (x1 < u < v < x2):
+                if any(iu):
+                    w_ = _ref_cont_mass(p, x1, x2)
+                    tot[0] += w_ * iu[0]
+                    tot[1] += w_ * iu[1]
+                    tot[2] += w_ * iu[2]
+                return
+            a_, b_ = u, v  # bisect to an adjacent float pair
+            for _ in range(200):
+                mid = 0.5 * (a_ + b_)
+                if mid <= a_ or mid >= b_:
+                    break
+                if ind(mid) == iu:
+                    a_ = mid
+                else:
+                    b_ = mid
+            piece(x1, a_, depth + 1)
+            piece(a_, x2, depth + 1)
+
+        for x1, x2 in zip(xs[:-1], xs[1:]):
+            piece(x1, x2)
+        # atoms: off_i <= ipi_i (e_i = ipi_i), and a degenerate stall law above ipi_i
+        ia = ind(ipi)
+        wa = _ref_cdf(p, ipi)
+        tot = [tot[0] + wa * ia[0], tot[1] + wa * ia[1], tot[2] + wa * ia[2]]
+        if p.p_stall > 0 and not (p.stall_sigma > 0 and p.stall_median_us > 0):
+            sv = p.stall_median_us if p.stall_sigma == 0 else 0.0
+            if sv > ipi:
+                ia = ind(sv)
+                tot = [tot[0] + p.p_stall * ia[0], tot[1] + p.p_stall * ia[1], tot[2] + p.p_stall * ia[2]]
+        race_sum += tot[0]
+        race += tot[1]
+        bad += tot[2]
+    if detail:
+        return race, bad, race_sum
+    return race, bad
