@@ -92,6 +92,10 @@ class Capacity:
         }
 
 
+CMC_METRICS = ("p_race", "p_bad")
+"""Metrics the cmc estimator (core.cmc) estimates; capacity uses its interval where present."""
+
+
 def _check_axis(name: str, what: str) -> None:
     if name not in PARAM_NAMES:
         raise QueryError(f"{what} '{name}' is not a parameter{suggest(name)}")
@@ -139,6 +143,9 @@ def capacity(
         "by_lead": by_lead,
         "params": ", ".join(quote_ident(n) for n in PARAM_NAMES),
         "k": quote_ident(METRICS[metric]),
+        "cmc_m": f"{metric}_cmc" if metric in CMC_METRICS else "NULL::DOUBLE",
+        "cmc_v": f"{metric}_cmc_var" if metric in CMC_METRICS else "NULL::DOUBLE",
+        "ymax": "n_cpus" if metric == "p_bad" else "n_cpus - 1",
     })
     try:
         cells = con.sql(sql).to_arrow_table()
@@ -149,7 +156,8 @@ def capacity(
     max_trials = max((r["max_trials"] for r in rows), default=0)
     needed = wilson_trials_needed(target_p)
     rule3 = exact_trials_needed(target_p)
-    resolvable = max_trials >= needed
+    # a cmc estimate resolves probabilities far below 1/trials, so the Wilson rule does not bind it
+    resolvable = max_trials >= needed or any(r["estimator"] == "cmc" for r in rows)
 
     notes: list[str] = []
     if not resolvable:
@@ -184,7 +192,7 @@ def capacity(
             status = f"all pass (largest n_cpus run = {cs[-1]['n_cpus']})"
         elif fail["p_lo"] > target_p:
             status = f"exceeds at n_cpus={fail['n_cpus']}"
-        elif fail["k"] == 0:
+        elif fail["k"] == 0 and fail["estimator"] != "cmc":
             status = (f"unresolved at n_cpus={fail['n_cpus']}: 0 events in {fail['trials']:,} trials, "
                       f"needs {needed:,}")
         else:
@@ -199,6 +207,7 @@ def capacity(
             "fail_p": None if fail is None else fail["p"],
             "fail_p_lo": None if fail is None else fail["p_lo"],
             "fail_p_hi": None if fail is None else fail["p_hi"],
+            "estimator": (ok_prefix or fail or {}).get("estimator"),
             "status": status,
         })
         limit_rows.append(row)
@@ -210,7 +219,7 @@ def capacity(
         ("max_n_cpus", pa.int32()), ("p", pa.float64()), ("p_lo", pa.float64()), ("p_hi", pa.float64()),
         ("trials", pa.int64()), ("t_p99_us", pa.float64()), ("t_p999_us", pa.float64()),
         ("fails_at_n_cpus", pa.int32()), ("fail_p", pa.float64()), ("fail_p_lo", pa.float64()),
-        ("fail_p_hi", pa.float64()), ("status", pa.string()),
+        ("fail_p_hi", pa.float64()), ("estimator", pa.string()), ("status", pa.string()),
     ])
 
     fleet = None

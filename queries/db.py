@@ -171,8 +171,21 @@ def _template(name: str, columns: set[str]) -> str:
         preflush = f"sum(preflush_us * trials) FILTER (WHERE {ok}) / nullif(sum(trials) FILTER (WHERE {ok}), 0)"
     else:
         preflush = "NULL::DOUBLE"
+    if "p_race_est" in columns and "estimator" in columns:
+        cmc = "FILTER (WHERE estimator = 'cmc')"
+        parts = [f"sum(trials) {cmc} AS cmc_trials"]
+        for what in ("race", "bad"):
+            est, var = f"p_{what}_est", f"p_{what}_var"
+            parts.append(f"sum(trials * {est}) {cmc} / nullif(sum(trials) {cmc}, 0) AS p_{what}_cmc")
+            parts.append(f"sum(trials * (trials - 1.0) * {var} + trials * {est} * {est}) {cmc} AS p_{what}_cmc_ss")
+        cmc_agg = ",\n        ".join(parts)
+    else:
+        cmc_agg = ", ".join(f"NULL::{t} AS {c}" for c, t in (
+            ("cmc_trials", "BIGINT"), ("p_race_cmc", "DOUBLE"), ("p_race_cmc_ss", "DOUBLE"),
+            ("p_bad_cmc", "DOUBLE"), ("p_bad_cmc_ss", "DOUBLE")))
     slots = {
         "params": ", ".join(q),
+        "cmc_agg": cmc_agg,
         "param_any": ", ".join(f"any_value({c}) AS {c}" for c in q),
         "param_varchar": ", ".join(f"{c}::VARCHAR AS {c}" for c in q),
         "preflush": preflush,

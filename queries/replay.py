@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from core.cmc import replay_draws_cmc
 from core.draws import Draws
 from core.outcomes import OUTCOMES
 from core.params import PARAM_NAMES, Params, make_params
@@ -54,6 +55,8 @@ def load_shard_row(result_dir: str | Path, point_id: str, shard: int) -> dict[st
     check_result_dir(result_dir)
     dset = ds.dataset(str(Path(result_dir) / "points"), format="parquet")
     cols = [*PARAM_NAMES, "seed", "trials", "shard", "point_id"]
+    if "estimator" in dset.schema.names:
+        cols.append("estimator")
     t = dset.to_table(columns=cols, filter=pc.field("point_id") == point_id)
     if t.num_rows == 0:
         raise QueryError(f"point '{point_id}' is not in {result_dir} (list ids: stoprace query {result_dir} --sql \"select point_id from outcomes\")")
@@ -70,7 +73,11 @@ def replay(result_dir: str | Path, point_id: str, shard: int, trial: int) -> Rep
     params = make_params({n: row[n] for n in PARAM_NAMES}, where=str(result_dir))
     if not 0 <= trial < row["trials"]:
         raise QueryError(f"--trial {trial} is outside shard {shard}'s trials 0..{row['trials'] - 1}")
-    draws, batch = replay_draws(params, row["trials"], shard_seed(row["seed"], shard), trial)
+    seed = shard_seed(row["seed"], shard)
+    if row.get("estimator") == "cmc":  # cmc draws the NMI path eagerly: a different stream layout
+        draws, batch, _ = replay_draws_cmc(params, row["trials"], seed, trial)
+    else:
+        draws, batch = replay_draws(params, row["trials"], seed, trial)
     result = simulate_trial(params, draws.to_lists())
     return Replay(point_id, shard, trial, params, row["seed"], draws, result, OUTCOMES[batch.outcome[0]])
 

@@ -86,7 +86,7 @@ def run(
 
     try:
         stats = run_map(
-            functools.partial(run_task, sweep=spec.name),
+            functools.partial(run_task, sweep=spec.name, estimator=spec.estimator),
             todo,
             on_result=on_result,
             address=address,

@@ -36,6 +36,13 @@ POINTS_SCHEMA = pa.schema(
         pa.field("t_done_sum_us", pa.float64()),
         pa.field("t_done_max_us", pa.float64()),
         pa.field("t_done_hist", pa.list_(pa.int64())),
+        # the sweep's estimator and, per shard, its estimate of p_race / p_bad with the variance of
+        # that estimate (naive: k/n and s^2/n of the 0/1 outcomes; cmc: core.cmc); shards merge exactly
+        pa.field("estimator", pa.string()),
+        pa.field("p_race_est", pa.float64()),
+        pa.field("p_race_var", pa.float64()),
+        pa.field("p_bad_est", pa.float64()),
+        pa.field("p_bad_var", pa.float64()),
         pa.field("preflush_sum_us", pa.float64()),  # early_flush only: sum over trials of preflush_us
         pa.field("preflush_max_us", pa.float64()),
         pa.field("seed", pa.uint64()),

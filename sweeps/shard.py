@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from core.cmc import CmcSummary, iter_chunks_cmc
 from core.outcomes import OUTCOMES
-from core.params import PARAM_NAMES
+from core.params import PARAM_NAMES, Params
 from core.summary import Summary, event_mask
 from core.vectorized import iter_chunks, shard_seed
 from sweeps.grid import Task
@@ -34,7 +35,30 @@ def _null_if_nan(x: float) -> float | None:
     return None if x != x else float(x)
 
 
-def run_task(task: Task, sweep: str) -> TaskResult:
+def naive_estimate(k: int, n: int) -> tuple[float, float]:
+    """(k/n, variance of that mean): s^2/n of n 0/1 outcomes, so shards merge like cmc ones."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = k / n
+    return p, (p * (1 - p) / (n - 1) if n > 1 else 0.0)
+
+
+def _shard(params: Params, n: int, seed, estimator: str, on_batch) -> tuple[Summary, CmcSummary | None]:
+    summary = Summary()
+    if estimator == "cmc":
+        cmc = CmcSummary()
+        for start, batch, cb in iter_chunks_cmc(params, n, seed):
+            summary.add(batch)
+            cmc.add(cb)
+            on_batch(start, batch)
+        return summary, cmc
+    for start, batch in iter_chunks(params, n, seed):
+        summary.add(batch)
+        on_batch(start, batch)
+    return summary, None
+
+
+def run_task(task: Task, sweep: str, estimator: str = "naive") -> TaskResult:
     """Simulate every shard of the task; one `points` row per shard, one `events` row per bad trial."""
     rows: dict[str, list] = {f.name: [] for f in POINTS_SCHEMA}
     ev: dict[str, list] = {f.name: [] for f in EVENTS_SCHEMA}
@@ -44,10 +68,10 @@ def run_task(task: Task, sweep: str) -> TaskResult:
         for k in item.shards:
             n = item.shard_size(k)
             t0 = time.perf_counter()
-            summary = Summary()
-            for start, batch in iter_chunks(params, n, shard_seed(point.point_seed, k)):
-                summary.add(batch)
-                _collect_events(ev, sweep, point.point_id, k, start, batch)
+            summary, cmc = _shard(
+                params, n, shard_seed(point.point_seed, k), estimator,
+                lambda start, batch: _collect_events(ev, sweep, point.point_id, k, start, batch),
+            )
             rows["sweep"].append(sweep)
             rows["point_id"].append(point.point_id)
             rows["shard"].append(k)
@@ -59,6 +83,14 @@ def run_task(task: Task, sweep: str) -> TaskResult:
             rows["t_done_sum_us"].append(summary.t_done_sum_us)
             rows["t_done_max_us"].append(_null_if_nan(summary.t_done_max_us))
             rows["t_done_hist"].append(summary.hist.tolist())
+            if cmc is not None:
+                est = {"race": (cmc.mean_race, cmc.var_race), "bad": (cmc.mean_bad, cmc.var_bad)}
+            else:
+                est = {"race": naive_estimate(summary.count("race"), n), "bad": naive_estimate(summary.bad, n)}
+            rows["estimator"].append(estimator)
+            for what in ("race", "bad"):
+                rows[f"p_{what}_est"].append(est[what][0])
+                rows[f"p_{what}_var"].append(est[what][1])
             early = point.values["mitigation"] == "early_flush"
             rows["preflush_sum_us"].append(summary.preflush_sum_us if early else None)
             rows["preflush_max_us"].append(_null_if_nan(summary.preflush_max_us) if early else None)

@@ -32,14 +32,10 @@ from core.outcomes import EVENT_OUTCOMES, OUTCOMES
 from core.params import DEFAULTS, PARAM_NAMES
 from sweeps.schema import EVENTS_SCHEMA, PARAM_TYPES, POINTS_SCHEMA
 
-ESTIMATOR_FIELDS = [
-    pa.field("estimator", pa.string()),
-    pa.field("p_race_est", pa.float64()),
-    pa.field("p_race_var", pa.float64()),
-    pa.field("p_bad_est", pa.float64()),
-    pa.field("p_bad_var", pa.float64()),
-]
-"""Columns a later rare-event estimator adds to `points`; written into some files to test union_by_name."""
+_ESTIMATOR_NAMES = ("estimator", "p_race_est", "p_race_var", "p_bad_est", "p_bad_var")
+ESTIMATOR_FIELDS = [POINTS_SCHEMA.field(n) for n in _ESTIMATOR_NAMES]
+"""The rare-event estimator columns of `points`; written into only some files to test union_by_name."""
+BASE_POINTS_SCHEMA = pa.schema([f for f in POINTS_SCHEMA if f.name not in _ESTIMATOR_NAMES])
 
 
 @dataclass
@@ -185,7 +181,7 @@ def write_results(
     (path / "spec.toml").write_text(_spec_toml(sweep, seed, pts))
     tasks = np.array_split(np.arange(len(rows)), n_tasks)
     for t, idx in enumerate(tasks):
-        schema = POINTS_SCHEMA
+        schema = BASE_POINTS_SCHEMA
         if estimator_every and t % estimator_every == estimator_every - 1:
             schema = _append(schema, ESTIMATOR_FIELDS)
         if extra_points_columns:
@@ -325,7 +321,8 @@ def write_bulk(
             pa.array(np.arange(0, (n + 1) * N_BINS, N_BINS, dtype=np.int32)), pa.array(hist.ravel()))
         cols["seed"] = pa.array(pidx.astype(np.uint64))
         cols["wall_s"] = pa.array(np.full(n, 0.5))
-        table = pa.Table.from_pydict(cols).cast(POINTS_SCHEMA)
+        table = pa.Table.from_pydict(cols)
+        table = table.cast(pa.schema([POINTS_SCHEMA.field(n) for n in table.column_names]))
         _atomic_write_table(table, path / "points" / f"task-{f:06d}.parquet")
     (path / "spec.toml").write_text(f'name = "{sweep}"\nseed = {seed}\ntrials = {100_000 * shards_per_point}\n')
     _write_manifest(path, sweep, seed, n_points, n_files)

@@ -39,3 +39,32 @@ CREATE OR REPLACE TEMP MACRO hist_x(b, c, h, target) AS
     b::DOUBLE + greatest(0.0, least(1.0, (target - (c - h)) / h));
 
 CREATE OR REPLACE TEMP MACRO hist_us(x) AS pow(10.0, x / 16.0);
+
+-- The cmc estimator's 95% interval from (mean, variance of the mean, trials, largest per-trial value),
+-- written to match core.cmc.estimate_interval: a normal interval with a half-width floor of
+-- 1e-9 * mean, or, with zero sample variance, [m (1 - q), m + (ymax - m) q] with
+-- q = 1 - 0.025^(1/n) (the exact bound on a value never seen in n trials).
+-- 1 - exp(x) for small x without cancellation: x + x^2/2 + x^3/6 is exact to ~1e-17 once |x| < 1e-5
+CREATE OR REPLACE TEMP MACRO cmc_q(n) AS
+    CASE WHEN abs(ln(0.025) / n::DOUBLE) < 1e-5
+         THEN -(ln(0.025) / n::DOUBLE) * (1.0 + ln(0.025) / n::DOUBLE / 2.0 + pow(ln(0.025) / n::DOUBLE, 2) / 6.0)
+         ELSE 1.0 - exp(ln(0.025) / n::DOUBLE) END;
+
+CREATE OR REPLACE TEMP MACRO cmc_lo(m, v, n, ymax) AS
+    CASE
+        WHEN m IS NULL OR n IS NULL OR n <= 0 THEN NULL
+        WHEN n >= 2 AND v > 0 THEN greatest(0.0, m - greatest(wilson_z() * sqrt(v), 1e-9 * m))
+        ELSE greatest(0.0, m * (1.0 - cmc_q(n)) - 1e-9 * m)
+    END::DOUBLE;
+
+CREATE OR REPLACE TEMP MACRO cmc_hi(m, v, n, ymax) AS
+    CASE
+        WHEN m IS NULL OR n IS NULL OR n <= 0 THEN NULL
+        WHEN n >= 2 AND v > 0 THEN least(ymax::DOUBLE, m + greatest(wilson_z() * sqrt(v), 1e-9 * m))
+        ELSE least(ymax::DOUBLE, m + (ymax - m) * cmc_q(n) + 1e-9 * m)
+    END::DOUBLE;
+
+-- Variance of the pooled mean from per-shard sums: ss = sum n_k (n_k - 1) var_k + n_k mean_k^2
+-- (core.cmc.combine): (ss - N m^2) / (N - 1) / N, clamped at 0 against rounding.
+CREATE OR REPLACE TEMP MACRO pooled_var(ss, m, n) AS
+    CASE WHEN n >= 2 THEN greatest(0.0, (ss - n * m * m) / (n - 1.0) / n) ELSE 0.0 END::DOUBLE;

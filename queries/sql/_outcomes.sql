@@ -13,6 +13,7 @@ WITH agg AS (
         sum(t_done_sum_us) FILTER (WHERE isfinite(t_done_sum_us)) AS t_sum_us,
         max(t_done_max_us) FILTER (WHERE isfinite(t_done_max_us)) AS t_max_us,
         @@preflush@@ AS preflush_us,
+        @@cmc_agg@@,
         any_value(seed) AS seed,
         sum(wall_s) AS wall_s
     FROM points
@@ -57,6 +58,16 @@ SELECT
     least(hist_us(x999), t_max_us) AS t_p999_us,
     t_max_us,
     preflush_us,
+    -- the cmc estimator (core.cmc), where the sweep ran it: shards pooled exactly, 95% interval
+    cmc_trials,
+    p_race_cmc,
+    pooled_var(p_race_cmc_ss, p_race_cmc, cmc_trials) AS p_race_cmc_var,
+    cmc_lo(p_race_cmc, pooled_var(p_race_cmc_ss, p_race_cmc, cmc_trials), cmc_trials, n_cpus - 1) AS p_race_cmc_lo,
+    cmc_hi(p_race_cmc, pooled_var(p_race_cmc_ss, p_race_cmc, cmc_trials), cmc_trials, n_cpus - 1) AS p_race_cmc_hi,
+    p_bad_cmc,
+    pooled_var(p_bad_cmc_ss, p_bad_cmc, cmc_trials) AS p_bad_cmc_var,
+    cmc_lo(p_bad_cmc, pooled_var(p_bad_cmc_ss, p_bad_cmc, cmc_trials), cmc_trials, n_cpus) AS p_bad_cmc_lo,
+    cmc_hi(p_bad_cmc, pooled_var(p_bad_cmc_ss, p_bad_cmc, cmc_trials), cmc_trials, n_cpus) AS p_bad_cmc_hi,
     seed,
     wall_s
 FROM agg
