@@ -38,6 +38,7 @@ import pyarrow as pa
 
 from core.params import PARAM_NAMES, suggest
 from core.stats import trials_needed as exact_trials_needed
+from core.stats import z_value
 from core.stats import wilson, z_value
 
 from .db import QueryError, first_line, quote_ident, render_sql, swept_axes
@@ -146,6 +147,7 @@ def capacity(
         "cmc_m": f"{metric}_cmc" if metric in CMC_METRICS else "NULL::DOUBLE",
         "cmc_v": f"{metric}_cmc_var" if metric in CMC_METRICS else "NULL::DOUBLE",
         "ymax": "n_cpus" if metric == "p_bad" else "n_cpus - 1",
+        "z975": repr(z_value(0.975)),
     })
     try:
         cells = con.sql(sql).to_arrow_table()

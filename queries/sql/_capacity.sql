@@ -2,8 +2,10 @@
 -- other axes (largest 95% upper bound of the metric). Equal parameter sets in several sweeps are pooled.
 -- Slots: @@by_lead@@ ("a", "b", or empty), @@params@@, @@k@@ (the metric's count column),
 -- @@cmc_m@@ / @@cmc_v@@ (the metric's cmc estimate and its variance in `outcomes`, or NULL) and
--- @@ymax@@ (largest per-trial cmc value). Where the sweep ran the cmc estimator its interval is
--- used (orders of magnitude tighter for rare races); elsewhere Wilson's on the counts. Pooling cmc
+-- @@ymax@@ (largest per-trial cmc value). Where the sweep ran the cmc estimator, the cell takes
+-- the tighter of the two bounds (cmc and Wilson on the naive counts of the same trials): each is
+-- computed at 97.5% so their intersection still covers with >= 95% (Bonferroni). cmc is orders
+-- of magnitude tighter for rare races; Wilson is tighter where cmc saw only zeros. Pooling cmc
 -- estimates of the same parameters from several sweeps weights them by trials and ignores
 -- between-sweep spread (exact for one sweep).
 WITH pooled AS (
@@ -23,8 +25,12 @@ cells AS (
     SELECT
         *,
         coalesce(cmc_m, prob(k, trials)) AS p,
-        CASE WHEN cmc_m IS NOT NULL THEN cmc_lo(cmc_m, cmc_v, cmc_n, @@ymax@@) ELSE wilson_lo(k, trials) END AS p_lo,
-        CASE WHEN cmc_m IS NOT NULL THEN cmc_hi(cmc_m, cmc_v, cmc_n, @@ymax@@) ELSE wilson_hi(k, trials) END AS p_hi,
+        CASE WHEN cmc_m IS NOT NULL
+             THEN greatest(cmc_lo_z(cmc_m, cmc_v, cmc_n, @@ymax@@, @@z975@@, 0.0125), wilson_lo_z(k, trials, @@z975@@))
+             ELSE wilson_lo(k, trials) END AS p_lo,
+        CASE WHEN cmc_m IS NOT NULL
+             THEN least(cmc_hi_z(cmc_m, cmc_v, cmc_n, @@ymax@@, @@z975@@, 0.0125), wilson_hi_z(k, trials, @@z975@@))
+             ELSE wilson_hi(k, trials) END AS p_hi,
         CASE WHEN cmc_m IS NOT NULL THEN 'cmc' ELSE 'naive' END AS estimator
     FROM pooled
 ),
