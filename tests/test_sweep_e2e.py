@@ -306,6 +306,11 @@ def test_capacity_uses_the_cmc_interval(cmc_run):
     cells = cap.cells.to_pylist()
     con.close()
     assert cells and all(c["estimator"] == "cmc" for c in cells)
+    from core.stats import wilson
+
+    for c in cells:  # the tighter of Wilson and cmc, each at 97.5%
+        assert c["p_hi"] <= wilson(c["k"], c["trials"], 0.975)[1] * (1 + 1e-12)
+        assert c["p_lo"] <= c["p"] <= c["p_hi"]
 
 
 def test_replay_of_a_cmc_sweep_uses_its_stream(cmc_run):
