@@ -42,7 +42,7 @@ from . import reference
 from .draws import Draws, draw_nmi_path, draw_phase1, new_generator
 from .params import Params
 from .stats import z_value
-from .vectorized import TrialBatch, _empty, chunk_seed, chunk_trials, simulate_draws
+from .vectorized import TrialBatch, _empty, chunk_seed, chunk_trials, final_clear, simulate_draws
 
 INF = math.inf
 
@@ -289,19 +289,6 @@ class _OffLaw:
 # ----------------------------------------------------------------------------------------
 
 
-def _final_clear(p: Params, a, e, c, w, dirty, dead, h):
-    """f_j of a CPU that got an NMI arriving at a (the expression of core.vectorized._phase2)."""
-    return np.where(
-        dead,
-        np.inf,
-        np.where(
-            a < e + p.prologue_us,
-            np.where(dirty, a + p.prologue_us + w, a + p.prologue_us),
-            np.where(a < c, c + h, c),
-        ),
-    )
-
-
 @dataclass
 class _Ctx:
     """Per (trial, CPU i), given X_{-i} and 'CPU i was sent an NMI':
@@ -365,13 +352,13 @@ def _context(p: Params, c, e, w, dirty, dead, nmi, h) -> _Ctx:
         args = (el[:, k], ck, wl[:, k], dl[:, k], deadl[:, k], hl[:, k])
         sent = v & (ck > clock)
         a = clock + nl_nmi[:, k]
-        f_s[:, k] = np.where(sent, _final_clear(p, a, *args), ck)
+        f_s[:, k] = np.where(sent, final_clear(p, a, *args), ck)
         end_r[:, k] = np.where(sent & ~deadl[:, k] & (a >= ck), a + hl[:, k], -np.inf)
         sent_s[:, k] = sent
         cp = clock + step  # the clock after one more send (sequential sums, as the model)
         resync[:, k] = sent & (ck <= cp)
         a_p = cp + nl_nmi[:, k]
-        f_p[:, k] = np.where(v & (ck > cp), _final_clear(p, a_p, *args), ck)
+        f_p[:, k] = np.where(v & (ck > cp), final_clear(p, a_p, *args), ck)
         clock = clock + np.where(sent, step, 0.0)
     cb[:, kmax] = clock
     t_loop = clock

@@ -210,6 +210,19 @@ def _send_clock(p: Params, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sent, s
 
 
+def final_clear(p: Params, a, e, c, w, dirty, dead, h) -> np.ndarray:
+    """f_i of CPUs that got an NMI arriving at `a` (MODEL.md phase 2, the four cases)."""
+    return np.where(
+        dead,
+        np.inf,
+        np.where(
+            a < e + p.prologue_us,  # before entry or in the prologue: the NMI stop is the first flush
+            np.where(dirty, a + p.prologue_us + w, a + p.prologue_us),
+            np.where(a < c, c + h, c),  # during WBINVD: again after it; after the clear: racer
+        ),
+    )
+
+
 def _phase2(
     p: Params,
     rows: np.ndarray,
@@ -233,15 +246,7 @@ def _phase2(
     ei, wi, di, ded = e[ri, ci], w[ri, ci], dirty[ri, ci], dead[ri, ci]
     cc = c[ri, ci]
     h = np.where(di, p.prologue_us + w2, p.prologue_us)
-    f = np.where(
-        ded,
-        np.inf,
-        np.where(
-            a < ei + p.prologue_us,
-            np.where(di, a + p.prologue_us + wi, a + p.prologue_us),
-            np.where(a < cc, cc + h, cc),
-        ),
-    )
+    f = final_clear(p, a, ei, cc, wi, di, ded, h)
     is_racer = ~ded & (a >= cc)
 
     ff = c.copy()
