@@ -22,7 +22,7 @@ from .draws import Draws, draw_nmi_path, draw_phase1, new_generator
 from .outcomes import CLEAN, HANG, NMI_CLEAN, RACE, TIMEOUT
 from .params import Params
 
-CHUNK_ELEMS = 1 << 16
+CHUNK_ELEMS = 1 << 17
 """CPU-trials per chunk. Part of the random-stream layout: changing it changes results."""
 
 # (flat positions of the CPUs that got an NMI, in row-major order) -> (nmi, w2) for them

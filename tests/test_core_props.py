@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from core.draws import draw_all
 from core.outcomes import OUTCOMES
 from core.params import Params
-from core.vectorized import iter_chunks, replay_draws, shard_seed, simulate, simulate_draws
+from core.vectorized import chunk_trials, iter_chunks, replay_draws, shard_seed, simulate, simulate_draws
 
 from core_helpers import mismatches
 
@@ -88,10 +88,11 @@ def test_different_shards_differ():
 
 def test_replay_rebuilds_any_trial_from_its_address():
     p = Params(n_cpus=300, p_stall=0.05, nmi_jitter_us=5e3)
-    n = 1000  # several chunks (218 trials per chunk at n_cpus=300)
+    n = 1000  # several chunks (438 trials per chunk at n_cpus=300)
     seed = shard_seed(0xDEADBEEF, 7)
     full = simulate(p, n, seed)
-    for t in [0, 217, 218, 500, 999]:
+    assert chunk_trials(p) == 438
+    for t in [0, 437, 438, 500, 877, 999]:
         d, one = replay_draws(p, n, seed, t)
         assert one.outcome[0] == full.outcome[t]
         assert np.array_equal(one.t_done_us, full.t_done_us[t : t + 1], equal_nan=True)
