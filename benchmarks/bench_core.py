@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from core import reference  # noqa: E402
 from core.params import Params  # noqa: E402
 from core.draws import new_generator  # noqa: E402
+from sweeps.tuning import tune_allocator  # noqa: E402
 from core.vectorized import CHUNK_ELEMS, iter_chunks, shard_seed  # noqa: E402
 
 
@@ -92,7 +93,10 @@ def rng_rate(kind: str, cpu_trials: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer trials (smoke run)")
+    ap.add_argument("--no-tune", action="store_true", help="leave glibc's allocator as it is (workers tune it)")
     args = ap.parse_args()
+    if not args.no_tune:
+        tune_allocator()  # as sweeps.shard.run_task does in every worker
     work = 2e6 if args.quick else 2e7
     print(f"# bench_core  {time.strftime('%Y-%m-%d')}  {platform.processor() or platform.machine()}  "
           f"python {platform.python_version()}  numpy {np.__version__}  1 process")

@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from core.cmc import CmcSummary, iter_chunks_cmc  # noqa: E402
+from sweeps.tuning import tune_allocator  # noqa: E402
 from core.params import Params  # noqa: E402
 from core.stats import z_value  # noqa: E402
 from core.vectorized import iter_chunks, shard_seed  # noqa: E402
@@ -96,8 +97,11 @@ def naive_rate(p: Params, trials: int, repeat: int = 3) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=200_000, help="cmc trials of the measured run (default 2e5)")
+    ap.add_argument("--no-tune", action="store_true", help="leave glibc's allocator as it is (workers tune it)")
     ap.add_argument("--target", type=float, default=1e-7, help="p_race to aim for (default 1e-7)")
     args = ap.parse_args()
+    if not args.no_tune:
+        tune_allocator()  # as sweeps.shard.run_task does in every worker
     z = z_value(0.95)
     print("bench_rare:", machine())
     print()

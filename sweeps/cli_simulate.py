@@ -75,6 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sweeps.tuning import tune_allocator
+
+    tune_allocator()
     params = params_from_args(args)
     if args.seed < 0 or args.seed >= 2**64:
         raise ValueError(f"--seed = {args.seed} is not allowed: integer in [0, 2**64)")

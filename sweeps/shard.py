@@ -19,6 +19,7 @@ from core.summary import Summary, event_mask
 from core.vectorized import iter_chunks, shard_seed
 from sweeps.grid import Task
 from sweeps.schema import EVENTS_SCHEMA, POINTS_SCHEMA
+from sweeps.tuning import tune_allocator
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ def _shard(params: Params, n: int, seed, estimator: str, on_batch) -> tuple[Summ
 
 def run_task(task: Task, sweep: str, estimator: str = "naive") -> TaskResult:
     """Simulate every shard of the task; one `points` row per shard, one `events` row per bad trial."""
+    tune_allocator()
     rows: dict[str, list] = {f.name: [] for f in POINTS_SCHEMA}
     ev: dict[str, list] = {f.name: [] for f in EVENTS_SCHEMA}
     for item in task.items:
