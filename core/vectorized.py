@@ -25,6 +25,10 @@ from .params import Params
 CHUNK_ELEMS = 1 << 17
 """CPU-trials per chunk. Part of the random-stream layout: changing it changes results."""
 
+STREAM_VERSION = 3
+"""Bump whenever the mapping from (seed, trial) to draws changes (chunk size, bit generator,
+draw order, lazy draws): results dirs record it, and resuming across a change is refused."""
+
 # (flat positions of the CPUs that got an NMI, in row-major order) -> (nmi, w2) for them
 NmiSupplier = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 

@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sweeps.cli_run",
     "sweeps.cli_replay",
     "sweeps.cli_query",
+    "sweeps.cli_submit",
 )
 
 
@@ -56,4 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m sweeps.cli`: run the imported module's main, so the UsageError that
+    # commands import from sweeps.cli is the class main() catches (not __main__'s twin).
+    from sweeps.cli import main as _main
+
+    sys.exit(_main())

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from sweeps.cli_simulate import count_arg
+
+
+class _Usage(ValueError):
+    """Bad input: one line, exit 2. A ValueError (not sweeps.cli.UsageError) so that
+    `python -m sweeps.cli`, where that module is __main__ and its UsageError another
+    class, still reports it as one line."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,9 +27,33 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("spec", metavar="SPEC.toml", help="sweep spec (see examples/)")
-    p.add_argument("--out", metavar="DIR", help="results dir (default ./results/<sweep name>)")
-    p.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: $RAY_ADDRESS, else embedded Ray)")
-    p.add_argument("--workers", type=count_arg, metavar="N", help="CPUs of the embedded Ray (default: all cores)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="results dir (default ./results/<sweep name>): a path, or a URI: file:///..., s3://bucket/prefix, gs://...",
+    )
+    p.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="Ray cluster address, HEAD:6379 (default: $RAY_ADDRESS, else embedded Ray); see also `stoprace submit`",
+    )
+    p.add_argument(
+        "--workers",
+        type=count_arg,
+        metavar="N",
+        help=(
+            "CPUs of the embedded Ray (default: all cores). Not with --address/$RAY_ADDRESS (an error): "
+            "a cluster has the CPUs it was started with; bound a run there with --max-in-flight"
+        ),
+    )
+    p.add_argument(
+        "--no-ship",
+        action="store_true",
+        help=(
+            "with a cluster: do not upload core/sweeps/cluster as runtime_env py_modules "
+            "(the cluster's nodes have stoprace installed)"
+        ),
+    )
     p.add_argument("--max-in-flight", type=count_arg, metavar="N", help="tasks submitted at once (default 2 x cluster CPUs)")
     p.add_argument("--retries", type=int, default=3, metavar="N", help="retries of a task whose worker died (default 3)")
     p.add_argument("--resume", action="store_true", help="resume into an existing --out (the default; accepted for clarity)")
@@ -35,23 +66,57 @@ def run_cmd(args: argparse.Namespace) -> int:
     from sweeps.runner import SweepInterrupted, run
     from sweeps.spec import load_spec
 
+    from cluster.connect import resolve_address
+    from sweeps.store import is_uri
+
+    target = resolve_address(args.address)
+    if args.workers is not None and target is not None:
+        where = "--address" if args.address else "$RAY_ADDRESS"
+        raise _Usage(
+            f"--workers sizes the embedded Ray; with {where} ({target}) the cluster has the CPUs it was "
+            f"started with: bound the run with --max-in-flight N instead"
+        )
+    if args.retries < 0:
+        raise _Usage(f"--retries must be >= 0, got {args.retries}")
+    out = args.out
+    if out is not None and not is_uri(out):
+        out = os.path.expanduser(out)  # also when no shell expanded it (a Ray Job's entrypoint)
     spec = load_spec(args.spec, force=args.force)
     try:
         rep = run(
             spec,
-            args.out,
+            out,
             address=args.address,
             num_cpus=args.workers,
             max_in_flight=args.max_in_flight,
             retries=args.retries,
             progress=False if args.no_progress else None,
+            ship=not args.no_ship,
         )
     except SweepInterrupted as e:
         print(f"stoprace run: {e}", file=sys.stderr)
         return 130
+    except ConnectionError as e:  # ray.init could not join the cluster (auth, version, ...)
+        raise _Usage(_connection_problem(target, e)) from None
     rate = rep.cpu_trials / rep.seconds if rep.seconds > 0 else 0.0
     print(
         f"{spec.name}: {rep.n_tasks} tasks ({rep.tasks_run} run, {rep.tasks_skipped} already stored) "
         f"in {rep.seconds:.1f} s, {rate / 1e6:.1f} M CPU-trials/s -> {rep.out}"
     )
     return 0
+
+
+def _connection_problem(target: str | None, e: BaseException) -> str:
+    """One line for a failed ray.init: the token-auth case gets its fix spelled out."""
+    chain, seen = [], set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        chain.append(" ".join(str(e).split()))
+        e = e.__cause__ or e.__context__
+    text = " ".join(chain)
+    if "Authentication" in text or "AuthToken" in text or "Unauthenticated" in text:
+        return (
+            f"the Ray cluster at {target} requires its auth token: export RAY_AUTH_MODE=token and provide the "
+            f"cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
+        )
+    return f"cannot connect to the Ray cluster at {target}: {chain[0] if chain else 'connection failed'}"

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.params import PARAM_NAMES, Params
+from core.vectorized import STREAM_VERSION
 from sweeps.spec import SweepSpec
 
 __all__ = [
@@ -255,6 +256,7 @@ def plan_signature(
     """The planning constants that, with the spec, fix the task ids (recorded by the store)."""
     return {
         "planner": PLANNER_VERSION,
+        "streams": STREAM_VERSION,
         "cpu_trials_per_s": float(cpu_trials_per_s),
         "max_shards": int(max_shards),
         "min_tasks": int(min_tasks),

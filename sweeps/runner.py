@@ -2,43 +2,60 @@
 
 The driver writes every file (see cluster.executor for why); resume is the
 default: a results dir holding the same spec only gets its missing tasks.
+``out`` is a local path or a URI (file://, s3://, gs://, ...; see sweeps.store).
+
+On a cluster (``address`` or ``$RAY_ADDRESS``) the workers, possibly on other
+machines, must import ``core``, ``sweeps`` and ``cluster``: unless told the
+cluster has stoprace installed (``ship=False``) the run passes
+``runtime_env={"py_modules": [those package dirs]}``, uploaded once per code
+version and cached by the cluster. Inside a Ray Job (``stoprace submit``, a
+KubeRay RayJob) nothing is added: the job's own runtime_env already applies to
+every worker, and Ray refuses a driver that sets the same fields again.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
+import ray
 
-from cluster.executor import RunInterrupted, run_map
+from cluster.connect import resolve_address
+from cluster.executor import RunInterrupted, RunStats, run_map
+from cluster.jobs import in_ray_job, shipping_runtime_env
 from sweeps.grid import Task, iter_tasks, plan_signature, total_cpu_trials
 from sweeps.shard import TaskResult, run_task
 from sweeps.spec import SweepSpec, load_spec
-from sweeps.store import ResultStore
+from sweeps.store import ResultStore, is_uri
+
+SHIPPED_PACKAGES = ("core", "sweeps", "cluster")
+"""What workers import: sweeps.shard.run_task, core (the model), cluster.executor (the task wrapper)."""
 
 
 @dataclass(frozen=True)
 class RunReport:
     """What one `run` call did."""
 
-    out: Path
+    out: Path | str
     n_tasks: int | None
     tasks_run: int
     tasks_skipped: int
     seconds: float
     cpu_trials: int
     complete: bool
+    stats: RunStats | None = None
+    """What cluster.executor measured (worker seconds, overhead per task, utilization); None if nothing ran."""
 
 
 class SweepInterrupted(KeyboardInterrupt):
     """Ctrl-C/SIGTERM during a run; finished tasks are stored, the next run resumes."""
 
-    def __init__(self, out: Path, kept: int, n_tasks: int | None) -> None:
+    def __init__(self, out: Path | str, kept: int, n_tasks: int | None) -> None:
         total = f" of {n_tasks}" if n_tasks is not None else ""
         super().__init__(f"interrupted: {kept}{total} tasks stored in {out}; run the same command again to resume")
         self.out, self.kept, self.n_tasks = out, kept, n_tasks
@@ -60,16 +77,24 @@ def run(
     progress: bool | None = None,
     force: bool = False,
     runtime_env: dict[str, Any] | None = None,
+    ship: bool = True,
 ) -> RunReport:
     """Run (or resume) a sweep into `out`; returns once every task is stored.
 
-    `spec` is a SweepSpec or a path to a TOML spec. Raises ValueError (one line)
-    for a bad spec or a results dir holding another spec, SweepInterrupted on
-    Ctrl-C (tasks finished so far are kept).
+    `spec` is a SweepSpec or a path to a TOML spec; `out` a directory or a URI.
+    Raises ValueError (one line) for a bad spec, a results dir holding another
+    spec, or `num_cpus` with a cluster address (a cluster's size is fixed; bound
+    the work with `max_in_flight`); SweepInterrupted on Ctrl-C (tasks finished
+    so far are kept). `ship` (cluster runs only, see the module docstring):
+    upload the packages as `py_modules` unless `runtime_env` is given.
     """
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec, force=force)
-    out_path = Path(out) if out is not None else default_out(spec)
+    runtime_env = _cluster_runtime_env(address, num_cpus, runtime_env, ship)
+    if out is None:
+        out_path: Path | str = default_out(spec)
+    else:
+        out_path = str(out) if is_uri(out) else Path(out)
     store = ResultStore.create_or_open(out_path, spec, plan=plan_signature())
     done = store.done_tasks()
     if store.complete:
@@ -115,7 +140,60 @@ def run(
         seconds=stats.seconds,
         cpu_trials=int(stats.weight),
         complete=store.complete,
+        stats=stats,
     )
+
+
+def package_dirs(names: tuple[str, ...] = SHIPPED_PACKAGES) -> list[Path]:
+    """The directories of this stoprace's packages, as shipped to a cluster."""
+    from importlib import import_module
+
+    return [Path(import_module(n).__file__).resolve().parent for n in names]
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """ValueError (one line) unless something listens at a HOST:PORT cluster address.
+
+    ``ray.init`` on an unreachable address retries for minutes; this answers in
+    at most ``timeout`` seconds, before anything is written. ``auto``/``local``
+    are left to Ray; an http(s) URL is the dashboard, i.e. ``stoprace submit``.
+    """
+    if address in ("auto", "local"):
+        return
+    scheme, sep, rest = address.partition("://")
+    if sep and scheme in ("http", "https"):
+        raise ValueError(
+            f"{address} is a dashboard (Ray Jobs) URL: use `stoprace submit`, or the head's GCS address HOST:6379 here"
+        )
+    hostport = rest if sep else address
+    host, colon, port = hostport.rpartition(":")
+    if not colon or not host or not port.isdigit():
+        raise ValueError(f"{address}: not a Ray cluster address (HOST:PORT, e.g. head:6379)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+        raise ValueError(f"cannot reach the Ray cluster at {address}: {why} (is the head up, and is this its GCS port?)") from None
+
+
+def _cluster_runtime_env(
+    address: str | None, num_cpus: int | None, runtime_env: dict[str, Any] | None, ship: bool
+) -> dict[str, Any] | None:
+    """Checks and the runtime_env for a run that will connect to a cluster (before anything is written)."""
+    if ray.is_initialized():  # an existing session is used as is (see cluster.executor)
+        return runtime_env
+    target = resolve_address(address)
+    if target is None:
+        return runtime_env
+    if num_cpus is not None:
+        raise ValueError(
+            f"workers/num_cpus={num_cpus} sizes the embedded Ray only; the cluster at {target} "
+            f"has the CPUs it was started with (bound the work with max_in_flight / --max-in-flight)"
+        )
+    check_reachable(target)
+    if runtime_env is not None or not ship or in_ray_job():
+        return runtime_env
+    return shipping_runtime_env(package_dirs())
 
 
 class _Counter:
@@ -137,6 +215,6 @@ def _stored_cpu_trials(store: ResultStore) -> int:
     """n_cpus x trials already stored (for the progress total on resume)."""
     total = 0
     for tid in store.done_tasks():
-        t = pq.read_table(store.points_path(tid), columns=["n_cpus", "trials"])
+        t = store.read_points(tid, columns=["n_cpus", "trials"])
         total += sum(a * b for a, b in zip(t["n_cpus"].to_pylist(), t["trials"].to_pylist()))
     return total

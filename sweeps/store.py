@@ -24,6 +24,28 @@ Guarantees:
   (StoreError, a ValueError) and nothing is written.
 - Stale ``*.tmp`` files from a killed run are deleted on open. Only one driver
   may write a results dir at a time (not enforced).
+
+Where the directory lives: ``out_dir`` is a local path (``str``/``Path``, used
+exactly as a path: ``os`` calls, fsync, ``os.replace``) or a URI that
+``pyarrow.fs.FileSystem.from_uri`` understands: ``file:///abs/dir`` (a shared
+or NFS mount: the same local code path, same guarantees), ``s3://bucket/prefix``,
+``gs://...``, ``hdfs://...``, ``abfs://...``; or pass ``filesystem=`` (any
+``pyarrow.fs.FileSystem``, e.g. an ``S3FileSystem`` with explicit credentials
+or endpoint) together with a path inside it. On a non-local filesystem:
+
+- where ``rename`` is atomic (HDFS, or a ``SubTreeFileSystem`` over a local or
+  HDFS filesystem) files are written as ``*.tmp`` and moved into place, as locally
+  (no fsync: the filesystem's own ``close`` is the durability point);
+- on object stores (S3, GCS, Azure, and any other filesystem not known to
+  rename atomically) a "rename" is a copy plus a delete, not atomic, so the
+  final key is written directly: each file is first serialised completely in
+  memory (task files are small), then uploaded in one output stream whose
+  ``close`` makes the object visible (a single PUT or a completed multipart
+  upload). Object PUTs are atomic per object, so a reader (or ``done_tasks``)
+  sees the whole object or none of it; a killed driver leaves at most an
+  incomplete multipart upload, which is invisible (expire those with a bucket
+  lifecycle rule). The same holds for ``manifest.json`` and ``spec.toml``.
+  S3, GCS and Azure list and read after write consistently, which resume needs.
 """
 
 from __future__ import annotations
@@ -39,10 +61,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sweeps.schema import EVENTS_SCHEMA, POINTS_SCHEMA
-from sweeps.spec import SpecError, SweepSpec, load_spec
+from sweeps.spec import SpecError, SweepSpec, load_spec, parse_spec
 
 __all__ = [
     "StoreError",
@@ -54,6 +77,7 @@ __all__ = [
     "EVENTS_DIR",
     "task_file_name",
     "package_version",
+    "is_uri",
 ]
 
 MANIFEST = "manifest.json"
@@ -214,20 +238,184 @@ def _conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
         raise StoreError(f"{what}: does not match the store schema: {' '.join(str(e).split())}") from None
 
 
+# ---- where the directory lives ----------------------------------------------------------
+
+
+def is_uri(location: str | os.PathLike[str]) -> bool:
+    """True for ``scheme://...`` (file://, s3://, gs://, hdfs://, ...); False for a plain path."""
+    if not isinstance(location, str):
+        return False
+    scheme, sep, _ = location.partition("://")
+    return bool(sep) and len(scheme) > 1 and scheme.replace("+", "").replace("-", "").replace(".", "").isalnum()
+
+
+def _renames_atomically(fs: pafs.FileSystem) -> bool:
+    """Filesystems whose ``move`` of a file is an atomic rename; everything else is treated as an object store."""
+    while isinstance(fs, pafs.SubTreeFileSystem):
+        fs = fs.base_fs
+    return isinstance(fs, pafs.LocalFileSystem) or fs.type_name == "hdfs"
+
+
+class _Local:
+    """A results dir on the local filesystem: os calls, fsync of files and dirs, os.replace."""
+
+    local = True
+    atomic_rename = True
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, rel: str = "") -> Path:
+        return self.root / rel if rel else self.root
+
+    def kind(self, rel: str = "") -> str | None:
+        p = self.path(rel)
+        if p.is_dir():
+            return "dir"
+        return "file" if p.exists() else None
+
+    def listdir(self, rel: str = "") -> list[str]:
+        return os.listdir(self.path(rel))
+
+    def makedirs(self, rel: str = "") -> None:
+        self.path(rel).mkdir(parents=True, exist_ok=True)
+
+    def read_bytes(self, rel: str) -> bytes:
+        return self.path(rel).read_bytes()
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        _atomic_write_bytes(self.path(rel), data)
+
+    def write_table(self, rel: str, table: pa.Table) -> None:
+        _atomic_write_table(self.path(rel), table)
+
+    def delete(self, rel: str, sync: bool = False) -> None:
+        p = self.path(rel)
+        p.unlink(missing_ok=True)
+        if sync:
+            _fsync_dir(p.parent)
+
+    def read_table(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        return pq.read_table(self.path(rel), columns=columns)
+
+
+class _Remote:
+    """A results dir on any ``pyarrow.fs`` filesystem (see the module docstring for the write protocol)."""
+
+    local = False
+
+    def __init__(self, fs: pafs.FileSystem, root: str, display: str) -> None:
+        self.fs = fs
+        self.root = root.rstrip("/") or root
+        self.display = display.rstrip("/") or display
+        self.atomic_rename = _renames_atomically(fs)
+
+    def _p(self, rel: str = "") -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def path(self, rel: str = "") -> str:
+        return f"{self.display}/{rel}" if rel else self.display
+
+    def kind(self, rel: str = "") -> str | None:
+        t = self.fs.get_file_info(self._p(rel)).type
+        if t == pafs.FileType.Directory:
+            return "dir"
+        return None if t == pafs.FileType.NotFound else "file"
+
+    def listdir(self, rel: str = "") -> list[str]:
+        infos = self.fs.get_file_info(pafs.FileSelector(self._p(rel), allow_not_found=False))
+        return [i.base_name for i in infos]
+
+    def makedirs(self, rel: str = "") -> None:
+        self.fs.create_dir(self._p(rel), recursive=True)
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open_input_stream(self._p(rel)) as f:
+            return f.read()
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        final = self._p(rel)
+        if not self.atomic_rename:  # object store: one PUT of the complete object
+            with self.fs.open_output_stream(final) as f:
+                f.write(data)
+            return
+        tmp = final + _TMP
+        try:
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(data)
+            self.fs.move(tmp, final)
+        except BaseException:
+            self._delete_quietly(tmp)
+            raise
+
+    def write_table(self, rel: str, table: pa.Table) -> None:
+        # Serialise fully first: a failure while encoding never reaches the filesystem.
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        self.write_bytes(rel, sink.getvalue().to_pybytes())
+
+    def delete(self, rel: str, sync: bool = False) -> None:
+        self._delete_quietly(self._p(rel))
+
+    def _delete_quietly(self, p: str) -> None:
+        try:
+            self.fs.delete_file(p)
+        except FileNotFoundError:
+            pass
+
+    def read_table(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        return pq.read_table(self._p(rel), columns=columns, filesystem=self.fs)
+
+
+def _locate(out_dir: str | os.PathLike[str], filesystem: pafs.FileSystem | None) -> _Local | _Remote:
+    """The backend for ``out_dir``: plain paths and file:// stay local; other URIs go through pyarrow.fs."""
+    if filesystem is not None:
+        if isinstance(filesystem, pafs.LocalFileSystem):
+            return _Local(Path(out_dir))
+        return _Remote(filesystem, os.fspath(out_dir), os.fspath(out_dir))
+    if not is_uri(out_dir):
+        return _Local(Path(out_dir))
+    uri = str(out_dir)
+    try:
+        fs, root = pafs.FileSystem.from_uri(uri)
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise StoreError(f"{uri}: cannot open results location: {' '.join(str(e).split())}") from None
+    if isinstance(fs, pafs.LocalFileSystem):
+        return _Local(Path(root))
+    return _Remote(fs, root, uri)
+
+
+def _one_line(e: BaseException) -> str:
+    return getattr(e, "strerror", None) or " ".join(str(e).split())
+
+
 # ---- the store -------------------------------------------------------------------------
 
 
 class ResultStore:
-    """One results directory. Use ``create_or_open`` to run, ``open_existing`` to read."""
+    """One results directory. Use ``create_or_open`` to run, ``open_existing`` to read.
 
-    def __init__(self, path: Path, spec: SweepSpec, manifest: dict[str, Any], readonly: bool, manifest_interval: float) -> None:
-        self.path = path
+    ``path`` is a ``Path`` for a local dir (also for ``file://`` URIs) and the URI
+    string otherwise; ``points_path`` and friends follow the same rule.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        spec: SweepSpec,
+        manifest: dict[str, Any],
+        readonly: bool,
+        manifest_interval: float,
+        backend: _Local | _Remote | None = None,
+    ) -> None:
+        self._fs = backend if backend is not None else _locate(path, None)
+        self.path = self._fs.path()
         self.spec = spec
         self._manifest = manifest
         try:
             self._done = RangeSet(manifest.get("tasks_done") or ())
         except (TypeError, ValueError):
-            raise StoreError(f"{path / MANIFEST}: bad tasks_done list") from None
+            raise StoreError(f"{self._fs.path(MANIFEST)}: bad tasks_done list") from None
         self.readonly = readonly
         self.manifest_interval = manifest_interval
         self._dirty = False
@@ -243,19 +431,26 @@ class ResultStore:
         *,
         plan: dict[str, Any] | None = None,
         manifest_interval: float = 0.5,
+        filesystem: pafs.FileSystem | None = None,
     ) -> ResultStore:
         """Create a results dir for `spec` (parents too) or reopen one holding the same spec.
 
-        `plan` (sweeps.grid.plan_signature(...)) is recorded on creation; reopening
+        `out_dir` is a local path or a URI (see the module docstring); with
+        `filesystem`, a path inside that pyarrow filesystem. `plan`
+        (sweeps.grid.plan_signature(...)) is recorded on creation; reopening
         with a different plan is refused, since task ids would not match.
         Refusals are StoreError with one line, and write nothing.
         """
-        path = Path(out_dir)
-        mpath = path / MANIFEST
-        if path.exists() and not path.is_dir():
+        fs = _locate(out_dir, filesystem)
+        path = fs.path()
+        try:
+            kind = fs.kind()
+        except OSError as e:
+            raise StoreError(f"{path}: cannot access results location: {_one_line(e)}") from None
+        if kind == "file":
             raise StoreError(f"{path} exists and is not a directory; use another --out")
-        if path.is_dir() and mpath.exists():
-            manifest = cls._read_manifest(path)
+        if kind == "dir" and fs.kind(MANIFEST) is not None:
+            manifest = cls._read_manifest(fs)
             if manifest.get("spec_hash") != spec.spec_hash:
                 old = str(manifest.get("spec_hash"))[:12]
                 raise StoreError(
@@ -267,7 +462,7 @@ class ResultStore:
                     f"{path} was planned with {json.dumps(old_plan, sort_keys=True)}, not "
                     f"{json.dumps(plan, sort_keys=True)}; task ids would not match: use the same planning settings or another --out"
                 )
-            store = cls(path, spec, manifest, readonly=False, manifest_interval=manifest_interval)
+            store = cls(path, spec, manifest, readonly=False, manifest_interval=manifest_interval, backend=fs)
             if plan is not None and old_plan is None:
                 store._manifest["plan"] = plan
                 store._dirty = True
@@ -275,19 +470,19 @@ class ResultStore:
             if store._dirty:
                 store.flush()
             return store
-        if path.is_dir():
+        if kind == "dir":
             try:
-                entries = [e for e in os.listdir(path) if e not in _OWN_TOP_TMP]
+                entries = [e for e in fs.listdir() if e not in _OWN_TOP_TMP]
             except OSError as e:
-                raise StoreError(f"{path}: cannot list directory: {e.strerror}") from None
+                raise StoreError(f"{path}: cannot list directory: {_one_line(e)}") from None
             if entries:
                 raise StoreError(
                     f"{path} is not empty and is not a stoprace results dir (no {MANIFEST}); use another --out"
                 )
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            fs.makedirs()
         except OSError as e:
-            raise StoreError(f"{path}: cannot create results dir: {e.strerror}") from None
+            raise StoreError(f"{path}: cannot create results dir: {_one_line(e)}") from None
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -301,74 +496,99 @@ class ResultStore:
             "tasks_done": [],
             "plan": plan,
         }
-        store = cls(path, spec, manifest, readonly=False, manifest_interval=manifest_interval)
+        store = cls(path, spec, manifest, readonly=False, manifest_interval=manifest_interval, backend=fs)
         # manifest first: a crash after it leaves a dir that reopens and self-heals
         store._write_manifest()
         store._prepare()
         return store
 
     @classmethod
-    def open_existing(cls, results_dir: str | os.PathLike[str]) -> ResultStore:
+    def open_existing(
+        cls, results_dir: str | os.PathLike[str], *, filesystem: pafs.FileSystem | None = None
+    ) -> ResultStore:
         """Open a results dir read-only (queries, replay); StoreError (one line) if it is not one."""
-        path = Path(results_dir)
-        if not path.exists():
-            raise StoreError(f"{path}: no such results directory")
-        if not path.is_dir():
-            raise StoreError(f"{path}: not a directory (expected a stoprace results dir)")
-        if not (path / MANIFEST).exists():
-            raise StoreError(f"{path}: not a stoprace results dir (no {MANIFEST})")
-        manifest = cls._read_manifest(path)
+        fs = _locate(results_dir, filesystem)
+        path = fs.path()
         try:
-            spec = load_spec(path / SPEC_FILE, force=True)
+            kind = fs.kind()
+        except OSError as e:
+            raise StoreError(f"{path}: cannot access results location: {_one_line(e)}") from None
+        if kind is None:
+            raise StoreError(f"{path}: no such results directory")
+        if kind != "dir":
+            raise StoreError(f"{path}: not a directory (expected a stoprace results dir)")
+        if fs.kind(MANIFEST) is None:
+            raise StoreError(f"{path}: not a stoprace results dir (no {MANIFEST})")
+        manifest = cls._read_manifest(fs)
+        try:
+            if fs.local:
+                spec = load_spec(fs.path(SPEC_FILE), force=True)
+            else:
+                try:
+                    text = fs.read_bytes(SPEC_FILE)
+                except OSError as e:
+                    raise SpecError(f"{fs.path(SPEC_FILE)}: cannot read spec: {_one_line(e)}") from None
+                spec = parse_spec(text, where=str(fs.path(SPEC_FILE)), force=True)
         except SpecError as e:
             raise StoreError(f"{path}: cannot read the spec of this results dir: {e}") from None
         if spec.spec_hash != manifest.get("spec_hash"):
             raise StoreError(f"{path}: {SPEC_FILE} does not match the spec_hash in {MANIFEST}")
-        return cls(path, spec, manifest, readonly=True, manifest_interval=0.0)
+        return cls(path, spec, manifest, readonly=True, manifest_interval=0.0, backend=fs)
 
     @staticmethod
-    def _read_manifest(path: Path) -> dict[str, Any]:
+    def _read_manifest(fs: _Local | _Remote) -> dict[str, Any]:
+        where = fs.path(MANIFEST)
         try:
-            m = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+            m = json.loads(fs.read_bytes(MANIFEST).decode("utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise StoreError(f"{path / MANIFEST}: unreadable manifest: {' '.join(str(e).split())}") from None
+            raise StoreError(f"{where}: unreadable manifest: {' '.join(str(e).split())}") from None
         if not isinstance(m, dict) or "spec_hash" not in m or m.get("format", FORMAT) != FORMAT:
-            raise StoreError(f"{path / MANIFEST}: not a stoprace results manifest (no spec_hash)")
+            raise StoreError(f"{where}: not a stoprace results manifest (no spec_hash)")
         if m.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
             raise StoreError(
-                f"{path / MANIFEST}: results format version {m.get('format_version')!r}, this stoprace reads {FORMAT_VERSION}"
+                f"{where}: results format version {m.get('format_version')!r}, this stoprace reads {FORMAT_VERSION}"
             )
         return m
 
     def _prepare(self) -> None:
         """Make sure spec.toml and the subdirs exist; delete stale *.tmp of a killed run."""
-        spec_path = self.path / SPEC_FILE
+        fs = self._fs
         text = self.spec.to_toml()
-        if not spec_path.exists() or spec_path.read_text(encoding="utf-8") != text:
-            _atomic_write_bytes(spec_path, text.encode())
+        try:
+            current = fs.read_bytes(SPEC_FILE).decode("utf-8") if fs.kind(SPEC_FILE) == "file" else None
+        except (OSError, UnicodeDecodeError):
+            current = None
+        if current != text:
+            fs.write_bytes(SPEC_FILE, text.encode())
         for sub in (POINTS_DIR, EVENTS_DIR):
-            (self.path / sub).mkdir(exist_ok=True)
+            fs.makedirs(sub)
+        if not fs.atomic_rename:  # object stores: no *.tmp is ever written
+            return
         for name in _OWN_TOP_TMP:
-            (self.path / name).unlink(missing_ok=True)
-        for d in (self.points_dir, self.events_dir):
-            for name in os.listdir(d):
+            fs.delete(name)
+        for sub in (POINTS_DIR, EVENTS_DIR):
+            for name in fs.listdir(sub):
                 if name.endswith(_TMP) and _task_id_of(name[: -len(_TMP)]) is not None:
-                    (d / name).unlink(missing_ok=True)
+                    fs.delete(f"{sub}/{name}")
 
     # ---- paths and state -------------------------------------------------------------
     @property
-    def points_dir(self) -> Path:
-        return self.path / POINTS_DIR
+    def points_dir(self) -> Path | str:
+        return self._fs.path(POINTS_DIR)
 
     @property
-    def events_dir(self) -> Path:
-        return self.path / EVENTS_DIR
+    def events_dir(self) -> Path | str:
+        return self._fs.path(EVENTS_DIR)
 
-    def points_path(self, task_id: int) -> Path:
-        return self.points_dir / task_file_name(task_id)
+    def points_path(self, task_id: int) -> Path | str:
+        return self._fs.path(f"{POINTS_DIR}/{task_file_name(task_id)}")
 
-    def events_path(self, task_id: int) -> Path:
-        return self.events_dir / task_file_name(task_id)
+    def events_path(self, task_id: int) -> Path | str:
+        return self._fs.path(f"{EVENTS_DIR}/{task_file_name(task_id)}")
+
+    def read_points(self, task_id: int, columns: list[str] | None = None) -> pa.Table:
+        """One task's points table as stored (any filesystem)."""
+        return self._fs.read_table(f"{POINTS_DIR}/{task_file_name(task_id)}", columns=columns)
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -386,13 +606,13 @@ class ResultStore:
         """Tasks listed in the manifest whose points file exists."""
         present: set[int] = set()
         try:
-            with os.scandir(self.points_dir) as it:
-                for e in it:
-                    tid = _task_id_of(e.name)
-                    if tid is not None:
-                        present.add(tid)
+            names = self._fs.listdir(POINTS_DIR)
         except FileNotFoundError:
             return set()
+        for name in names:
+            tid = _task_id_of(name)
+            if tid is not None:
+                present.add(tid)
         with self._lock:
             return {t for t in present if t in self._done}
 
@@ -410,13 +630,13 @@ class ResultStore:
             raise StoreError(f"task_id = {task_id!r} must be an int >= 0")
         pts = _conform(points, POINTS_SCHEMA, f"task {task_id} points")
         evs = None if events is None else _conform(events, EVENTS_SCHEMA, f"task {task_id} events")
-        ev_path = self.events_path(task_id)
+        name = task_file_name(task_id)
+        ev_rel = f"{EVENTS_DIR}/{name}"
         if evs is not None and evs.num_rows > 0:
-            _atomic_write_table(ev_path, evs)
-        elif ev_path.exists():  # a rerun without events must not keep an old events file
-            ev_path.unlink()
-            _fsync_dir(self.events_dir)
-        _atomic_write_table(self.points_path(task_id), pts)
+            self._fs.write_table(ev_rel, evs)
+        elif self._fs.kind(ev_rel) is not None:  # a rerun without events must not keep an old events file
+            self._fs.delete(ev_rel, sync=True)
+        self._fs.write_table(f"{POINTS_DIR}/{name}", pts)
         with self._lock:
             self._done.add(task_id)
             self._dirty = True
@@ -455,7 +675,7 @@ class ResultStore:
             # one key per line, values compact (tasks_done stays a short list of ranges)
             body = ",\n".join(f" {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in m.items())
             data = ("{\n" + body + "\n}\n").encode()
-            _atomic_write_bytes(self.path / MANIFEST, data)
+            self._fs.write_bytes(MANIFEST, data)
             self._manifest = {k: v for k, v in m.items() if k != "tasks_done"}
             self._dirty = False
             self._last_write = time.monotonic()

@@ -94,3 +94,85 @@ n_cpus = [256, 1024]
 p_stall = [0.001, 0.01]
 wait = [0, 1]
 """
+
+
+# For multi-node tests (tests/test_cluster.py): ~40 tasks of ~0.3 s, ~12 CPU-s in all, so a
+# run on a 2 x 1-CPU cluster lasts long enough to lose a node or its driver part-way.
+CLUSTER_SPEC = """
+name = "cluster-slow"
+seed = 13
+trials = 40000
+shard_trials = 4000
+task_seconds = 0.5
+
+[base]
+stall_median_us = 1.0e6
+stall_sigma = 0.05
+nmi_jitter_us = 1000.0
+
+[axes]
+n_cpus = [256, 1024]
+p_stall = [0.001, 0.01]
+wait = [0, 1]
+"""
+
+
+def stored(d: Path, what: str = "points") -> int:
+    """How many task files a results dir holds (0 if it does not exist yet)."""
+    return len(list((Path(d) / what).glob("*.parquet")))
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[str, str]:
+    """Wait for a `cli` process; assert it exited 0; return (stdout, stderr)."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        out, err = proc.communicate()
+        raise AssertionError(f"timed out after {timeout} s: {err[-2000:]}")
+    assert proc.returncode == 0, f"rc {proc.returncode}: {err[-3000:]}"
+    return out, err
+
+
+def same_results(a: Path, b: Path) -> None:
+    """Assert two results dirs hold the same rows (points without wall_s, and events)."""
+    assert without_wall(read_dir(a)).equals(without_wall(read_dir(b)))
+    assert read_dir(a, "events").equals(read_dir(b, "events"))
+
+
+def descendants(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every live descendant of `pid`, from /proc (Linux; no psutil needed)."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) ": state ppid ...
+        if fields and fields[0] != "Z":
+            parent[int(entry)] = int(fields[1])
+    found, frontier = [], {pid}
+    while frontier:
+        kids = {p for p, pp in parent.items() if pp in frontier}
+        frontier = kids
+        for k in kids:
+            try:
+                with open(f"/proc/{k}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            except OSError:
+                continue
+            found.append((k, cmd))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """True if `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2 :].split()[0] != "Z"

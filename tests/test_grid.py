@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.params import PARAM_NAMES, Params, canonical_dict, make_params
+from core.vectorized import STREAM_VERSION
 from sweeps.grid import (
     MAX_SHARDS_PER_TASK,
     Point,
@@ -230,7 +231,8 @@ def test_task_ids_deterministic():
     b = list(iter_tasks(parse_spec(spec.to_toml())))
     assert a == b
     check_partition(spec, a)
-    assert plan_signature() == {"planner": 2, "cpu_trials_per_s": 3e7, "max_shards": MAX_SHARDS_PER_TASK, "min_tasks": 64}
+    assert plan_signature() == {"planner": 2, "streams": STREAM_VERSION, "cpu_trials_per_s": 3e7,
+                                "max_shards": MAX_SHARDS_PER_TASK, "min_tasks": 64}
 
 
 def test_bad_planning_args():

@@ -34,6 +34,10 @@ def points_table(task, sweep="st") -> pa.Table:
             row.update({o: 0 for o in OUTCOMES})
             row["clean"] = n
             row.update(t_done_sum_us=1.0 * n, t_done_max_us=1.0, t_done_hist=[0] * N_BINS, wall_s=0.01)
+            row.update(estimator="naive", p_race_est=0.0, p_race_var=0.0, p_bad_est=0.0, p_bad_var=0.0)
+            for f in POINTS_SCHEMA:  # columns added to the schema later: null (the store casts)
+                if f.name != "seed":
+                    row.setdefault(f.name, None)
             rows.append(row)
             seeds.append(it.point.point_seed)
     t = pa.Table.from_pylist(rows)  # inferred types (int64, double): the store casts
@@ -269,3 +273,158 @@ def test_lenient_manifest_reading(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps(m))
     store = ResultStore.create_or_open(tmp_path, SPEC)
     assert store.manifest["tasks_done"] == [[0, 0], [2, 3]]
+
+
+# ---- results dirs given as URIs / pyarrow filesystems ---------------------------------
+
+import pyarrow.fs as pafs  # noqa: E402
+
+from sweeps.store import is_uri  # noqa: E402
+
+
+def _fill(store, tasks, events_for=(1,)):
+    for t in tasks:
+        store.write_task(t.task_id, points_table(t), events_table(2) if t.task_id in events_for else None)
+    store.finish(len(tasks))
+
+
+def test_is_uri():
+    assert is_uri("file:///tmp/x") and is_uri("s3://bucket/prefix") and is_uri("gs://b/k") and is_uri("hdfs://nn:8020/x")
+    assert not is_uri("results/x") and not is_uri("/abs/dir") and not is_uri(Path("/a")) and not is_uri("weird:name")
+
+
+def test_file_uri_is_the_local_store(tmp_path):
+    tasks = list(iter_tasks(SPEC, cpu_trials_per_s=1))
+    uri = (tmp_path / "r").as_uri()
+    assert uri.startswith("file:///")
+    store = ResultStore.create_or_open(uri, SPEC, plan=plan_signature())
+    assert store.path == tmp_path / "r" and store.points_path(3) == tmp_path / "r" / "points" / "task-000003.parquet"
+    _fill(store, tasks)
+    store.close()
+    assert sorted(os.listdir(tmp_path / "r")) == ["events", "manifest.json", "points", "spec.toml"]
+    # the same dir reads back the same whether named by path or by URI
+    by_path, by_uri = ResultStore.open_existing(tmp_path / "r"), ResultStore.open_existing(uri)
+    assert by_path.done_tasks() == by_uri.done_tasks() == set(range(6)) and by_uri.complete
+    assert by_uri.read_points(2).equals(pq.read_table(tmp_path / "r" / "points" / "task-000002.parquet"))
+    # resume through the URI: same spec reopens, another spec is refused with one line naming the dir
+    assert ResultStore.create_or_open(uri, SPEC, plan=plan_signature()).done_tasks() == set(range(6))
+    with pytest.raises(StoreError, match="holds results of a different spec") as ei:
+        ResultStore.create_or_open(uri, OTHER)
+    assert str(tmp_path / "r") in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_file_uri_stale_tmp_and_refusals(tmp_path):
+    ResultStore.create_or_open((tmp_path / "r").as_uri(), SPEC).close()
+    (tmp_path / "r" / "points" / "task-000001.parquet.tmp").write_bytes(b"half")
+    ResultStore.create_or_open((tmp_path / "r").as_uri(), SPEC)
+    assert not (tmp_path / "r" / "points" / "task-000001.parquet.tmp").exists()
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(StoreError, match="not a directory"):
+        ResultStore.create_or_open((tmp_path / "f").as_uri(), SPEC)
+    with pytest.raises(StoreError, match="no such results directory"):
+        ResultStore.open_existing((tmp_path / "nope").as_uri())
+
+
+def test_unknown_scheme_is_one_line(tmp_path):
+    with pytest.raises(StoreError) as ei:
+        ResultStore.create_or_open("nosuchfs://bucket/x", SPEC)
+    assert str(ei.value).startswith("nosuchfs://bucket/x: cannot open results location:") and "\n" not in str(ei.value)
+
+
+def test_pyarrow_filesystem_with_rename(tmp_path):
+    """A non-local pyarrow filesystem whose rename is atomic (here a SubTree over local): *.tmp + move."""
+    fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
+    tasks = list(iter_tasks(SPEC, cpu_trials_per_s=1))
+    store = ResultStore.create_or_open("res", SPEC, filesystem=fs, plan=plan_signature())
+    assert store.path == "res" and store.points_path(0) == "res/points/task-000000.parquet"
+    _fill(store, tasks[:4])
+    store.close()
+    (tmp_path / "res" / "points" / "task-000009.parquet.tmp").write_bytes(b"half")
+    local = ResultStore.open_existing(tmp_path / "res")  # the same files, as a local dir
+    assert local.done_tasks() == {0, 1, 2, 3} and local.spec == SPEC
+    assert pq.read_table(tmp_path / "res" / "points" / "task-000002.parquet").schema.equals(POINTS_SCHEMA)
+    assert pq.read_table(tmp_path / "res" / "events" / "task-000001.parquet").num_rows == 2
+    again = ResultStore.create_or_open("res", SPEC, filesystem=fs, plan=plan_signature())
+    assert not (tmp_path / "res" / "points" / "task-000009.parquet.tmp").exists()
+    assert again.done_tasks() == {0, 1, 2, 3}
+    again.write_task(1, points_table(tasks[1]))  # rerun without events drops the old events file
+    assert not (tmp_path / "res" / "events" / "task-000001.parquet").exists()
+
+
+class _ObjectStoreLike(pafs.FileSystemHandler):
+    """An in-memory pyarrow filesystem that records every write and move (stands in for S3)."""
+
+    def __init__(self) -> None:
+        self.fs = pafs._MockFileSystem()
+        self.writes: list[str] = []
+        self.moves: list[tuple[str, str]] = []
+
+    def get_type_name(self):
+        return "objectstore-test"
+
+    def normalize_path(self, path):
+        return path
+
+    def get_file_info(self, paths):
+        return self.fs.get_file_info(paths)
+
+    def get_file_info_selector(self, selector):
+        return self.fs.get_file_info(selector)
+
+    def create_dir(self, path, recursive):
+        self.fs.create_dir(path, recursive=recursive)
+
+    def delete_dir(self, path):
+        self.fs.delete_dir(path)
+
+    def delete_dir_contents(self, path, missing_dir_ok=False):
+        self.fs.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+    def delete_root_dir_contents(self):
+        self.fs.delete_dir_contents("/", accept_root_dir=True)
+
+    def delete_file(self, path):
+        self.fs.delete_file(path)
+
+    def move(self, src, dest):
+        self.moves.append((src, dest))
+        self.fs.move(src, dest)
+
+    def copy_file(self, src, dest):
+        self.fs.copy_file(src, dest)
+
+    def open_input_stream(self, path):
+        return self.fs.open_input_stream(path)
+
+    def open_input_file(self, path):
+        return self.fs.open_input_file(path)
+
+    def open_output_stream(self, path, metadata):
+        self.writes.append(path)
+        return self.fs.open_output_stream(path)
+
+    def open_append_stream(self, path, metadata):
+        return self.fs.open_append_stream(path)
+
+
+def test_object_store_writes_final_keys_directly():
+    """No atomic rename on object stores: every file is one complete PUT of its final key, no *.tmp, no move."""
+    h = _ObjectStoreLike()
+    fs = pafs.PyFileSystem(h)
+    tasks = list(iter_tasks(SPEC, cpu_trials_per_s=1))
+    store = ResultStore.create_or_open("bucket/sweeps/st", SPEC, filesystem=fs, plan=plan_signature(), manifest_interval=3600)
+    _fill(store, tasks)
+    store.close()
+    assert h.moves == [] and not [w for w in h.writes if w.endswith(".tmp")]
+    assert "bucket/sweeps/st/points/task-000005.parquet" in h.writes
+    assert "bucket/sweeps/st/events/task-000001.parquet" in h.writes
+    assert h.writes.index("bucket/sweeps/st/events/task-000001.parquet") < h.writes.index(
+        "bucket/sweeps/st/points/task-000001.parquet"
+    )  # events before points, as locally
+    ro = ResultStore.open_existing("bucket/sweeps/st", filesystem=fs)
+    assert ro.spec == SPEC and ro.complete and ro.done_tasks() == set(range(6))
+    assert ro.read_points(4).schema.equals(POINTS_SCHEMA)
+    with pytest.raises(StoreError, match="different spec"):
+        ResultStore.create_or_open("bucket/sweeps/st", OTHER, filesystem=fs)
+    with pytest.raises(StoreError, match="no such results directory"):
+        ResultStore.open_existing("bucket/other", filesystem=fs)

@@ -16,7 +16,7 @@ from sweeps.cli import main
 from sweeps.grid import iter_points
 from sweeps.spec import load_spec
 
-from sweep_helpers import SLOW_SPEC, SMALL_SPEC, cli, read_dir, wait_for, without_wall, write_spec
+from sweep_helpers import SLOW_SPEC, SMALL_SPEC, cli, descendants, read_dir, wait_for, without_wall, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -114,23 +114,20 @@ def test_interrupted_run_resumes_to_identical_rows(slow_run, tmp_path, sig):
 
 
 def test_worker_killed_mid_task_is_retried(slow_run, tmp_path):
-    import psutil
-
     spec, ref_out = slow_run
     out = tmp_path / "out"
     proc = cli("run", str(spec), "--out", str(out), "--workers", "2", "--no-progress")
     killed = []
 
     def kill_a_worker():
-        for p in psutil.process_iter(["cmdline", "pid"]):
-            cmd = " ".join(p.info["cmdline"] or [])
-            # a Ray worker executing a task is titled ray::<function>; idle ones ray::IDLE
-            if cmd.startswith("ray::") and "IDLE" not in cmd and p.pid not in killed:
+        # only this run's own Ray workers, busy in run_task (titled ray::run_task)
+        for pid, cmd in descendants(proc.pid):
+            if cmd.startswith("ray::run_task") and pid not in killed:
                 try:
-                    p.kill()
-                    killed.append(p.pid)
-                except psutil.Error:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
                     continue
+                killed.append(pid)
                 return True
         return False
 
