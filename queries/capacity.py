@@ -39,7 +39,7 @@ import pyarrow as pa
 from core.params import PARAM_NAMES, suggest
 from core.stats import trials_needed as exact_trials_needed
 from core.stats import z_value
-from core.stats import wilson, z_value
+from core.stats import wilson
 
 from .db import QueryError, first_line, quote_ident, render_sql, swept_axes
 

@@ -30,7 +30,6 @@ from scipy import special, stats as sst
 from core.cmc import (
     CmcSummary,
     cmc_draws,
-    cmc_trial_reference,
     combine,
     estimate_interval,
     iter_chunks_cmc,
@@ -38,6 +37,7 @@ from core.cmc import (
     replay_draws_cmc,
     simulate_cmc,
 )
+from core.cmc_reference import cmc_trial_reference
 from core.draws import draw_all
 from core.outcomes import OUTCOMES
 from core.params import Params, make_params
