@@ -75,7 +75,7 @@ class _TasksColumn(ProgressColumn):
         done, total = task.fields["tasks_done"], task.fields["tasks_total"]
         label = task.fields["tasks_label"]
         s = f"{done}/{total} {label}" if total is not None else f"{done} {label}"
-        return Text(s, style="progress.download")
+        return Text(s, style="progress.download", no_wrap=True)
 
 
 class _RateColumn(ProgressColumn):
@@ -85,8 +85,8 @@ class _RateColumn(ProgressColumn):
         rate = task.fields["rate"]
         unit = task.fields["unit"]
         if rate is None:
-            return Text(f"? {unit}/s", style="progress.data.speed")
-        return Text(f"{_human(rate)} {unit}/s", style="progress.data.speed")
+            return Text(f"? {unit}/s", style="progress.data.speed", no_wrap=True)
+        return Text(f"{_human(rate)} {unit}/s", style="progress.data.speed", no_wrap=True)
 
 
 class _RichDisplay:
@@ -107,7 +107,7 @@ class _RichDisplay:
         self._t0 = time.perf_counter()
         self._progress = Progress(
             TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=10),
             TaskProgressColumn(),
             _TasksColumn(),
             _RateColumn(),
