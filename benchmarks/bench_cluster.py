@@ -31,11 +31,9 @@ import argparse
 import logging
 import os
 import pickle
-import platform
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,43 +52,11 @@ from sweeps.shard import run_task  # noqa: E402
 from sweeps.spec import load_spec, parse_spec  # noqa: E402
 from sweeps.store import ResultStore  # noqa: E402
 
-SPEC = """
-name = "bench-cluster"
-seed = 5
-trials = {trials}
-shard_trials = 10000
-
-[base]
-stall_median_us = 1.0e6
-stall_sigma = 0.05
-nmi_jitter_us = 1000.0
-
-[axes]
-n_cpus = [256, 1024]
-p_stall = [0.001, 0.01]
-wait = [0, 1]
-"""
-
+from machine import machine  # noqa: E402  (benchmarks/machine.py)
+from sweep_helpers import race_spec  # noqa: E402  (tests/sweep_helpers.py)
 
 def noop(x: int) -> int:
     return x
-
-
-def machine() -> str:
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}  {platform.node()}  {cpu}, "
-        f"{os.cpu_count()} cores, {mem:.0f} GiB  Python {platform.python_version()}  Ray {ray.__version__}"
-    )
 
 
 class WriteTimer:
@@ -206,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     trials = args.trials or (60000 if args.quick else 180000)
     n_noop = 1000 if args.quick else 3000
 
-    print(f"machine: {machine()}")
-    spec_text = SPEC.format(trials=trials)
+    print("machine:", machine(f"Ray {ray.__version__}"))
+    spec_text = race_spec("bench-cluster", 5, trials, 10000, 2.0)
     spec = parse_spec(spec_text)
     tasks = list(iter_tasks(spec))
     shards = sum(len(it.shards) for t in tasks for it in t.items)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import sys
 import time
@@ -32,6 +31,8 @@ from core import reference  # noqa: E402
 from core.params import Params  # noqa: E402
 from core.draws import new_generator  # noqa: E402
 from sweeps.tuning import tune_allocator  # noqa: E402
+
+from machine import machine  # noqa: E402  (benchmarks/machine.py)
 from core.vectorized import CHUNK_ELEMS, iter_chunks, shard_seed  # noqa: E402
 
 
@@ -98,8 +99,7 @@ def main() -> None:
     if not args.no_tune:
         tune_allocator()  # as sweeps.shard.run_task does in every worker
     work = 2e6 if args.quick else 2e7
-    print(f"# bench_core  {time.strftime('%Y-%m-%d')}  {platform.processor() or platform.machine()}  "
-          f"python {platform.python_version()}  numpy {np.__version__}  1 process")
+    print("# bench_core ", machine(f"NumPy {np.__version__}", "1 process"))
     full = rng_rate("full", work)
     ph1 = rng_rate("phase1", work)
     print(f"RNG bound full   : {full / 1e6:8.1f} M CPU-trials/s")

@@ -32,9 +32,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import datetime  # noqa: E402
 import math  # noqa: E402
-import platform  # noqa: E402
 import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -43,27 +41,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from core.cmc import CmcSummary, iter_chunks_cmc  # noqa: E402
 from sweeps.tuning import tune_allocator  # noqa: E402
+
+from machine import machine  # noqa: E402  (benchmarks/machine.py)
 from core.params import Params  # noqa: E402
 from core.stats import z_value  # noqa: E402
 from core.vectorized import iter_chunks, shard_seed  # noqa: E402
 
 N_CPUS = 512
-
-
-def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return (
-        f"{datetime.datetime.now().isoformat(timespec='seconds')}  {platform.node()}  {cpu}  "
-        f"{os.cpu_count()} CPUs  Python {platform.python_version()}  NumPy {np.__version__}"
-    )
 
 
 def run_cmc(p: Params, trials: int, seed: int) -> tuple[CmcSummary, float, list[float]]:
@@ -103,7 +87,7 @@ def main() -> int:
     if not args.no_tune:
         tune_allocator()  # as sweeps.shard.run_task does in every worker
     z = z_value(0.95)
-    print("bench_rare:", machine())
+    print("bench_rare:", machine(f"NumPy {np.__version__}"))
     print()
 
     # 1. the point

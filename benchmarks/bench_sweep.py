@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -32,6 +31,8 @@ from sweeps.grid import iter_tasks  # noqa: E402
 from sweeps.runner import run  # noqa: E402
 from sweeps.shard import run_task  # noqa: E402
 from sweeps.spec import parse_spec  # noqa: E402
+
+from machine import machine  # noqa: E402  (benchmarks/machine.py)
 
 SPEC = """
 name = "bench-sweep"
@@ -123,8 +124,9 @@ def main() -> None:
     args = ap.parse_args()
     spec = parse_spec(SPEC.format(trials=20_000 if args.quick else 100_000))
     work = sum(t.cpu_trials for t in iter_tasks(spec))
-    print(f"# bench_sweep  {time.strftime('%Y-%m-%d')}  {platform.machine()}  {os.cpu_count()} cores  "
-          f"python {platform.python_version()}")
+    import ray
+
+    print("# bench_sweep ", machine(f"Ray {ray.__version__}"))
     print(f"spec: {spec.n_points} points x {spec.trials:,} trials = {work:.3g} CPU-trials (n_cpus x trials)")
     t_serial, n_tasks = serial_seconds(spec)
     print(f"serial, 1 process : {t_serial:7.2f} s  {work / t_serial / 1e6:6.1f} M CPU-trials/s  ({n_tasks} tasks)")

@@ -6,13 +6,17 @@ import argparse
 import os
 import sys
 
+from sweeps.cli import UsageError
 from sweeps.cli_simulate import count_arg
 
 
-class _Usage(ValueError):
-    """Bad input: one line, exit 2. A ValueError (not sweeps.cli.UsageError) so that
-    `python -m sweeps.cli`, where that module is __main__ and its UsageError another
-    class, still reports it as one line."""
+
+
+def add_scheduling_options(p: argparse.ArgumentParser) -> None:
+    """Options `run` and `submit` share: how much is in flight, retries, the point-count guard."""
+    p.add_argument("--max-in-flight", type=count_arg, metavar="N", help="tasks submitted at once (default 2 x cluster CPUs)")
+    p.add_argument("--retries", type=int, default=3, metavar="N", help="retries of a task whose worker or node died (default 3)")
+    p.add_argument("--force", action="store_true", help="allow more than 10 million points")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,10 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "(the cluster's nodes have stoprace installed)"
         ),
     )
-    p.add_argument("--max-in-flight", type=count_arg, metavar="N", help="tasks submitted at once (default 2 x cluster CPUs)")
-    p.add_argument("--retries", type=int, default=3, metavar="N", help="retries of a task whose worker died (default 3)")
+    add_scheduling_options(p)
     p.add_argument("--resume", action="store_true", help="resume into an existing --out (the default; accepted for clarity)")
-    p.add_argument("--force", action="store_true", help="allow more than 10 million points")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off anyway when stderr is not a terminal)")
     p.set_defaults(func=run_cmd)
 
@@ -72,12 +74,12 @@ def run_cmd(args: argparse.Namespace) -> int:
     target = resolve_address(args.address)
     if args.workers is not None and target is not None:
         where = "--address" if args.address else "$RAY_ADDRESS"
-        raise _Usage(
+        raise UsageError(
             f"--workers sizes the embedded Ray; with {where} ({target}) the cluster has the CPUs it was "
             f"started with: bound the run with --max-in-flight N instead"
         )
     if args.retries < 0:
-        raise _Usage(f"--retries must be >= 0, got {args.retries}")
+        raise UsageError(f"--retries must be >= 0, got {args.retries}")
     out = args.out
     if out is not None and not is_uri(out):
         out = os.path.expanduser(out)  # also when no shell expanded it (a Ray Job's entrypoint)
@@ -97,7 +99,7 @@ def run_cmd(args: argparse.Namespace) -> int:
         print(f"stoprace run: {e}", file=sys.stderr)
         return 130
     except ConnectionError as e:  # ray.init could not join the cluster (auth, version, ...)
-        raise _Usage(_connection_problem(target, e)) from None
+        raise UsageError(_connection_problem(target, e)) from None
     rate = rep.cpu_trials / rep.seconds if rep.seconds > 0 else 0.0
     print(
         f"{spec.name}: {rep.n_tasks} tasks ({rep.tasks_run} run, {rep.tasks_skipped} already stored) "

@@ -27,7 +27,8 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-from sweeps.cli_simulate import count_arg
+from sweeps.cli import UsageError
+from sweeps.cli_run import add_scheduling_options
 
 STOP_GRACE_S = 30
 """Seconds Ray gives a stopped job's driver between SIGTERM and SIGKILL (Ray's default is 3):
@@ -42,10 +43,6 @@ _ADDRESS_HELP = (
 )
 
 
-class _Usage(ValueError):
-    """Bad input: one line, exit 2. A ValueError (not sweeps.cli.UsageError) so that
-    `python -m sweeps.cli`, where that module is __main__ and its UsageError another
-    class, still reports it as one line."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,9 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--wait", action="store_true", help="stream the job's output until it ends; exit 0 iff it SUCCEEDED")
-    p.add_argument("--max-in-flight", type=count_arg, metavar="N", help="tasks submitted at once (default 2 x cluster CPUs)")
-    p.add_argument("--retries", type=int, default=3, metavar="N", help="retries of a task whose worker or node died (default 3)")
-    p.add_argument("--force", action="store_true", help="allow more than 10 million points")
+    add_scheduling_options(p)
     p.add_argument(
         "--no-ship",
         action="store_true",
@@ -129,7 +124,7 @@ def pip_requirements() -> list[str]:
     try:
         reqs = requires("stoprace") or []
     except PackageNotFoundError:
-        raise _Usage("--pip needs stoprace installed here (pip install -e .) to know its dependencies") from None
+        raise UsageError("--pip needs stoprace installed here (pip install -e .) to know its dependencies") from None
     out = []
     for r in reqs:
         name = r.split(";")[0].strip()
@@ -166,7 +161,7 @@ def submit_cmd(args: argparse.Namespace) -> int:
     from sweeps.spec import load_spec
 
     if args.retries < 0:
-        raise _Usage(f"--retries must be >= 0, got {args.retries}")
+        raise UsageError(f"--retries must be >= 0, got {args.retries}")
     spec = load_spec(args.spec, force=args.force)
     out = args.out or DEFAULT_REMOTE_OUT.format(name=spec.name)
     client = JobsClient(args.address)

@@ -77,12 +77,15 @@ def wait_for(cond, timeout: float, what: str, proc: subprocess.Popen | None = No
 
 
 # Big enough (~1e8 CPU-trials, ~34 tasks) that a run on one worker can be interrupted part-way.
-SLOW_SPEC = """
-name = "e2e-slow"
-seed = 11
-trials = 20000
-shard_trials = 2000
-task_seconds = 0.1
+def race_spec(name: str, seed: int, trials: int, shard_trials: int, task_seconds: float) -> str:
+    """A sweep with every outcome (stalls near the 1 s deadline, slow NMIs, both wait paths)
+    over n_cpus 256 and 1024: the workhorse of the resume, node-loss and driver-loss tests."""
+    return f"""
+name = "{name}"
+seed = {seed}
+trials = {trials}
+shard_trials = {shard_trials}
+task_seconds = {task_seconds}
 
 [base]
 stall_median_us = 1.0e6
@@ -94,27 +97,14 @@ n_cpus = [256, 1024]
 p_stall = [0.001, 0.01]
 wait = [0, 1]
 """
+
+
+SLOW_SPEC = race_spec("e2e-slow", 11, 20000, 2000, 0.1)
 
 
 # For multi-node tests (tests/test_cluster.py): ~40 tasks of ~0.3 s, ~12 CPU-s in all, so a
 # run on a 2 x 1-CPU cluster lasts long enough to lose a node or its driver part-way.
-CLUSTER_SPEC = """
-name = "cluster-slow"
-seed = 13
-trials = 40000
-shard_trials = 4000
-task_seconds = 0.5
-
-[base]
-stall_median_us = 1.0e6
-stall_sigma = 0.05
-nmi_jitter_us = 1000.0
-
-[axes]
-n_cpus = [256, 1024]
-p_stall = [0.001, 0.01]
-wait = [0, 1]
-"""
+CLUSTER_SPEC = race_spec("cluster-slow", 13, 40000, 4000, 0.5)
 
 
 def stored(d: Path, what: str = "points") -> int:
