@@ -179,6 +179,16 @@ def _conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
 # ---- the store -------------------------------------------------------------------------
 
 
+def _probe(location: str | os.PathLike[str], filesystem: pafs.FileSystem | None):
+    """(where, its printable path, "dir" | "file" | None) of a results location; StoreError if unreachable."""
+    fs = locate(location, filesystem)
+    path = fs.path()
+    try:
+        return fs, path, fs.kind()
+    except OSError as e:
+        raise StoreError(f"{path}: cannot access results location: {one_line(e)}") from None
+
+
 class ResultStore:
     """One results directory. Use ``create_or_open`` to run, ``open_existing`` to read.
 
@@ -228,12 +238,7 @@ class ResultStore:
         with a different plan is refused, since task ids would not match.
         Refusals are StoreError with one line, and write nothing.
         """
-        fs = locate(out_dir, filesystem)
-        path = fs.path()
-        try:
-            kind = fs.kind()
-        except OSError as e:
-            raise StoreError(f"{path}: cannot access results location: {one_line(e)}") from None
+        fs, path, kind = _probe(out_dir, filesystem)
         if kind == "file":
             raise StoreError(f"{path} exists and is not a directory; use another --out")
         if kind == "dir" and fs.kind(MANIFEST) is not None:
@@ -294,12 +299,7 @@ class ResultStore:
         cls, results_dir: str | os.PathLike[str], *, filesystem: pafs.FileSystem | None = None
     ) -> ResultStore:
         """Open a results dir read-only (queries, replay); StoreError (one line) if it is not one."""
-        fs = locate(results_dir, filesystem)
-        path = fs.path()
-        try:
-            kind = fs.kind()
-        except OSError as e:
-            raise StoreError(f"{path}: cannot access results location: {one_line(e)}") from None
+        fs, path, kind = _probe(results_dir, filesystem)
         if kind is None:
             raise StoreError(f"{path}: no such results directory")
         if kind != "dir":
