@@ -17,7 +17,7 @@ from core.outcomes import OUTCOMES
 from core.params import PARAM_NAMES, Params
 from core.summary import Summary, event_mask
 from core.vectorized import iter_chunks, shard_seed
-from sweeps.grid import Task
+from sweeps.grid import Point, Task
 from sweeps.schema import EVENTS_SCHEMA, POINTS_SCHEMA
 from sweeps.tuning import tune_allocator
 
@@ -68,42 +68,52 @@ def run_task(task: Task, sweep: str, estimator: str = "naive") -> TaskResult:
         point = item.point
         params = point.params
         for k in item.shards:
-            n = item.shard_size(k)
             t0 = time.perf_counter()
             summary, cmc = _shard(
-                params, n, shard_seed(point.point_seed, k), estimator,
+                params, item.shard_size(k), shard_seed(point.point_seed, k), estimator,
                 lambda start, batch: _collect_events(ev, sweep, point.point_id, k, start, batch),
             )
-            rows["sweep"].append(sweep)
-            rows["point_id"].append(point.point_id)
-            rows["shard"].append(k)
-            for name in PARAM_NAMES:
-                rows[name].append(point.values[name])
-            rows["trials"].append(summary.trials)
-            for o in OUTCOMES:
-                rows[o].append(summary.count(o))
-            rows["t_done_sum_us"].append(summary.t_done_sum_us)
-            rows["t_done_max_us"].append(_null_if_nan(summary.t_done_max_us))
-            rows["t_done_hist"].append(summary.hist.tolist())
-            if cmc is not None:
-                est = {"race": (cmc.mean_race, cmc.var_race), "bad": (cmc.mean_bad, cmc.var_bad)}
-            else:
-                est = {"race": naive_estimate(summary.count("race"), n), "bad": naive_estimate(summary.bad, n)}
-            rows["estimator"].append(estimator)
-            for what in ("race", "bad"):
-                rows[f"p_{what}_est"].append(est[what][0])
-                rows[f"p_{what}_var"].append(est[what][1])
-            early = point.values["mitigation"] == "early_flush"
-            rows["preflush_sum_us"].append(summary.preflush_sum_us if early else None)
-            rows["preflush_max_us"].append(_null_if_nan(summary.preflush_max_us) if early else None)
-            rows["seed"].append(point.point_seed)
-            rows["wall_s"].append(time.perf_counter() - t0)
+            row = _points_row(sweep, point, k, estimator, summary, cmc, time.perf_counter() - t0)
+            for name, value in row.items():
+                rows[name].append(value)
     return TaskResult(
         task.task_id,
         pa.table(rows, schema=POINTS_SCHEMA),
         pa.table(ev, schema=EVENTS_SCHEMA),
         task.cpu_trials,
     )
+
+
+def _points_row(
+    sweep: str, point: Point, shard: int, estimator: str, summary: Summary, cmc: CmcSummary | None, wall_s: float
+) -> dict:
+    """One `points` row (SCHEMA.md, plus the estimator and preflush columns)."""
+    n = summary.trials
+    if cmc is not None:
+        est = {"race": (cmc.mean_race, cmc.var_race), "bad": (cmc.mean_bad, cmc.var_bad)}
+    else:
+        est = {"race": naive_estimate(summary.count("race"), n), "bad": naive_estimate(summary.bad, n)}
+    early = point.values["mitigation"] == "early_flush"
+    return {
+        "sweep": sweep,
+        "point_id": point.point_id,
+        "shard": shard,
+        **{name: point.values[name] for name in PARAM_NAMES},
+        "trials": n,
+        **{o: summary.count(o) for o in OUTCOMES},
+        "t_done_sum_us": summary.t_done_sum_us,
+        "t_done_max_us": _null_if_nan(summary.t_done_max_us),
+        "t_done_hist": summary.hist.tolist(),
+        "estimator": estimator,
+        "p_race_est": est["race"][0],
+        "p_race_var": est["race"][1],
+        "p_bad_est": est["bad"][0],
+        "p_bad_var": est["bad"][1],
+        "preflush_sum_us": summary.preflush_sum_us if early else None,
+        "preflush_max_us": _null_if_nan(summary.preflush_max_us) if early else None,
+        "seed": point.point_seed,
+        "wall_s": wall_s,
+    }
 
 
 def _collect_events(ev: dict[str, list], sweep: str, point_id: str, shard: int, start: int, batch) -> None:
