@@ -224,6 +224,7 @@ def test_queries_over_a_real_run_match_a_pyarrow_aggregation(reference_run, tmp_
     assert got.keys() == want.keys() and len(got) == 8
     for key, w in want.items():
         g = got[key]
+        assert g["nmi_phase"] == w["trials"] - w["clean"] == w["nmi_clean"] + w["bad"]
         for col in ("trials", "race", "hang", "timeout", "p_bad", "p_bad_lo", "p_bad_hi", "t_mean_us", "t_p50_us", "t_p99_us", "t_max_us"):
             assert close(g[col], w[col], rel=1e-9), (col, g[col], w[col])
     for q in list_named():

@@ -39,6 +39,7 @@ SELECT
     sweep, point_id, @@params@@,
     shards, trials, clean, nmi_clean, timeout, race, hang,
     timeout + race + hang AS bad,
+    trials - clean AS nmi_phase,  -- trials that missed the 1 s REBOOT-vector wait (MODEL.md)
     prob(race, trials) AS p_race,
     wilson_lo(race, trials) AS p_race_lo,
     wilson_hi(race, trials) AS p_race_hi,
