@@ -27,6 +27,7 @@ class UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `stoprace` argument parser with every subcommand registered."""
     parser = argparse.ArgumentParser(
         prog="stoprace",
         description=(
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `stoprace` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

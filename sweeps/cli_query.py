@@ -36,6 +36,7 @@ def _size(text: str) -> tuple[float, float]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module\'s subcommand(s) to the `stoprace` parser."""
     q = sub.add_parser(
         "query",
         help="SQL over result dirs: views points, events, outcomes; named queries",
@@ -114,6 +115,7 @@ def _connect(dirs: list[str]):
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    """`stoprace query`: run SQL or a named query, print or write the result."""
     if args.list:
         for nq in list_named():
             print(f"{nq.name:<20} {nq.description}")
@@ -147,6 +149,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_capacity(args: argparse.Namespace) -> int:
+    """`stoprace capacity`: the largest safe n_cpus per group and the fleet table."""
     from queries.capacity import capacity
 
     con = _connect(args.dirs)
@@ -172,6 +175,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    """`stoprace plot`: render a heatmap or line plot to a file."""
     from queries.plot import plot
 
     if args.dpi <= 0 or args.dpi > 1200:

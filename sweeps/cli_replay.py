@@ -8,6 +8,7 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module\'s subcommand(s) to the `stoprace` parser."""
     p = sub.add_parser(
         "replay",
         help="rebuild one trial of a results dir and print its per-CPU timeline",
@@ -27,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_cmd(args: argparse.Namespace) -> int:
+    """Carry out the subcommand from parsed arguments; returns the exit code."""
     from queries.replay import format_timeline, replay
 
     r = replay(args.dir, args.point, args.shard, args.trial)

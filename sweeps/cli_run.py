@@ -20,6 +20,7 @@ def add_scheduling_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module\'s subcommand(s) to the `stoprace` parser."""
     p = sub.add_parser(
         "run",
         help="run a sweep spec on Ray (embedded by default) into a results dir",
@@ -65,6 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_cmd(args: argparse.Namespace) -> int:
+    """Carry out the subcommand from parsed arguments; returns the exit code."""
     from sweeps.runner import SweepInterrupted, run
     from sweeps.spec import load_spec
 

@@ -48,6 +48,7 @@ def params_from_args(args: argparse.Namespace) -> Params:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module\'s subcommand(s) to the `stoprace` parser."""
     p = sub.add_parser(
         "simulate",
         help="simulate one parameter point here (no Ray, no store)",
@@ -75,6 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Carry out the subcommand from parsed arguments; returns the exit code."""
     from sweeps.tuning import tune_allocator
 
     tune_allocator()

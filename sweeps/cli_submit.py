@@ -46,6 +46,7 @@ _ADDRESS_HELP = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module\'s subcommand(s) to the `stoprace` parser."""
     p = sub.add_parser(
         "submit",
         help="run a sweep spec as a Ray Job on a remote cluster (Ray Jobs API)",
@@ -156,6 +157,7 @@ def entrypoint(
 
 
 def submit_cmd(args: argparse.Namespace) -> int:
+    """`stoprace submit`: send the sweep to a cluster as a Ray Job; prints its id."""
     from cluster.jobs import JobsClient, shipping_runtime_env
     from sweeps.runner import package_dirs
     from sweeps.spec import load_spec
@@ -237,6 +239,7 @@ def _as_dict(j) -> dict:
 
 
 def status_cmd(args: argparse.Namespace) -> int:
+    """`stoprace status`: one job's state, or every job on the cluster."""
     from cluster.jobs import JobsClient
 
     client = JobsClient(args.address)
@@ -263,6 +266,7 @@ def status_cmd(args: argparse.Namespace) -> int:
 
 
 def logs_cmd(args: argparse.Namespace) -> int:
+    """`stoprace logs`: a job's output, optionally followed until it ends."""
     from cluster.jobs import JobsClient
 
     client = JobsClient(args.address)
@@ -277,6 +281,7 @@ def logs_cmd(args: argparse.Namespace) -> int:
 
 
 def stop_cmd(args: argparse.Namespace) -> int:
+    """`stoprace stop`: stop a job (its driver keeps finished tasks)."""
     from cluster.jobs import JobsClient
 
     client = JobsClient(args.address)
