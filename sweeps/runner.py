@@ -103,7 +103,8 @@ def run(
     counter = _Counter()
     todo = _pending(iter_tasks(spec), done, counter)
     total = total_cpu_trials(spec)
-    remaining = max(total - _stored_cpu_trials(store), 0)
+    stored = store.cpu_trials_done
+    remaining = max(total - (stored if stored is not None else _stored_cpu_trials(store)), 0)
 
     def on_result(task: Task, result: TaskResult) -> None:
         events = result.events if result.events.num_rows else None
@@ -212,7 +213,7 @@ def _pending(tasks: Iterator[Task], done: set[int], counter: _Counter) -> Iterat
 
 
 def _stored_cpu_trials(store: ResultStore) -> int:
-    """n_cpus x trials already stored (for the progress total on resume)."""
+    """n_cpus x trials already stored, read from the files (manifests without cpu_trials_done)."""
     total = 0
     for tid in store.done_tasks():
         t = store.read_points(tid, columns=["n_cpus", "trials"])

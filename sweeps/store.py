@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from sweeps.schema import EVENTS_SCHEMA, POINTS_SCHEMA
@@ -286,6 +287,7 @@ class ResultStore:
             "n_shards_per_point": spec.n_shards_per_point,
             "n_tasks": None,
             "tasks_done": [],
+            "cpu_trials_done": 0,
             "plan": plan,
         }
         store = cls(path, spec, manifest, readonly=False, manifest_interval=manifest_interval, backend=fs)
@@ -386,6 +388,12 @@ class ResultStore:
             return m
 
     @property
+    def cpu_trials_done(self) -> int | None:
+        """Sum of n_cpus x trials over the tasks listed as done (None in a manifest that predates it)."""
+        v = self._manifest.get("cpu_trials_done")
+        return None if v is None else int(v)
+
+    @property
     def n_tasks(self) -> int | None:
         return self._manifest.get("n_tasks")
 
@@ -424,7 +432,10 @@ class ResultStore:
         elif self._fs.kind(ev_rel) is not None:  # a rerun without events must not keep an old events file
             self._fs.delete(ev_rel, sync=True)
         self._fs.write_table(f"{POINTS_DIR}/{name}", pts)
+        weight = pc.sum(pc.multiply(pts["n_cpus"].cast(pa.int64()), pts["trials"])).as_py() or 0
         with self._lock:
+            if task_id not in self._done and self.cpu_trials_done is not None:
+                self._manifest["cpu_trials_done"] = self.cpu_trials_done + int(weight)
             self._done.add(task_id)
             self._dirty = True
             if time.monotonic() - self._last_write >= self.manifest_interval:

@@ -428,3 +428,17 @@ def test_object_store_writes_final_keys_directly():
         ResultStore.create_or_open("bucket/sweeps/st", OTHER, filesystem=fs)
     with pytest.raises(StoreError, match="no such results directory"):
         ResultStore.open_existing("bucket/other", filesystem=fs)
+
+
+def test_manifest_counts_cpu_trials_of_done_tasks_once(tmp_path):
+    # the progress total of a resumed run comes from here, not from reading every stored file
+    store = ResultStore.create_or_open(tmp_path / "r", SPEC, plan=plan_signature(cpu_trials_per_s=1))
+    tasks = list(iter_tasks(SPEC, cpu_trials_per_s=1))[:3]
+    assert store.cpu_trials_done == 0
+    for t in tasks:
+        store.write_task(t.task_id, points_table(t))
+    store.write_task(tasks[0].task_id, points_table(tasks[0]))  # a rerun is not counted twice
+    store.close()
+    want = sum(t.cpu_trials for t in tasks)
+    assert store.cpu_trials_done == want
+    assert ResultStore.open_existing(tmp_path / "r").cpu_trials_done == want
