@@ -28,14 +28,19 @@ def ray2():
         yield
 
 
-@pytest.fixture(scope="module")
-def reference_run(ray2, tmp_path_factory):
-    """The small spec run once, uninterrupted: the rows every other run must reproduce."""
-    tmp = tmp_path_factory.mktemp("ref")
-    spec = write_spec(tmp)
+def run_once(tmp_path_factory, name: str, text: str):
+    """(spec path, results dir) of `text` run once, uninterrupted, on the module's Ray."""
+    tmp = tmp_path_factory.mktemp(name)
+    spec = write_spec(tmp, text)
     rep = run(spec, tmp / "out", progress=False)
     assert rep.complete and rep.tasks_run == rep.n_tasks
     return spec, tmp / "out"
+
+
+@pytest.fixture(scope="module")
+def reference_run(ray2, tmp_path_factory):
+    """The small spec run once, uninterrupted: the rows every other run must reproduce."""
+    return run_once(tmp_path_factory, "ref", SMALL_SPEC)
 
 
 def test_rows_cover_every_point_and_shard_once_and_counts_sum(reference_run):
@@ -86,10 +91,7 @@ def test_same_spec_gives_identical_rows(reference_run, tmp_path):
 
 @pytest.fixture(scope="module")
 def slow_run(ray2, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("slow")
-    spec = write_spec(tmp, SLOW_SPEC)
-    assert run(spec, tmp / "out", progress=False).complete
-    return spec, tmp / "out"
+    return run_once(tmp_path_factory, "slow", SLOW_SPEC)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
@@ -258,10 +260,7 @@ p_stall = [0.02, 0.2]
 
 @pytest.fixture(scope="module")
 def cmc_run(ray2, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("cmc")
-    spec = write_spec(tmp, CMC_SPEC)
-    assert run(spec, tmp / "out", progress=False).complete
-    return spec, tmp / "out"
+    return run_once(tmp_path_factory, "cmc", CMC_SPEC)
 
 
 def test_cmc_sweep_outcomes_merge_shards_exactly(cmc_run):
