@@ -1,0 +1,13 @@
+"""The one root of every error stoprace reports to a user (bad spec, bad value, bad path, bad SQL).
+
+`stoprace` prints a `StopraceError` as one line and exits 2; anything else is a bug and
+keeps its traceback (exit 1). Each package subclasses it for its own kind of bad input
+(SpecError, StoreError, QueryError, UsageError); `cluster` may import nothing of ours,
+so its JobsError is translated at the `sweeps` boundary.
+"""
+
+from __future__ import annotations
+
+
+class StopraceError(Exception):
+    """Bad input from the user: printed as one line, exit code 2, nothing written or lost."""
