@@ -28,31 +28,27 @@ hash) given twice is refused, since its counts would be doubled.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
+import os
 from importlib import resources
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as ds
 
-from core.outcomes import OUTCOMES
+from core.errors import StopraceError
 from core.params import DEFAULTS, INT_PARAMS, PARAM_NAMES, STR_PARAMS
+from queries.resultset.errors import StoreError
+from queries.resultset.layout import EVENTS_DIR, POINTS_DIR
+from queries.resultset.reader import ResultSet
+from queries.resultset.schema import EVENTS_SCHEMA, REQUIRED_POINTS_COLUMNS
 
 __all__ = [
-    "QueryError", "connect", "check_result_dir", "read_sql", "render_sql", "quote_ident", "swept_axes", "first_line",
+    "QueryError", "connect", "check_result_dir", "open_result_set", "result_set_problems", "require_complete", "read_sql", "render_sql", "quote_ident", "swept_axes", "first_line",
     "REQUIRED_POINTS_COLUMNS",
 ]
 
-REQUIRED_POINTS_COLUMNS: tuple[str, ...] = (
-    "sweep", "point_id", "shard", *PARAM_NAMES, "trials", *OUTCOMES,
-    "t_done_sum_us", "t_done_max_us", "t_done_hist", "seed", "wall_s",
-)
-
-_GLOB_CHARS = set("*?[]{}")
-
-
-class QueryError(ValueError):
+class QueryError(StopraceError, ValueError):
     """Bad input to a query (missing dir, not a result set, bad SQL, unknown name): one line."""
 
 
@@ -80,45 +76,23 @@ def _quote_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def check_result_dir(path: str | Path) -> dict:
-    """Validate a result directory; return its manifest. Raises QueryError naming the problem."""
-    p = Path(path)
-    if not p.exists():
-        raise QueryError(f"results dir '{path}' does not exist")
-    if not p.is_dir():
-        raise QueryError(f"'{path}' is not a directory")
-    mf = p / "manifest.json"
-    if not mf.is_file():
-        raise QueryError(f"'{path}' is not a stoprace result set: no manifest.json")
+def open_result_set(path: str | os.PathLike[str]) -> ResultSet:
+    """Open and check a result set (local path or URI); QueryError (one line) if it is not one."""
     try:
-        manifest = json.loads(mf.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise QueryError(f"'{mf}' is not valid JSON: {first_line(e)}") from None
-    if not isinstance(manifest, dict) or "spec_hash" not in manifest:
-        raise QueryError(f"'{mf}' has no spec_hash: not a stoprace manifest")
-    if not any((p / "points").glob("task-*.parquet")):
-        raise QueryError(f"'{path}' has no points files (points/task-*.parquet): no task has finished yet")
-    return manifest
+        rs = ResultSet.open(path)
+        rs.check()
+    except StoreError as e:
+        raise QueryError(str(e)) from None
+    if not rs.files(POINTS_DIR):
+        if rs.check().damaged:
+            raise QueryError(f"'{rs.display}' has no intact points files: {rs.check().problem().split(': ', 1)[1]}")
+        raise QueryError(f"'{rs.display}' has no points files: no task has finished yet")
+    return rs
 
 
-def _files_expr(dirs: Iterable[Path], sub: str) -> str | None:
-    """A DuckDB list literal of globs (or explicit files when a path has glob characters), None if empty."""
-    items: list[str] = []
-    for d in dirs:
-        files = sorted((d / sub).glob("task-*.parquet"))
-        if not files:
-            continue
-        if _GLOB_CHARS & set(str(d)):
-            items.extend(str(f) for f in files)
-        else:
-            items.append(str(d / sub / "task-*.parquet"))
-    if not items:
-        return None
-    return "[" + ", ".join(_quote_str(i) for i in items) + "]"
-
-
-def _read_parquet(files: str) -> str:
-    return f"SELECT * FROM read_parquet({files}, union_by_name = true, hive_partitioning = false)"
+def check_result_dir(path: str | os.PathLike[str]) -> dict:
+    """Validate a result set; return its manifest as a dict. Raises QueryError naming the problem."""
+    return open_result_set(path).manifest.model_dump(mode="json")
 
 
 def _params_tables() -> tuple[pa.Table, pa.Table]:
@@ -199,60 +173,116 @@ def _run_script(con: duckdb.DuckDBPyConnection, sql: str) -> None:
 
 
 def connect(*result_dirs: str | Path, threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the views of this module over the given result dirs.
+    """An in-memory DuckDB connection with the views of this module over the given result sets.
 
+    Each is a local dir or any URI ``--out`` accepts (s3://..., file://...): the files the
+    manifest commits are registered as Arrow datasets, so no DuckDB extension is needed.
+    The table ``result_sets`` (dir, sweep, spec_hash, n_tasks, tasks_stored, complete,
+    problem) says which sets are incomplete or damaged; damaged files are left out.
     Raises QueryError (a ValueError) with one line when a dir is missing, is not a
     result set, or its Parquet files cannot be read.
     """
     if not result_dirs:
         raise QueryError("no results dir given")
-    dirs: list[Path] = []
-    seen: dict[str, Path] = {}
+    sets: list[ResultSet] = []
+    seen: dict[str, str] = {}
     for d in result_dirs:
-        manifest = check_result_dir(d)
-        p = Path(d).resolve()
-        if p in dirs:
+        rs = open_result_set(d)
+        if any(_same_place(rs, o) for o in sets):
             raise QueryError(f"results dir '{d}' given twice")
-        h = str(manifest["spec_hash"])
+        h = rs.manifest.spec_hash
         if h in seen:
             raise QueryError(f"'{seen[h]}' and '{d}' hold the same sweep (spec_hash {h[:12]}): counts would be doubled")
-        seen[h] = Path(d)
-        dirs.append(p)
+        seen[h] = str(d)
+        sets.append(rs)
 
     con = duckdb.connect(":memory:")
     try:
-        _create_views(con, dirs, result_dirs, threads)
+        _create_views(con, sets, threads)
     except BaseException:
         con.close()
         raise
+    return _finish_connection(con)
+
+
+def _same_place(a: ResultSet, b: ResultSet) -> bool:
+    pa_, pb = a.backend.path(), b.backend.path()
+    if isinstance(pa_, Path) and isinstance(pb, Path):
+        return pa_.resolve() == pb.resolve()
+    return a.display == b.display
+
+
+def _finish_connection(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """The one place a connection is completed before it is handed out (e.g. locked down read-only)."""
     return con
 
 
-def _create_views(con: duckdb.DuckDBPyConnection, dirs: list[Path], result_dirs: tuple, threads: int | None) -> None:
+def result_set_problems(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """One line per open result set that is incomplete or damaged (from the ``result_sets`` table)."""
+    return [r[0] for r in con.execute("SELECT problem FROM result_sets WHERE problem IS NOT NULL ORDER BY dir").fetchall()]
+
+
+def require_complete(con: duckdb.DuckDBPyConnection, what: str, partial: bool) -> list[str]:
+    """Refuse (QueryError) to answer ``what`` from an incomplete or damaged set unless ``partial``.
+
+    Returns the notes an answer given with ``partial`` must carry (empty when every set is complete).
+    """
+    problems = result_set_problems(con)
+    if problems and not partial:
+        raise QueryError(f"{problems[0]}; {what} needs every point: finish the run (the same `stoprace run` "
+                         "resumes and recomputes damaged tasks) or pass --partial to answer from what is stored")
+    return [f"PARTIAL: {p}" for p in problems]
+
+
+def _status_table(sets: list[ResultSet]) -> pa.Table:
+    rows = []
+    for rs in sets:
+        i = rs.check()
+        rows.append({"dir": rs.display, "sweep": rs.manifest.sweep, "spec_hash": rs.manifest.spec_hash,
+                     "n_tasks": i.n_tasks, "tasks_stored": len(i.intact), "complete": i.complete,
+                     "problem": i.problem()})
+    return pa.Table.from_pylist(rows, schema=pa.schema([
+        ("dir", pa.string()), ("sweep", pa.string()), ("spec_hash", pa.string()), ("n_tasks", pa.int64()),
+        ("tasks_stored", pa.int64()), ("complete", pa.bool_()), ("problem", pa.string())]))
+
+
+def _union(sets: list[ResultSet], table: str) -> ds.Dataset | None:
+    """One Arrow dataset over ``table`` of every set (columns unified by name; absent ones read as null)."""
+    parts = [d for d in (rs.dataset(table) for rs in sets) if d is not None]
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    schema = pa.unify_schemas([p.schema for p in parts], promote_options="permissive")
+    return ds.dataset([ds.dataset(p.files, schema=schema, format="parquet", filesystem=p.filesystem)
+                       for p in parts])
+
+
+def _create_views(con: duckdb.DuckDBPyConnection, sets: list[ResultSet], threads: int | None) -> None:
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     defaults, params = _params_tables()
     con.register("defaults", defaults)
     con.register("params", params)
+    con.register("result_sets", _status_table(sets))
+    where = ", ".join(rs.display for rs in sets)
 
-    points = _files_expr(dirs, "points")
-    assert points is not None  # check_result_dir saw at least one per dir
+    points = _union(sets, POINTS_DIR)
+    assert points is not None  # open_result_set saw at least one points file per set
+    con.register("_points_files", points)
     try:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW points AS {_read_parquet(points)}")
+        con.execute("CREATE OR REPLACE TEMP VIEW points AS SELECT * FROM _points_files")
     except duckdb.Error as e:
-        raise QueryError(f"cannot read points files of {', '.join(map(str, result_dirs))}: {first_line(e)}") from None
-    columns = {r[0] for r in con.execute("SELECT column_name FROM (DESCRIBE points)").fetchall()}
+        raise QueryError(f"cannot read points files of {where}: {first_line(e)}") from None
+    columns = set(points.schema.names)
     missing = [c for c in REQUIRED_POINTS_COLUMNS if c not in columns]
     if missing:
-        raise QueryError(f"points files of {', '.join(map(str, result_dirs))} lack column(s) {', '.join(missing)}: "
+        raise QueryError(f"points files of {where} lack column(s) {', '.join(missing)}: "
                          "not a stoprace result set of this version")
 
-    events = _files_expr(dirs, "events")
-    events_sql = _read_parquet(events) if events else read_sql("_events_empty")
-    try:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW events AS {events_sql}")
-    except duckdb.Error as e:
-        raise QueryError(f"cannot read events files: {first_line(e)}") from None
+    events = _union(sets, EVENTS_DIR)
+    con.register("_events_files", events if events is not None else EVENTS_SCHEMA.empty_table())
+    con.execute("CREATE OR REPLACE TEMP VIEW events AS SELECT * FROM _events_files")
 
     _run_script(con, read_sql("_macros"))
     _run_script(con, _template("_views", columns))

@@ -10,9 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -25,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .db import QueryError
+from .resultset.storage import atomic_write_file
 
 __all__ = ["FORMATS", "header", "format_cell", "render_table", "to_csv_bytes", "to_json_bytes",
            "atomic_write", "write_result", "check_output"]
@@ -148,27 +147,8 @@ def to_json_bytes(table: pa.Table) -> bytes:
 
 
 def atomic_write(path: str | Path, data: bytes | None = None, *, writer=None) -> None:
-    """Write bytes (or call writer(tmp_path)) to a temporary file beside `path`, fsync, rename into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        if writer is None:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data or b"")
-                f.flush()
-                os.fsync(f.fileno())
-        else:
-            os.close(fd)
-            writer(tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Write bytes (or call writer(tmp_path)) to `path` atomically (queries.resultset.storage.atomic_write_file)."""
+    atomic_write_file(path, data, writer=writer)
 
 
 def check_output(fmt: str, out: str | Path | None) -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from core.cmc import replay_draws_cmc
 from core.draws import Draws
@@ -21,7 +20,8 @@ from core.outcomes import OUTCOMES
 from core.params import PARAM_NAMES, Params, make_params
 from core.reference import TrialResult, simulate_trial
 from core.vectorized import replay_draws, shard_seed
-from queries.db import QueryError, check_result_dir
+from queries.db import QueryError, open_result_set
+from queries.resultset.reader import ResultSet
 
 
 @dataclass
@@ -50,16 +50,16 @@ class Replay:
         }
 
 
-def load_shard_row(result_dir: str | Path, point_id: str, shard: int) -> dict[str, Any]:
+def load_shard_row(result_dir: str | Path | ResultSet, point_id: str, shard: int) -> dict[str, Any]:
     """The stored `points` row of (point, shard); QueryError (one line) if absent."""
-    check_result_dir(result_dir)
-    dset = ds.dataset(str(Path(result_dir) / "points"), format="parquet")
+    rs = result_dir if isinstance(result_dir, ResultSet) else open_result_set(result_dir)
+    dset = rs.dataset("points")
     cols = [*PARAM_NAMES, "seed", "trials", "shard", "point_id"]
     if "estimator" in dset.schema.names:
         cols.append("estimator")
     t = dset.to_table(columns=cols, filter=pc.field("point_id") == point_id)
     if t.num_rows == 0:
-        raise QueryError(f"point '{point_id}' is not in {result_dir} (list ids: stoprace query {result_dir} --sql \"select point_id from outcomes\")")
+        raise QueryError(f"point '{point_id}' is not in {rs.display} (list ids: stoprace query {rs.display} --sql \"select point_id from outcomes\")")
     rows = t.filter(pc.equal(t["shard"], shard)).to_pylist()
     if not rows:
         shards = sorted(set(t["shard"].to_pylist()))
@@ -67,10 +67,11 @@ def load_shard_row(result_dir: str | Path, point_id: str, shard: int) -> dict[st
     return rows[0]
 
 
-def replay(result_dir: str | Path, point_id: str, shard: int, trial: int) -> Replay:
+def replay(result_dir: str | Path | ResultSet, point_id: str, shard: int, trial: int) -> Replay:
     """Rebuild trial `trial` of shard `shard` of point `point_id` exactly."""
     row = load_shard_row(result_dir, point_id, shard)
-    params = make_params({n: row[n] for n in PARAM_NAMES}, where=str(result_dir))
+    where = result_dir.display if isinstance(result_dir, ResultSet) else str(result_dir)
+    params = make_params({n: row[n] for n in PARAM_NAMES}, where=where)
     if not 0 <= trial < row["trials"]:
         raise QueryError(f"--trial {trial} is outside shard {shard}'s trials 0..{row['trials'] - 1}")
     seed = shard_seed(row["seed"], shard)

@@ -9,7 +9,7 @@ import sys
 
 import duckdb
 
-from queries.db import QueryError, connect, first_line
+from queries.db import QueryError, connect, first_line, require_complete, result_set_problems
 from queries.format import FORMATS, check_output, render_table, write_result
 from queries.named import list_named, parse_params, run_named, run_sql
 from sweeps.cli import UsageError
@@ -58,6 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("-o", "--output", metavar="FILE", help="write to FILE (atomically) instead of stdout")
     q.add_argument("--max-rows", type=int, default=100, metavar="N",
                    help="rows shown in a terminal table (default 100, 0 = all)")
+    q.add_argument("--partial", action="store_true",
+                   help="let hang_conditions answer from an incomplete or damaged result set (it says so)")
     q.set_defaults(func=cmd_query)
 
     c = sub.add_parser(
@@ -81,6 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--hosts", type=_positive_float, metavar="H", help="hosts in the fleet")
     c.add_argument("--kexecs-per-host-year", type=_positive_float, metavar="K", help="kexecs (or reboots) per host per year")
     c.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
+    c.add_argument("--partial", action="store_true",
+                   help="answer from an incomplete or damaged result set (refused otherwise); the output says so")
     c.set_defaults(func=cmd_capacity)
 
     p = sub.add_parser(
@@ -108,10 +112,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_plot)
 
 
-def _connect(dirs: list[str]):
+_NEEDS_COMPLETE = frozenset({"hang_conditions"})
+"""Named queries whose answer is wrong, not just smaller, on an incomplete set (they say "nowhere")."""
+
+
+def _connect(dirs: list[str], command: str, warn: bool = True):
+    """Connect; print one stderr line per incomplete or damaged set (unless the caller reports it)."""
     if not dirs:
         raise UsageError("give at least one results DIR")
-    return connect(*dirs)
+    con = connect(*dirs)
+    if warn:
+        for p in result_set_problems(con):
+            print(f"stoprace {command}: warning: {p}", file=sys.stderr)
+    return con
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -129,7 +142,11 @@ def cmd_query(args: argparse.Namespace) -> int:
         raise UsageError("--max-rows must be >= 0")
     check_output(args.format, args.output)
     params = parse_params(args.param)
-    con = _connect(args.dirs)
+    needs_all = args.named in _NEEDS_COMPLETE
+    con = _connect(args.dirs, "query", warn=not needs_all)
+    notes = require_complete(con, f"--named {args.named}", args.partial) if needs_all else []
+    for n in notes:
+        print(f"stoprace query: warning: {n}", file=sys.stderr)
     # a terminal table shows --max-rows rows: fetch one more to know whether there are more
     limit = args.max_rows + 1 if args.format == "table" and not args.output and args.max_rows else None
     try:
@@ -142,7 +159,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     except duckdb.Error as e:  # anything run_* did not already turn into a QueryError
         raise QueryError(first_line(e)) from None
     write_result(table, args.format, args.output, max_rows=args.max_rows or None, title=title,
-                 total_known=limit is None)
+                 total_known=limit is None, notes=notes)
     if args.output:
         print(f"wrote {table.num_rows} rows to {args.output}", file=sys.stderr)
     return 0
@@ -152,13 +169,19 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     """`stoprace capacity`: the largest safe n_cpus per group and the fleet table."""
     from queries.capacity import capacity
 
-    con = _connect(args.dirs)
+    con = _connect(args.dirs, "capacity", warn=False)
+    partial = require_complete(con, "capacity", args.partial)
+    for n in partial:
+        print(f"stoprace capacity: warning: {n}", file=sys.stderr)
     cap = capacity(con, args.target_p, by=args.by, metric=args.metric, hosts=args.hosts,
                    kexecs_per_host_year=args.kexecs_per_host_year)
     if args.format == "json":
-        sys.stdout.write(json.dumps(cap.to_dict(), default=str, allow_nan=False, indent=1) + "\n")
+        d = cap.to_dict()
+        if partial:
+            d["partial"] = partial
+        sys.stdout.write(json.dumps(d, default=str, allow_nan=False, indent=1) + "\n")
         return 0
-    out = []
+    out = [n + "\n\n" for n in partial]
     unresolved = [n for n in cap.notes if n.startswith("CANNOT RESOLVE")]
     for n in unresolved:
         out.append(n + "\n\n")
@@ -180,7 +203,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     if args.dpi <= 0 or args.dpi > 1200:
         raise UsageError(f"--dpi {args.dpi} must be in 1..1200")
-    con = _connect(args.dirs)
+    con = _connect(args.dirs, "plot")
     res = plot(con, args.output, x=args.x, y=args.y, metric=args.metric, lines=args.lines, where=args.where,
                title=args.title, size=args.size, dpi=args.dpi)
     note = f" ({res.title.splitlines()[1]})" if "\n" in res.title else ""

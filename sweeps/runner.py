@@ -31,6 +31,7 @@ from cluster.jobs import in_ray_job, shipping_runtime_env
 from sweeps.grid import Task, iter_tasks, plan_signature, total_cpu_trials
 from sweeps.shard import TaskResult, run_task
 from sweeps.spec import SweepSpec, load_spec
+from queries.resultset.reader import Damage
 from sweeps.store import ResultStore, is_uri
 
 SHIPPED_PACKAGES = ("core", "sweeps", "cluster")
@@ -50,6 +51,8 @@ class RunReport:
     complete: bool
     stats: RunStats | None = None
     """What cluster.executor measured (worker seconds, overhead per task, utilization); None if nothing ran."""
+    repaired: tuple[Damage, ...] = ()
+    """Stored files found damaged or missing on resume; their tasks were run again."""
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -78,6 +81,7 @@ def run(
     force: bool = False,
     runtime_env: dict[str, Any] | None = None,
     ship: bool = True,
+    break_lock: bool = False,
 ) -> RunReport:
     """Run (or resume) a sweep into `out`; returns once every task is stored.
 
@@ -86,7 +90,8 @@ def run(
     spec, or `num_cpus` with a cluster address (a cluster's size is fixed; bound
     the work with `max_in_flight`); SweepInterrupted on Ctrl-C (tasks finished
     so far are kept). `ship` (cluster runs only, see the module docstring):
-    upload the packages as `py_modules` unless `runtime_env` is given.
+    upload the packages as `py_modules` unless `runtime_env` is given. Another run
+    writing `out` is refused at once (StoreError naming it) unless `break_lock`.
     """
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec, force=force)
@@ -95,54 +100,84 @@ def run(
         out_path: Path | str = default_out(spec)
     else:
         out_path = str(out) if is_uri(out) else Path(out)
-    store = ResultStore.create_or_open(out_path, spec, plan=plan_signature())
-    done = store.done_tasks()
-    if store.complete:
-        store.close()
-        return RunReport(out_path, store.n_tasks, 0, len(done), 0.0, 0, True)
-    counter = _Counter()
-    todo = _pending(iter_tasks(spec), done, counter)
-    total = total_cpu_trials(spec)
-    stored = store.cpu_trials_done
-    remaining = max(total - (stored if stored is not None else _stored_cpu_trials(store)), 0)
-
-    def on_result(task: Task, result: TaskResult) -> None:
-        events = result.events if result.events.num_rows else None
-        store.write_task(task.task_id, result.points, events)
-
+    plan = plan_signature()
+    opener = _Opener(out_path, spec, plan, break_lock)
+    # An existing set is opened (locked, verified) now; a new one is created only once Ray is
+    # up (the first task is pulled), so a failed connection leaves no results dir behind.
+    store = opener.open_now() if ResultStore.exists(out_path) else ResultStore.check_creatable(out_path) or None
     try:
-        stats = run_map(
-            functools.partial(run_task, sweep=spec.name, estimator=spec.estimator),
-            todo,
-            on_result=on_result,
-            address=address,
-            num_cpus=num_cpus,
-            max_in_flight=max_in_flight,
-            retries=retries,
-            weight=lambda t: t.cpu_trials,
-            total_weight=remaining,
-            description=spec.name,
-            unit="CPU-trials",
-            progress=progress,
-            runtime_env=runtime_env,
+        if store is not None and store.complete and not store.repaired:
+            return RunReport(out_path, store.n_tasks, 0, len(store.done_tasks()), 0.0, 0, True)
+        counter = _Counter()
+        total = total_cpu_trials(spec)
+
+        def todo() -> Iterator[Task]:
+            s = opener.get()
+            yield from _pending(iter_tasks(spec), s.done_tasks(), counter)
+
+        stored = store.cpu_trials_done if store is not None else 0
+        if stored is None:
+            stored = _stored_cpu_trials(store)
+        remaining = max(total - stored, 0)
+
+        def on_result(task: Task, result: TaskResult) -> None:
+            events = result.events if result.events.num_rows else None
+            opener.get().write_task(task.task_id, result.points, events)
+
+        try:
+            stats = run_map(
+                functools.partial(run_task, sweep=spec.name, estimator=spec.estimator),
+                todo(),
+                on_result=on_result,
+                address=address,
+                num_cpus=num_cpus,
+                max_in_flight=max_in_flight,
+                retries=retries,
+                weight=lambda t: t.cpu_trials,
+                total_weight=remaining,
+                description=spec.name,
+                unit="CPU-trials",
+                progress=progress,
+                runtime_env=runtime_env,
+            )
+        except RunInterrupted:
+            if opener.store is not None:
+                opener.store.flush()
+            kept = len(opener.store.done_tasks()) if opener.store is not None else 0
+            n = opener.store.n_tasks if opener.store is not None else None
+            raise SweepInterrupted(out_path, kept, n) from None
+        s = opener.get()
+        s.finish(counter.seen)
+        return RunReport(
+            out=out_path,
+            n_tasks=counter.seen,
+            tasks_run=stats.tasks,
+            tasks_skipped=counter.skipped,
+            seconds=stats.seconds,
+            cpu_trials=int(stats.weight),
+            complete=s.complete,
+            stats=stats,
+            repaired=tuple(s.repaired),
         )
-    except RunInterrupted:
-        store.flush()
-        raise SweepInterrupted(out_path, len(store.done_tasks()), store.n_tasks) from None
     finally:
-        store.flush()
-    store.finish(counter.seen)
-    store.close()
-    return RunReport(
-        out=out_path,
-        n_tasks=counter.seen,
-        tasks_run=stats.tasks,
-        tasks_skipped=counter.skipped,
-        seconds=stats.seconds,
-        cpu_trials=int(stats.weight),
-        complete=store.complete,
-        stats=stats,
-    )
+        if opener.store is not None:
+            opener.store.close()
+
+
+class _Opener:
+    """Opens (or creates) the run's result set once, on first use."""
+
+    def __init__(self, out: Path | str, spec: SweepSpec, plan: dict[str, Any], break_lock: bool) -> None:
+        self.out, self.spec, self.plan, self.break_lock = out, spec, plan, break_lock
+        self.store: ResultStore | None = None
+
+    def open_now(self) -> ResultStore:
+        return self.get()
+
+    def get(self) -> ResultStore:
+        if self.store is None:
+            self.store = ResultStore.create_or_open(self.out, self.spec, plan=self.plan, break_lock=self.break_lock)
+        return self.store
 
 
 def package_dirs(names: tuple[str, ...] = SHIPPED_PACKAGES) -> list[Path]:
@@ -214,8 +249,5 @@ def _pending(tasks: Iterator[Task], done: set[int], counter: _Counter) -> Iterat
 
 def _stored_cpu_trials(store: ResultStore) -> int:
     """n_cpus x trials already stored, read from the files (manifests without cpu_trials_done)."""
-    total = 0
-    for tid in store.done_tasks():
-        t = store.read_points(tid, columns=["n_cpus", "trials"])
-        total += sum(a * b for a, b in zip(t["n_cpus"].to_pylist(), t["trials"].to_pylist()))
-    return total
+    t = store.read_points(columns=["n_cpus", "trials"])
+    return sum(a * b for a, b in zip(t["n_cpus"].to_pylist(), t["trials"].to_pylist()))

@@ -205,8 +205,10 @@ def write_results(
 
 
 def _append(schema: pa.Schema, fields: Sequence[pa.Field]) -> pa.Schema:
+    """`schema` plus `fields` (a field already there is replaced, never duplicated)."""
     for f in fields:
-        schema = schema.append(f)
+        i = schema.get_field_index(f.name)
+        schema = schema.set(i, f) if i >= 0 else schema.append(f)
     return schema
 
 
