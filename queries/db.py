@@ -257,6 +257,9 @@ def _create_views(con: duckdb.DuckDBPyConnection, dirs: list[Path], result_dirs:
     _run_script(con, read_sql("_macros"))
     _run_script(con, _template("_views", columns))
     _run_script(con, _template("_outcomes", columns))
+    from .precision import install as install_precision  # trials = "auto" sweeps: status per point
+
+    install_precision(con, dirs, _run_script)
 
 
 def swept_axes(con: duckdb.DuckDBPyConnection) -> list[str]:
