@@ -9,7 +9,7 @@ import sys
 import time
 
 from core.cmc import CmcSummary, iter_chunks_cmc
-from core.params import DEFAULTS, INT_PARAMS, PARAM_NAMES, STR_PARAMS, Params, domain, make_params
+from core.params import DEFAULTS, PARAM_NAMES, PARAM_SPECS, Params, make_params
 from core.summary import Summary
 from core.vectorized import iter_chunks, shard_seed
 
@@ -28,16 +28,14 @@ def count_arg(text: str) -> int:
 def add_param_options(parser: argparse.ArgumentParser) -> None:
     """One --option per model parameter, with its default and domain in --help."""
     g = parser.add_argument_group("model parameters (MODEL.md; times in µs)")
-    for name in PARAM_NAMES:
-        field = Params.model_fields[name]
-        kind = str if name in STR_PARAMS else int if name in INT_PARAMS else float
+    for s in PARAM_SPECS:
         g.add_argument(
-            "--" + name.replace("_", "-"),
-            dest=name,
-            type=kind,
+            "--" + s.name.replace("_", "-"),
+            dest=s.name,
+            type=s.py_type,
             default=None,
             metavar="X",
-            help=f"{field.description} [default {DEFAULTS[name]}; {domain(name)}]",
+            help=f"{s.help} [default {s.default}; {s.domain()}]",
         )
 
 

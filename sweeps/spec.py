@@ -31,7 +31,7 @@ Axis forms and how they expand (all deterministic, pure Python floats):
 - ``{ range = [a, b, step] }`` (or ``[a, b]`` with step 1), integer parameters
   only: Python's ``range(a, b, step)``: a included, b excluded.
 
-Integer parameters (``n_cpus``, ``wait``) from linspace/logspace are rounded half
+Integer parameters (kind "int" in core.params: ``n_cpus``, ``wait``) from linspace/logspace are rounded half
 up (``floor(x + 0.5)``) and then de-duplicated keeping the first occurrence, so
 an axis may have fewer than ``num`` values; float axes from linspace/logspace
 are de-duplicated the same way (only matters for ``a == b``).
@@ -41,7 +41,10 @@ defaults of core.params filled in (so writing a default explicitly does not
 change the hash), and axes are expanded to value lists and ordered by the
 model's parameter order (core.params.PARAM_NAMES), not by their order in the
 TOML file. The first axis varies slowest. Hence neither key order nor the
-axis form used changes the spec hash, the point order or the task ids.
+axis form used changes the spec hash, the point order or the task ids. A
+parameter added after the first release is left out of the canonical form (and
+spec.toml) while it has its neutral value (core.params.NEUTRAL), so adding one
+changes no spec hash.
 
 Every error is a SpecError (a ValueError) with one line naming the file, the
 field, the offending value and what is allowed.
@@ -61,8 +64,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.params import DEFAULTS, PARAM_NAMES, SPECS, domain, is_neutral, make_params, suggest
 from core.precision import Precision
-from core.params import DEFAULTS, INT_PARAMS, PARAM_NAMES, STR_PARAMS, domain, make_params, suggest
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -167,7 +170,7 @@ class SweepSpec(BaseModel):
             "shard_trials": self.shard_trials,
             "estimator": self.estimator,
             "task_seconds": self.task_seconds,
-            "base": dict(self.base),
+            "base": self.identity_base(),
             # a list, not an object: the axis order is the iteration order
             "axes": [[a.name, list(a.values)] for a in self.axes],
         } | self._precision_obj()
@@ -177,6 +180,10 @@ class SweepSpec(BaseModel):
         if self.precision is None:
             return {}
         return {"trials": "auto", "precision": self.precision.canonical_obj()}
+
+    def identity_base(self) -> dict[str, Any]:
+        """`base` without later-added parameters at their neutral value (the hashed, written part)."""
+        return {k: v for k, v in self.base.items() if not is_neutral(k, v)}
 
     def canonical_json(self) -> str:
         """Sorted-key compact JSON of the canonical spec; floats in repr form."""
@@ -202,7 +209,7 @@ class SweepSpec(BaseModel):
             "",
             "[base]",
         ]
-        lines += [f"{k} = {_toml_value(v)}" for k, v in self.base.items()]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in self.identity_base().items()]
         lines += ["", "[axes]"]
         for a in self.axes:
             vals = [_toml_value(v) for v in a.values]
@@ -321,7 +328,7 @@ class _Parser:
         if n_points > MAX_POINTS and not self.force:  # pragma: no cover - bound is exact or larger
             self._too_many(n_points, {a.name: len(a.values) for a in axes})
 
-        base = {k: base_given.get(k, _canon(k, DEFAULTS[k])) for k in PARAM_NAMES if k not in axes_raw}
+        base = {k: base_given.get(k, SPECS[k].canon(DEFAULTS[k])) for k in PARAM_NAMES if k not in axes_raw}
         return SweepSpec(
             name=name,
             seed=int(seed),
@@ -384,13 +391,14 @@ class _Parser:
     def _scalar(self, loc: str, name: str, v: Any) -> Any:
         """Type-check one parameter value and return it in canonical type (domain checked later)."""
         bad = SpecError(f"{self.where}: {loc}: {name} = {v!r} is not allowed: {domain(name)}")
-        if name in STR_PARAMS:
+        kind = SPECS[name].kind
+        if kind == "str":
             if not isinstance(v, str):
                 raise bad
             return v
         if not _is_number(v):
             raise bad
-        if name in INT_PARAMS:
+        if kind == "int":
             if isinstance(v, float):
                 if not (math.isfinite(v) and v.is_integer()):
                     raise bad
@@ -442,9 +450,10 @@ class _Parser:
         return a, b
 
     def _range_args(self, name: str, r: Any) -> tuple[int, int, int]:
-        if name not in INT_PARAMS:
+        if SPECS[name].kind != "int":
+            ints = sorted(n for n, s in SPECS.items() if s.kind == "int")
             raise self.err(
-                f"axes.{name}: range is only for integer parameters ({', '.join(sorted(INT_PARAMS))}); "
+                f"axes.{name}: range is only for integer parameters ({', '.join(ints)}); "
                 "use linspace or logspace"
             )
         if not isinstance(r, list) or len(r) not in (2, 3) or not all(_is_int(x) for x in r):
@@ -493,11 +502,11 @@ class _Parser:
             self._check(f"axes.{name}.range", name, r[-1])
             return tuple(r)
 
-        if name in STR_PARAMS:
+        if SPECS[name].kind == "str":
             raise self.err(f"axes.{name}: {form} needs a numeric parameter; give a list of values ({domain(name)})")
         k = self._num(name, spec, form)
         a, b = self._ends(name, form, arg)
-        rnd = (lambda x: math.floor(x + 0.5)) if name in INT_PARAMS else (lambda x: x + 0.0)
+        rnd = (lambda x: math.floor(x + 0.5)) if SPECS[name].kind == "int" else (lambda x: x + 0.0)
         # values are monotone between the two ends and every domain is an interval,
         # so checking the (rounded) ends checks them all
         self._check(f"axes.{name}.{form}", name, rnd(a))
@@ -542,14 +551,6 @@ def _float(v: int | float) -> float:
         return float(v)
     except OverflowError:
         return math.inf
-
-
-def _canon(name: str, v: Any) -> Any:
-    if name in STR_PARAMS:
-        return str(v)
-    if name in INT_PARAMS:
-        return int(v)
-    return float(v) + 0.0
 
 
 def _toml_value(v: Any) -> str:
