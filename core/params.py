@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from core.errors import ParamError
+
 MAX_CPUS = 65536  # far above NR_CPUS on any x86 kernel; bounds memory per trial row
 
 Mitigation = Literal["none", "early_flush"]
@@ -133,11 +135,11 @@ def suggest(name: str) -> str:
 
 
 def make_params(values: dict[str, Any], where: str = "") -> Params:
-    """Validate a dict into Params, raising ValueError with a one-line message on bad input."""
+    """Validate a dict into Params, raising ParamError with a one-line message on bad input."""
     try:
         return Params(**values)
     except ValidationError as err:
-        raise ValueError(describe_error(err, where)) from None
+        raise ParamError(describe_error(err, where)) from None
 
 
 def canonical_dict(p: Params) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
@@ -21,7 +22,7 @@ from core.outcomes import OUTCOMES
 from core.params import PARAM_NAMES, Params, make_params
 from core.reference import TrialResult, simulate_trial
 from core.vectorized import replay_draws, shard_seed
-from queries.db import QueryError, check_result_dir
+from queries.db import QueryError, check_result_dir, first_line
 
 
 @dataclass
@@ -53,11 +54,14 @@ class Replay:
 def load_shard_row(result_dir: str | Path, point_id: str, shard: int) -> dict[str, Any]:
     """The stored `points` row of (point, shard); QueryError (one line) if absent."""
     check_result_dir(result_dir)
-    dset = ds.dataset(str(Path(result_dir) / "points"), format="parquet")
-    cols = [*PARAM_NAMES, "seed", "trials", "shard", "point_id"]
-    if "estimator" in dset.schema.names:
-        cols.append("estimator")
-    t = dset.to_table(columns=cols, filter=pc.field("point_id") == point_id)
+    try:
+        dset = ds.dataset(str(Path(result_dir) / "points"), format="parquet")
+        cols = [*PARAM_NAMES, "seed", "trials", "shard", "point_id"]
+        if "estimator" in dset.schema.names:
+            cols.append("estimator")
+        t = dset.to_table(columns=cols, filter=pc.field("point_id") == point_id)
+    except (pa.ArrowException, OSError) as e:  # a damaged or unreadable points file
+        raise QueryError(f"cannot read points files of {result_dir}: {first_line(e)}") from None
     if t.num_rows == 0:
         raise QueryError(f"point '{point_id}' is not in {result_dir} (list ids: stoprace query {result_dir} --sql \"select point_id from outcomes\")")
     rows = t.filter(pc.equal(t["shard"], shard)).to_pylist()

@@ -12,7 +12,7 @@ import duckdb
 from queries.db import QueryError, connect, first_line
 from queries.format import FORMATS, check_output, render_table, write_result
 from queries.named import list_named, parse_params, run_named, run_sql
-from sweeps.cli import UsageError
+from sweeps.errors import UsageError
 
 
 def _positive_float(text: str) -> float:

@@ -43,7 +43,7 @@ model's parameter order (core.params.PARAM_NAMES), not by their order in the
 TOML file. The first axis varies slowest. Hence neither key order nor the
 axis form used changes the spec hash, the point order or the task ids.
 
-Every error is a SpecError (a ValueError) with one line naming the file, the
+Every error is a SpecError (a StopraceError) with one line naming the file, the
 field, the offending value and what is allowed.
 """
 
@@ -61,6 +61,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.errors import ParamError, StopraceError
 from core.params import DEFAULTS, INT_PARAMS, PARAM_NAMES, STR_PARAMS, domain, make_params, suggest
 
 if sys.version_info >= (3, 11):
@@ -98,7 +99,7 @@ _NAME_RE = re.compile(r"[a-z0-9_-]+")
 _AXIS_FORMS = ("linspace", "logspace", "range")
 
 
-class SpecError(ValueError):
+class SpecError(StopraceError):
     """A bad sweep spec; the message is one line naming the file, field and value."""
 
 
@@ -291,7 +292,7 @@ class _Parser:
         # validate the base values together (also catches anything cross-field in the future)
         try:
             make_params(base_given, where=f"{self.where}: base")
-        except ValueError as e:
+        except ParamError as e:
             raise SpecError(str(e)) from None
 
         ordered_axes = [k for k in PARAM_NAMES if k in axes_raw]
@@ -373,7 +374,7 @@ class _Parser:
         """Domain-check one canonical value of `name` with every other parameter at its default."""
         try:
             make_params({name: v}, where=f"{self.where}: {loc}")
-        except ValueError as e:
+        except ParamError as e:
             raise SpecError(str(e)) from None
 
     def _axis_form(self, name: str, spec: Mapping[str, Any]) -> tuple[str, Any]:
