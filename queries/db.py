@@ -36,6 +36,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from core.errors import StopraceError
 from core.outcomes import OUTCOMES
 from core.params import FIRST_RELEASE_PARAMS, NEUTRAL, PARAM_NAMES, PARAM_SPECS, SPECS
 
@@ -52,7 +53,7 @@ REQUIRED_POINTS_COLUMNS: tuple[str, ...] = (
 _GLOB_CHARS = set("*?[]{}")
 
 
-class QueryError(ValueError):
+class QueryError(StopraceError):
     """Bad input to a query (missing dir, not a result set, bad SQL, unknown name): one line."""
 
 

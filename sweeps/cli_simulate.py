@@ -12,6 +12,7 @@ from core.cmc import CmcSummary, iter_chunks_cmc
 from core.params import DEFAULTS, PARAM_NAMES, PARAM_SPECS, Params, make_params
 from core.summary import Summary
 from core.vectorized import iter_chunks, shard_seed
+from sweeps.errors import UsageError
 
 
 def count_arg(text: str) -> int:
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     tune_allocator()
     params = params_from_args(args)
     if args.seed < 0 or args.seed >= 2**64:
-        raise ValueError(f"--seed = {args.seed} is not allowed: integer in [0, 2**64)")
+        raise UsageError(f"--seed = {args.seed} is not allowed: integer in [0, 2**64)")
     summary = Summary()
     cmc = CmcSummary() if getattr(args, "estimator", "naive") == "cmc" else None
     t0 = time.perf_counter()

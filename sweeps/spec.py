@@ -46,7 +46,7 @@ parameter added after the first release is left out of the canonical form (and
 spec.toml) while it has its neutral value (core.params.NEUTRAL), so adding one
 changes no spec hash.
 
-Every error is a SpecError (a ValueError) with one line naming the file, the
+Every error is a SpecError (a StopraceError) with one line naming the file, the
 field, the offending value and what is allowed.
 """
 
@@ -64,6 +64,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.errors import ParamError, StopraceError
 from core.params import DEFAULTS, PARAM_NAMES, SPECS, domain, is_neutral, make_params, suggest
 from core.precision import Precision
 
@@ -104,7 +105,7 @@ _NAME_RE = re.compile(r"[a-z0-9_-]+")
 _AXIS_FORMS = ("linspace", "logspace", "range")
 
 
-class SpecError(ValueError):
+class SpecError(StopraceError):
     """A bad sweep spec; the message is one line naming the file, field and value."""
 
 
@@ -314,7 +315,7 @@ class _Parser:
         # validate the base values together (also catches anything cross-field in the future)
         try:
             make_params(base_given, where=f"{self.where}: base")
-        except ValueError as e:
+        except ParamError as e:
             raise SpecError(str(e)) from None
 
         ordered_axes = [k for k in PARAM_NAMES if k in axes_raw]
@@ -413,7 +414,7 @@ class _Parser:
         """Domain-check one canonical value of `name` with every other parameter at its default."""
         try:
             make_params({name: v}, where=f"{self.where}: {loc}")
-        except ValueError as e:
+        except ParamError as e:
             raise SpecError(str(e)) from None
 
     def _axis_form(self, name: str, spec: Mapping[str, Any]) -> tuple[str, Any]:

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import synthetic_results as sr
+from core.errors import StopraceError
 from core.histogram import N_BINS, quantile
 from core.outcomes import EVENT_OUTCOMES, OUTCOMES
 from core.params import DEFAULTS, PARAM_NAMES
@@ -243,7 +244,7 @@ def test_bad_dirs_are_one_line_errors(tmp_path, grid_dir):
     with pytest.raises(QueryError):
         connect()
     for e in (QueryError("x"),):
-        assert isinstance(e, ValueError)
+        assert isinstance(e, StopraceError)
 
 
 def test_unreadable_points_file_is_a_query_error(tmp_path, noevents_dir):
