@@ -4,10 +4,10 @@ At realistic parameters a race happens once in 1e6..1e9 stops, so plain Monte Ca
 ("naive") sees none. The cmc estimator integrates one draw out exactly: for every
 remote CPU i it conditions on X_{-i} (every draw of the trial except i's irqs-off
 time off_i) and computes the probability, over off_i alone, that CPU i races. That
-probability is a CDF difference of the irqs-off law over at most two windows of CPU
-i's clear time c_i, so every trial contributes a small positive number instead of a
-0/1 indicator. See core/README.md, section "Rare events: the cmc estimator", for the
-derivation; in short, per trial:
+probability is a CDF difference of the irqs-off law (core.offlaw) over at most two
+windows of CPU i's clear time c_i, so every trial contributes a small positive number
+instead of a 0/1 indicator. See core/README.md, section "Rare events: the cmc
+estimator", for the derivation; in short, per trial:
 
     race     = sum_i P(A_i | X_{-i}),   A_i = "CPU i meets the race condition and no
                                          lower-id CPU does" (i is first_racer_cpu)
@@ -27,7 +27,9 @@ on these same draws (`core.vectorized.simulate_draws`), so a cmc run reports nai
 counts too; they are a different sample from `core.vectorized.simulate` with the same
 seed (which draws the NMI path lazily).
 
-Pure NumPy plus `math` (no scipy), like the rest of `core`.
+This module is the estimator's arithmetic; `core.estimators.CMC` is its interface
+(chunks, per-shard summary, replay, stored columns). Pure NumPy plus `math` (no scipy),
+like the rest of `core`.
 """
 
 from __future__ import annotations
@@ -38,51 +40,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cmc_stats import FP_REL, CmcSummary, combine, estimate_interval  # re-exported: the estimator's API
+from .cmc_stats import FP_REL, CmcBatch, CmcSummary, combine, estimate_interval
 from .draws import Draws, draw_nmi_path, draw_phase1, new_generator
+from .numerics import ndtr_diff
+from .offlaw import OffLaw
 from .params import Params
-from .vectorized import TrialBatch, _empty, chunk_seed, chunk_trials, final_clear, simulate_draws
+from .vectorized import TrialBatch, chunk_layout, chunk_seed, final_clear, locate_trial, simulate_draws
 
 INF = math.inf
-
-_CMC_FIELDS = ("race", "bad", "race_sum", "n_racing", "first_cpu")
-
-
-@dataclass(frozen=True)
-class CmcBatch:
-    """Per-trial cmc values of a batch of trials.
-
-    race      float64  sum_i P(CPU i is the first (lowest-id) racing CPU | X_{-i});
-                       mean over trials = unbiased estimate of P(race)
-    bad       float64  1{hang or timeout} + sum_i P(i first racing CPU, no hang/timeout | X_{-i});
-                       mean = unbiased estimate of P(race or hang or timeout)
-    race_sum  float64  sum_i P(CPU i meets the race condition | X_{-i}) >= race
-                       (conservative: its mean estimates E[number of racing CPUs])
-    n_racing  int32    N: CPUs meeting the race condition in the sampled trial itself
-    first_cpu int32    lowest such CPU id, -1 if none (equals TrialBatch.first_racer_cpu)
-    n_cpus    int      of the point (values lie in [0, n_cpus - 1], bad in [0, n_cpus])
-    """
-
-    race: np.ndarray
-    bad: np.ndarray
-    race_sum: np.ndarray
-    n_racing: np.ndarray
-    first_cpu: np.ndarray
-    n_cpus: int = 2
-
-    def __len__(self) -> int:
-        return len(self.race)
-
-    def row(self, t: int) -> "CmcBatch":
-        """Trial t alone, as a batch of one."""
-        return CmcBatch(*(getattr(self, f)[t : t + 1].copy() for f in _CMC_FIELDS), n_cpus=self.n_cpus)
-
-    @staticmethod
-    def concat(parts: list["CmcBatch"]) -> "CmcBatch":
-        """One batch from consecutive batches, in order."""
-        return CmcBatch(
-            *(np.concatenate([getattr(b, f) for b in parts]) for f in _CMC_FIELDS), n_cpus=parts[0].n_cpus
-        )
 
 
 # ----------------------------------------------------------------------------------------
@@ -103,15 +68,18 @@ def cmc_draws(p: Params, d: Draws) -> tuple[TrialBatch, CmcBatch]:
     return simulate_draws(p, d), _cmc_values(p, d)
 
 
+def _chunk(p: Params, size: int, seed: np.random.SeedSequence, c: int) -> tuple[Draws, TrialBatch, CmcBatch]:
+    d = draw_chunk_cmc(p, size, new_generator(chunk_seed(seed, c)))
+    batch, cmc = cmc_draws(p, d)
+    return d, batch, cmc
+
+
 def iter_chunks_cmc(
     p: Params, n_trials: int, seed: np.random.SeedSequence
 ) -> Iterator[tuple[int, TrialBatch, CmcBatch]]:
     """(first trial index, naive results, cmc values) per chunk of one shard, in trial order."""
-    per = chunk_trials(p)
-    for c, start in enumerate(range(0, int(n_trials), per)):
-        rng = new_generator(chunk_seed(seed, c))
-        d = draw_chunk_cmc(p, min(per, int(n_trials) - start), rng)
-        batch, cmc = cmc_draws(p, d)
+    for c, start, size in chunk_layout(p, n_trials):
+        _, batch, cmc = _chunk(p, size, seed, c)
         yield start, batch, cmc
 
 
@@ -126,8 +94,7 @@ def simulate_cmc(
         seed = np.random.SeedSequence(seed)
     parts = list(iter_chunks_cmc(p, int(n_trials), seed))
     if not parts:
-        e, i = np.zeros(0), np.zeros(0, np.int32)
-        return _empty(), CmcBatch(e, e.copy(), e.copy(), i, i.copy(), p.n_cpus)
+        return TrialBatch.empty(), CmcBatch.empty(p.n_cpus)
     return TrialBatch.concat([b for _, b, _ in parts]), CmcBatch.concat([c for _, _, c in parts])
 
 
@@ -135,149 +102,9 @@ def replay_draws_cmc(
     p: Params, n_trials: int, seed: np.random.SeedSequence, trial: int
 ) -> tuple[Draws, TrialBatch, CmcBatch]:
     """The draws, naive result and cmc values of trial `trial` of a cmc shard (one chunk recomputed)."""
-    if not 0 <= trial < n_trials:
-        raise ValueError(f"trial = {trial} is outside the shard's trials [0, {n_trials})")
-    per = chunk_trials(p)
-    c, i = divmod(trial, per)
-    rng = new_generator(chunk_seed(seed, c))
-    d = draw_chunk_cmc(p, min(per, n_trials - c * per), rng)
-    batch, cmc = cmc_draws(p, d)
-    one = TrialBatch(*(getattr(batch, f)[i : i + 1] for f in _batch_fields()))
-    return d.row(i), one, cmc.row(i)
-
-
-def _batch_fields() -> tuple[str, ...]:
-    return tuple(TrialBatch.__dataclass_fields__)
-
-
-# ----------------------------------------------------------------------------------------
-# The irqs-off law: accurate window probabilities
-# ----------------------------------------------------------------------------------------
-
-_SQRT2 = math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-_erfc = np.frompyfunc(math.erfc, 1, 1)
-_GL3 = np.polynomial.legendre.leggauss(3)
-_GL8 = np.polynomial.legendre.leggauss(8)
-
-
-def _q(z: np.ndarray) -> np.ndarray:
-    """Upper standard-normal tail Q(z) = P(Z > z), accurate to a few ulp relative everywhere."""
-    if z.size == 0:
-        return np.zeros(0)
-    return 0.5 * _erfc(z / _SQRT2).astype(np.float64)
-
-
-def _gl(z1: np.ndarray, dz: np.ndarray, rule) -> np.ndarray:
-    x, wts = rule
-    half = 0.5 * dz
-    mid = z1 + half
-    out = np.zeros_like(z1)
-    for xk, wk in zip(x, wts):
-        z = mid + half * xk
-        out += wk * np.exp(-0.5 * z * z)
-    return out * half * _INV_SQRT_2PI
-
-
-def ndtr_diff(z1: np.ndarray, dz: np.ndarray, z2: np.ndarray | None = None) -> np.ndarray:
-    """Phi(z2) - Phi(z1), z2 = z1 + dz with dz > 0, to ~1e-15 relative. Where z1 = -inf
-    (then dz = inf) the upper end is taken from `z2` (required there).
-
-    A window of a few µs at ~1e6 µs is dz ~ 1e-5 in z: the difference of two CDF
-    values would lose ~5 digits, so small windows are integrated instead:
-    Gauss-Legendre on the normal density, 3 nodes when dz <= 1e-2 and
-    dz (|z| + dz) <= 1e-2 (error <= 5e-7 dz^6 |He_6| relative, < 1e-17), 8 nodes when
-    dz <= 1 and dz (|z| + dz) <= 2 (< 1e-16). Otherwise the two tail values differ by
-    a factor >= ~1.6 and are subtracted on the side where they are small (erfc).
-    """
-    z1 = np.asarray(z1, dtype=np.float64)
-    dz = np.asarray(dz, dtype=np.float64)
-    out = np.zeros_like(z1)
-    if z1.size == 0:
-        return out
-    with np.errstate(invalid="ignore", over="ignore"):
-        zz = z1 + dz
-        if z2 is not None:
-            zz = np.where(np.isfinite(z1), zz, np.asarray(z2, dtype=np.float64))
-        z2 = zz
-        zmax = np.maximum(np.abs(z1), np.abs(z2))
-        spread = dz * (zmax + dz)
-        fin = np.isfinite(z1) & np.isfinite(z2)
-    tiny = fin & (dz <= 1e-2) & (spread <= 1e-2)
-    mid = fin & ~tiny & (dz <= 1.0) & (spread <= 2.0)
-    big = ~(tiny | mid)
-    if tiny.any():
-        out[tiny] = _gl(z1[tiny], dz[tiny], _GL3)
-    if mid.any():
-        out[mid] = _gl(z1[mid], dz[mid], _GL8)
-    if big.any():
-        a, b = z1[big], z2[big]
-        r = np.empty(a.shape)
-        up = a >= 0
-        lo = b <= 0
-        st = ~(up | lo)
-        r[up] = _q(a[up]) - _q(b[up])
-        r[lo] = _q(-b[lo]) - _q(-a[lo])
-        r[st] = 1.0 - _q(-a[st]) - _q(b[st])
-        out[big] = np.maximum(r, 0.0)
-    return out
-
-
-@dataclass(frozen=True)
-class _OffLaw:
-    """off = LogNormal(m, sigma) w.p. p_stall, else Exponential(mu); atoms where degenerate."""
-
-    p_stall: float
-    m: float
-    sigma: float
-    mu: float
-
-    @staticmethod
-    def of(p: Params) -> "_OffLaw":
-        return _OffLaw(p.p_stall, p.stall_median_us, p.stall_sigma, p.irq_off_mean_us)
-
-    @property
-    def stall_cont(self) -> bool:
-        return self.p_stall > 0 and self.sigma > 0 and self.m > 0
-
-    @property
-    def stall_atom(self) -> bool:  # LogNormal(m, 0) = m; LogNormal(0, s) = 0
-        return self.p_stall > 0 and not (self.sigma > 0 and self.m > 0)
-
-    @property
-    def exp_cont(self) -> bool:
-        return self.p_stall < 1 and self.mu > 0
-
-    def cdf(self, x: np.ndarray) -> np.ndarray:
-        """F_off(x) = P(off <= x) (right-continuous, atoms included), x >= 0."""
-        x = np.asarray(x, dtype=np.float64)
-        out = np.zeros_like(x)
-        if self.p_stall > 0:
-            if self.stall_cont:
-                with np.errstate(divide="ignore"):
-                    z = np.log(x / self.m) / self.sigma
-                out += self.p_stall * (1.0 - _q(z))
-            else:
-                out += self.p_stall * (x >= self.m)
-        if self.p_stall < 1:
-            if self.mu > 0:
-                out += (1.0 - self.p_stall) * -np.expm1(-x / self.mu)
-            else:
-                out += (1.0 - self.p_stall) * (x >= 0)
-        return out
-
-    def cont_mass(self, y1: np.ndarray, width: np.ndarray) -> np.ndarray:
-        """Continuous (atom-free) part of P(off in (y1, y1 + width)), y1 >= 0, width > 0."""
-        out = np.zeros_like(y1)
-        if self.stall_cont:
-            with np.errstate(divide="ignore", over="ignore"):
-                z1 = np.log(y1 / self.m) / self.sigma
-                dz = np.log1p(width / y1) / self.sigma
-                z2 = np.log((y1 + width) / self.m) / self.sigma  # used only where y1 = 0
-            out += self.p_stall * ndtr_diff(z1, dz, z2)
-        if self.exp_cont and y1.size and y1.min() < 750.0 * self.mu:  # exp(-750) underflows to 0
-            out += (1.0 - self.p_stall) * np.exp(-y1 / self.mu) * -np.expm1(-width / self.mu)
-        return out
+    c, i, size = locate_trial(p, n_trials, trial)
+    d, batch, cmc = _chunk(p, size, seed, c)
+    return d.row(i), batch.row(i), cmc.row(i)
 
 
 # ----------------------------------------------------------------------------------------
@@ -436,7 +263,7 @@ def _cmc_values(p: Params, d: Draws) -> CmcBatch:
     a = s + d.nmi
     end = a + h
     ho = p.handoff_us
-    law = _OffLaw.of(p)
+    law = OffLaw.of(p)
     kk = p.prologue_us + weff  # c = e + kk up to rounding
 
     def mass(lo, hi, ok):

@@ -1,8 +1,8 @@
-"""Accumulating and combining cmc estimates, and their confidence intervals.
+"""The cmc estimator's per-trial values, their accumulation and combination, and intervals.
 
-Per-trial cmc values are bounded (0 <= Y <= n_cpus) and mostly tiny; these helpers
-fold chunks into running moments, merge shards into exactly what one pass over all
-trials gives, and turn (mean, variance of the mean, n) into an interval that is
+Per-trial cmc values (`CmcBatch`) are bounded (0 <= Y <= n_cpus) and mostly tiny; these
+helpers fold chunks into running moments, merge shards into exactly what one pass over
+all trials gives, and turn (mean, variance of the mean, n) into an interval that is
 never negative and never of zero width. See core.cmc for the estimator itself.
 """
 
@@ -11,17 +11,59 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .stats import z_value
 
-if TYPE_CHECKING:
-    from .cmc import CmcBatch
-
 FP_REL = 1e-9
 """Relative floor of every cmc interval half-width (see `estimate_interval`)."""
+
+_CMC_FIELDS = ("race", "bad", "race_sum", "n_racing", "first_cpu")
+
+
+@dataclass(frozen=True)
+class CmcBatch:
+    """Per-trial cmc values of a batch of trials.
+
+    race      float64  sum_i P(CPU i is the first (lowest-id) racing CPU | X_{-i});
+                       mean over trials = unbiased estimate of P(race)
+    bad       float64  1{hang or timeout} + sum_i P(i first racing CPU, no hang/timeout | X_{-i});
+                       mean = unbiased estimate of P(race or hang or timeout)
+    race_sum  float64  sum_i P(CPU i meets the race condition | X_{-i}) >= race
+                       (conservative: its mean estimates E[number of racing CPUs])
+    n_racing  int32    N: CPUs meeting the race condition in the sampled trial itself
+    first_cpu int32    lowest such CPU id, -1 if none (equals TrialBatch.first_racer_cpu)
+    n_cpus    int      of the point (values lie in [0, n_cpus - 1], bad in [0, n_cpus])
+    """
+
+    race: np.ndarray
+    bad: np.ndarray
+    race_sum: np.ndarray
+    n_racing: np.ndarray
+    first_cpu: np.ndarray
+    n_cpus: int = 2
+
+    def __len__(self) -> int:
+        return len(self.race)
+
+    def row(self, t: int) -> "CmcBatch":
+        """Trial t alone, as a batch of one."""
+        return CmcBatch(*(getattr(self, f)[t : t + 1].copy() for f in _CMC_FIELDS), n_cpus=self.n_cpus)
+
+    @staticmethod
+    def concat(parts: list["CmcBatch"]) -> "CmcBatch":
+        """One batch from consecutive batches, in order."""
+        return CmcBatch(
+            *(np.concatenate([getattr(b, f) for b in parts]) for f in _CMC_FIELDS), n_cpus=parts[0].n_cpus
+        )
+
+    @staticmethod
+    def empty(n_cpus: int) -> "CmcBatch":
+        """A batch of no trials."""
+        e, i = np.zeros(0), np.zeros(0, np.int32)
+        return CmcBatch(e, e.copy(), e.copy(), i, i.copy(), n_cpus)
+
 
 
 def combine(parts: Iterable[tuple[int, float, float]]) -> tuple[int, float, float]:

@@ -57,10 +57,12 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.estimators import DEFAULT_ESTIMATOR
+from core.estimators import ESTIMATORS as _ESTIMATOR_REGISTRY
 from core.params import DEFAULTS, INT_PARAMS, PARAM_NAMES, STR_PARAMS, domain, make_params, suggest
 
 if sys.version_info >= (3, 11):
@@ -85,7 +87,8 @@ MAX_POINTS = 10_000_000
 """More points than this is refused unless force=True."""
 DEFAULT_SHARD_TRIALS = 100_000
 DEFAULT_TASK_SECONDS = 2.0
-ESTIMATORS: tuple[str, ...] = ("naive", "cmc")
+ESTIMATORS: tuple[str, ...] = tuple(_ESTIMATOR_REGISTRY)
+"""Names of the estimators a spec may ask for (core.estimators is the registry)."""
 MAX_TRIALS = 10**15
 """Upper bound of trials/shard_trials (int64 columns; far beyond anything runnable)."""
 UINT64_MAX = 2**64 - 1
@@ -120,12 +123,20 @@ class SweepSpec(BaseModel):
     seed: int = Field(ge=0, le=UINT64_MAX)
     trials: int = Field(ge=1, le=MAX_TRIALS)
     shard_trials: int = Field(DEFAULT_SHARD_TRIALS, ge=1, le=MAX_TRIALS)
-    estimator: Literal["naive", "cmc"] = "naive"
+    estimator: str = DEFAULT_ESTIMATOR
+    """A name in core.estimators.ESTIMATORS."""
     task_seconds: float = Field(DEFAULT_TASK_SECONDS, gt=0, allow_inf_nan=False)
     base: dict[str, Any]
     """Every non-axis parameter (defaults filled in), canonical types, PARAM_NAMES order."""
     axes: tuple[Axis, ...] = ()
     """Swept parameters in PARAM_NAMES order; the first varies slowest."""
+
+    @field_validator("estimator")
+    @classmethod
+    def _known_estimator(cls, v: str) -> str:
+        if v not in _ESTIMATOR_REGISTRY:
+            raise ValueError(f"estimator = {v!r} is not allowed: one of {', '.join(_ESTIMATOR_REGISTRY)}")
+        return v
 
     # ---- derived -------------------------------------------------------------------
     @property
@@ -268,7 +279,7 @@ class _Parser:
             raise self.err(f"seed = {seed!r} is not allowed: an integer in [0, 2**64 - 1]")
         trials = self._count("trials", raw["trials"])
         shard_trials = self._count("shard_trials", raw.get("shard_trials", DEFAULT_SHARD_TRIALS))
-        estimator = raw.get("estimator", "naive")
+        estimator = raw.get("estimator", DEFAULT_ESTIMATOR)
         if not isinstance(estimator, str) or estimator not in ESTIMATORS:
             raise self.err(f"estimator = {estimator!r} is not allowed: one of {', '.join(ESTIMATORS)}")
         ts = raw.get("task_seconds", DEFAULT_TASK_SECONDS)
