@@ -247,37 +247,78 @@ def _membership(p: Params, cv, s, a, end, tl, fp, mlo):
     return race_i, first, first & ~timeout
 
 
-def _cmc_values(p: Params, d: Draws) -> CmcBatch:
-    n, m = d.ipi.shape
-    early = p.mitigation == "early_flush"
-    dirty = np.zeros_like(d.dirty) if early else d.dirty
-    dead = d.dead
-    e = np.maximum(d.ipi, d.off)
-    c = e + p.prologue_us
-    np.add(c, d.w, out=c, where=dirty)
-    c[dead] = np.inf
-    h = np.where(dirty, p.prologue_us + d.w2, p.prologue_us)
-    weff = np.where(dirty, d.w, 0.0)
-    ctx = _context(p, c, e, d.w, dirty, dead, d.nmi, h)
-    s, tl, fp, mlo = ctx.s, ctx.tl, ctx.fp, ctx.mlo
-    a = s + d.nmi
-    end = a + h
+def _p_delay(p: Params) -> float:
+    return float(getattr(p, "p_nmi_delay", 0.0))
+
+
+@dataclass(frozen=True)
+class _Cpu:
+    """Per CPU i (arrays of one shape: trials x CPUs, or a flat selection of CPU-trials):
+    everything its race windows depend on except its own irqs-off time and NMI latency."""
+
+    ipi: np.ndarray
+    w: np.ndarray  # first WBINVD length (used where dirty)
+    dirty: np.ndarray  # in the stop (never under early_flush)
+    dead: np.ndarray
+    kk: np.ndarray  # c_i = e_i + kk (prologue, + w_i if dirty)
+    h: np.ndarray  # NMI-path handler length
+    s: np.ndarray  # send time of i's NMI, given X_{-i}
+    tl: np.ndarray  # T_loop'
+    fp: np.ndarray  # F' (max final clear of the other CPUs)
+    mlo: np.ndarray  # max handler end over racers j < i
+
+    def take(self, sel: np.ndarray) -> "_Cpu":
+        return _Cpu(*(getattr(self, f)[sel] for f in self.__dataclass_fields__))
+
+
+@dataclass
+class _Terms:
+    """P(c_i in a race window | X_{-i}, nu_i) by piece, per CPU (see core/README.md):
+    piece 1 (m1a: i races; m1f: i is the first racer, which also counts as bad), piece 2
+    (wait = 0 timeouts: m2a, m2f; None when empty), and the atoms of e_i as
+    (CPUs with an atom in the window, mass x any, x first, x first-without-timeout)."""
+
+    m1a: np.ndarray
+    m1f: np.ndarray
+    m2a: np.ndarray | None
+    m2f: np.ndarray | None
+    atoms: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+
+    def totals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(race_sum, race, bad) parts of every CPU (elementwise)."""
+        t_any, t_first = self.m1a.copy(), self.m1f.copy()
+        t_bad = self.m1f.copy()
+        if self.m2a is not None and self.m2f is not None:
+            t_any += self.m2a
+            t_first += self.m2f
+        for cand, r_any, r_first, r_bad in self.atoms:
+            t_any[cand] += r_any
+            t_first[cand] += r_first
+            t_bad[cand] += r_bad
+        return t_any, t_first, t_bad
+
+
+def _terms(p: Params, law: OffLaw, g: _Cpu, nmi: np.ndarray, keep: np.ndarray | None = None) -> _Terms:
+    """The race-window masses of every CPU of `g` at NMI latencies `nmi` (only where `keep`)."""
+    s, tl, fp, mlo, dead = g.s, g.tl, g.fp, g.mlo, g.dead
+    a = s + nmi
+    end = a + g.h
     ho = p.handoff_us
-    law = OffLaw.of(p)
-    kk = p.prologue_us + weff  # c = e + kk up to rounding
+    kk = g.kk
+    shape = s.shape
 
     def mass(lo, hi, ok):
         """P(c_i in (lo, hi)) over the continuous part of off_i, where ok; 0 elsewhere."""
-        y1 = np.maximum(d.ipi, lo - kk)
+        y1 = np.maximum(g.ipi, lo - kk)
         y2 = hi - kk
         sel = ok & (y2 > y1)
         if sel.all():  # the usual case: no masked copies
-            width = np.where(lo - kk > d.ipi, hi - lo, y2 - y1)
+            width = np.where(lo - kk > g.ipi, hi - lo, y2 - y1)
             return law.cont_mass(y1, np.maximum(width, 0.0))
-        out = np.zeros((n, m))
+        out = np.zeros(shape)
         if sel.any():
             y1s = y1[sel]
-            width = np.where(lo[sel] - kk[sel] > d.ipi[sel], hi[sel] - lo[sel], y2[sel] - y1s)
+            width = np.where(lo[sel] - kk[sel] > g.ipi[sel], hi[sel] - lo[sel], y2[sel] - y1s)
             out[sel] = law.cont_mass(y1s, np.maximum(width, 0.0))
         return out
 
@@ -291,44 +332,158 @@ def _cmc_values(p: Params, d: Draws) -> CmcBatch:
             dline = tl + p.nmi_wait_scaled_us
             ok1 = ~dead & (fp <= dline) & (end > b + ho)
             hi1 = np.minimum(np.minimum(a, end - ho), dline)
+        if keep is not None:
+            ok1 &= keep
         restrict = ok1 & (mlo > b + ho)
     m1a = mass(s, hi1, ok1)
     m1f = m1a.copy()
     if restrict.any():
         m1f[restrict] = mass(np.maximum(s, mlo - ho), hi1, restrict)[restrict]
-    race_sum = m1a.sum(axis=1)
-    race = m1f.sum(axis=1)
-    bad = ctx.hang_or_timeout.astype(np.float64) + race
+    m2a = m2f = None
     if dline is not None:
         ok2 = ~dead & (end > dline + ho)
+        if keep is not None:
+            ok2 &= keep
         if ok2.any():
             lo2 = np.where(fp > dline, s, np.maximum(s, dline))
             m2a = mass(lo2, a, ok2)
-            race_sum += m2a.sum(axis=1)
-            race += np.where(mlo <= dline + ho, m2a, 0.0).sum(axis=1)
+            m2f = np.where(mlo <= dline + ho, m2a, 0.0)
 
     # Atoms of e_i = max(ipi_i, off_i): at ipi_i (mass F_off(ipi_i)) and, for a degenerate
     # stall law, at the stall length (mass p_stall) when it exceeds ipi_i.
-    atoms = [(d.ipi, None)]
+    atoms = []
+    points: list[tuple[np.ndarray, float | None]] = [(g.ipi, None)]
     if law.stall_atom:
-        atoms.append((np.full((n, m), law.m), law.p_stall))  # LogNormal(m, 0) = m, LogNormal(0, s) = 0
-    for e0, mass0 in atoms:
+        points.append((np.full(shape, law.m), law.p_stall))  # LogNormal(m, 0) = m, LogNormal(0, s) = 0
+    for e0, mass0 in points:
         c0 = e0 + p.prologue_us
-        np.add(c0, d.w, out=c0, where=dirty)
-        cand = ~dead & (c0 > s) & (c0 <= a) & (e0 >= d.ipi)
+        np.add(c0, g.w, out=c0, where=g.dirty)
+        cand = ~dead & (c0 > s) & (c0 <= a) & (e0 >= g.ipi)
         if mass0 is not None:
-            cand &= e0 > d.ipi
+            cand &= e0 > g.ipi
+        if keep is not None:
+            cand &= keep
         if not cand.any():
             continue
+        r_any, r_first, r_bad = _membership(p, c0[cand], s[cand], a[cand], end[cand], tl[cand], fp[cand], mlo[cand])
+        w0 = law.cdf(g.ipi[cand]) if mass0 is None else np.full(r_any.size, mass0)
+        atoms.append((cand, w0 * r_any, w0 * r_first, w0 * r_bad))
+    return _Terms(m1a, m1f, m2a, m2f, atoms)
+
+
+def late_nmi_cpus(p: Params, g: _Cpu) -> np.ndarray:
+    """CPUs whose NMI latency is integrated out too (core/README.md, "Late NMIs"): those
+    whose NMI-path handler is shorter than the hand-over (h_i < handoff_us: they race only
+    if the NMI comes late), when the latency is random at all."""
+    if p.nmi_jitter_us == 0 and _p_delay(p) == 0:
+        return np.zeros(g.h.shape, dtype=bool)
+    return ~g.dead & (g.h < p.handoff_us)
+
+
+def nu_threshold(p: Params, g: _Cpu) -> np.ndarray:
+    """nu0: CPU i can race only if its NMI latency exceeds nu0 (inf: it never can).
+
+    Every race of i has T_done >= min(B, D') (B = max(T_loop', F'); D' = T_loop' +
+    nmi_wait only for wait = 0) and needs a_i + h_i > T_done + handoff_us, a_i = s_i + nu_i.
+    """
+    b = np.maximum(g.tl, g.fp)
+    t_min = b if p.wait == 1 else np.minimum(b, g.tl + p.nmi_wait_scaled_us)
+    return t_min - g.s + p.handoff_us - g.h
+
+
+def late_strata(
+    p: Params, nu0: np.ndarray, x: np.ndarray, nmi: np.ndarray, holdoff: np.ndarray | None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(weight, latency) pairs whose weighted race masses sum to an unbiased estimate of
+    E[1{nu > nu0} m(nu)] over nu = nmi_base + X + D (core/README.md, "Late NMIs").
+
+    `x`: an Exponential(nmi_jitter_us) draw per CPU independent of X_{-i} (the sampled
+    exponential part of its own NMI latency). No hold-off (prob. 1 - p_nmi_delay):
+    weight P(X > x0) = exp(-x0+ / jitter), latency nu0 + x (memorylessness: X | X > x0 is
+    x0 + X'). Hold-off (prob. p_nmi_delay) D = `holdoff` (a fresh draw of its law): the
+    same with x0 - D. Without jitter X = 0 and the weight is the stratum's probability.
+    """
+    base, jit, pd = p.nmi_base_us, p.nmi_jitter_us, _p_delay(p)
+    out = []
+    strata: list[tuple[float, np.ndarray | None]] = [(1.0 - pd, None)]
+    if pd > 0:
+        if holdoff is None:
+            raise ValueError("p_nmi_delay > 0: the cmc estimator needs a hold-off draw per late CPU")
+        strata.append((pd, holdoff))
+    for prob, dd in strata:
+        if prob <= 0:
+            continue
+        start = base if dd is None else base + dd  # nu without the exponential part
+        if jit == 0:
+            out.append((np.full(nu0.shape, prob), start + 0.0 * x))
+            continue
+        with np.errstate(invalid="ignore"):
+            x0 = nu0 - start
+            above = x0 > 0
+            wt = prob * np.exp(-np.where(above, x0, 0.0) / jit)
+            if dd is None and pd == 0:
+                nu = np.where(above, nu0 + x, nmi)  # below: the sampled latency itself
+            else:
+                nu = np.where(above, nu0 + x, start + x)
+        out.append((wt, nu))
+    return out
+
+
+def _cmc_values(p: Params, d: Draws, holdoff: np.ndarray | None = None) -> CmcBatch:
+    n, m = d.ipi.shape
+    early = p.mitigation == "early_flush"
+    dirty = np.zeros_like(d.dirty) if early else d.dirty
+    dead = d.dead
+    e = np.maximum(d.ipi, d.off)
+    c = e + p.prologue_us
+    np.add(c, d.w, out=c, where=dirty)
+    c[dead] = np.inf
+    h = np.where(dirty, p.prologue_us + d.w2, p.prologue_us)
+    weff = np.where(dirty, d.w, 0.0)
+    ctx = _context(p, c, e, d.w, dirty, dead, d.nmi, h)
+    g = _Cpu(d.ipi, d.w, dirty, dead, p.prologue_us + weff, h, ctx.s, ctx.tl, ctx.fp, ctx.mlo)
+    law = OffLaw.of(p)
+
+    # CPUs that race at their sampled NMI latency, whatever it is (h_i >= handoff_us)
+    late = late_nmi_cpus(p, g)
+    t = _terms(p, law, g, d.nmi, keep=~late if late.any() else None)
+    race_sum = t.m1a.sum(axis=1)
+    race = t.m1f.sum(axis=1)
+    bad = ctx.hang_or_timeout.astype(np.float64) + race
+    if t.m2a is not None and t.m2f is not None:
+        race_sum += t.m2a.sum(axis=1)
+        race += t.m2f.sum(axis=1)
+    for cand, r_any, r_first, r_bad in t.atoms:
         ti = np.nonzero(cand)[0]
-        args = (s[cand], a[cand], end[cand], tl[cand], fp[cand], mlo[cand])
-        r_any, r_first, r_bad = _membership(p, c0[cand], *args)
-        w0 = law.cdf(d.ipi[cand]) if mass0 is None else np.full(ti.size, mass0)
-        np.add.at(race_sum, ti, w0 * r_any)
-        np.add.at(race, ti, w0 * r_first)
-        np.add.at(bad, ti, w0 * r_bad)
+        np.add.at(race_sum, ti, r_any)
+        np.add.at(race, ti, r_first)
+        np.add.at(bad, ti, r_bad)
+
+    # CPUs that race only with a late NMI: their latency integrated out too
+    if late.any():
+        ti = np.nonzero(late)[0]
+        gl = g.take(late)
+        nu0 = nu_threshold(p, gl)
+        nmi_l = d.nmi[late]
+        x = nmi_l - p.nmi_base_us
+        if _p_delay(p) > 0:
+            x = x - d.hold[late]  # type: ignore[attr-defined]
+        tot = np.zeros((3, ti.size))
+        for wt, nu in late_strata(p, nu0, x, nmi_l, None if holdoff is None else holdoff[late]):
+            ok = (wt > 0) & np.isfinite(nu)
+            if not ok.any():
+                continue
+            parts = _terms(p, law, gl.take(ok), nu[ok]).totals()
+            for k in range(3):
+                tot[k, ok] += wt[ok] * parts[k]
+        np.add.at(race_sum, ti, tot[0])
+        np.add.at(race, ti, tot[1])
+        np.add.at(bad, ti, tot[2])
 
     # The sampled trial itself: which CPUs meet the race condition (only late ones can).
+    s, tl, fp, mlo = ctx.s, ctx.tl, ctx.fp, ctx.mlo
+    a = s + d.nmi
+    end = a + h
     n_racing = np.zeros(n, np.int32)
     first_cpu = np.full(n, -1, np.int32)
     lt = (c > p.t_nmi_us) & ~dead

@@ -86,7 +86,7 @@ def combine(parts: Iterable[tuple[int, float, float]]) -> tuple[int, float, floa
 
 
 def estimate_interval(
-    mean: float, var_of_mean: float, n: int, conf: float = 0.95, y_max: float = 1.0
+    mean: float, var_of_mean: float, n: int, conf: float = 0.95, y_max: float = 1.0, event_bound: bool = False
 ) -> tuple[float, float]:
     """Confidence interval (lo, hi) for E[Y] from n iid per-trial values Y in [0, y_max].
 
@@ -102,6 +102,11 @@ def estimate_interval(
       ~3.7/n at 95%), so E[Y] lies in [v (1 - q), v + (y_max - v) q].
     The lower bound is never negative and the interval never has zero width (hi > lo).
     `y_max`: n_cpus - 1 for race and race_sum, n_cpus for bad (CmcSummary passes them).
+    `event_bound`: E[Y] is the probability of an event that makes Y > 0 whenever it
+    happens in the sampled trial (race, bad: the conditional probability of what was
+    seen is positive), so E[Y] <= P(Y > 0). An all-zero sample then bounds E[Y] by q,
+    exactly the Clopper-Pearson bound of 0 events in n trials, instead of y_max q: never
+    wider than the naive interval of the same trials.
     """
     if y_max <= 0:
         raise ValueError(f"y_max = {y_max} must be > 0")
@@ -118,7 +123,7 @@ def estimate_interval(
     else:
         q = -math.expm1(math.log((1.0 - conf) / 2.0) / n)
         lo = mean * (1.0 - q) - fp
-        hi = mean + (y_max - mean) * q + fp
+        hi = mean + ((1.0 if event_bound and mean == 0 else y_max) - mean) * q + fp
     lo = max(lo, 0.0)
     hi = min(hi, float(y_max))
     if not hi > lo:  # only when mean == y_max with a floor of 0 width; widen downwards
@@ -152,6 +157,7 @@ class _Moments:
 
 
 _TRACKED = ("race", "bad", "race_sum", "excess")
+_EVENTS = ("race", "bad")  # probabilities of an event that makes the value > 0 (estimate_interval)
 
 
 @dataclass
@@ -213,9 +219,10 @@ class CmcSummary:
         return float(m + 1 if name == "bad" else m)
 
     def interval(self, name: str, conf: float = 0.95) -> tuple[float, float]:
-        """estimate_interval of one tracked quantity: race, bad, race_sum or excess."""
+        """estimate_interval of one tracked quantity: race, bad, race_sum or excess (race and
+        bad with `event_bound`)."""
         mo = self.moments[name]
-        return estimate_interval(mo.mean, mo.var_of_mean, mo.n, conf, self.y_max(name))
+        return estimate_interval(mo.mean, mo.var_of_mean, mo.n, conf, self.y_max(name), name in _EVENTS)
 
     def report(self, conf: float = 0.95) -> dict:
         """Estimates, variances of the mean and intervals (JSON-able)."""
