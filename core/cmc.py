@@ -41,13 +41,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cmc_stats import FP_REL, CmcBatch, CmcSummary, combine, estimate_interval
-from .draws import Draws, draw_nmi_path, draw_phase1, new_generator
+from .draws import Draws, draw_nmi_path, draw_phase1, lognormal, new_generator
 from .numerics import ndtr_diff
 from .offlaw import OffLaw
 from .params import Params
 from .vectorized import TrialBatch, chunk_layout, chunk_seed, final_clear, locate_trial, simulate_draws
 
 INF = math.inf
+
+
+def _p_delay(p: Params) -> float:
+    return float(getattr(p, "p_nmi_delay", 0.0))
 
 
 # ----------------------------------------------------------------------------------------
@@ -63,15 +67,35 @@ def draw_chunk_cmc(p: Params, n: int, rng: np.random.Generator) -> Draws:
     return Draws(d.ipi, d.off, d.dirty, d.w, w2.reshape(shape).T, nmi.reshape(shape).T, d.dead)
 
 
-def cmc_draws(p: Params, d: Draws) -> tuple[TrialBatch, CmcBatch]:
-    """Naive results and cmc values of explicit draws (all fields given, nmi and w2 included)."""
-    return simulate_draws(p, d), _cmc_values(p, d)
+LATE_STREAM = 0
+"""Spawn key, below a chunk's SeedSequence, of the child stream of the hold-off draws the
+late-NMI integration makes (core/README.md, "Late NMIs"); the chunk's own stream is untouched."""
 
 
-def _chunk(p: Params, size: int, seed: np.random.SeedSequence, c: int) -> tuple[Draws, TrialBatch, CmcBatch]:
-    d = draw_chunk_cmc(p, size, new_generator(chunk_seed(seed, c)))
-    batch, cmc = cmc_draws(p, d)
-    return d, batch, cmc
+def draw_holdoffs(p: Params, n: int, chunk: np.random.SeedSequence) -> np.ndarray | None:
+    """A fresh hold-off D ~ LogNormal(nmi_delay_median_us, nmi_delay_sigma) per CPU-trial of a
+    chunk of `n` trials (shape (n, CPUs), CPU-major like the chunk), from the chunk's child
+    stream LATE_STREAM; None (and nothing drawn) without hold-offs."""
+    if _p_delay(p) == 0:
+        return None
+    rng = new_generator(chunk_seed(chunk, LATE_STREAM))
+    return lognormal(rng, p.nmi_delay_median_us, p.nmi_delay_sigma, (p.n_remote, n)).T  # type: ignore[attr-defined]
+
+
+def cmc_draws(p: Params, d: Draws, holdoff: np.ndarray | None = None) -> tuple[TrialBatch, CmcBatch]:
+    """Naive results and cmc values of explicit draws (all fields given, nmi and w2 included);
+    `holdoff` (trials x CPUs): the late-NMI integration's hold-off draws, needed when p_nmi_delay > 0."""
+    return simulate_draws(p, d), _cmc_values(p, d, holdoff)
+
+
+def _chunk(
+    p: Params, size: int, seed: np.random.SeedSequence, c: int
+) -> tuple[Draws, np.ndarray | None, TrialBatch, CmcBatch]:
+    cs = chunk_seed(seed, c)
+    d = draw_chunk_cmc(p, size, new_generator(cs))
+    holdoff = draw_holdoffs(p, size, cs)
+    batch, cmc = cmc_draws(p, d, holdoff)
+    return d, holdoff, batch, cmc
 
 
 def iter_chunks_cmc(
@@ -79,7 +103,7 @@ def iter_chunks_cmc(
 ) -> Iterator[tuple[int, TrialBatch, CmcBatch]]:
     """(first trial index, naive results, cmc values) per chunk of one shard, in trial order."""
     for c, start, size in chunk_layout(p, n_trials):
-        _, batch, cmc = _chunk(p, size, seed, c)
+        _, _, batch, cmc = _chunk(p, size, seed, c)
         yield start, batch, cmc
 
 
@@ -103,7 +127,7 @@ def replay_draws_cmc(
 ) -> tuple[Draws, TrialBatch, CmcBatch]:
     """The draws, naive result and cmc values of trial `trial` of a cmc shard (one chunk recomputed)."""
     c, i, size = locate_trial(p, n_trials, trial)
-    d, batch, cmc = _chunk(p, size, seed, c)
+    d, _, batch, cmc = _chunk(p, size, seed, c)
     return d.row(i), batch.row(i), cmc.row(i)
 
 
@@ -245,10 +269,6 @@ def _membership(p: Params, cv, s, a, end, tl, fp, mlo):
         race_i = racer & ~hang & (end > t_done + p.handoff_us)
         first = race_i & ~(mlo > t_done + p.handoff_us)
     return race_i, first, first & ~timeout
-
-
-def _p_delay(p: Params) -> float:
-    return float(getattr(p, "p_nmi_delay", 0.0))
 
 
 @dataclass(frozen=True)
