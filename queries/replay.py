@@ -17,12 +17,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from core.cmc import replay_draws_cmc
 from core.draws import Draws
+from core.estimators import get_estimator
 from core.outcomes import OUTCOMES
 from core.params import PARAM_NAMES, Params, make_params, with_neutral
 from core.reference import TrialResult, simulate_trial
-from core.vectorized import replay_draws, shard_seed
+from core.vectorized import shard_seed
 from queries.db import QueryError, check_result_dir, first_line
 
 
@@ -98,12 +98,13 @@ def replay(result_dir: str | Path, point_id: str, shard: int, trial: int) -> Rep
     if not 0 <= trial < row["trials"]:
         raise QueryError(f"--trial {trial} is outside shard {shard}'s trials 0..{row['trials'] - 1}")
     seed = shard_seed(row["seed"], shard)
-    if row.get("estimator") == "cmc":  # cmc draws the NMI path eagerly: a different stream layout
-        draws, batch, _ = replay_draws_cmc(params, row["trials"], seed, trial)
-    else:
-        draws, batch = replay_draws(params, row["trials"], seed, trial)
-    result = simulate_trial(params, draws.to_lists())
-    return Replay(point_id, shard, trial, params, row["seed"], draws, result, OUTCOMES[batch.outcome[0]])
+    try:  # each estimator has its own stream layout (cmc draws the NMI path eagerly)
+        est = get_estimator(row.get("estimator"))
+    except KeyError as e:
+        raise QueryError(f"{result_dir}: point {point_id} shard {shard}: {e.args[0]}") from None
+    r = est.replay(params, row["trials"], seed, trial)
+    result = simulate_trial(params, r.draws.to_lists())
+    return Replay(point_id, shard, trial, params, row["seed"], r.draws, result, OUTCOMES[r.batch.outcome[0]])
 
 
 def _t(x: float | None) -> str:

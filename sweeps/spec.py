@@ -60,11 +60,13 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.errors import ParamError, StopraceError
+from core.estimators import DEFAULT_ESTIMATOR
+from core.estimators import ESTIMATORS as _ESTIMATOR_REGISTRY
 from core.params import DEFAULTS, PARAM_NAMES, SPECS, domain, is_neutral, make_params, suggest
 from core.precision import Precision
 
@@ -90,7 +92,8 @@ MAX_POINTS = 10_000_000
 """More points than this is refused unless force=True."""
 DEFAULT_SHARD_TRIALS = 100_000
 DEFAULT_TASK_SECONDS = 2.0
-ESTIMATORS: tuple[str, ...] = ("naive", "cmc")
+ESTIMATORS: tuple[str, ...] = tuple(_ESTIMATOR_REGISTRY)
+"""Names of the estimators a spec may ask for (core.estimators is the registry)."""
 MAX_TRIALS = 10**15
 """Upper bound of trials/shard_trials (int64 columns; far beyond anything runnable)."""
 UINT64_MAX = 2**64 - 1
@@ -127,7 +130,8 @@ class SweepSpec(BaseModel):
     seed: int = Field(ge=0, le=UINT64_MAX)
     trials: int = Field(ge=1, le=MAX_TRIALS)
     shard_trials: int = Field(DEFAULT_SHARD_TRIALS, ge=1, le=MAX_TRIALS)
-    estimator: Literal["naive", "cmc"] = "naive"
+    estimator: str = DEFAULT_ESTIMATOR
+    """A name in core.estimators.ESTIMATORS."""
     task_seconds: float = Field(DEFAULT_TASK_SECONDS, gt=0, allow_inf_nan=False)
     base: dict[str, Any]
     """Every non-axis parameter (defaults filled in), canonical types, PARAM_NAMES order."""
@@ -135,6 +139,13 @@ class SweepSpec(BaseModel):
     """Swept parameters in PARAM_NAMES order; the first varies slowest."""
     precision: Precision | None = None
     """`trials = "auto"`: the stop rule (sweeps.precision); `trials` is then its max_trials."""
+
+    @field_validator("estimator")
+    @classmethod
+    def _known_estimator(cls, v: str) -> str:
+        if v not in _ESTIMATOR_REGISTRY:
+            raise ValueError(f"estimator = {v!r} is not allowed: one of {', '.join(_ESTIMATOR_REGISTRY)}")
+        return v
 
     # ---- derived -------------------------------------------------------------------
     @property
@@ -292,7 +303,7 @@ class _Parser:
         shard_trials = self._count("shard_trials", raw.get("shard_trials", DEFAULT_SHARD_TRIALS))
         precision = self._precision(raw, shard_trials)
         trials = precision.max_trials if precision is not None else self._count("trials", raw["trials"])
-        estimator = raw.get("estimator", "naive")
+        estimator = raw.get("estimator", DEFAULT_ESTIMATOR)
         if not isinstance(estimator, str) or estimator not in ESTIMATORS:
             raise self.err(f"estimator = {estimator!r} is not allowed: one of {', '.join(ESTIMATORS)}")
         ts = raw.get("task_seconds", DEFAULT_TASK_SECONDS)
