@@ -101,7 +101,8 @@ SPEC_FORMAT = 1
 """Version of the canonical form; part of the hash."""
 
 TOP_LEVEL_KEYS: tuple[str, ...] = (
-    "name", "seed", "trials", "shard_trials", "estimator", "task_seconds", "base", "axes", "precision"
+    "name", "seed", "trials", "shard_trials", "estimator", "task_seconds", "base", "axes", "precision",
+    "search",
 )
 _REQUIRED = ("name", "seed", "trials")
 _NAME_RE = re.compile(r"[a-z0-9_-]+")
@@ -139,6 +140,8 @@ class SweepSpec(BaseModel):
     """Swept parameters in PARAM_NAMES order; the first varies slowest."""
     precision: Precision | None = None
     """`trials = "auto"`: the stop rule (sweeps.precision); `trials` is then its max_trials."""
+    search: Any = None
+    """`[search]`: bisection on n_cpus (sweeps.precision.Search, run by sweeps.search), or None."""
 
     @field_validator("estimator")
     @classmethod
@@ -191,7 +194,10 @@ class SweepSpec(BaseModel):
         """Adaptive specs only (a fixed-trials spec's canonical form is unchanged)."""
         if self.precision is None:
             return {}
-        return {"trials": "auto", "precision": self.precision.canonical_obj()}
+        obj: dict[str, Any] = {"trials": "auto", "precision": self.precision.canonical_obj()}
+        if self.search is not None:
+            obj["search"] = self.search.canonical_obj()
+        return obj
 
     def identity_base(self) -> dict[str, Any]:
         """`base` without later-added parameters at their neutral value (the hashed, written part)."""
@@ -232,9 +238,11 @@ class SweepSpec(BaseModel):
                 lines += ["    " + ", ".join(vals[i : i + 8]) + "," for i in range(0, len(vals), 8)]
                 lines.append("]")
         if self.precision is not None:
-            from sweeps.precision import precision_toml
+            from sweeps.precision import precision_toml, search_toml
 
             lines += ["", *precision_toml(self.precision)]
+            if self.search is not None:
+                lines += ["", *search_toml(self.search)]
         return "\n".join(lines) + "\n"
 
 
@@ -351,7 +359,19 @@ class _Parser:
             base=base,
             axes=axes,
             precision=precision,
+            search=self._search(raw, precision, axes_raw, base_raw),
         )
+
+    def _search(self, raw: Mapping[str, Any], precision: Precision | None, axes: Mapping[str, Any], base: Mapping[str, Any]):
+        """`[search]` (sweeps.precision.parse_search), else None."""
+        if "search" not in raw:
+            return None
+        from sweeps.precision import parse_search
+
+        try:
+            return parse_search(raw["search"], precision, axes, base, self.where)
+        except ValueError as e:
+            raise SpecError(str(e)) from None
 
     def _precision(self, raw: Mapping[str, Any], shard_trials: int) -> Precision | None:
         """`trials = "auto"` with its [precision] table (sweeps.precision), else None."""
