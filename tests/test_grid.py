@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import json
 import pickle
+import re
 import time
 
 import pytest
@@ -70,7 +71,10 @@ def test_point_ids_match_canonical_definition_and_are_distinct():
     pts = list(iter_points(SPEC))
     for p in pts:
         assert p.point_id == slow_point_id(p.values)
-        assert len(p.point_id) == 16 and int(p.point_id, 16) >= 0
+        assert re.fullmatch("[0-9a-f]{16}", p.point_id), p.point_id
+        # the point seed (sweeps.grid.point_seed): first 8 bytes, big-endian, of SHA-256(f"{seed}:{point_id}")
+        digest = hashlib.sha256(f"{SPEC.seed}:{p.point_id}".encode()).digest()
+        assert p.point_seed == int.from_bytes(digest[:8], "big")
     assert len({p.point_id for p in pts}) == len(pts)
     assert len({p.point_seed for p in pts}) == len(pts)
 
