@@ -169,7 +169,7 @@ MUTANTS: list[Mutant] = [
       'self.seed_prefix = f"{spec.seed}:".encode()', 'self.seed_prefix = b"0:"',
       "tests/test_grid.py", "point seeds no longer depend on the sweep's seed"),
     M("total_cpu_trials_others", "grid", "sweeps/grid.py",
-      "return spec.trials * cpu_sum * others", "return spec.trials * cpu_sum",
+      "return cpu_trials(cpu_sum, spec.trials) * others", "return cpu_trials(cpu_sum, spec.trials)",
       "tests/test_grid.py", "the planned CPU-trials ignore the other axes"),
     # ---------------------------------------------------------------- stats
     M("wilson_z2_centre", "stats", "core/stats.py",

@@ -9,6 +9,7 @@ import sys
 import time
 
 from core.cmc import CmcSummary, iter_chunks_cmc
+from core.cost import cpu_trials
 from core.params import DEFAULTS, INT_PARAMS, PARAM_NAMES, STR_PARAMS, Params, domain, make_params
 from core.summary import Summary
 from core.vectorized import iter_chunks, shard_seed
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     rep["params"] = params.model_dump()
     rep["seed"] = args.seed
     rep["wall_s"] = wall
-    rep["cpu_trials_per_s"] = args.trials * params.n_remote / wall if wall > 0 else None
+    rep["cpu_trials_per_s"] = cpu_trials(params.n_cpus, args.trials) / wall if wall > 0 else None
     if args.json:
         json.dump(rep, sys.stdout, indent=None, default=float)
         print()
