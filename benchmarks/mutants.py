@@ -57,6 +57,10 @@ CORE_T = ("tests/test_core_forced.py", "tests/test_core_ties.py", "tests/test_co
 TIES = "tests/test_core_ties.py"
 ROWS = "tests/test_shard_rows.py"
 CMC_T = "tests/test_cmc.py"
+PRECISION_T = tuple(f"tests/test_precision.py::{t}" for t in (
+    "test_decide_hand_cases", "test_half_width_exactly_at_the_bound_is_precise", "test_naive_zero_events_hand_computed",
+    "test_target_only_and_rel_only_rules", "test_naive_tally_matches_independent_recomputation",
+    "test_cmc_tally_pools_like_one_pass_over_all_trials", "test_sql_precision_status_equals_decide"))
 
 MUTANTS: list[Mutant] = [
     # ---------------------------------------------------------------- core: equality rules (issue 14)
@@ -216,6 +220,20 @@ MUTANTS: list[Mutant] = [
     M("capacity_lo_not_hi", "capacity", "queries/capacity.py",
       'if fail is None and c["p_hi"] < target_p:', 'if fail is None and c["p_lo"] < target_p:',
       "tests/test_queries.py", "capacity passes a cell on its lower bound"),
+    # ---------------------------------------------------------------- adaptive precision (issue 12)
+    M("precision_below_on_lo", "precision", "core/precision.py",
+      "        if est.hi < rule.target:\n            return BELOW",
+      "        if est.lo < rule.target:\n            return BELOW", PRECISION_T,
+      "a point is declared below target when its lower bound is"),
+    M("precision_width_strict", "precision", "core/precision.py",
+      "(est.hi - est.lo) / 2.0 <= rule.rel_half_width * est.p", "(est.hi - est.lo) / 2.0 < rule.rel_half_width * est.p",
+      PRECISION_T, "a half-width exactly at the bound is not precise"),
+    M("precision_min_trials", "precision", "core/precision.py",
+      "    if n < rule.min_trials:\n        return OPEN", "    if n <= rule.min_trials:\n        return OPEN",
+      PRECISION_T, "a point with exactly min_trials trials stays open"),
+    M("precision_cmc_ymax", "precision", "core/precision.py",
+      'return float(n_cpus - 1 if metric == "p_race" else n_cpus)', "return float(n_cpus)",
+      PRECISION_T, "the cmc interval of p_race is bounded by n_cpus instead of n_cpus - 1"),
 ]
 
 
