@@ -8,6 +8,7 @@ import math
 import sys
 import time
 
+from core.cost import cpu_trials
 from core.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
 from core.params import DEFAULTS, PARAM_NAMES, PARAM_SPECS, Params, make_params
 from core.vectorized import shard_seed
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     rep["params"] = params.model_dump()
     rep["seed"] = args.seed
     rep["wall_s"] = wall
-    rep["cpu_trials_per_s"] = args.trials * params.n_remote / wall if wall > 0 else None
+    rep["cpu_trials_per_s"] = cpu_trials(params.n_cpus, args.trials) / wall if wall > 0 else None
     if args.json:
         json.dump(rep, sys.stdout, indent=None, default=float)
         print()

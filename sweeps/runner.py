@@ -26,6 +26,7 @@ from typing import Any
 import ray
 
 from cluster.connect import resolve_address
+from core.cost import cpu_trials
 from cluster.executor import WAIT, RunInterrupted, RunStats, run_map
 from cluster.jobs import in_ray_job, shipping_runtime_env
 from sweeps.errors import ClusterError
@@ -262,5 +263,5 @@ def _stored_cpu_trials(store: ResultStore) -> int:
     total = 0
     for tid in store.done_tasks():
         t = store.read_points(tid, columns=["n_cpus", "trials"])
-        total += sum(a * b for a, b in zip(t["n_cpus"].to_pylist(), t["trials"].to_pylist()))
+        total += sum(cpu_trials(a, b) for a, b in zip(t["n_cpus"].to_pylist(), t["trials"].to_pylist()))
     return total
