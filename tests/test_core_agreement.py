@@ -11,9 +11,9 @@ Two checks per regime:
 
 Tolerance of (2): Pearson's chi-square homogeneity test on the 2 x k outcome table
 (categories seen in either sample) and a two-sample Kolmogorov-Smirnov test on the
-finite stop times, each rejected at p < ALPHA = 1e-4. With 12 regimes and 2 tests,
-a correct implementation fails for a random seed with probability < 24 * 1e-4
-= 0.24%; the seeds are fixed, so the test is deterministic. Power: with N_REF = 3000
+finite stop times, each rejected at p < ALPHA = 1e-4. With 15 regimes and 2 tests,
+a correct implementation fails for a random seed with probability < 30 * 1e-4
+= 0.3%; the seeds are fixed, so the test is deterministic. Power: with N_REF = 3000
 and N_VEC = 30000 a 5-point shift of a 50% category gives z ~ 5.2 against the
 critical z ~ 3.9, so a real difference in the model shows up.
 """
@@ -51,6 +51,14 @@ REGIMES = {
                         incoherent_fraction=0.5),
     "slow_udelay_contention": dict(n_cpus=16, udelay_factor=1.5, timeout_us=2e5, irq_off_mean_us=5e4,
                                    ipi_jitter_us=50.0, wbinvd_contention=0.01),
+    # NMI hold-offs (p_nmi_delay): races from held-off NMIs (15 races in 30,000 without them),
+    # wait=0 timeouts (none without them), and races under early_flush (none without them)
+    "hold_offs": dict(n_cpus=8, p_stall=0.5, stall_median_us=1.002e6, stall_sigma=0.005, p_nmi_delay=0.3,
+                      nmi_delay_median_us=5e3),
+    "hold_offs_wait0": dict(n_cpus=8, p_stall=1.0, stall_median_us=1.5e6, stall_sigma=0.01, wait=0, p_nmi_delay=0.3,
+                            nmi_delay_median_us=1e4, nmi_delay_sigma=0.5),
+    "hold_offs_early_flush": dict(n_cpus=16, mitigation="early_flush", p_stall=0.3, stall_median_us=1.0011e6,
+                                  stall_sigma=0.002, p_nmi_delay=0.2, nmi_delay_median_us=300.0),
     "walk_clock": dict(n_cpus=12, p_stall=0.4, stall_median_us=1.0011e6, stall_sigma=2e-5, nmi_send_us=50.0,
                        rewbinvd_factor=2.0, handoff_us=20.0, wbinvd_us=10.0, nmi_jitter_us=100.0),
 }
