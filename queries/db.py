@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from core.errors import StopraceError
-from core.params import DEFAULTS, INT_PARAMS, PARAM_NAMES, STR_PARAMS
+from core.params import NEUTRAL, PARAM_NAMES, PARAM_SPECS, SPECS
 from queries.resultset.errors import StoreError
 from queries.resultset.layout import EVENTS_DIR, POINTS_DIR
 from queries.resultset.reader import ResultSet
@@ -48,7 +48,7 @@ __all__ = [
     "REQUIRED_POINTS_COLUMNS",
 ]
 
-class QueryError(StopraceError, ValueError):
+class QueryError(StopraceError):
     """Bad input to a query (missing dir, not a result set, bad SQL, unknown name): one line."""
 
 
@@ -95,25 +95,35 @@ def check_result_dir(path: str | os.PathLike[str]) -> dict:
     return open_result_set(path).manifest.model_dump(mode="json")
 
 
+def _read_points(source: str, columns: set[str]) -> str:
+    """The points rows, with every parameter added after a file was written read as its neutral
+    value (core.params.NEUTRAL): missing from every file, or null in the older files of a mix."""
+    def neutral(n: str) -> str:
+        return f"(SELECT {_quote_ident(n)} FROM {_NEUTRAL_TABLE})"
+
+    fill = [f"coalesce({_quote_ident(n)}, {neutral(n)}) AS {_quote_ident(n)}" for n in NEUTRAL if n in columns]
+    add = [f"{neutral(n)} AS {_quote_ident(n)}" for n in NEUTRAL if n not in columns]
+    star = f"* REPLACE ({', '.join(fill)})" if fill else "*"
+    return f"SELECT {', '.join([star, *add])} FROM {source}"
+
+
+_NEUTRAL_TABLE = "_neutral"
+"""One row: the neutral value of every later-added parameter, typed as its stored column."""
+
+
+def _neutral_table() -> pa.Table:
+    return pa.table({n: pa.array([v], pa.type_for_alias(SPECS[n].arrow)) for n, v in NEUTRAL.items()})
+
+
 def _params_tables() -> tuple[pa.Table, pa.Table]:
     """(`defaults`: one typed row, `params`: one row per parameter) from core.params."""
-    cols = {}
-    for n in PARAM_NAMES:
-        v = DEFAULTS[n]
-        if n in STR_PARAMS:
-            cols[n] = pa.array([str(v)], pa.string())
-        elif n in INT_PARAMS:
-            cols[n] = pa.array([int(v)], pa.int64())
-        else:
-            cols[n] = pa.array([float(v)], pa.float64())
-    defaults = pa.table(cols)
-    kinds = ["str" if n in STR_PARAMS else "int" if n in INT_PARAMS else "float" for n in PARAM_NAMES]
+    defaults = pa.table({s.name: pa.array([s.default], pa.type_for_alias(s.arrow)) for s in PARAM_SPECS})
     params = pa.table({
         "name": pa.array(list(PARAM_NAMES), pa.string()),
         "ord": pa.array(range(len(PARAM_NAMES)), pa.int32()),
-        "kind": pa.array(kinds, pa.string()),
-        "default_value": pa.array([str(DEFAULTS[n]) for n in PARAM_NAMES], pa.string()),
-        "default_num": pa.array([None if n in STR_PARAMS else float(DEFAULTS[n]) for n in PARAM_NAMES], pa.float64()),
+        "kind": pa.array([s.kind for s in PARAM_SPECS], pa.string()),
+        "default_value": pa.array([str(s.default) for s in PARAM_SPECS], pa.string()),
+        "default_num": pa.array([None if s.kind == "str" else float(s.default) for s in PARAM_SPECS], pa.float64()),
     })
     return defaults, params
 
@@ -179,7 +189,8 @@ def connect(*result_dirs: str | Path, threads: int | None = None) -> duckdb.Duck
     manifest commits are registered as Arrow datasets, so no DuckDB extension is needed.
     The table ``result_sets`` (dir, sweep, spec_hash, n_tasks, tasks_stored, complete,
     problem) says which sets are incomplete or damaged; damaged files are left out.
-    Raises QueryError (a ValueError) with one line when a dir is missing, is not a
+    The connection is read-only (queries.sandbox): it opens no file and its configuration
+    is locked. Raises QueryError with one line when a dir is missing, is not a
     result set, or its Parquet files cannot be read.
     """
     if not result_dirs:
@@ -202,7 +213,7 @@ def connect(*result_dirs: str | Path, threads: int | None = None) -> duckdb.Duck
     except BaseException:
         con.close()
         raise
-    return _finish_connection(con)
+    return _finish_connection(con, sets)
 
 
 def _same_place(a: ResultSet, b: ResultSet) -> bool:
@@ -212,8 +223,19 @@ def _same_place(a: ResultSet, b: ResultSet) -> bool:
     return a.display == b.display
 
 
-def _finish_connection(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-    """The one place a connection is completed before it is handed out (e.g. locked down read-only)."""
+def _finish_connection(con: duckdb.DuckDBPyConnection, sets: list[ResultSet]) -> duckdb.DuckDBPyConnection:
+    """The one place a connection is completed before it is handed out: locked down read-only.
+
+    The views read registered Arrow datasets and need no file access; user SQL may still
+    read the local result sets being queried themselves (e.g. ``read_parquet('DIR/points/*.parquet')``).
+    """
+    from queries.sandbox import lock_down  # here, not at the top: sandbox imports QueryError from this module
+
+    try:
+        lock_down(con, readable=[rs.backend.path() for rs in sets if rs.backend.local])
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
@@ -265,16 +287,17 @@ def _create_views(con: duckdb.DuckDBPyConnection, sets: list[ResultSet], threads
     con.register("defaults", defaults)
     con.register("params", params)
     con.register("result_sets", _status_table(sets))
+    con.register(_NEUTRAL_TABLE, _neutral_table())
     where = ", ".join(rs.display for rs in sets)
 
     points = _union(sets, POINTS_DIR)
     assert points is not None  # open_result_set saw at least one points file per set
     con.register("_points_files", points)
     try:
-        con.execute("CREATE OR REPLACE TEMP VIEW points AS SELECT * FROM _points_files")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW points AS {_read_points('_points_files', set(points.schema.names))}")
     except duckdb.Error as e:
         raise QueryError(f"cannot read points files of {where}: {first_line(e)}") from None
-    columns = set(points.schema.names)
+    columns = {r[0] for r in con.execute("SELECT column_name FROM (DESCRIBE points)").fetchall()}
     missing = [c for c in REQUIRED_POINTS_COLUMNS if c not in columns]
     if missing:
         raise QueryError(f"points files of {where} lack column(s) {', '.join(missing)}: "
@@ -287,6 +310,9 @@ def _create_views(con: duckdb.DuckDBPyConnection, sets: list[ResultSet], threads
     _run_script(con, read_sql("_macros"))
     _run_script(con, _template("_views", columns))
     _run_script(con, _template("_outcomes", columns))
+    from .precision import install as install_precision  # trials = "auto" sweeps: status per point
+
+    install_precision(con, sets, _run_script)
 
 
 def swept_axes(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -12,7 +12,8 @@ import duckdb
 from queries.db import QueryError, connect, first_line, require_complete, result_set_problems
 from queries.format import FORMATS, check_output, render_table, write_result
 from queries.named import list_named, parse_params, run_named, run_sql
-from sweeps.cli import UsageError
+from queries.sandbox import check_output_path
+from sweeps.errors import UsageError
 
 
 def _positive_float(text: str) -> float:
@@ -144,6 +145,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     params = parse_params(args.param)
     needs_all = args.named in _NEEDS_COMPLETE
     con = _connect(args.dirs, "query", warn=not needs_all)
+    if args.output:
+        check_output_path(args.output, args.dirs)
     notes = require_complete(con, f"--named {args.named}", args.partial) if needs_all else []
     for n in notes:
         print(f"stoprace query: warning: {n}", file=sys.stderr)
@@ -204,6 +207,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if args.dpi <= 0 or args.dpi > 1200:
         raise UsageError(f"--dpi {args.dpi} must be in 1..1200")
     con = _connect(args.dirs, "plot")
+    check_output_path(args.output, args.dirs)
     res = plot(con, args.output, x=args.x, y=args.y, metric=args.metric, lines=args.lines, where=args.where,
                title=args.title, size=args.size, dpi=args.dpi)
     note = f" ({res.title.splitlines()[1]})" if "\n" in res.title else ""

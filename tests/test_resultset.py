@@ -11,19 +11,17 @@ import sys
 import threading
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 import synthetic_results as sr
-from queries.db import QueryError, connect, result_set_problems
+from queries.db import QueryError, connect
 from queries.resultset.manifest import FORMAT_VERSION, parse_manifest
 from queries.resultset.reader import ResultSet
 from queries.resultset.storage import locate
 from queries.resultset.writer import compact
-from sweep_helpers import read_dir, without_wall
+from sweep_helpers import read_dir
 from sweeps.cli import main
-from sweeps.grid import iter_tasks
 from sweeps.store import ResultStore, StoreError
 from test_store import SPEC, TASKS, events_table, points_table
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 from core.errors import StopraceError
 
 
-class StoreError(StopraceError, ValueError):
-    """A result-set problem (missing, foreign, locked, unknown format, unwritable): one line naming it.
-
-    Also a ValueError so that callers catching the pre-StopraceError family keep working.
-    """
+class StoreError(StopraceError):
+    """A result-set problem (missing, foreign, locked, unknown format, unwritable): one line naming it."""
 
 
 def one_line(e: BaseException) -> str:

@@ -12,24 +12,15 @@ import pyarrow as pa
 
 from core.histogram import N_BINS
 from core.outcomes import OUTCOMES
-from core.params import PARAM_NAMES
+from core.params import FIRST_RELEASE_PARAMS, PARAM_SPECS
 
 from queries.resultset.errors import StoreError
 
 __all__ = ["PARAM_TYPES", "POINTS_SCHEMA", "EVENTS_SCHEMA", "N_BINS", "SCHEMAS", "REQUIRED_POINTS_COLUMNS", "conform"]
 
 
-def _param_type(name: str) -> pa.DataType:
-    if name == "n_cpus":
-        return pa.int32()
-    if name == "wait":
-        return pa.int8()
-    if name == "mitigation":
-        return pa.string()
-    return pa.float64()
-
-
-PARAM_TYPES: dict[str, pa.DataType] = {n: _param_type(n) for n in PARAM_NAMES}
+PARAM_TYPES: dict[str, pa.DataType] = {s.name: pa.type_for_alias(s.arrow) for s in PARAM_SPECS}
+"""Column type of every model parameter, from core.params (the one place types are decided)."""
 
 POINTS_SCHEMA = pa.schema(
     [pa.field("sweep", pa.string()), pa.field("point_id", pa.string()), pa.field("shard", pa.int32())]
@@ -73,10 +64,11 @@ SCHEMAS: dict[str, pa.Schema] = {"points": POINTS_SCHEMA, "events": EVENTS_SCHEM
 """Each table of a result set by its directory name (queries.resultset.layout.TABLES)."""
 
 REQUIRED_POINTS_COLUMNS: tuple[str, ...] = (
-    "sweep", "point_id", "shard", *PARAM_NAMES, "trials", *OUTCOMES,
+    "sweep", "point_id", "shard", *FIRST_RELEASE_PARAMS, "trials", *OUTCOMES,
     "t_done_sum_us", "t_done_max_us", "t_done_hist", "seed", "wall_s",
 )
-"""The points columns every release has written (the estimator and preflush columns came later)."""
+"""The points columns every release has written (later parameters read as their neutral value, and the
+estimator and preflush columns came later)."""
 
 
 def conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:

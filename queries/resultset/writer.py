@@ -35,9 +35,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from core.cost import cpu_trials
 from queries.resultset.errors import StoreError, one_line
 from queries.resultset.layout import (
     EVENTS_DIR, MANIFEST, POINTS_DIR, SPEC_FILE, TABLES, is_tmp, new_token, segment_file, task_file, task_id_of,
@@ -82,9 +82,11 @@ class _Source:
 
 
 def _cpu_trials(points: pa.Table) -> int:
+    """Sum of core.cost.cpu_trials over the rows (the one definition of CPU-trials)."""
     if points.num_rows == 0:
         return 0
-    return int(pc.sum(pc.multiply(points["n_cpus"].cast(pa.int64()), points["trials"].cast(pa.int64()))).as_py() or 0)
+    n_cpus = points["n_cpus"].to_numpy().astype("int64")
+    return int(cpu_trials(n_cpus, points["trials"].to_numpy().astype("int64")).sum())
 
 
 class _TableOut:
@@ -520,8 +522,9 @@ def compact(backend: Backend, *, break_lock: bool = False, grace_s: float = GC_G
             w.collect_garbage()
             files = sum(len(s.files()) for s in m.segments)
             return CompactReport(w.display, files, files, len(m.done()), before_bytes, before_bytes)
-        schemas = {t: pa.unify_schemas([SCHEMAS[t]] + ([rs.schema(t)] if rs.schema(t) is not None else []),
-                                        promote_options="permissive") for t in TABLES}
+        # the inputs' own columns (a first-release set gains no column it never had; readers fill later
+        # parameters with their neutral value either way)
+        schemas = {t: rs.schema(t) or SCHEMAS[t] for t in TABLES}
         new = list(w._stream(sources, schemas))
         now = time.time()
         small_ids = {id(s) for s in small}
