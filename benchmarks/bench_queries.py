@@ -156,6 +156,7 @@ def build_through_store(d: Path) -> None:
     """The cluster example's size through ResultStore.write_task, two shards per task, then finish."""
     import numpy as np
 
+    from queries.resultset.schema import POINTS_SCHEMA
     from sweeps.spec import parse_spec
     from sweeps.store import ResultStore
 
@@ -168,6 +169,7 @@ def build_through_store(d: Path) -> None:
     for start in range(0, rows, 8192):  # build 8192 rows at a time, store them task by task
         table = with_estimator_columns(
             sr.bulk_rows(np.arange(start, min(start + 8192, rows)), rng, shards_per_point=CLUSTER_SHARDS))
+        table = table.select(POINTS_SCHEMA.names).cast(POINTS_SCHEMA)  # as sweeps.shard.run_task returns it
         for off in range(0, table.num_rows, ROWS_PER_TASK):
             store.write_task(n_tasks, table.slice(off, ROWS_PER_TASK))
             n_tasks += 1

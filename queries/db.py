@@ -5,10 +5,13 @@
 
 Views (all lazy, over the Parquet files, nothing is copied into memory):
 
-- `points`: the points/task-*.parquet files of every dir (union_by_name, so files
-  with extra columns, e.g. a later rare-event estimator's, mix with older ones);
-- `events`: the events/task-*.parquet files, or an empty relation with the same
-  columns when no task had a race, hang or timeout trial;
+- `points`: the points files each manifest commits (segments, or a first release's
+  per-task files), read through queries.resultset as Arrow datasets with columns
+  unified by name (files with extra columns, e.g. a later estimator's, mix with older
+  ones; a parameter a file predates reads as its neutral value);
+- `events`: the committed events files, or an empty relation with the same columns
+  when no task had a race, hang or timeout trial;
+- `result_sets`: one row per opened set: complete or not, and the problem line;
 - `outcomes`: one row per (sweep, point_id): parameters, summed counts,
   p_race/p_hang/p_timeout/p_bad with 95% Wilson bounds (`*_lo`, `*_hi`), mean and
   p50/p99/p999 stop time from the merged histogram, max stop time;

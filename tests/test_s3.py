@@ -112,7 +112,8 @@ def test_cli_run_interrupt_resume_and_read_on_s3(s3, tmp_path):
     spec = write_spec(tmp_path, SLOW_SPEC)
     uri = s3.uri(bucket, "slow")
     ref = tmp_path / "ref"
-    local = cli("run", str(spec), "--out", str(ref), "--workers", "1", "--no-progress")
+    finish(cli("run", str(spec), "--out", str(ref), "--workers", "1", "--no-progress"), timeout=600)
+    n = len(ResultSet.open(ref).manifest.done())
     proc = cli("run", str(spec), "--out", uri, "--workers", "1", "--no-progress")
     wait_for(lambda: committed_on_s3(s3, bucket, "slow") >= 2, 180, "two committed tasks on S3", proc)
     # a second driver on the same URI is refused at once, naming the first
@@ -123,8 +124,6 @@ def test_cli_run_interrupt_resume_and_read_on_s3(s3, tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "run the same command again to resume" in err
     kept = committed_on_s3(s3, bucket, "slow")
-    finish(local, timeout=600)
-    n = len(ResultSet.open(ref).manifest.done())
     assert 2 <= kept < n, "interrupt came too late to test resume"
     out, _ = finish(cli("run", str(spec), "--out", uri, "--no-progress"), timeout=600)
     assert f"({n - kept} run, {kept} already stored)" in out

@@ -138,8 +138,14 @@ class _TableOut:
         self.nf.abort()
 
 
+_ROW_BYTES = {POINTS_DIR: 1536, EVENTS_DIR: 128}
+"""Arrow bytes of a row, about (a points row is mostly its 128-bin histogram): counted per row because
+a table's own buffer size counts the whole parent of a slice and its exact size costs ~1 ms."""
+
+
 def _footprint(points: pa.Table, events: pa.Table | None) -> int:
-    return _TASK_OVERHEAD + points.get_total_buffer_size() + (events.get_total_buffer_size() if events is not None else 0)
+    ev = events.num_rows if events is not None else 0
+    return _TASK_OVERHEAD + points.num_rows * _ROW_BYTES[POINTS_DIR] + ev * _ROW_BYTES[EVENTS_DIR]
 
 
 def _to_schema(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
@@ -291,6 +297,9 @@ class SetWriter:
             self._write_manifest()
             self._merge_tiers()
             self.collect_garbage()
+            # the interval counts from the end of this commit's work: a slow commit (merges, a
+            # loaded machine) must not make every following task commit on its own
+            self._last_commit = time.monotonic()
 
     manifest_dirty = False
 
