@@ -32,7 +32,6 @@ from pathlib import Path
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import pyarrow.compute as pc  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
 
 from machine import machine  # noqa: E402  (benchmarks/machine.py)
 
@@ -49,8 +48,9 @@ def _with_trials(text: str, trials_line: str, shard_trials: int, extra: str = ""
 
 
 def _rows(out: Path):
-    files = sorted((out / "points").glob("*.parquet"))
-    return pq.ParquetDataset(files).read()
+    from queries.resultset.reader import ResultSet
+
+    return ResultSet.open(out).read_table("points")  # the committed rows only
 
 
 def _cpu_trials(t) -> int:

@@ -284,6 +284,7 @@ def _union(sets: list[ResultSet], table: str) -> ds.Dataset | None:
 
 
 def _create_views(con: duckdb.DuckDBPyConnection, sets: list[ResultSet], threads: int | None) -> None:
+    con.execute("SET enable_progress_bar = false")  # DuckDB's bar would add lines to every command's stderr
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     defaults, params = _params_tables()

@@ -47,10 +47,13 @@ def run_cmd(args: argparse.Namespace) -> int:
 
     rs = ResultSet.open(args.dir)  # one-line refusal if DIR is not a result set (nothing written)
     rep = compact(rs.backend, break_lock=args.break_lock, grace_s=args.grace)
-    mib = 1 << 20
-    print(f"{rep.display}: {rep.tasks} tasks, {rep.files_before} files ({rep.bytes_before / mib:.1f} MiB) -> "
-          f"{rep.files_after} files ({rep.bytes_after / mib:.1f} MiB)")
+    print(f"{rep.display}: {rep.tasks} tasks, {rep.files_before} files ({_size(rep.bytes_before)}) -> "
+          f"{rep.files_after} files ({_size(rep.bytes_after)})")
     return 0
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
 
 __all__ = ["register", "run_cmd"]
