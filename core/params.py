@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from core.errors import ParamError
+
 MAX_CPUS = 65536  # far above NR_CPUS on any x86 kernel; bounds memory per trial row
 MAX_US = 1e12
 """Upper bound of every time parameter (µs; about 11.6 days). Far above any real stop
@@ -234,11 +236,11 @@ def suggest(name: str) -> str:
 
 
 def make_params(values: Mapping[str, Any], where: str = "") -> Params:
-    """Validate a dict into Params, raising ValueError with a one-line message on bad input."""
+    """Validate a dict into Params, raising ParamError with a one-line message on bad input."""
     try:
         return Params(**values)
     except ValidationError as err:
-        raise ValueError(describe_error(err, where)) from None
+        raise ParamError(describe_error(err, where)) from None
 
 
 def canonical_dict(p: Params) -> dict[str, Any]:

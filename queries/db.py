@@ -36,6 +36,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from core.errors import StopraceError
 from core.outcomes import OUTCOMES
 from core.params import FIRST_RELEASE_PARAMS, NEUTRAL, PARAM_NAMES, PARAM_SPECS, SPECS
 
@@ -52,7 +53,7 @@ REQUIRED_POINTS_COLUMNS: tuple[str, ...] = (
 _GLOB_CHARS = set("*?[]{}")
 
 
-class QueryError(ValueError):
+class QueryError(StopraceError):
     """Bad input to a query (missing dir, not a result set, bad SQL, unknown name): one line."""
 
 
@@ -212,6 +213,8 @@ def _run_script(con: duckdb.DuckDBPyConnection, sql: str) -> None:
 def connect(*result_dirs: str | Path, threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the views of this module over the given result dirs.
 
+    The connection is read-only over those dirs (queries.sandbox): it opens no
+    other file and its configuration is locked.
     Raises QueryError (a ValueError) with one line when a dir is missing, is not a
     result set, or its Parquet files cannot be read.
     """
@@ -233,6 +236,9 @@ def connect(*result_dirs: str | Path, threads: int | None = None) -> duckdb.Duck
     con = duckdb.connect(":memory:")
     try:
         _create_views(con, dirs, result_dirs, threads)
+        from queries.sandbox import lock_down  # here, not at the top: sandbox imports QueryError from this module
+
+        lock_down(con, readable=dirs)  # last: read-only from now on (queries/sandbox.py)
     except BaseException:
         con.close()
         raise
@@ -271,6 +277,9 @@ def _create_views(con: duckdb.DuckDBPyConnection, dirs: list[Path], result_dirs:
     _run_script(con, read_sql("_macros"))
     _run_script(con, _template("_views", columns))
     _run_script(con, _template("_outcomes", columns))
+    from .precision import install as install_precision  # trials = "auto" sweeps: status per point
+
+    install_precision(con, dirs, _run_script)
 
 
 def swept_axes(con: duckdb.DuckDBPyConnection) -> list[str]:

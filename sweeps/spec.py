@@ -46,7 +46,7 @@ parameter added after the first release is left out of the canonical form (and
 spec.toml) while it has its neutral value (core.params.NEUTRAL), so adding one
 changes no spec hash.
 
-Every error is a SpecError (a ValueError) with one line naming the file, the
+Every error is a SpecError (a StopraceError) with one line naming the file, the
 field, the offending value and what is allowed.
 """
 
@@ -60,11 +60,15 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.errors import ParamError, StopraceError
+from core.estimators import DEFAULT_ESTIMATOR
+from core.estimators import ESTIMATORS as _ESTIMATOR_REGISTRY
 from core.params import DEFAULTS, PARAM_NAMES, SPECS, domain, is_neutral, make_params, suggest
+from core.precision import Precision
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -88,20 +92,24 @@ MAX_POINTS = 10_000_000
 """More points than this is refused unless force=True."""
 DEFAULT_SHARD_TRIALS = 100_000
 DEFAULT_TASK_SECONDS = 2.0
-ESTIMATORS: tuple[str, ...] = ("naive", "cmc")
+ESTIMATORS: tuple[str, ...] = tuple(_ESTIMATOR_REGISTRY)
+"""Names of the estimators a spec may ask for (core.estimators is the registry)."""
 MAX_TRIALS = 10**15
 """Upper bound of trials/shard_trials (int64 columns; far beyond anything runnable)."""
 UINT64_MAX = 2**64 - 1
 SPEC_FORMAT = 1
 """Version of the canonical form; part of the hash."""
 
-TOP_LEVEL_KEYS: tuple[str, ...] = ("name", "seed", "trials", "shard_trials", "estimator", "task_seconds", "base", "axes")
+TOP_LEVEL_KEYS: tuple[str, ...] = (
+    "name", "seed", "trials", "shard_trials", "estimator", "task_seconds", "base", "axes", "precision",
+    "search",
+)
 _REQUIRED = ("name", "seed", "trials")
 _NAME_RE = re.compile(r"[a-z0-9_-]+")
 _AXIS_FORMS = ("linspace", "logspace", "range")
 
 
-class SpecError(ValueError):
+class SpecError(StopraceError):
     """A bad sweep spec; the message is one line naming the file, field and value."""
 
 
@@ -123,12 +131,24 @@ class SweepSpec(BaseModel):
     seed: int = Field(ge=0, le=UINT64_MAX)
     trials: int = Field(ge=1, le=MAX_TRIALS)
     shard_trials: int = Field(DEFAULT_SHARD_TRIALS, ge=1, le=MAX_TRIALS)
-    estimator: Literal["naive", "cmc"] = "naive"
+    estimator: str = DEFAULT_ESTIMATOR
+    """A name in core.estimators.ESTIMATORS."""
     task_seconds: float = Field(DEFAULT_TASK_SECONDS, gt=0, allow_inf_nan=False)
     base: dict[str, Any]
     """Every non-axis parameter (defaults filled in), canonical types, PARAM_NAMES order."""
     axes: tuple[Axis, ...] = ()
     """Swept parameters in PARAM_NAMES order; the first varies slowest."""
+    precision: Precision | None = None
+    """`trials = "auto"`: the stop rule (sweeps.precision); `trials` is then its max_trials."""
+    search: Any = None
+    """`[search]`: bisection on n_cpus (sweeps.precision.Search, run by sweeps.search), or None."""
+
+    @field_validator("estimator")
+    @classmethod
+    def _known_estimator(cls, v: str) -> str:
+        if v not in _ESTIMATOR_REGISTRY:
+            raise ValueError(f"estimator = {v!r} is not allowed: one of {', '.join(_ESTIMATOR_REGISTRY)}")
+        return v
 
     # ---- derived -------------------------------------------------------------------
     @property
@@ -168,7 +188,16 @@ class SweepSpec(BaseModel):
             "base": self.identity_base(),
             # a list, not an object: the axis order is the iteration order
             "axes": [[a.name, list(a.values)] for a in self.axes],
-        }
+        } | self._precision_obj()
+
+    def _precision_obj(self) -> dict[str, Any]:
+        """Adaptive specs only (a fixed-trials spec's canonical form is unchanged)."""
+        if self.precision is None:
+            return {}
+        obj: dict[str, Any] = {"trials": "auto", "precision": self.precision.canonical_obj()}
+        if self.search is not None:
+            obj["search"] = self.search.canonical_obj()
+        return obj
 
     def identity_base(self) -> dict[str, Any]:
         """`base` without later-added parameters at their neutral value (the hashed, written part)."""
@@ -191,7 +220,7 @@ class SweepSpec(BaseModel):
             f"# points = {self.n_points}, shards per point = {self.n_shards_per_point}",
             f"name = {_toml_value(self.name)}",
             f"seed = {self.seed}",
-            f"trials = {self.trials}",
+            "trials = \"auto\"" if self.precision is not None else f"trials = {self.trials}",
             f"shard_trials = {self.shard_trials}",
             f"estimator = {_toml_value(self.estimator)}",
             f"task_seconds = {_toml_value(self.task_seconds)}",
@@ -208,6 +237,12 @@ class SweepSpec(BaseModel):
                 lines.append(f"{a.name} = [")
                 lines += ["    " + ", ".join(vals[i : i + 8]) + "," for i in range(0, len(vals), 8)]
                 lines.append("]")
+        if self.precision is not None:
+            from sweeps.precision import precision_toml, search_toml
+
+            lines += ["", *precision_toml(self.precision)]
+            if self.search is not None:
+                lines += ["", *search_toml(self.search)]
         return "\n".join(lines) + "\n"
 
 
@@ -273,9 +308,10 @@ class _Parser:
         seed = raw["seed"]
         if not _is_int(seed) or not 0 <= seed <= UINT64_MAX:
             raise self.err(f"seed = {seed!r} is not allowed: an integer in [0, 2**64 - 1]")
-        trials = self._count("trials", raw["trials"])
         shard_trials = self._count("shard_trials", raw.get("shard_trials", DEFAULT_SHARD_TRIALS))
-        estimator = raw.get("estimator", "naive")
+        precision = self._precision(raw, shard_trials)
+        trials = precision.max_trials if precision is not None else self._count("trials", raw["trials"])
+        estimator = raw.get("estimator", DEFAULT_ESTIMATOR)
         if not isinstance(estimator, str) or estimator not in ESTIMATORS:
             raise self.err(f"estimator = {estimator!r} is not allowed: one of {', '.join(ESTIMATORS)}")
         ts = raw.get("task_seconds", DEFAULT_TASK_SECONDS)
@@ -298,7 +334,7 @@ class _Parser:
         # validate the base values together (also catches anything cross-field in the future)
         try:
             make_params(base_given, where=f"{self.where}: base")
-        except ValueError as e:
+        except ParamError as e:
             raise SpecError(str(e)) from None
 
         ordered_axes = [k for k in PARAM_NAMES if k in axes_raw]
@@ -322,7 +358,35 @@ class _Parser:
             task_seconds=float(ts),
             base=base,
             axes=axes,
+            precision=precision,
+            search=self._search(raw, precision, axes_raw, base_raw),
         )
+
+    def _search(self, raw: Mapping[str, Any], precision: Precision | None, axes: Mapping[str, Any], base: Mapping[str, Any]):
+        """`[search]` (sweeps.precision.parse_search), else None."""
+        if "search" not in raw:
+            return None
+        from sweeps.precision import parse_search
+
+        try:
+            return parse_search(raw["search"], precision, axes, base, self.where)
+        except ValueError as e:
+            raise SpecError(str(e)) from None
+
+    def _precision(self, raw: Mapping[str, Any], shard_trials: int) -> Precision | None:
+        """`trials = "auto"` with its [precision] table (sweeps.precision), else None."""
+        from sweeps.precision import parse_precision
+
+        if raw["trials"] != "auto":
+            if isinstance(raw["trials"], str):
+                raise self.err(f"trials = {raw['trials']!r} is not allowed: an integer in [1, 10**15] or \"auto\"")
+            if "precision" in raw:
+                raise self.err('[precision] needs trials = "auto" (it sets the trials per point)')
+            return None
+        try:
+            return parse_precision(raw.get("precision"), shard_trials, self.where)
+        except ValueError as e:
+            raise SpecError(str(e)) from None
 
     def _unknown_top(self, key: str) -> str:
         if key in PARAM_NAMES:
@@ -381,7 +445,7 @@ class _Parser:
         """Domain-check one canonical value of `name` with every other parameter at its default."""
         try:
             make_params({name: v}, where=f"{self.where}: {loc}")
-        except ValueError as e:
+        except ParamError as e:
             raise SpecError(str(e)) from None
 
     def _axis_form(self, name: str, spec: Mapping[str, Any]) -> tuple[str, Any]:

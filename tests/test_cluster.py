@@ -239,8 +239,20 @@ def test_stopped_job_resubmitted_resumes(two_nodes, refs, tmp_path):
     assert f"{job}: STOPPED" in text
     kept = stored(out)
     assert kept < n, "the job was stopped too late to test resume"
-    logs, _ = finish(cli("logs", job, "--address", two_nodes.dashboard, env=DRIVER_ENV))
-    assert "run the same command again to resume" in logs  # SIGTERM: the driver stored what it had
+    # SIGTERM: the driver stored what it had and said so. Ray copies a job's output into its log
+    # asynchronously, so on a loaded machine the last line can reach the log a moment after STOPPED.
+    hint = "run the same command again to resume"
+    logs = ""
+
+    def hint_logged() -> bool:
+        nonlocal logs
+        logs, _ = finish(cli("logs", job, "--address", two_nodes.dashboard, env=DRIVER_ENV))
+        return hint in logs
+
+    try:
+        wait_for(hint_logged, 30, "the driver's resume hint in the job log")
+    except AssertionError:
+        raise AssertionError(f"no resume hint in the job log: {logs[-2000:]}") from None
     assert not list(out.rglob("*.tmp"))
 
     text, err = finish(cli("submit", str(spec), "--address", two_nodes.dashboard, "--out", str(out), "--wait", env=DRIVER_ENV))
@@ -352,6 +364,8 @@ def test_runtime_env_for_cluster_runs(monkeypatch):
     import sweeps
     import cluster as cluster_pkg
     from cluster.jobs import shipping_runtime_env
+    from cluster.jobs import JobsError
+    from sweeps.errors import ClusterError
     from sweeps.runner import _cluster_runtime_env
 
     import ray
@@ -376,9 +390,9 @@ def test_runtime_env_for_cluster_runs(monkeypatch):
     assert _cluster_runtime_env(None, None, None, True)["py_modules"]
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # inside a Ray Job: the job's env applies
     assert _cluster_runtime_env(None, None, None, True) is None
-    with pytest.raises(ValueError, match="max_in_flight"):
+    with pytest.raises(ClusterError, match="max_in_flight"):
         _cluster_runtime_env(None, 4, None, True)
-    with pytest.raises(ValueError, match="not a Python package"):
+    with pytest.raises(JobsError, match="not a Python package"):
         shipping_runtime_env([Path(core.__file__).parent.parent / "examples"])
 
 
