@@ -27,7 +27,7 @@ from scipy import stats as sst
 
 from core import reference
 from core.cmc import draw_chunk_cmc, simulate_cmc
-from core.draws import draw_nmi_path, draw_phase1, exponential, lognormal, new_generator
+from core.draws import draw_nmi_path, exponential, lognormal, new_generator
 from core.outcomes import OUTCOMES
 from core.params import make_params
 from core.vectorized import replay_draws, shard_seed, simulate, simulate_draws
