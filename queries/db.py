@@ -202,6 +202,8 @@ def _run_script(con: duckdb.DuckDBPyConnection, sql: str) -> None:
 def connect(*result_dirs: str | Path, threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the views of this module over the given result dirs.
 
+    The connection is read-only over those dirs (queries.sandbox): it opens no
+    other file and its configuration is locked.
     Raises QueryError (a ValueError) with one line when a dir is missing, is not a
     result set, or its Parquet files cannot be read.
     """
@@ -223,6 +225,9 @@ def connect(*result_dirs: str | Path, threads: int | None = None) -> duckdb.Duck
     con = duckdb.connect(":memory:")
     try:
         _create_views(con, dirs, result_dirs, threads)
+        from queries.sandbox import lock_down  # here, not at the top: sandbox imports QueryError from this module
+
+        lock_down(con, readable=dirs)  # last: read-only from now on (queries/sandbox.py)
     except BaseException:
         con.close()
         raise
@@ -258,6 +263,9 @@ def _create_views(con: duckdb.DuckDBPyConnection, dirs: list[Path], result_dirs:
     _run_script(con, read_sql("_macros"))
     _run_script(con, _template("_views", columns))
     _run_script(con, _template("_outcomes", columns))
+    from .precision import install as install_precision  # trials = "auto" sweeps: status per point
+
+    install_precision(con, dirs, _run_script)
 
 
 def swept_axes(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -24,6 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from .db import QueryError, first_line
+from .sandbox import check_read_only, refusal
 
 __all__ = ["NamedQuery", "list_named", "load_named", "parse_params", "coerce", "run_sql", "run_named"]
 
@@ -124,7 +125,8 @@ def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] 
     """Run one SQL statement (with optional $name parameters) and return its result as an Arrow table.
 
     `limit` fetches at most that many rows (a terminal table need not read
-    everything). Raises QueryError with DuckDB's first message line on bad SQL;
+    everything). Only a read-only query runs (queries.sandbox.check_read_only);
+    refusals are SandboxError. Raises QueryError with DuckDB's first message line on bad SQL;
     a statement that returns no row set gives an empty table.
     """
     values = dict(params or {})
@@ -134,6 +136,7 @@ def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] 
         raise QueryError(f"bad SQL: {first_line(e)}") from None
     if len(stmts) != 1:
         raise QueryError(f"expected one SQL statement, got {len(stmts)}")
+    check_read_only(stmts)
     used = set(stmts[0].named_parameters)
     missing = sorted(used - set(values))
     if missing:
@@ -150,7 +153,7 @@ def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] 
             rel = rel.limit(limit)
         return rel.to_arrow_table()
     except duckdb.Error as e:
-        raise QueryError(f"bad SQL: {first_line(e)}") from None
+        raise (refusal(e) or QueryError(f"bad SQL: {first_line(e)}")) from None
 
 
 def run_named(con: duckdb.DuckDBPyConnection, name: str, params: Mapping[str, Any] | None = None,

@@ -36,6 +36,7 @@ from core.params import PARAM_NAMES, suggest
 from .capacity import METRICS as PROB_METRICS
 from .db import QueryError, first_line, quote_ident, render_sql
 from .format import atomic_write, header
+from .sandbox import refusal
 
 __all__ = ["TIME_METRICS", "METRIC_NAMES", "PlotResult", "plot", "WIDE_RATIO"]
 
@@ -133,7 +134,7 @@ def plot(
             try:
                 rel = rel.filter(where)
             except duckdb.Error as e:
-                raise QueryError(f"bad --where '{where}': {first_line(e)}") from None
+                raise (refusal(e) or QueryError(f"bad --where '{where}': {first_line(e)}")) from None
         rel.create_view(view, replace=True)
         cells, varying, n_points = _cells(con, view, keys, metric)
     finally:
@@ -188,7 +189,7 @@ def _cells(con: duckdb.DuckDBPyConnection, view: str, keys: list[str], metric: s
         distinct = ", ".join(f"count(DISTINCT {quote_ident(n)})" for n in PARAM_NAMES)
         counts = con.execute(f"SELECT count(*), {distinct} FROM {view}").fetchall()[0]
     except duckdb.Error as e:
-        raise QueryError(f"plot query failed: {first_line(e)}") from None
+        raise (refusal(e) or QueryError(f"plot query failed: {first_line(e)}")) from None
     n_points = int(counts[0])
     varying = [n for n, c in zip(PARAM_NAMES, counts[1:]) if c > 1]
     return cells, varying, n_points

@@ -8,6 +8,7 @@ the per-CPU timeline and cross-checks the vectorized result.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,24 @@ class Replay:
             "vectorized_outcome": self.vectorized_outcome,
             **r,
         }
+
+
+def _plain(v: Any) -> Any:
+    """JSON-ready: numpy scalars as Python numbers, non-finite floats (a dead CPU's clear = inf) as null."""
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def replay_json(r: Replay) -> dict[str, Any]:
+    """The replay as strict JSON data (`stoprace replay --json` and the HTTP API print exactly this)."""
+    return _plain(r.to_json())
 
 
 def load_shard_row(result_dir: str | Path, point_id: str, shard: int) -> dict[str, Any]:

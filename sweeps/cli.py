@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sweeps.cli_replay",
     "sweeps.cli_query",
     "sweeps.cli_submit",
+    "sweeps.cli_serve",
 )
 
 

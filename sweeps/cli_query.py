@@ -12,6 +12,7 @@ import duckdb
 from queries.db import QueryError, connect, first_line
 from queries.format import FORMATS, check_output, render_table, write_result
 from queries.named import list_named, parse_params, run_named, run_sql
+from queries.sandbox import check_output_path
 from sweeps.errors import UsageError
 
 
@@ -130,6 +131,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     check_output(args.format, args.output)
     params = parse_params(args.param)
     con = _connect(args.dirs)
+    if args.output:
+        check_output_path(args.output, args.dirs)
     # a terminal table shows --max-rows rows: fetch one more to know whether there are more
     limit = args.max_rows + 1 if args.format == "table" and not args.output and args.max_rows else None
     try:
@@ -181,6 +184,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if args.dpi <= 0 or args.dpi > 1200:
         raise UsageError(f"--dpi {args.dpi} must be in 1..1200")
     con = _connect(args.dirs)
+    check_output_path(args.output, args.dirs)
     res = plot(con, args.output, x=args.x, y=args.y, metric=args.metric, lines=args.lines, where=args.where,
                title=args.title, size=args.size, dpi=args.dpi)
     note = f" ({res.title.splitlines()[1]})" if "\n" in res.title else ""

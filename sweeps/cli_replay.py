@@ -29,11 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_cmd(args: argparse.Namespace) -> int:
     """Carry out the subcommand from parsed arguments; returns the exit code."""
-    from queries.replay import format_timeline, replay
+    from queries.replay import format_timeline, replay, replay_json
 
     r = replay(args.dir, args.point, args.shard, args.trial)
     if args.json:
-        json.dump(r.to_json(), sys.stdout, default=lambda x: None if x != x else float(x))
+        json.dump(replay_json(r), sys.stdout, allow_nan=False)
         print()
     else:
         print(format_timeline(r, all_cpus=args.all))

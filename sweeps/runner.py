@@ -26,13 +26,14 @@ from typing import Any
 import ray
 
 from cluster.connect import resolve_address
-from cluster.executor import RunInterrupted, RunStats, run_map
+from cluster.executor import WAIT, RunInterrupted, RunStats, run_map
 from cluster.jobs import in_ray_job, shipping_runtime_env
 from sweeps.errors import ClusterError
 from sweeps.grid import Task, iter_tasks, plan_signature, total_cpu_trials
 from sweeps.shard import TaskResult, run_task
 from sweeps.spec import SweepSpec, load_spec
 from sweeps.store import ResultStore, is_uri
+from sweeps.waves import STATS_COLUMNS, WavePlan, wave_plan_signature
 
 SHIPPED_PACKAGES = ("core", "sweeps", "cluster")
 """What workers import: sweeps.shard.run_task, core (the model), cluster.executor (the task wrapper)."""
@@ -96,20 +97,34 @@ def run(
         out_path: Path | str = default_out(spec)
     else:
         out_path = str(out) if is_uri(out) else Path(out)
-    store = ResultStore.create_or_open(out_path, spec, plan=plan_signature())
+    adaptive = spec.precision is not None
+    store = ResultStore.create_or_open(out_path, spec, plan=wave_plan_signature() if adaptive else plan_signature())
     done = store.done_tasks()
     if store.complete:
         store.close()
         return RunReport(out_path, store.n_tasks, 0, len(done), 0.0, 0, True)
     counter = _Counter()
-    todo = _pending(iter_tasks(spec), done, counter)
-    total = total_cpu_trials(spec)
-    stored = store.cpu_trials_done
-    remaining = max(total - (stored if stored is not None else _stored_cpu_trials(store)), 0)
+    waves: WavePlan | None = None
+    describe = None
+    if adaptive:  # trials = "auto": per-point waves decided from the stored rows (sweeps.waves)
+        waves = WavePlan(spec)
+        for table in _stored_rows(store, done):
+            waves.add_rows(table)
+        todo: Iterator[Any] = waves.iter_tasks(WAIT)
+        counter.skipped = len(done)
+        remaining = None
+        describe = functools.partial(_open_points, spec.name, waves)
+    else:
+        todo = _pending(iter_tasks(spec), done, counter)
+        total = total_cpu_trials(spec)
+        stored = store.cpu_trials_done
+        remaining = max(total - (stored if stored is not None else _stored_cpu_trials(store)), 0)
 
     def on_result(task: Task, result: TaskResult) -> None:
         events = result.events if result.events.num_rows else None
         store.write_task(task.task_id, result.points, events)
+        if waves is not None:
+            waves.task_done(result.points)
 
     try:
         stats = run_map(
@@ -122,7 +137,8 @@ def run(
             retries=retries,
             weight=lambda t: t.cpu_trials,
             total_weight=remaining,
-            description=spec.name,
+            description=spec.name if waves is None else describe(),
+            describe=describe,
             unit="CPU-trials",
             progress=progress,
             runtime_env=runtime_env,
@@ -132,11 +148,12 @@ def run(
         raise SweepInterrupted(out_path, len(store.done_tasks()), store.n_tasks) from None
     finally:
         store.flush()
-    store.finish(counter.seen)
+    n_tasks = counter.seen if waves is None else len(store.done_tasks())
+    store.finish(n_tasks)
     store.close()
     return RunReport(
         out=out_path,
-        n_tasks=counter.seen,
+        n_tasks=n_tasks,
         tasks_run=stats.tasks,
         tasks_skipped=counter.skipped,
         seconds=stats.seconds,
@@ -211,6 +228,17 @@ def _pending(tasks: Iterator[Task], done: set[int], counter: _Counter) -> Iterat
             counter.skipped += 1
             continue
         yield t
+
+
+def _open_points(name: str, waves: WavePlan) -> str:
+    """Progress description of an adaptive run: how many points still need shards."""
+    return f"{name}: {waves.open_points}/{len(waves.points)} points open"
+
+
+def _stored_rows(store: ResultStore, done: set[int]) -> Iterator[Any]:
+    """The stop rule's columns of every committed task's points rows (what an adaptive resume decides on)."""
+    for tid in sorted(done):
+        yield store.read_points(tid, columns=list(STATS_COLUMNS))
 
 
 def _stored_cpu_trials(store: ResultStore) -> int:

@@ -62,6 +62,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.errors import ParamError, StopraceError
+from core.precision import Precision
 from core.params import DEFAULTS, INT_PARAMS, PARAM_NAMES, STR_PARAMS, domain, make_params, suggest
 
 if sys.version_info >= (3, 11):
@@ -93,7 +94,9 @@ UINT64_MAX = 2**64 - 1
 SPEC_FORMAT = 1
 """Version of the canonical form; part of the hash."""
 
-TOP_LEVEL_KEYS: tuple[str, ...] = ("name", "seed", "trials", "shard_trials", "estimator", "task_seconds", "base", "axes")
+TOP_LEVEL_KEYS: tuple[str, ...] = (
+    "name", "seed", "trials", "shard_trials", "estimator", "task_seconds", "base", "axes", "precision"
+)
 _REQUIRED = ("name", "seed", "trials")
 _NAME_RE = re.compile(r"[a-z0-9_-]+")
 _AXIS_FORMS = ("linspace", "logspace", "range")
@@ -127,6 +130,8 @@ class SweepSpec(BaseModel):
     """Every non-axis parameter (defaults filled in), canonical types, PARAM_NAMES order."""
     axes: tuple[Axis, ...] = ()
     """Swept parameters in PARAM_NAMES order; the first varies slowest."""
+    precision: Precision | None = None
+    """`trials = "auto"`: the stop rule (sweeps.precision); `trials` is then its max_trials."""
 
     # ---- derived -------------------------------------------------------------------
     @property
@@ -166,7 +171,13 @@ class SweepSpec(BaseModel):
             "base": dict(self.base),
             # a list, not an object: the axis order is the iteration order
             "axes": [[a.name, list(a.values)] for a in self.axes],
-        }
+        } | self._precision_obj()
+
+    def _precision_obj(self) -> dict[str, Any]:
+        """Adaptive specs only (a fixed-trials spec's canonical form is unchanged)."""
+        if self.precision is None:
+            return {}
+        return {"trials": "auto", "precision": self.precision.canonical_obj()}
 
     def canonical_json(self) -> str:
         """Sorted-key compact JSON of the canonical spec; floats in repr form."""
@@ -185,7 +196,7 @@ class SweepSpec(BaseModel):
             f"# points = {self.n_points}, shards per point = {self.n_shards_per_point}",
             f"name = {_toml_value(self.name)}",
             f"seed = {self.seed}",
-            f"trials = {self.trials}",
+            "trials = \"auto\"" if self.precision is not None else f"trials = {self.trials}",
             f"shard_trials = {self.shard_trials}",
             f"estimator = {_toml_value(self.estimator)}",
             f"task_seconds = {_toml_value(self.task_seconds)}",
@@ -202,6 +213,10 @@ class SweepSpec(BaseModel):
                 lines.append(f"{a.name} = [")
                 lines += ["    " + ", ".join(vals[i : i + 8]) + "," for i in range(0, len(vals), 8)]
                 lines.append("]")
+        if self.precision is not None:
+            from sweeps.precision import precision_toml
+
+            lines += ["", *precision_toml(self.precision)]
         return "\n".join(lines) + "\n"
 
 
@@ -267,8 +282,9 @@ class _Parser:
         seed = raw["seed"]
         if not _is_int(seed) or not 0 <= seed <= UINT64_MAX:
             raise self.err(f"seed = {seed!r} is not allowed: an integer in [0, 2**64 - 1]")
-        trials = self._count("trials", raw["trials"])
         shard_trials = self._count("shard_trials", raw.get("shard_trials", DEFAULT_SHARD_TRIALS))
+        precision = self._precision(raw, shard_trials)
+        trials = precision.max_trials if precision is not None else self._count("trials", raw["trials"])
         estimator = raw.get("estimator", "naive")
         if not isinstance(estimator, str) or estimator not in ESTIMATORS:
             raise self.err(f"estimator = {estimator!r} is not allowed: one of {', '.join(ESTIMATORS)}")
@@ -316,7 +332,23 @@ class _Parser:
             task_seconds=float(ts),
             base=base,
             axes=axes,
+            precision=precision,
         )
+
+    def _precision(self, raw: Mapping[str, Any], shard_trials: int) -> Precision | None:
+        """`trials = "auto"` with its [precision] table (sweeps.precision), else None."""
+        from sweeps.precision import parse_precision
+
+        if raw["trials"] != "auto":
+            if isinstance(raw["trials"], str):
+                raise self.err(f"trials = {raw['trials']!r} is not allowed: an integer in [1, 10**15] or \"auto\"")
+            if "precision" in raw:
+                raise self.err('[precision] needs trials = "auto" (it sets the trials per point)')
+            return None
+        try:
+            return parse_precision(raw.get("precision"), shard_trials, self.where)
+        except ValueError as e:
+            raise SpecError(str(e)) from None
 
     def _unknown_top(self, key: str) -> str:
         if key in PARAM_NAMES:

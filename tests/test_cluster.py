@@ -239,8 +239,20 @@ def test_stopped_job_resubmitted_resumes(two_nodes, refs, tmp_path):
     assert f"{job}: STOPPED" in text
     kept = stored(out)
     assert kept < n, "the job was stopped too late to test resume"
-    logs, _ = finish(cli("logs", job, "--address", two_nodes.dashboard, env=DRIVER_ENV))
-    assert "run the same command again to resume" in logs  # SIGTERM: the driver stored what it had
+    # SIGTERM: the driver stored what it had and said so. Ray copies a job's output into its log
+    # asynchronously, so on a loaded machine the last line can reach the log a moment after STOPPED.
+    hint = "run the same command again to resume"
+    logs = ""
+
+    def hint_logged() -> bool:
+        nonlocal logs
+        logs, _ = finish(cli("logs", job, "--address", two_nodes.dashboard, env=DRIVER_ENV))
+        return hint in logs
+
+    try:
+        wait_for(hint_logged, 30, "the driver's resume hint in the job log")
+    except AssertionError:
+        raise AssertionError(f"no resume hint in the job log: {logs[-2000:]}") from None
     assert not list(out.rglob("*.tmp"))
 
     text, err = finish(cli("submit", str(spec), "--address", two_nodes.dashboard, "--out", str(out), "--wait", env=DRIVER_ENV))

@@ -78,3 +78,16 @@ CREATE OR REPLACE TEMP MACRO cmc_hi(m, v, n, ymax) AS cmc_hi_z(m, v, n, ymax, wi
 -- (core.cmc.combine): (ss - N m^2) / (N - 1) / N, clamped at 0 against rounding.
 CREATE OR REPLACE TEMP MACRO pooled_var(ss, m, n) AS
     CASE WHEN n >= 2 THEN greatest(0.0, (ss - n * m * m) / (n - 1.0) / n) ELSE 0.0 END::DOUBLE;
+
+-- The adaptive stop rule of trials = "auto" sweeps, written to match core.precision.decide operation
+-- for operation (tested against it): from a point's estimate p in [lo, hi] over n trials, its status.
+-- target / rel may be NULL (criterion not given).
+CREATE OR REPLACE TEMP MACRO precision_status(p, lo, hi, n, target, rel, max_trials, min_trials) AS
+    CASE
+        WHEN n < min_trials THEN 'open'
+        WHEN target IS NOT NULL AND hi < target THEN 'below target'
+        WHEN target IS NOT NULL AND lo > target THEN 'above target'
+        WHEN rel IS NOT NULL AND p > 0 AND (hi - lo) / 2.0 <= rel * p THEN 'precise'
+        WHEN n >= max_trials THEN 'budget exhausted'
+        ELSE 'open'
+    END;

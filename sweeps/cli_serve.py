@@ -1,0 +1,78 @@
+"""`stoprace serve`: the HTTP API and dashboard over result sets (sweeps/serve/)."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+
+from sweeps.cli import UsageError
+from sweeps.cli_simulate import count_arg
+
+DEFAULT_PORT = 8470
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's subcommand(s) to the `stoprace` parser."""
+    p = sub.add_parser(
+        "serve",
+        help="HTTP API and web dashboard over result sets; submit sweeps from the browser",
+        description=(
+            "Serve result sets over HTTP: a JSON API (the same numbers and columns as the CLI's --format json) "
+            "and a dashboard at /. Each DIR_OR_URI is a result set, or a directory holding result sets (rescanned, "
+            "so new ones appear). Sweeps submitted through the API run one at a time on an embedded Ray (or as Ray "
+            "Jobs with --address) into <first such directory>/<sweep name> (default ./results). Binds 127.0.0.1; any "
+            "other --host needs --token, then every request must carry 'Authorization: Bearer TOKEN'."
+        ),
+    )
+    p.add_argument("locations", nargs="*", metavar="DIR_OR_URI", help="result sets or directories of them (default results)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --token)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--token", metavar="T", help="bearer token every request must carry (required off loopback)")
+    p.add_argument("--address", metavar="URL", help="run submitted sweeps as Ray Jobs on this cluster (http://HEAD:8265)")
+    p.add_argument("--workers", type=count_arg, metavar="N", help="CPUs of the embedded Ray of each submitted run")
+    p.add_argument("--query-timeout", type=float, default=10.0, metavar="S", help="time limit of one API query (default 10 s)")
+    p.add_argument("--row-limit", type=count_arg, default=10_000, metavar="N", help="rows returned by POST /api/query (default 10000)")
+    p.set_defaults(func=serve_cmd)
+
+
+def _loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+def serve_cmd(args: argparse.Namespace) -> int:
+    """Check the options, build the app, run uvicorn until Ctrl-C/SIGTERM, then stop background runs."""
+    import uvicorn
+
+    from sweeps.serve import ServeConfig, create_app, shutdown
+
+    if not _loopback(args.host) and not args.token:
+        raise UsageError(f"--host {args.host} exposes the server beyond this machine: give --token T "
+                         "(every request must then carry 'Authorization: Bearer T')")
+    if args.token is not None and len(args.token) < 8:
+        raise UsageError("--token must be at least 8 characters")
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port {args.port} must be in 1..65535")
+    if not (args.query_timeout > 0):
+        raise UsageError("--query-timeout must be positive")
+    try:
+        with socket.create_server((args.host, args.port)):
+            pass
+    except OSError as e:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+    config = ServeConfig(locations=list(args.locations), token=args.token, address=args.address,
+                         workers=args.workers, query_timeout_s=args.query_timeout, row_limit=args.row_limit,
+                         trusted_hosts=None if args.token else ("127.0.0.1", "localhost", "::1", args.host))
+    app = create_app(config)
+    n = len(app.state.registry.all())
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"stoprace serve: http://{host}:{args.port}/ ({n} result set{'s' if n != 1 else ''}; new sweeps go to "
+          f"{app.state.registry.submit_root}/)", file=sys.stderr, flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        shutdown(app)
+    return 0
+
+
+__all__ = ["register", "serve_cmd"]

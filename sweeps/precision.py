@@ -1,0 +1,102 @@
+"""The `[precision]` table of a sweep spec (`trials = "auto"`): parsing with one-line errors.
+
+    trials = "auto"
+    [precision]
+    metric = "p_bad"          # p_race | p_bad | p_hang | p_timeout (default p_bad)
+    target = 1e-4             # stop once the 95% interval lies entirely above or below target
+    rel_half_width = 0.1      # ... or once the 95% half-width is <= 10% of the estimate
+    max_trials = 2_000_000    # per point (required)
+    min_trials = 100_000      # per point before any stop (default: one shard)
+
+Either criterion may be given alone. The rule itself (what the estimate and
+interval are, which status wins) is core.precision, shared with `queries`.
+sweeps.spec calls `parse_precision` and nothing else from here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from core.precision import METRICS, Precision
+
+__all__ = ["PRECISION_KEYS", "parse_precision", "precision_toml"]
+
+PRECISION_KEYS: tuple[str, ...] = ("metric", "target", "rel_half_width", "max_trials", "min_trials")
+_MAX = 10**15
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _count(key: str, v: Any) -> int | None:
+    if _is_int(v):
+        iv = int(v)
+    elif isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        iv = int(v)
+    else:
+        return None
+    return iv if 1 <= iv <= _MAX else None
+
+
+def parse_precision(raw: Any, shard_trials: int, where: str) -> Precision:
+    """Validate the raw `[precision]` table; ValueError with one line `where: precision...: ...`."""
+
+    def err(msg: str) -> ValueError:
+        return ValueError(f"{where}: {msg}")
+
+    if raw is None:
+        raise err('trials = "auto" needs a [precision] table (metric, target and/or rel_half_width, max_trials)')
+    if not isinstance(raw, Mapping):
+        raise err(f"precision = {raw!r} is not allowed: [precision] must be a table")
+    for key in raw:
+        if key not in PRECISION_KEYS:
+            raise err(f"precision: unknown key '{key}'; allowed: {', '.join(PRECISION_KEYS)}")
+    metric = raw.get("metric", "p_bad")
+    if not isinstance(metric, str) or metric not in METRICS:
+        raise err(f"precision.metric = {metric!r} is not allowed: one of {', '.join(METRICS)}")
+    target = raw.get("target")
+    if target is not None and not (
+        isinstance(target, (int, float)) and not isinstance(target, bool) and 0 < target < 1
+    ):
+        raise err(f"precision.target = {target!r} is not allowed: a probability in (0, 1)")
+    rel = raw.get("rel_half_width")
+    if rel is not None and not (
+        isinstance(rel, (int, float)) and not isinstance(rel, bool) and math.isfinite(rel) and rel > 0
+    ):
+        raise err(f"precision.rel_half_width = {rel!r} is not allowed: a finite number > 0 (0.1 = +-10%)")
+    if target is None and rel is None:
+        raise err("precision: give target, rel_half_width or both (a point stops at the first one met)")
+    if "max_trials" not in raw:
+        raise err("precision: missing required key 'max_trials' (the per-point budget)")
+    max_trials = _count("max_trials", raw["max_trials"])
+    if max_trials is None:
+        raise err(f"precision.max_trials = {raw['max_trials']!r} is not allowed: an integer in [1, 10**15]")
+    if "min_trials" in raw:
+        min_trials = _count("min_trials", raw["min_trials"])
+        if min_trials is None:
+            raise err(f"precision.min_trials = {raw['min_trials']!r} is not allowed: an integer in [1, 10**15]")
+    else:
+        min_trials = min(shard_trials, max_trials)
+    if min_trials > max_trials:
+        raise err(f"precision.min_trials = {min_trials} is not allowed: at most max_trials = {max_trials}")
+    return Precision(
+        metric=metric,  # type: ignore[arg-type]
+        target=None if target is None else float(target),
+        rel_half_width=None if rel is None else float(rel),
+        max_trials=max_trials,
+        min_trials=min_trials,
+    )
+
+
+def precision_toml(rule: Precision) -> list[str]:
+    """The canonical `[precision]` table as TOML lines (criteria not given are left out)."""
+    lines = ["[precision]", f'metric = "{rule.metric}"']
+    if rule.target is not None:
+        lines.append(f"target = {rule.target!r}")
+    if rule.rel_half_width is not None:
+        lines.append(f"rel_half_width = {rule.rel_half_width!r}")
+    lines += [f"max_trials = {rule.max_trials}", f"min_trials = {rule.min_trials}"]
+    return lines

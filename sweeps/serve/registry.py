@@ -1,0 +1,194 @@
+"""Which result sets a `stoprace serve` serves, and how far each one is.
+
+Each DIR_OR_URI given to `serve` is either a result set itself (it holds a
+`manifest.json`) or a *root*: a local directory whose subdirectories are result
+sets (the README's `results/`). Roots are rescanned on every listing, so a result
+set that appears there later (a sweep submitted through the API, or a `stoprace
+run --out results/x` from a shell) is served without a restart. A URI is one
+result set (object stores have no cheap directory listing to scan).
+
+A sweep is addressed in the API by its *key*: the result set's directory name
+(unique; a clash gets `-2`, `-3`, ...). Progress comes from the manifest alone
+(SCHEMA.md): tasks listed done, n x trials done, and the spec's total.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import StopraceError
+from sweeps.spec import SpecError, SweepSpec, parse_spec
+from sweeps.storage import StoreError, is_uri, locate
+from sweeps.store import MANIFEST, SPEC_FILE
+
+__all__ = ["Served", "Registry", "ServeError", "NotFound", "Conflict", "read_manifest", "count_ranges"]
+
+
+class ServeError(StopraceError):
+    """A request the server refuses (HTTP 400 unless a subclass says otherwise); one line."""
+
+    status = 400
+
+
+class NotFound(ServeError):
+    status = 404
+
+
+class Conflict(ServeError):
+    status = 409
+
+
+@dataclass(frozen=True)
+class Served:
+    """One served result set: its API key and where it lives (a local path or a URI)."""
+
+    key: str
+    location: str
+
+    @property
+    def local(self) -> Path | None:
+        return None if is_uri(self.location) else Path(self.location)
+
+
+def _read(location: str, name: str) -> bytes | None:
+    """A file of a result set, None when it is absent or unreadable."""
+    try:
+        return locate(location, None).read_bytes(name)
+    except (OSError, StoreError, ValueError):
+        return None
+
+
+def read_manifest(location: str) -> dict[str, Any] | None:
+    data = _read(location, MANIFEST)
+    if data is None:
+        return None
+    try:
+        m = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return m if isinstance(m, dict) and "spec_hash" in m else None
+
+
+def count_ranges(ranges: Any) -> int:
+    try:
+        return sum(int(b) - int(a) for a, b in ranges)
+    except (TypeError, ValueError):
+        return 0
+
+
+@dataclass
+class Registry:
+    """The result sets given to `serve` (sets and roots) plus where new sweeps go."""
+
+    sets: list[str] = field(default_factory=list)
+    roots: list[Path] = field(default_factory=list)
+    _specs: dict[str, SweepSpec] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def from_args(cls, locations: list[str]) -> Registry:
+        """Sort the `serve` arguments into result sets and roots; ServeError (one line) for a bad one."""
+        reg = cls()
+        for loc in locations or ["results"]:
+            if is_uri(loc):
+                reg.sets.append(loc.rstrip("/"))
+                continue
+            p = Path(os.path.expanduser(loc))
+            if p.is_dir() and (p / MANIFEST).is_file():
+                reg.sets.append(str(p))
+            elif p.is_dir() or (not p.exists() and not locations):
+                reg.roots.append(p)
+            elif not p.exists():
+                raise ServeError(f"{loc}: no such directory (give result sets or a directory holding them)")
+            else:
+                raise ServeError(f"{loc}: not a directory")
+        return reg
+
+    @property
+    def submit_root(self) -> Path:
+        """Where a sweep submitted through the API is written: <first root>/<sweep name> (default ./results)."""
+        return self.roots[0] if self.roots else Path("results")
+
+    def all(self) -> list[Served]:
+        """Every served result set, in argument order then name order, with unique keys."""
+        locations = list(self.sets)
+        for root in [*self.roots, *([] if self.roots else [self.submit_root])]:
+            try:
+                children = sorted(c for c in root.iterdir() if (c / MANIFEST).is_file())
+            except OSError:
+                continue
+            locations.extend(str(c) for c in children if str(c) not in locations)
+        seen: dict[str, int] = {}
+        out = []
+        for loc in dict.fromkeys(locations):
+            base = loc.rstrip("/").rsplit("/", 1)[-1] or "results"
+            n = seen.get(base, 0) + 1
+            seen[base] = n
+            out.append(Served(base if n == 1 else f"{base}-{n}", loc))
+        return out
+
+    def get(self, key: str) -> Served:
+        for s in self.all():
+            if s.key == key:
+                return s
+        raise NotFound(f"no sweep '{key}' is served here (GET /api/sweeps lists them)")
+
+    def spec_of(self, served: Served, manifest: dict[str, Any]) -> SweepSpec | None:
+        """The result set's spec (cached by spec hash); None when unreadable."""
+        h = str(manifest.get("spec_hash"))
+        with self._lock:
+            if h in self._specs:
+                return self._specs[h]
+        data = _read(served.location, SPEC_FILE)
+        if data is None:
+            return None
+        try:
+            spec = parse_spec(data, where=f"{served.location}/{SPEC_FILE}", force=True)
+        except SpecError:
+            return None
+        with self._lock:
+            self._specs[h] = spec
+        return spec
+
+    def summary(self, served: Served) -> dict[str, Any]:
+        """name, location, sweep, points, tasks done/total, CPU-trials done/total, progress, status."""
+        from sweeps.grid import total_cpu_trials
+
+        m = read_manifest(served.location)
+        out: dict[str, Any] = {"name": served.key, "location": served.location, "sweep": None, "points": None,
+                               "tasks_done": 0, "tasks_total": None, "cpu_trials_done": 0, "cpu_trials_total": None,
+                               "progress": 0.0, "status": "empty"}
+        if m is None:
+            return out
+        spec = self.spec_of(served, m)
+        done = count_ranges(m.get("tasks_done") or [])
+        total = m.get("n_tasks")
+        ct_done = int(m.get("cpu_trials_done") or 0)
+        ct_total = total_cpu_trials(spec) if spec is not None else None
+        complete = total is not None and done >= int(total)
+        if complete:
+            progress = 1.0
+        elif ct_total:
+            progress = min(ct_done / ct_total, 0.999)
+        else:
+            progress = 0.0
+        out.update({
+            "sweep": m.get("sweep") or (spec.name if spec else None), "points": m.get("n_points"),
+            "tasks_done": done, "tasks_total": total, "cpu_trials_done": ct_done, "cpu_trials_total": ct_total,
+            "progress": progress, "status": "complete" if complete else "partial",
+            "created": m.get("created"), "spec_hash": m.get("spec_hash"),
+        })
+        return out
+
+    def axes(self, served: Served) -> dict[str, list[Any]]:
+        """The swept axes of a result set and their values (for the dashboard's pickers)."""
+        m = read_manifest(served.location)
+        spec = self.spec_of(served, m) if m else None
+        if spec is None:
+            return {}
+        return {a.name: list(a.values) for a in spec.axes}
