@@ -33,6 +33,7 @@ from sweeps.grid import Task, iter_tasks, plan_signature, total_cpu_trials
 from sweeps.shard import TaskResult, run_task
 from sweeps.spec import SweepSpec, load_spec
 from sweeps.store import ResultStore, is_uri
+from sweeps.search import BoundarySearch
 from sweeps.waves import STATS_COLUMNS, WavePlan, wave_plan_signature
 
 SHIPPED_PACKAGES = ("core", "sweeps", "cluster")
@@ -52,6 +53,8 @@ class RunReport:
     complete: bool
     stats: RunStats | None = None
     """What cluster.executor measured (worker seconds, overhead per task, utilization); None if nothing ran."""
+    search: list[dict[str, Any]] | None = None
+    """A [search] spec: one row per combination of the other axes (sweeps.search.BoundarySearch.report)."""
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -101,13 +104,16 @@ def run(
     store = ResultStore.create_or_open(out_path, spec, plan=wave_plan_signature() if adaptive else plan_signature())
     done = store.done_tasks()
     if store.complete:
+        found = search_report(store) if spec.search is not None else None
         store.close()
-        return RunReport(out_path, store.n_tasks, 0, len(done), 0.0, 0, True)
+        return RunReport(out_path, store.n_tasks, 0, len(done), 0.0, 0, True, search=found)
     counter = _Counter()
     waves: WavePlan | None = None
+    search: BoundarySearch | None = None
     describe = None
     if adaptive:  # trials = "auto": per-point waves decided from the stored rows (sweeps.waves)
-        waves = WavePlan(spec)
+        search = BoundarySearch(spec) if spec.search is not None else None
+        waves = search.plan if search is not None else WavePlan(spec)
         for table in _stored_rows(store, done):
             waves.add_rows(table)
         todo: Iterator[Any] = waves.iter_tasks(WAIT)
@@ -160,6 +166,7 @@ def run(
         cpu_trials=int(stats.weight),
         complete=store.complete,
         stats=stats,
+        search=search.report() if waves is not None and search is not None else None,
     )
 
 
@@ -233,6 +240,15 @@ def _pending(tasks: Iterator[Task], done: set[int], counter: _Counter) -> Iterat
 def _open_points(name: str, waves: WavePlan) -> str:
     """Progress description of an adaptive run: how many points still need shards."""
     return f"{name}: {waves.open_points}/{len(waves.points)} points open"
+
+
+def search_report(store: ResultStore) -> list[dict[str, Any]]:
+    """The boundary search of a [search] results dir, replayed from its stored rows (no simulation)."""
+    search = BoundarySearch(store.spec)
+    for table in _stored_rows(store, store.done_tasks()):
+        search.plan.add_rows(table)
+    search.plan.start()
+    return search.report()
 
 
 def _stored_rows(store: ResultStore, done: set[int]) -> Iterator[Any]:
