@@ -23,7 +23,8 @@ from .outcomes import CLEAN, HANG, NMI_CLEAN, RACE, TIMEOUT
 from .params import Params
 
 CHUNK_ELEMS = 1 << 17
-"""CPU-trials per chunk. Part of the random-stream layout: changing it changes results."""
+"""Per-CPU draw slots per chunk (trials x (n_cpus - 1) array elements; not core.cost CPU-trials).
+Part of the random-stream layout: changing it changes results."""
 
 STREAM_VERSION = 3
 """Bump whenever the mapping from (seed, trial) to draws changes (chunk size, bit generator,
