@@ -193,7 +193,7 @@ def ref_nu_threshold(p: Params, d: dict[str, list], i: int, k_i: float, h_i: flo
 def _ref_strata(p: Params, nu0: float, nmi: float, hold: float, holdoff: float | None) -> list[tuple[float, float]]:
     """(weight, NMI latency) pairs for a CPU whose latency is integrated out: without a
     hold-off P(X > x0) at nu0 + X' (memorylessness), with one the same at x0 - D."""
-    base, jit, pd = p.nmi_base_us, p.nmi_jitter_us, getattr(p, "p_nmi_delay", 0.0)
+    base, jit, pd = p.nmi_base_us, p.nmi_jitter_us, p.p_nmi_delay
     x = nmi - base - (hold if pd > 0 else 0.0)  # the sampled Exponential(jitter) part
     out = []
     for prob, dd in ((1.0 - pd, 0.0), (pd, holdoff)):
@@ -233,7 +233,7 @@ def cmc_trial_reference(p: Params, d: dict[str, list], detail: bool = False, hol
     base = reference.simulate_trial(p, d)
     bad = 1.0 if (base.outcome == "hang" or _timed_out(p, base)) else 0.0
     race = race_sum = 0.0
-    random_nmi = p.nmi_jitter_us > 0 or getattr(p, "p_nmi_delay", 0.0) > 0
+    random_nmi = p.nmi_jitter_us > 0 or p.p_nmi_delay > 0
     for i in range(m):
         if d["dead"][i]:
             continue
