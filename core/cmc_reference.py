@@ -16,7 +16,7 @@ INF = math.inf
 
 
 def _timed_out(p: Params, r: reference.TrialResult) -> bool:
-    if p.wait != 0 or r.phase != 2:
+    if p.wait != 0 or r.phase != 2 or r.deadline_us is None:
         return False
     return max(cpu.final_clear for cpu in r.cpus) > r.deadline_us
 
@@ -119,10 +119,10 @@ def _integrate_off(p: Params, d: dict[str, list], i: int) -> list[float]:
     c_lo, c_hi = t_nmi, clocks[m - 1] + d["nmi"][i]
     lo_x = max(ipi, c_lo - k_i - 1.0)
     hi_x = c_hi - k_i + 1.0
-    xs = {lo_x, hi_x}
-    xs.update(x - k_i for x in cands if math.isfinite(x) and lo_x < x - k_i < hi_x)
-    xs.update(lo_x + (hi_x - lo_x) * j / 32 for j in range(1, 32))
-    xs = sorted(x for x in xs if lo_x <= x <= hi_x)
+    cuts = {lo_x, hi_x}
+    cuts.update(x - k_i for x in cands if math.isfinite(x) and lo_x < x - k_i < hi_x)
+    cuts.update(lo_x + (hi_x - lo_x) * j / 32 for j in range(1, 32))
+    xs = sorted(x for x in cuts if lo_x <= x <= hi_x)
 
     tot = [0.0, 0.0, 0.0]  # race_sum, race, bad
 
