@@ -99,7 +99,8 @@ def breakdown(n_cpus: int = 64, repeat: int = 20) -> None:
     def supply(rows, cols):
         nmi_cpus.append(len(rows))
         from core.draws import draw_nmi_path
-        return draw_nmi_path(rng, p, len(rows))
+        nmi, w2, _ = draw_nmi_path(rng, p, len(rows))
+        return nmi, w2
 
     t_eval = t_best(lambda: evaluate(p, d, supply))
     b = evaluate(p, d, supply)

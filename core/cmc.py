@@ -21,7 +21,8 @@ E[(N-1)^+] = E[race_sum - race] is reported, not guessed.
 
 Random streams: chunk c of a shard uses `new_generator(chunk_seed(seed, c))` with the
 chunk size of `core.vectorized.chunk_trials`; it draws the phase-1 draws with
-`draw_phase1`, then `nmi` and `w2` for every CPU-trial of the chunk at once
+`draw_phase1`, then `nmi` and `w2` for every CPU-trial of the chunk at once, then (only
+when p_nmi_delay > 0) their NMI hold-offs, which the sampled `nmi` includes
 (`draw_nmi_path`, laid out CPU-major). The naive outcome of every trial is evaluated
 on these same draws (`core.vectorized.simulate_draws`), so a cmc run reports naive
 counts too; they are a different sample from `core.vectorized.simulate` with the same
@@ -58,9 +59,9 @@ INF = math.inf
 def draw_chunk_cmc(p: Params, n: int, rng: np.random.Generator) -> Draws:
     """Every per-CPU draw of `n` trials, NMI path included (eagerly, CPU-major)."""
     d = draw_phase1(rng, p, n)
-    nmi, w2 = draw_nmi_path(rng, p, n * p.n_remote)
+    nmi, w2, hold = draw_nmi_path(rng, p, n * p.n_remote)  # nmi carries its sampled hold-off
     shape = (p.n_remote, n)
-    return Draws(d.ipi, d.off, d.dirty, d.w, w2.reshape(shape).T, nmi.reshape(shape).T, d.dead)
+    return Draws(d.ipi, d.off, d.dirty, d.w, w2.reshape(shape).T, nmi.reshape(shape).T, d.dead, hold.reshape(shape).T)
 
 
 LATE_STREAM = 0

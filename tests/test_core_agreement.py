@@ -16,29 +16,32 @@ stop times. (Pearson's chi-square, used before, is invalid for a category expect
 times, as `stall_at_deadline`'s races: it produced 1 false rejection in 20 seed pairs.)
 
 False rejections: each of the at most 6 tests of a regime (5 outcomes + KS) is made at
-ALPHA = ALPHA_RUN / (6 x regimes) = 1e-3 / 90 ~ 1.1e-5. Fisher's test is exact-conservative
+ALPHA = ALPHA_RUN / (6 x regimes) = 1e-3 / 108 ~ 9.3e-6. Fisher's test is exact-conservative
 (P(p-value <= a) <= a under equal laws), and the KS test is conservative for the atoms
 some regimes have (stop times at a wait=0 deadline); its asymptotic p-value at these
 sample sizes (>= 3000 x 30000) is accurate to well within the Bonferroni slack. By the
 union bound a correct implementation fails a run with probability < ALPHA_RUN = 1e-3,
 whatever the seeds; the seeds are fixed, so the test is deterministic.
 
-Power, at that ALPHA (z = 4.39 two-sided), 90% power (z = 1.28): an absolute shift d of a
-category of probability p is detected when d >= 5.67 sqrt(p (1 - p) (1/n_ref + 1/n_vec)).
+Power, at that ALPHA (z = 4.43 two-sided), 90% power (z = 1.28): an absolute shift d of a
+category of probability p is detected when d >= 5.72 sqrt(p (1 - p) (1/n_ref + 1/n_vec)).
 Relative shift d/p detectable per regime's most informative bad outcome (printed by
 `python tests/test_core_agreement.py`, which computes p from a vectorized run):
 
     regime               n_ref  outcome      p       detectable d/p
-    race_prone            3000  race       0.805         5.3%
+    race_prone            3000  race       0.805         5.4%
     walk_clock            3000  race       0.799         5.5%
     early_flush_race      3000  race       0.799         5.5%
     race_window          12000  race       0.237         9.8%
-    hang                  3000  hang       0.367        14.3%
-    wait0_unresponsive    3000  timeout    0.367        14.3%
+    hang                  3000  hang       0.367        14.4%
+    wait0_unresponsive    3000  timeout    0.367        14.4%
     wait0_timeouts        3000  timeout    0.990         1.1%
+    hold_offs             3000  race       0.329        15.6%
+    hold_offs_wait0       3000  timeout    0.747         6.4%
+    hold_offs_early_flush 3000  race       0.060        43%
     deadline_3cpu        20000  clean      0.227         7.8%
-    race_wbinvd           3000  race       0.0069      131%
-    early_flush           3000  race       0.0051      151%
+    race_wbinvd           3000  race       0.0069      132%
+    early_flush           3000  race       0.0051      152%
     stall_at_deadline     3000  race       ~1e-4       (none)
 
 So a 10% error in p_race is detected wherever races are common, and the mechanisms of
@@ -82,6 +85,14 @@ REGIMES = {
                         incoherent_fraction=0.5),
     "slow_udelay_contention": dict(n_cpus=16, udelay_factor=1.5, timeout_us=2e5, irq_off_mean_us=5e4,
                                    ipi_jitter_us=50.0, wbinvd_contention=0.01),
+    # NMI hold-offs (p_nmi_delay): races from held-off NMIs (15 races in 30,000 without them),
+    # wait=0 timeouts (none without them), and races under early_flush (none without them)
+    "hold_offs": dict(n_cpus=8, p_stall=0.5, stall_median_us=1.002e6, stall_sigma=0.005, p_nmi_delay=0.3,
+                      nmi_delay_median_us=5e3),
+    "hold_offs_wait0": dict(n_cpus=8, p_stall=1.0, stall_median_us=1.5e6, stall_sigma=0.01, wait=0, p_nmi_delay=0.3,
+                            nmi_delay_median_us=1e4, nmi_delay_sigma=0.5),
+    "hold_offs_early_flush": dict(n_cpus=16, mitigation="early_flush", p_stall=0.3, stall_median_us=1.0011e6,
+                                  stall_sigma=0.002, p_nmi_delay=0.2, nmi_delay_median_us=300.0),
     "walk_clock": dict(n_cpus=12, p_stall=0.4, stall_median_us=1.0011e6, stall_sigma=2e-5, nmi_send_us=50.0,
                        rewbinvd_factor=2.0, handoff_us=20.0, wbinvd_us=10.0, nmi_jitter_us=100.0),
     # race_wbinvd's mechanism (an NMI landing just after a WBINVD clear near T_nmi) made common
