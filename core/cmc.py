@@ -485,7 +485,7 @@ def _cmc_values(p: Params, d: Draws, holdoff: np.ndarray | None = None) -> CmcBa
         x = nmi_l - p.nmi_base_us
         hold = getattr(d, "hold", None)  # the sampled hold-off inside nmi (Draws from before hold-offs: none)
         if p.p_nmi_delay > 0 and hold is not None:
-            x = x - hold[late]
+            x = np.maximum(x - hold[late], 0.0)
         tot = np.zeros((3, ti.size))
         for wt, nu in late_strata(p, nu0, x, nmi_l, None if holdoff is None else holdoff[late]):
             ok = (wt > 0) & np.isfinite(nu)

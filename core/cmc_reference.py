@@ -194,7 +194,9 @@ def _ref_strata(p: Params, nu0: float, nmi: float, hold: float, holdoff: float |
     """(weight, NMI latency) pairs for a CPU whose latency is integrated out: without a
     hold-off P(X > x0) at nu0 + X' (memorylessness), with one the same at x0 - D."""
     base, jit, pd = p.nmi_base_us, p.nmi_jitter_us, p.p_nmi_delay
-    x = nmi - base - (hold if pd > 0 else 0.0)  # the sampled Exponential(jitter) part
+    x = nmi - base  # the sampled Exponential(jitter) part
+    if pd > 0:
+        x = max(x - hold, 0.0)
     out = []
     for prob, dd in ((1.0 - pd, 0.0), (pd, holdoff)):
         if prob <= 0:
