@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -299,6 +300,13 @@ def run_mutant(m: Mutant, root: Path, files: list[str], timeout: float) -> tuple
     return ("survived" if passed else "killed"), tail, secs
 
 
+def baseline_tests(todo: list[Mutant]) -> tuple[str, ...]:
+    """The union of the mutants' tests, a node id dropped when its whole file is listed too."""
+    tests = list(dict.fromkeys(t for m in todo for t in m.tests))
+    files = {t for t in tests if "::" not in t}
+    return tuple(t for t in tests if "::" not in t or t.split("::")[0] not in files)
+
+
 def select(patterns: list[str]) -> list[Mutant]:
     if not patterns:
         return list(MUTANTS)
@@ -316,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-baseline", action="store_true", help="skip the unmutated run of the selected tests")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per test run (default 600)")
     ap.add_argument("--fail-under", type=float, default=0.0, help="exit 1 if the kill rate (%%) is below this")
+    ap.add_argument("--jobs", "-j", type=int, default=1, help="mutants run at once (default 1)")
     ap.add_argument("--root", type=Path, default=ROOT, help="repository to mutate (default: this one)")
     a = ap.parse_args(argv)
 
@@ -344,24 +353,31 @@ def main(argv: list[str] | None = None) -> int:
     files = repo_files(root)
 
     if not a.no_baseline and todo:
-        tests = tuple(dict.fromkeys(t for m in todo for t in m.tests))
+        tests = baseline_tests(todo)
+        groups = [tests[i::a.jobs] for i in range(min(a.jobs, len(tests)))]
         copy = make_copy(root, files)
         try:
-            ok, tail, secs = run_tests(copy, tests, a.timeout * 2)
+            with ThreadPoolExecutor(len(groups)) as pool:
+                runs = list(pool.map(lambda g: run_tests(copy, g, a.timeout * 4), groups))
         finally:
             shutil.rmtree(copy, ignore_errors=True)
-        print(f"baseline  {'green' if ok else 'RED'} in {secs:.0f} s: {' '.join(tests)}")
+        ok = all(r[0] for r in runs)
+        print(f"baseline  {'green' if ok else 'RED'} in {max(r[2] for r in runs):.0f} s: {' '.join(tests)}", flush=True)
         if not ok:
-            print(tail)
+            print("\n".join(r[1] for r in runs if not r[0]))
             return 1
 
     t_all = time.monotonic()
     survivors: list[Mutant] = []
-    for m in todo:
-        status, tail, secs = run_mutant(m, root, files, a.timeout)
-        print(f"{status.upper():9} {m.name:32} {secs:6.1f} s  {m.what}", flush=True)
-        if status == "survived":
-            survivors.append(m)
+    with ThreadPoolExecutor(a.jobs) as pool:
+        futures = {pool.submit(run_mutant, m, root, files, a.timeout): m for m in todo}
+        for fut in as_completed(futures):
+            m = futures[fut]
+            status, tail, secs = fut.result()
+            print(f"{status.upper():9} {m.name:32} {secs:6.1f} s  {m.what}", flush=True)
+            if status == "survived":
+                survivors.append(m)
+    survivors.sort(key=todo.index)
     killed = len(todo) - len(survivors)
     rate = 100.0 * killed / len(todo) if todo else 0.0
     print(f"\nkilled {killed} of {len(todo)} mutants ({rate:.1f}%) in {time.monotonic() - t_all:.0f} s"
