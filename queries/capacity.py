@@ -173,6 +173,11 @@ def capacity(
     if worst_over:
         notes.append(f"worst case over {', '.join(worst_over)}: each cell is the point with the largest upper bound.")
 
+    decided = _decided_cells(con, by_list, metric, target_p)
+    if decided is not None:
+        notes.append(f"adaptive sweep (trials = \"auto\", rule {metric} vs {target_p:g}): a cell passes when every "
+                     "point in it was decided 'below target' (outcomes.status).")
+
     # group cells by the by-axis values, in n_cpus order (the SQL sorts)
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
@@ -183,17 +188,25 @@ def capacity(
     for key, cs in groups.items():
         ok_prefix: dict[str, Any] | None = None
         fail: dict[str, Any] | None = None
+        def passes(c: dict[str, Any]) -> bool:
+            if decided is not None:
+                return decided[(*key, c["n_cpus"])] == "below target"
+            return c["p_hi"] < target_p
+
         for c in cs:
-            if fail is None and c["p_hi"] < target_p:
+            if fail is None and passes(c):
                 ok_prefix = c
             elif fail is None:
                 fail = c
-            elif c["p_hi"] < target_p:
+            elif passes(c):
                 nonmonotone.append(key)
+        fail_status = None if fail is None or decided is None else decided[(*key, fail["n_cpus"])]
         if fail is None:
             status = f"all pass (largest n_cpus run = {cs[-1]['n_cpus']})"
-        elif fail["p_lo"] > target_p:
+        elif fail["p_lo"] > target_p or fail_status == "above target":
             status = f"exceeds at n_cpus={fail['n_cpus']}"
+        elif fail_status == "budget exhausted":
+            status = f"budget exhausted at n_cpus={fail['n_cpus']}: interval spans the target at max_trials"
         elif fail["k"] == 0 and fail["estimator"] != "cmc":
             status = (f"unresolved at n_cpus={fail['n_cpus']}: 0 events in {fail['trials']:,} trials, "
                       f"needs {needed:,}")
@@ -252,6 +265,29 @@ def capacity(
     fleet = None if fleet is None else _rename_p(fleet, metric)
     return Capacity(metric, float(target_p), by_list, worst_over, cells, limits, fleet, resolvable,
                     int(max_trials), needed, rule3, notes)
+
+
+def _decided_cells(con: duckdb.DuckDBPyConnection, by: list[str], metric: str, target_p: float) -> dict | None:
+    """Per (by-axes, n_cpus) cell, the decided status of an adaptive sweep (queries.precision):
+    'below target' if every point in it is, else 'above target' if any point is, else 'budget exhausted'
+    if any is, else 'open'. None unless every open sweep stopped its points on this metric and target."""
+    try:
+        rules = con.execute("SELECT DISTINCT metric, target FROM precision_rules").fetchall()
+    except duckdb.Error:
+        return None  # no adaptive sweep among the open dirs
+    if rules != [(metric, float(target_p))]:
+        return None
+    if con.execute("SELECT count(*) FROM outcomes WHERE status IS NULL").fetchone()[0]:
+        return None  # a fixed-trials sweep is mixed in: judge on the intervals
+    cols = "".join(f"{quote_ident(a)}, " for a in by)
+    rows = con.execute(f"""
+        SELECT {cols} n_cpus,
+               CASE WHEN bool_and(status = 'below target') THEN 'below target'
+                    WHEN bool_or(status = 'above target') THEN 'above target'
+                    WHEN bool_or(status = 'budget exhausted') THEN 'budget exhausted'
+                    ELSE 'open' END
+        FROM outcomes GROUP BY ALL""").fetchall()
+    return {tuple(r[:-1]): r[-1] for r in rows}
 
 
 def _table(rows: list[dict[str, Any]], cell_schema: pa.Schema, by: list[str],

@@ -19,9 +19,11 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from core.precision import METRICS, Precision
 
-__all__ = ["PRECISION_KEYS", "parse_precision", "precision_toml"]
+__all__ = ["PRECISION_KEYS", "parse_precision", "precision_toml", "Search", "parse_search", "search_toml"]
 
 PRECISION_KEYS: tuple[str, ...] = ("metric", "target", "rel_half_width", "max_trials", "min_trials")
 _MAX = 10**15
@@ -100,3 +102,48 @@ def precision_toml(rule: Precision) -> list[str]:
         lines.append(f"rel_half_width = {rule.rel_half_width!r}")
     lines += [f"max_trials = {rule.max_trials}", f"min_trials = {rule.min_trials}"]
     return lines
+
+
+# ---- [search]: the capacity boundary by bisection on n_cpus ---------------------------------
+
+SEARCH_KEYS: tuple[str, ...] = ("n_cpus",)
+
+
+class Search(BaseModel):
+    """`[search] n_cpus = [lo, hi]`: per combination of the axes, the largest n_cpus in [lo, hi] whose
+    probe is decided 'below target' by the [precision] rule (sweeps.search)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lo: int = Field(ge=2)
+    hi: int
+
+    def canonical_obj(self) -> dict[str, object]:
+        return {"n_cpus": [self.lo, self.hi]}
+
+
+def parse_search(raw: Any, precision: Precision | None, axes: Mapping[str, Any], base: Mapping[str, Any], where: str) -> Search:
+    """Validate the raw `[search]` table; ValueError with one line `where: search...: ...`."""
+    from core.params import MAX_CPUS
+
+    def err(msg: str) -> ValueError:
+        return ValueError(f"{where}: {msg}")
+
+    if not isinstance(raw, Mapping):
+        raise err(f"search = {raw!r} is not allowed: [search] must be a table with n_cpus = [lo, hi]")
+    for key in raw:
+        if key not in SEARCH_KEYS:
+            raise err(f"search: unknown key '{key}'; allowed: {', '.join(SEARCH_KEYS)} (only n_cpus is searched)")
+    if precision is None or precision.target is None:
+        raise err('[search] needs trials = "auto" and a [precision] target (a probe passes when it is below target)')
+    if "n_cpus" in axes:
+        raise err("search: n_cpus is searched; remove it from [axes] (a [base] value is replaced by the probes)")
+    lim = raw.get("n_cpus")
+    if not (isinstance(lim, list) and len(lim) == 2 and all(_is_int(v) for v in lim)
+            and 2 <= lim[0] < lim[1] <= MAX_CPUS):
+        raise err(f"search.n_cpus = {lim!r} is not allowed: [lo, hi], integers with 2 <= lo < hi <= {MAX_CPUS}")
+    return Search(lo=int(lim[0]), hi=int(lim[1]))
+
+
+def search_toml(search: Search) -> list[str]:
+    return ["[search]", f"n_cpus = [{search.lo}, {search.hi}]"]

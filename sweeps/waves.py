@@ -29,7 +29,7 @@ the store only the rows of its committed tasks.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -85,13 +85,23 @@ def task_id_of(spec: SweepSpec, point_index: int, first_shard: int) -> int:
 
 
 class WavePlan:
-    """Per-point wave state of one adaptive sweep (see the module docstring)."""
+    """Per-point wave state of one adaptive sweep (see the module docstring).
+
+    Grid mode (default): the spec's grid points, wave 0 packed across points.
+    Dynamic mode (``dynamic=True``, used by sweeps.search): no points until
+    ``add_point``; each point's wave 0 is its own tasks; stored rows of points
+    not added yet are kept until they are; ``on_decided(point, status)`` is
+    called once per point when it is decided (it may add points).
+    """
 
     def __init__(
         self,
         spec: SweepSpec,
         cpu_trials_per_s: float = DEFAULT_CPU_TRIALS_PER_S,
         max_shards: int = MAX_SHARDS_PER_TASK,
+        *,
+        dynamic: bool = False,
+        on_decided: Callable[[Point, str], None] | None = None,
     ) -> None:
         if spec.precision is None:
             raise ValueError("WavePlan needs a spec with trials = \"auto\"")
@@ -101,17 +111,44 @@ class WavePlan:
         self.budget = spec.task_seconds * cpu_trials_per_s
         self.cpu_trials_per_s = cpu_trials_per_s
         self.max_shards = max_shards
-        self.points: list[Point] = list(iter_points(spec))
-        self._by_id = {p.point_id: p.index for p in self.points}
-        self.tallies = [PointTally(p.n_cpus) for p in self.points]
-        self.wave = [0] * len(self.points)
+        self.dynamic = dynamic
+        self.on_decided = on_decided
+        self.points: dict[int, Point] = {}
+        self._by_id: dict[str, int] = {}
+        self.tallies: dict[int, PointTally] = {}
+        self.wave: dict[int, int] = {}
         """Index of the wave each point is in (its shards 0 .. bounds[wave] - 1 are scheduled)."""
-        self.status: list[str] = [OPEN] * len(self.points)
+        self.status: dict[int, str] = {}
+        self._orphans: dict[str, list[dict]] = {}
         self._queue: deque[Task] = deque()
         self._started = False
-        self.open_points = len(self.points)
+        self.open_points = 0
+        if not dynamic:
+            for p in iter_points(spec):
+                self._register(p)
 
     # ---- feeding -------------------------------------------------------------------------
+    def _register(self, p: Point) -> None:
+        if p.index in self.points:
+            raise ValueError(f"point index {p.index} added twice")
+        self.points[p.index] = p
+        self._by_id[p.point_id] = p.index
+        self.tallies[p.index] = PointTally(p.n_cpus)
+        self.wave[p.index] = 0
+        self.status[p.index] = OPEN
+        self.open_points += 1
+
+    def add_point(self, p: Point) -> None:
+        """Dynamic mode: a new point to run adaptively (its stored rows, if any, count at once)."""
+        if not self.dynamic:
+            raise ValueError("add_point is for a dynamic WavePlan")
+        self._register(p)
+        for row in self._orphans.pop(p.point_id, ()):
+            self.tallies[p.index].add(int(row["shard"]), ShardStats.from_row(row))
+        if self._started:
+            self._queue_unstored(self._wave_tasks(p.index, 0))
+            self._advance(p.index)
+
     def add_rows(self, table: pa.Table) -> set[int]:
         """Record stored `points` rows; returns the indices of the points they touch."""
         cols = [c for c in STATS_COLUMNS if c in table.column_names]
@@ -119,7 +156,10 @@ class WavePlan:
         for row in table.select(cols).to_pylist():
             i = self._by_id.get(row["point_id"])
             if i is None:
-                raise ValueError(f"stored row of point {row['point_id']} is not a point of this spec")
+                if not self.dynamic:
+                    raise ValueError(f"stored row of point {row['point_id']} is not a point of this spec")
+                self._orphans.setdefault(row["point_id"], []).append(row)
+                continue
             self.tallies[i].add(int(row["shard"]), ShardStats.from_row(row))
             touched.add(i)
         return touched
@@ -127,10 +167,12 @@ class WavePlan:
     def start(self) -> None:
         """Queue every task not stored yet: wave-0 tasks and, for points already past wave 0, theirs."""
         self._started = True
-        for t in self._wave0_tasks():
-            if not self._stored(t):
-                self._queue.append(t)
-        for i in range(len(self.points)):
+        if self.dynamic:
+            for i in sorted(self.points):
+                self._queue_unstored(self._wave_tasks(i, 0))
+        else:
+            self._queue_unstored(self._wave0_tasks())
+        for i in sorted(self.points):
             self._advance(i)
 
     def task_done(self, table: pa.Table) -> None:
@@ -165,6 +207,9 @@ class WavePlan:
     def _stored(self, task: Task) -> bool:
         return all(k in self.tallies[it.point.index].shards for it in task.items for k in it.shards)
 
+    def _queue_unstored(self, tasks: Iterable[Task]) -> None:
+        self._queue.extend(t for t in tasks if not self._stored(t))
+
     def _wave0_tasks(self) -> Iterator[Task]:
         spec = self.spec
         b0 = self.bounds[0]
@@ -174,10 +219,10 @@ class WavePlan:
             yield Task(task_id_of(spec, items[0].point.index, items[0].first), items)
 
     def _wave_tasks(self, i: int, j: int) -> list[Task]:
-        """Tasks of wave j >= 1 of point i: its shards, cut by the cost budget."""
+        """Tasks of wave j of point i (its shards bounds[j-1] .. bounds[j]-1), cut by the cost budget."""
         spec = self.spec
         p = self.points[i]
-        a, b = self.bounds[j - 1], self.bounds[j]
+        a, b = (self.bounds[j - 1] if j else 0), self.bounds[j]
         per = max(1, min(self.max_shards, int(self.budget // max(p.n_cpus * spec.shard_trials, 1))))
         out = []
         for k in range(a, b, per):
@@ -196,18 +241,17 @@ class WavePlan:
             if status in DECIDED:
                 self.status[i] = status
                 self.open_points -= 1
+                if self.on_decided is not None:
+                    self.on_decided(self.points[i], status)
                 return
             if j + 1 >= len(self.bounds):  # pragma: no cover - the last bound is max_trials: exhausted
                 raise AssertionError("open point at max_trials")
             self.wave[i] = j + 1
-            for t in self._wave_tasks(i, j + 1):
-                if not self._stored(t):
-                    self._queue.append(t)
+            self._queue_unstored(self._wave_tasks(i, j + 1))
 
     def summary(self) -> dict[str, int]:
         """How many points have each status now."""
         out: dict[str, int] = {}
-        for s in self.status:
+        for s in self.status.values():
             out[s] = out.get(s, 0) + 1
         return out
-

@@ -220,3 +220,38 @@ def test_cmc_sweep_status_uses_the_cmc_interval(cmc_run):
     for est, p, lo, hi, m, mlo, mhi in rows:
         # the same aggregate evaluated twice: DuckDB's parallel sums may differ in the last ulp
         assert est == "cmc" and (p, lo, hi) == pytest.approx((m, mlo, mhi), rel=1e-12)
+
+
+def test_capacity_uses_the_decided_status(naive_run):
+    """With the rule's metric and target, a cell passes iff every point in it was decided below target."""
+    from queries.capacity import capacity
+
+    spec_path, out = naive_run
+    spec = load_spec(spec_path)
+    st = recompute(spec_path, out)
+    cap = capacity(queries.connect(out), 0.01, by=["p_stall", "wait"], metric="p_bad")
+    assert any("adaptive sweep" in n for n in cap.notes)
+    limits = {(r["p_stall"], r["wait"]): r for r in cap.limits.to_pylist()}
+    groups: dict[tuple, dict[int, str]] = {}
+    for p in iter_points(spec):
+        groups.setdefault((p.values["p_stall"], p.values["wait"]), {})[p.values["n_cpus"]] = st[p.point_id]
+    assert set(groups) == set(limits)
+    kinds = set()
+    for key, by_n in groups.items():
+        ok = None
+        first_fail = None
+        for n in sorted(by_n):
+            if by_n[n] == "below target" and first_fail is None:
+                ok = n
+            elif first_fail is None:
+                first_fail = n
+        row = limits[key]
+        assert row["max_n_cpus"] == ok and row["fails_at_n_cpus"] == first_fail
+        if first_fail is not None:
+            word = {"above target": "exceeds", "budget exhausted": "budget exhausted"}[by_n[first_fail]]
+            assert row["status"].startswith(word), row["status"]
+            kinds.add(word)
+    assert kinds == {"exceeds", "budget exhausted"}  # both failure kinds occur in this deterministic run
+    # another target than the rule's: judged on the intervals as before
+    other = capacity(queries.connect(out), 0.02, by=["p_stall", "wait"], metric="p_bad")
+    assert not any("adaptive sweep" in n for n in other.notes)

@@ -48,6 +48,8 @@ from core.params import Params, make_params
 from core.stats import wilson, z_value
 from core.vectorized import shard_seed, simulate
 
+from param_strategies import params_strategy
+
 RACE, HANG, TIMEOUT = (OUTCOMES.index(o) for o in ("race", "hang", "timeout"))
 Z999 = z_value(0.999)
 Z_1E4 = z_value(1 - 1e-4)  # two-sided 1e-4
@@ -246,8 +248,7 @@ def test_ndtr_diff_accuracy():
 # --- (d) never negative, never zero width --------------------------------------------------
 
 times = st.floats(0.0, 2e3)
-params = st.builds(
-    Params,
+params = params_strategy(
     n_cpus=st.integers(2, 12),
     ipi_base_us=st.sampled_from([1.0, 0.0, 1.0005e6]),
     ipi_jitter_us=times,

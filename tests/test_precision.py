@@ -311,7 +311,7 @@ def test_waves_store_the_same_shards_whatever_the_completion_order_or_kill_point
     ref, plan, _ = drive(spec, 0, 1)
     ref_keys = keys(ref)
     assert len(ref_keys) == len(set(ref_keys))
-    statuses = list(plan.status)
+    statuses = dict(plan.status)
     for seed, limit in [(1, 3), (2, 8), (3, 100)]:
         got, p2, _ = drive(spec, seed, limit)
         assert keys(got) == ref_keys and p2.status == statuses
@@ -361,7 +361,7 @@ def test_next_wave_of_a_point_is_queued_as_soon_as_its_own_wave_completes():
         wave0.append(t)
     assert all(it.shards == range(0, 1) for t in wave0 for it in t.items)
     # finish only the wave-0 task of an open point (p_stall = 0.011 is open after 100 trials)
-    i = next(p.index for p in plan.points if p.values["p_stall"] == 0.011)
+    i = next(p.index for p in plan.points.values() if p.values["p_stall"] == 0.011)
     task = next(t for t in wave0 if any(it.point.index == i for it in t.items))
     plan.task_done(fake_rows(task))
     nxt = plan.take()

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import synthetic_results as sr
+from core.errors import StopraceError
 from core.histogram import N_BINS, quantile
 from core.outcomes import EVENT_OUTCOMES, OUTCOMES
 from core.params import DEFAULTS, PARAM_NAMES
@@ -242,6 +243,8 @@ def test_bad_dirs_are_one_line_errors(tmp_path, grid_dir):
         connect(grid_dir, tmp_path / "copy")
     with pytest.raises(QueryError, match="no results dir given"):
         connect()
+    for e in (QueryError("x"),):
+        assert isinstance(e, StopraceError)
 
 
 def test_query_errors_reach_the_user_as_one_line_and_exit_2(capsys, tmp_path):
