@@ -63,6 +63,9 @@ PRECISION_T = tuple(f"tests/test_precision.py::{t}" for t in (
     "test_target_only_and_rel_only_rules", "test_naive_tally_matches_independent_recomputation",
     "test_cmc_tally_pools_like_one_pass_over_all_trials", "test_sql_precision_status_equals_decide"))
 
+# Equivalent mutants (no behaviour changes, so no test can kill them) are left out, e.g.
+# `cand = c >= t_nmi` in _send_clock (the sequential walk corrects the candidate set) or
+# dropping `is_racer &= ~hang[ri]` (a hang's NaN T_done already makes every race test false).
 MUTANTS: list[Mutant] = [
     # ---------------------------------------------------------------- core: equality rules (issue 14)
     M("racer_at_equality", "tie", "core/vectorized.py",
@@ -117,9 +120,9 @@ MUTANTS: list[Mutant] = [
     M("early_flush_keeps_dirty", "core", "core/vectorized.py",
       "dirty = np.zeros_like(d.dirty) if early else d.dirty", "dirty = d.dirty", CORE_T,
       "early_flush no longer removes WBINVD from the stop"),
-    M("hang_races", "core", "core/vectorized.py",
-      "is_racer &= ~hang[ri]", "is_racer &= True", CORE_T,
-      "a hang trial can be counted as a race"),
+    M("hang_never", "core", "core/vectorized.py",
+      "hang = np.isinf(F)", "hang = np.isinf(F) & False", CORE_T,
+      "wait=1 with a dead CPU never hangs (T_done becomes inf)"),
     M("stall_law_sigma", "core", "core/draws.py",
       "x *= sigma", "x *= 2 * sigma", "tests/test_core_agreement.py",
       "the log-normal laws use twice their sigma (vectorized draws only)"),
