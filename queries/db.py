@@ -38,8 +38,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from core.errors import StopraceError
 from core.outcomes import OUTCOMES
-from core.params import DEFAULTS, INT_PARAMS, PARAM_NAMES, STR_PARAMS
+from core.params import FIRST_RELEASE_PARAMS, NEUTRAL, PARAM_NAMES, PARAM_SPECS, SPECS
 
 __all__ = [
     "QueryError", "connect", "check_result_dir", "read_sql", "render_sql", "quote_ident", "swept_axes", "first_line",
@@ -47,14 +48,14 @@ __all__ = [
 ]
 
 REQUIRED_POINTS_COLUMNS: tuple[str, ...] = (
-    "sweep", "point_id", "shard", *PARAM_NAMES, "trials", *OUTCOMES,
+    "sweep", "point_id", "shard", *FIRST_RELEASE_PARAMS, "trials", *OUTCOMES,
     "t_done_sum_us", "t_done_max_us", "t_done_hist", "seed", "wall_s",
 )
 
 _GLOB_CHARS = set("*?[]{}")
 
 
-class QueryError(ValueError):
+class QueryError(StopraceError):
     """Bad input to a query (missing dir, not a result set, bad SQL, unknown name): one line."""
 
 
@@ -123,25 +124,36 @@ def _read_parquet(files: str) -> str:
     return f"SELECT * FROM read_parquet({files}, union_by_name = true, hive_partitioning = false)"
 
 
+def _read_points(files: str, columns: set[str]) -> str:
+    """The points files, with every parameter added after a file was written read as its neutral
+    value (core.params.NEUTRAL): missing from every file, or null in the older files of a mix."""
+    def neutral(n: str) -> str:
+        return f"(SELECT {_quote_ident(n)} FROM {_NEUTRAL_TABLE})"
+
+    fill = [f"coalesce({_quote_ident(n)}, {neutral(n)}) AS {_quote_ident(n)}" for n in NEUTRAL if n in columns]
+    add = [f"{neutral(n)} AS {_quote_ident(n)}" for n in NEUTRAL if n not in columns]
+    star = f"* REPLACE ({', '.join(fill)})" if fill else "*"
+    return (f"SELECT {', '.join([star, *add])} "
+            f"FROM read_parquet({files}, union_by_name = true, hive_partitioning = false)")
+
+
+_NEUTRAL_TABLE = "_neutral"
+"""One row: the neutral value of every later-added parameter, typed as its stored column."""
+
+
+def _neutral_table() -> pa.Table:
+    return pa.table({n: pa.array([v], pa.type_for_alias(SPECS[n].arrow)) for n, v in NEUTRAL.items()})
+
+
 def _params_tables() -> tuple[pa.Table, pa.Table]:
     """(`defaults`: one typed row, `params`: one row per parameter) from core.params."""
-    cols = {}
-    for n in PARAM_NAMES:
-        v = DEFAULTS[n]
-        if n in STR_PARAMS:
-            cols[n] = pa.array([str(v)], pa.string())
-        elif n in INT_PARAMS:
-            cols[n] = pa.array([int(v)], pa.int64())
-        else:
-            cols[n] = pa.array([float(v)], pa.float64())
-    defaults = pa.table(cols)
-    kinds = ["str" if n in STR_PARAMS else "int" if n in INT_PARAMS else "float" for n in PARAM_NAMES]
+    defaults = pa.table({s.name: pa.array([s.default], pa.type_for_alias(s.arrow)) for s in PARAM_SPECS})
     params = pa.table({
         "name": pa.array(list(PARAM_NAMES), pa.string()),
         "ord": pa.array(range(len(PARAM_NAMES)), pa.int32()),
-        "kind": pa.array(kinds, pa.string()),
-        "default_value": pa.array([str(DEFAULTS[n]) for n in PARAM_NAMES], pa.string()),
-        "default_num": pa.array([None if n in STR_PARAMS else float(DEFAULTS[n]) for n in PARAM_NAMES], pa.float64()),
+        "kind": pa.array([s.kind for s in PARAM_SPECS], pa.string()),
+        "default_value": pa.array([str(s.default) for s in PARAM_SPECS], pa.string()),
+        "default_num": pa.array([None if s.kind == "str" else float(s.default) for s in PARAM_SPECS], pa.float64()),
     })
     return defaults, params
 
@@ -241,11 +253,14 @@ def _create_views(con: duckdb.DuckDBPyConnection, dirs: list[Path], result_dirs:
     defaults, params = _params_tables()
     con.register("defaults", defaults)
     con.register("params", params)
+    con.register(_NEUTRAL_TABLE, _neutral_table())
 
     points = _files_expr(dirs, "points")
     assert points is not None  # check_result_dir saw at least one per dir
     try:
         con.execute(f"CREATE OR REPLACE TEMP VIEW points AS {_read_parquet(points)}")
+        columns = {r[0] for r in con.execute("SELECT column_name FROM (DESCRIBE points)").fetchall()}
+        con.execute(f"CREATE OR REPLACE TEMP VIEW points AS {_read_points(points, columns)}")
     except duckdb.Error as e:
         raise QueryError(f"cannot read points files of {', '.join(map(str, result_dirs))}: {first_line(e)}") from None
     columns = {r[0] for r in con.execute("SELECT column_name FROM (DESCRIBE points)").fetchall()}

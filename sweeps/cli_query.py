@@ -13,7 +13,7 @@ from queries.db import QueryError, connect, first_line
 from queries.format import FORMATS, check_output, render_table, write_result
 from queries.named import list_named, parse_params, run_named, run_sql
 from queries.sandbox import check_output_path
-from sweeps.cli import UsageError
+from sweeps.errors import UsageError
 
 
 def _positive_float(text: str) -> float:

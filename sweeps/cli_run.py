@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from sweeps.cli import UsageError
+from sweeps.errors import UsageError
 from sweeps.cli_simulate import count_arg
 
 

@@ -26,8 +26,10 @@ from typing import Any
 import ray
 
 from cluster.connect import resolve_address
+from core.cost import cpu_trials
 from cluster.executor import WAIT, RunInterrupted, RunStats, run_map
 from cluster.jobs import in_ray_job, shipping_runtime_env
+from sweeps.errors import ClusterError
 from sweeps.grid import Task, iter_tasks, plan_signature, total_cpu_trials
 from sweeps.shard import TaskResult, run_task
 from sweeps.spec import SweepSpec, load_spec
@@ -86,8 +88,8 @@ def run(
     """Run (or resume) a sweep into `out`; returns once every task is stored.
 
     `spec` is a SweepSpec or a path to a TOML spec; `out` a directory or a URI.
-    Raises ValueError (one line) for a bad spec, a results dir holding another
-    spec, or `num_cpus` with a cluster address (a cluster's size is fixed; bound
+    Raises a StopraceError (one line) for a bad spec (SpecError), a results dir
+    holding another spec (StoreError), or `num_cpus` with a cluster address (ClusterError) (a cluster's size is fixed; bound
     the work with `max_in_flight`); SweepInterrupted on Ctrl-C (tasks finished
     so far are kept). `ship` (cluster runs only, see the module docstring):
     upload the packages as `py_modules` unless `runtime_env` is given.
@@ -177,7 +179,7 @@ def package_dirs(names: tuple[str, ...] = SHIPPED_PACKAGES) -> list[Path]:
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
-    """ValueError (one line) unless something listens at a HOST:PORT cluster address.
+    """ClusterError (one line) unless something listens at a HOST:PORT cluster address.
 
     ``ray.init`` on an unreachable address retries for minutes; this answers in
     at most ``timeout`` seconds, before anything is written. ``auto``/``local``
@@ -187,18 +189,18 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
         return
     scheme, sep, rest = address.partition("://")
     if sep and scheme in ("http", "https"):
-        raise ValueError(
+        raise ClusterError(
             f"{address} is a dashboard (Ray Jobs) URL: use `stoprace submit`, or the head's GCS address HOST:6379 here"
         )
     hostport = rest if sep else address
     host, colon, port = hostport.rpartition(":")
     if not colon or not host or not port.isdigit():
-        raise ValueError(f"{address}: not a Ray cluster address (HOST:PORT, e.g. head:6379)")
+        raise ClusterError(f"{address}: not a Ray cluster address (HOST:PORT, e.g. head:6379)")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as e:
         why = e.strerror or type(e).__name__
-        raise ValueError(f"cannot reach the Ray cluster at {address}: {why} (is the head up, and is this its GCS port?)") from None
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {why} (is the head up, and is this its GCS port?)") from None
 
 
 def _cluster_runtime_env(
@@ -211,7 +213,7 @@ def _cluster_runtime_env(
     if target is None:
         return runtime_env
     if num_cpus is not None:
-        raise ValueError(
+        raise ClusterError(
             f"workers/num_cpus={num_cpus} sizes the embedded Ray only; the cluster at {target} "
             f"has the CPUs it was started with (bound the work with max_in_flight / --max-in-flight)"
         )
@@ -261,5 +263,5 @@ def _stored_cpu_trials(store: ResultStore) -> int:
     total = 0
     for tid in store.done_tasks():
         t = store.read_points(tid, columns=["n_cpus", "trials"])
-        total += sum(a * b for a, b in zip(t["n_cpus"].to_pylist(), t["trials"].to_pylist()))
+        total += sum(cpu_trials(a, b) for a, b in zip(t["n_cpus"].to_pylist(), t["trials"].to_pylist()))
     return total

@@ -32,7 +32,7 @@ Axis forms and how they expand (all deterministic, pure Python floats):
 - ``{ range = [a, b, step] }`` (or ``[a, b]`` with step 1), integer parameters
   only: Python's ``range(a, b, step)``: a included, b excluded.
 
-Integer parameters (``n_cpus``, ``wait``) from linspace/logspace are rounded half
+Integer parameters (kind "int" in core.params: ``n_cpus``, ``wait``) from linspace/logspace are rounded half
 up (``floor(x + 0.5)``) and then de-duplicated keeping the first occurrence, so
 an axis may have fewer than ``num`` values; float axes from linspace/logspace
 are de-duplicated the same way (only matters for ``a == b``).
@@ -42,9 +42,12 @@ defaults of core.params filled in (so writing a default explicitly does not
 change the hash), and axes are expanded to value lists and ordered by the
 model's parameter order (core.params.PARAM_NAMES), not by their order in the
 TOML file. The first axis varies slowest. Hence neither key order nor the
-axis form used changes the spec hash, the point order or the task ids.
+axis form used changes the spec hash, the point order or the task ids. A
+parameter added after the first release is left out of the canonical form (and
+spec.toml) while it has its neutral value (core.params.NEUTRAL), so adding one
+changes no spec hash.
 
-Every error is a SpecError (a ValueError) with one line naming the file, the
+Every error is a SpecError (a StopraceError) with one line naming the file, the
 field, the offending value and what is allowed.
 """
 
@@ -58,12 +61,15 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.errors import ParamError, StopraceError
+from core.estimators import DEFAULT_ESTIMATOR
+from core.estimators import ESTIMATORS as _ESTIMATOR_REGISTRY
+from core.params import DEFAULTS, PARAM_NAMES, SPECS, domain, is_neutral, make_params, suggest
 from core.precision import Precision
-from core.params import DEFAULTS, INT_PARAMS, PARAM_NAMES, STR_PARAMS, domain, make_params, suggest
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -87,7 +93,8 @@ MAX_POINTS = 10_000_000
 """More points than this is refused unless force=True."""
 DEFAULT_SHARD_TRIALS = 100_000
 DEFAULT_TASK_SECONDS = 2.0
-ESTIMATORS: tuple[str, ...] = ("naive", "cmc")
+ESTIMATORS: tuple[str, ...] = tuple(_ESTIMATOR_REGISTRY)
+"""Names of the estimators a spec may ask for (core.estimators is the registry)."""
 MAX_TRIALS = 10**15
 """Upper bound of trials/shard_trials (int64 columns; far beyond anything runnable)."""
 UINT64_MAX = 2**64 - 1
@@ -103,7 +110,7 @@ _NAME_RE = re.compile(r"[a-z0-9_-]+")
 _AXIS_FORMS = ("linspace", "logspace", "range")
 
 
-class SpecError(ValueError):
+class SpecError(StopraceError):
     """A bad sweep spec; the message is one line naming the file, field and value."""
 
 
@@ -125,7 +132,8 @@ class SweepSpec(BaseModel):
     seed: int = Field(ge=0, le=UINT64_MAX)
     trials: int = Field(ge=1, le=MAX_TRIALS)
     shard_trials: int = Field(DEFAULT_SHARD_TRIALS, ge=1, le=MAX_TRIALS)
-    estimator: Literal["naive", "cmc"] = "naive"
+    estimator: str = DEFAULT_ESTIMATOR
+    """A name in core.estimators.ESTIMATORS."""
     task_seconds: float = Field(DEFAULT_TASK_SECONDS, gt=0, allow_inf_nan=False)
     base: dict[str, Any]
     """Every non-axis parameter (defaults filled in), canonical types, PARAM_NAMES order."""
@@ -135,6 +143,13 @@ class SweepSpec(BaseModel):
     """`trials = "auto"`: the stop rule (sweeps.precision); `trials` is then its max_trials."""
     search: Any = None
     """`[search]`: bisection on n_cpus (sweeps.precision.Search, run by sweeps.search), or None."""
+
+    @field_validator("estimator")
+    @classmethod
+    def _known_estimator(cls, v: str) -> str:
+        if v not in _ESTIMATOR_REGISTRY:
+            raise ValueError(f"estimator = {v!r} is not allowed: one of {', '.join(_ESTIMATOR_REGISTRY)}")
+        return v
 
     # ---- derived -------------------------------------------------------------------
     @property
@@ -171,7 +186,7 @@ class SweepSpec(BaseModel):
             "shard_trials": self.shard_trials,
             "estimator": self.estimator,
             "task_seconds": self.task_seconds,
-            "base": dict(self.base),
+            "base": self.identity_base(),
             # a list, not an object: the axis order is the iteration order
             "axes": [[a.name, list(a.values)] for a in self.axes],
         } | self._precision_obj()
@@ -184,6 +199,10 @@ class SweepSpec(BaseModel):
         if self.search is not None:
             obj["search"] = self.search.canonical_obj()
         return obj
+
+    def identity_base(self) -> dict[str, Any]:
+        """`base` without later-added parameters at their neutral value (the hashed, written part)."""
+        return {k: v for k, v in self.base.items() if not is_neutral(k, v)}
 
     def canonical_json(self) -> str:
         """Sorted-key compact JSON of the canonical spec; floats in repr form."""
@@ -209,7 +228,7 @@ class SweepSpec(BaseModel):
             "",
             "[base]",
         ]
-        lines += [f"{k} = {_toml_value(v)}" for k, v in self.base.items()]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in self.identity_base().items()]
         lines += ["", "[axes]"]
         for a in self.axes:
             vals = [_toml_value(v) for v in a.values]
@@ -293,7 +312,7 @@ class _Parser:
         shard_trials = self._count("shard_trials", raw.get("shard_trials", DEFAULT_SHARD_TRIALS))
         precision = self._precision(raw, shard_trials)
         trials = precision.max_trials if precision is not None else self._count("trials", raw["trials"])
-        estimator = raw.get("estimator", "naive")
+        estimator = raw.get("estimator", DEFAULT_ESTIMATOR)
         if not isinstance(estimator, str) or estimator not in ESTIMATORS:
             raise self.err(f"estimator = {estimator!r} is not allowed: one of {', '.join(ESTIMATORS)}")
         ts = raw.get("task_seconds", DEFAULT_TASK_SECONDS)
@@ -316,7 +335,7 @@ class _Parser:
         # validate the base values together (also catches anything cross-field in the future)
         try:
             make_params(base_given, where=f"{self.where}: base")
-        except ValueError as e:
+        except ParamError as e:
             raise SpecError(str(e)) from None
 
         ordered_axes = [k for k in PARAM_NAMES if k in axes_raw]
@@ -330,7 +349,7 @@ class _Parser:
         if n_points > MAX_POINTS and not self.force:  # pragma: no cover - bound is exact or larger
             self._too_many(n_points, {a.name: len(a.values) for a in axes})
 
-        base = {k: base_given.get(k, _canon(k, DEFAULTS[k])) for k in PARAM_NAMES if k not in axes_raw}
+        base = {k: base_given.get(k, SPECS[k].canon(DEFAULTS[k])) for k in PARAM_NAMES if k not in axes_raw}
         return SweepSpec(
             name=name,
             seed=int(seed),
@@ -405,13 +424,14 @@ class _Parser:
     def _scalar(self, loc: str, name: str, v: Any) -> Any:
         """Type-check one parameter value and return it in canonical type (domain checked later)."""
         bad = SpecError(f"{self.where}: {loc}: {name} = {v!r} is not allowed: {domain(name)}")
-        if name in STR_PARAMS:
+        kind = SPECS[name].kind
+        if kind == "str":
             if not isinstance(v, str):
                 raise bad
             return v
         if not _is_number(v):
             raise bad
-        if name in INT_PARAMS:
+        if kind == "int":
             if isinstance(v, float):
                 if not (math.isfinite(v) and v.is_integer()):
                     raise bad
@@ -426,7 +446,7 @@ class _Parser:
         """Domain-check one canonical value of `name` with every other parameter at its default."""
         try:
             make_params({name: v}, where=f"{self.where}: {loc}")
-        except ValueError as e:
+        except ParamError as e:
             raise SpecError(str(e)) from None
 
     def _axis_form(self, name: str, spec: Mapping[str, Any]) -> tuple[str, Any]:
@@ -463,9 +483,10 @@ class _Parser:
         return a, b
 
     def _range_args(self, name: str, r: Any) -> tuple[int, int, int]:
-        if name not in INT_PARAMS:
+        if SPECS[name].kind != "int":
+            ints = sorted(n for n, s in SPECS.items() if s.kind == "int")
             raise self.err(
-                f"axes.{name}: range is only for integer parameters ({', '.join(sorted(INT_PARAMS))}); "
+                f"axes.{name}: range is only for integer parameters ({', '.join(ints)}); "
                 "use linspace or logspace"
             )
         if not isinstance(r, list) or len(r) not in (2, 3) or not all(_is_int(x) for x in r):
@@ -514,11 +535,11 @@ class _Parser:
             self._check(f"axes.{name}.range", name, r[-1])
             return tuple(r)
 
-        if name in STR_PARAMS:
+        if SPECS[name].kind == "str":
             raise self.err(f"axes.{name}: {form} needs a numeric parameter; give a list of values ({domain(name)})")
         k = self._num(name, spec, form)
         a, b = self._ends(name, form, arg)
-        rnd = (lambda x: math.floor(x + 0.5)) if name in INT_PARAMS else (lambda x: x + 0.0)
+        rnd = (lambda x: math.floor(x + 0.5)) if SPECS[name].kind == "int" else (lambda x: x + 0.0)
         # values are monotone between the two ends and every domain is an interval,
         # so checking the (rounded) ends checks them all
         self._check(f"axes.{name}.{form}", name, rnd(a))
@@ -563,14 +584,6 @@ def _float(v: int | float) -> float:
         return float(v)
     except OverflowError:
         return math.inf
-
-
-def _canon(name: str, v: Any) -> Any:
-    if name in STR_PARAMS:
-        return str(v)
-    if name in INT_PARAMS:
-        return int(v)
-    return float(v) + 0.0
 
 
 def _toml_value(v: Any) -> str:

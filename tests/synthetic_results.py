@@ -29,7 +29,8 @@ import pyarrow.parquet as pq
 
 from core.histogram import BINS_PER_DECADE, N_BINS
 from core.outcomes import EVENT_OUTCOMES, OUTCOMES
-from core.params import DEFAULTS, PARAM_NAMES
+from core.params import DEFAULTS, PARAM_NAMES, SPECS
+from sweeps.grid import canonical_point_json, point_id_of
 from sweeps.schema import EVENTS_SCHEMA, PARAM_TYPES, POINTS_SCHEMA
 
 _ESTIMATOR_NAMES = ("estimator", "p_race_est", "p_race_var", "p_bad_est", "p_bad_var")
@@ -50,16 +51,10 @@ class Point:
     def full_params(self) -> dict[str, Any]:
         p = dict(DEFAULTS)
         p.update(self.params)
-        for name in PARAM_NAMES:
-            if name in ("n_cpus", "wait"):
-                p[name] = int(p[name])
-            elif name != "mitigation":
-                p[name] = float(p[name])
-        return p
+        return {name: SPECS[name].canon(p[name]) for name in PARAM_NAMES}
 
     def point_id(self) -> str:
-        canon = json.dumps(self.full_params(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canon.encode()).hexdigest()[:16]
+        return point_id_of(canonical_point_json(self.full_params()))
 
 
 def grid(
@@ -294,10 +289,8 @@ def write_bulk(
                 arr = pa.array(cpus[pidx % len(cpus)])
             elif name == "wbinvd_us":
                 arr = pa.array(10.0 ** (2 + (pidx // len(cpus)) % 50 / 10.0))
-            elif name == "mitigation":
-                arr = pa.array(np.full(n, v, object), pa.string())
             else:
-                arr = pa.array(np.full(n, v), PARAM_TYPES[name])
+                arr = pa.array([v] * n)
             cols[name] = arr.cast(PARAM_TYPES[name])
         trials = np.full(n, 100_000, np.int64)
         race = rng.poisson(2.0, n).astype(np.int64)

@@ -381,6 +381,8 @@ def test_runtime_env_for_cluster_runs(monkeypatch):
     import sweeps
     import cluster as cluster_pkg
     from cluster.jobs import shipping_runtime_env
+    from cluster.jobs import JobsError
+    from sweeps.errors import ClusterError
     from sweeps.runner import _cluster_runtime_env
 
     import ray
@@ -405,9 +407,9 @@ def test_runtime_env_for_cluster_runs(monkeypatch):
     assert _cluster_runtime_env(None, None, None, True)["py_modules"]
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # inside a Ray Job: the job's env applies
     assert _cluster_runtime_env(None, None, None, True) is None
-    with pytest.raises(ValueError, match="max_in_flight"):
+    with pytest.raises(ClusterError, match="max_in_flight"):
         _cluster_runtime_env(None, 4, None, True)
-    with pytest.raises(ValueError, match="not a Python package"):
+    with pytest.raises(JobsError, match="not a Python package"):
         shipping_runtime_env([Path(core.__file__).parent.parent / "examples"])
 
 

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import synthetic_results as sr
+from core.errors import StopraceError
 from core.histogram import N_BINS, quantile
 from core.outcomes import EVENT_OUTCOMES, OUTCOMES
 from core.params import DEFAULTS, PARAM_NAMES
@@ -240,10 +241,19 @@ def test_bad_dirs_are_one_line_errors(tmp_path, grid_dir):
     shutil.copytree(grid_dir, tmp_path / "copy")
     with pytest.raises(QueryError, match="same sweep"):
         connect(grid_dir, tmp_path / "copy")
-    with pytest.raises(QueryError):
+    with pytest.raises(QueryError, match="no results dir given"):
         connect()
     for e in (QueryError("x"),):
-        assert isinstance(e, ValueError)
+        assert isinstance(e, StopraceError)
+
+
+def test_query_errors_reach_the_user_as_one_line_and_exit_2(capsys, tmp_path):
+    # every connect() refusal above is a user error: the CLI prints it on one line, exit 2
+    (tmp_path / "nopoints").mkdir()
+    (tmp_path / "nopoints" / "manifest.json").write_text('{"spec_hash": "x"}')
+    for d, needle in ((tmp_path / "nope", "does not exist"), (tmp_path / "nopoints", "no points files")):
+        rc, out, err = _run(capsys, "query", d, "--sql", "SELECT 1")
+        assert rc == 2 and out == "" and needle in err and len(err.strip().splitlines()) == 1, (rc, out, err)
 
 
 def test_unreadable_points_file_is_a_query_error(tmp_path, noevents_dir):
@@ -665,7 +675,8 @@ def test_cli_plot_heatmap_and_lines(capsys, grid_dir, tmp_path):
     assert _png_size(f2) == (300, 200) and "aggregated" not in out
     f3 = tmp_path / "t.png"
     rc, _, err = _run(capsys, "plot", grid_dir, "--x", "wbinvd_us", "--y", "mitigation", "--metric", "t_p99_us", "-o", f3)
-    assert rc == 0, err and f3.stat().st_size > 0
+    assert rc == 0, err
+    assert _png_size(f3) == (800, 600) and f3.stat().st_size > 5000
 
 
 def test_plot_api_reports_aggregation(con, tmp_path):
