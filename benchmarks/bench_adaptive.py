@@ -31,10 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import pyarrow.compute as pc  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-
-from machine import machine  # noqa: E402  (benchmarks/machine.py)
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,8 +57,8 @@ def _cpu_trials(t) -> int:
 
 
 def compare(name: str, example: str, precision: str, max_trials: int, shard_trials: int, run_fixed: bool) -> dict:
-    from core.precision import DECIDED, EXHAUSTED, PointTally, ShardStats
     import queries
+    from core.precision import DECIDED, EXHAUSTED, PointTally, ShardStats
     from sweeps import run
     from sweeps.spec import parse_spec
 
@@ -160,14 +159,14 @@ def grid_values(lo: int, hi: int) -> list[int]:
     """n_cpus at the search's resolution: steps of max(2, 10%) (a bracket of +-1 CPU or +-5%)."""
     out = [lo]
     while out[-1] < hi:
-        out.append(min(hi, max(out[-1] + 2, int(round(out[-1] * 1.1)))))
+        out.append(min(hi, max(out[-1] + 2, round(out[-1] * 1.1))))
     return out
 
 
 def search_vs_grid(lo: int, hi: int, max_trials: int) -> None:
     from sweeps import run
-    from sweeps.spec import parse_spec
     from sweeps.grid import total_cpu_trials
+    from sweeps.spec import parse_spec
 
     vals = grid_values(lo, hi)
     search_text = SEARCH_SPEC.format(max_trials=max_trials, search=f"[search]\nn_cpus = [{lo}, {hi}]", grid="")

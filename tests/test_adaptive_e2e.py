@@ -9,6 +9,8 @@ import signal
 
 import pyarrow.parquet as pq
 import pytest
+from precision_helpers import naive_status, pooled, status
+from sweep_helpers import cli, read_dir, same_results, stored, wait_for, write_spec
 
 import queries
 from cluster.connect import session
@@ -16,9 +18,6 @@ from sweeps import run
 from sweeps.grid import iter_points
 from sweeps.spec import load_spec
 from sweeps.waves import wave_bounds
-
-from precision_helpers import naive_status, pooled, status
-from sweep_helpers import cli, read_dir, same_results, stored, wait_for, write_spec
 
 pytestmark = pytest.mark.slow
 
