@@ -188,7 +188,7 @@ def capacity(
     for key, cs in groups.items():
         ok_prefix: dict[str, Any] | None = None
         fail: dict[str, Any] | None = None
-        def passes(c: dict[str, Any]) -> bool:
+        def passes(c: dict[str, Any], key: tuple = key) -> bool:
             if decided is not None:
                 return decided[(*key, c["n_cpus"])] == "below target"
             return c["p_hi"] < target_p

@@ -12,6 +12,8 @@ Views (all lazy, over the Parquet files, nothing is copied into memory):
 - `outcomes`: one row per (sweep, point_id): parameters, summed counts,
   p_race/p_hang/p_timeout/p_bad with 95% Wilson bounds (`*_lo`, `*_hi`), mean and
   p50/p99/p999 stop time from the merged histogram, max stop time;
+- for sweeps with `trials = "auto"`: `precision` (queries/precision.py: per point the
+  rule's metric, estimator, p, p_lo, p_hi, trials and status) and `outcomes.status`;
 - helpers: `point_params` (sweep, point_id, parameters), `params_long` (one row per
   point and parameter), `differs` (parameters that differ from the defaults, as
   one string), `point_bins` (non-empty merged histogram bins), and the tables
