@@ -10,6 +10,7 @@ import time
 
 from core.cost import cpu_trials
 from core.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
+from core.histogram import TOP_EDGE_US
 from core.params import DEFAULTS, PARAM_NAMES, PARAM_SPECS, Params, make_params
 from core.vectorized import shard_seed
 from sweeps.errors import UsageError
@@ -99,6 +100,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt_us(x: float) -> str:
+    """A stop time; NaN (no finite stop) as '-', +inf (a quantile in the histogram's open top bin) as '>= 8.66e7'."""
+    if x != x:
+        return "-"
+    if x == float("inf"):
+        mant, exp = f"{TOP_EDGE_US:.3g}".split("e")
+        return f">= {mant}e{int(exp)}"
+    return f"{x:,.1f}"
+
+
 def _fmt_p(x: float) -> str:
     return "0" if x == 0 else f"{x:.3g}"
 
@@ -116,10 +127,7 @@ def format_report(params: Params, rep: dict) -> str:
         lines.append(f"{name:<10} {v['k']:>12,} {_fmt_p(v['p']):>10} {_fmt_p(v['lo']):>10} {_fmt_p(v['hi']):>10}")
     t = rep["t_done_us"]
     lines.append("")
-    lines.append(
-        "stop time (µs): "
-        + "  ".join(f"{k} {t[k]:,.1f}" if t[k] == t[k] else f"{k} -" for k in ("mean", "p50", "p99", "p999", "max"))
-    )
+    lines.append("stop time (µs): " + "  ".join(f"{k} {_fmt_us(t[k])}" for k in ("mean", "p50", "p99", "p999", "max")))
     if rep["preflush_us"]["max"] is not None:
         pf = rep["preflush_us"]
         lines.append(f"preflush (µs): mean {pf['mean']:,.1f}  max {pf['max']:,.1f}")

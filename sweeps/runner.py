@@ -26,15 +26,15 @@ from typing import Any
 import ray
 
 from cluster.connect import resolve_address
-from core.cost import cpu_trials
 from cluster.executor import WAIT, RunInterrupted, RunStats, run_map
 from cluster.jobs import in_ray_job, shipping_runtime_env
+from core.cost import cpu_trials
 from sweeps.errors import ClusterError
 from sweeps.grid import Task, iter_tasks, plan_signature, total_cpu_trials
+from sweeps.search import BoundarySearch
 from sweeps.shard import TaskResult, run_task
 from sweeps.spec import SweepSpec, load_spec
 from sweeps.store import ResultStore, is_uri
-from sweeps.search import BoundarySearch
 from sweeps.waves import STATS_COLUMNS, WavePlan, wave_plan_signature
 
 SHIPPED_PACKAGES = ("core", "sweeps", "cluster")

@@ -15,16 +15,25 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
+from precision_helpers import Z95, naive_status, pooled, status, wilson95
 
 from core.precision import (
-    ABOVE, BELOW, EXHAUSTED, OPEN, PRECISE, Estimate, PointTally, Precision, ShardStats, decide, naive_estimate,
+    ABOVE,
+    BELOW,
+    EXHAUSTED,
+    OPEN,
+    PRECISE,
+    Estimate,
+    PointTally,
+    Precision,
+    ShardStats,
+    decide,
+    naive_estimate,
 )
 from queries.db import read_sql
 from sweeps.grid import iter_points
 from sweeps.spec import SpecError, parse_spec
 from sweeps.waves import STATS_COLUMNS, WavePlan, task_id_of, wave_bounds
-
-from precision_helpers import Z95, naive_status, pooled, status, wilson95
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -200,7 +209,8 @@ def test_cmc_tally_pools_like_one_pass_over_all_trials(seed):
     assert e.lo == pytest.approx(allv.mean() - half, rel=1e-9)
     assert e.hi == pytest.approx(allv.mean() + half, rel=1e-9)
     n, m, v = pooled([(x.size, float(x.mean()), float(x.var(ddof=1) / x.size)) for x in values])
-    assert v == pytest.approx(allv.var(ddof=1) / allv.size, rel=1e-9)
+    assert n == allv.size and m == pytest.approx(allv.mean(), rel=1e-12)
+    assert v == pytest.approx(allv.var(ddof=1) / allv.size, rel=1e-9)  # the helper itself, against numpy
     # p_hang is not a cmc metric: Wilson on the naive counts (all 0 here)
     assert t.estimate("p_hang").estimator == "naive"
 
@@ -359,7 +369,7 @@ def test_next_wave_of_a_point_is_queued_as_soon_as_its_own_wave_completes():
     wave0 = []
     while (t := plan.take()) is not None:
         wave0.append(t)
-    assert all(it.shards == range(0, 1) for t in wave0 for it in t.items)
+    assert all(it.shards == range(1) for t in wave0 for it in t.items)
     # finish only the wave-0 task of an open point (p_stall = 0.011 is open after 100 trials)
     i = next(p.index for p in plan.points.values() if p.values["p_stall"] == 0.011)
     task = next(t for t in wave0 if any(it.point.index == i for it in t.items))
