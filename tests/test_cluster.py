@@ -413,7 +413,7 @@ def test_jobs_address_forms(monkeypatch):
 
 def test_auth_failures_say_how_to_fix_them():
     from cluster.jobs import JobsClient
-    from sweeps.cli_run import _connection_problem
+    from sweeps.runner import connection_problem as _connection_problem
 
     try:
         try:

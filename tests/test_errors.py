@@ -86,7 +86,7 @@ def test_cluster_errors_stay_ours_free_and_are_translated(capsys):
 @pytest.mark.parametrize(
     "argv, kind",
     [
-        (["simulate", "--n-cpus", "0", "--trials", "10"], "n_cpus"),  # ParamError (core)
+        (["simulate", "--n-cpus", "0", "--trials", "10"], "--n-cpus 0"),  # ParamError (core), named as the option
         (["simulate", "--seed", "-1", "--trials", "10"], "--seed"),  # UsageError
         (["run", "no-such-spec.toml"], "no such spec file"),  # SpecError
         (["query", "no-such-dir", "--sql", "select 1"], "does not exist"),  # QueryError
@@ -119,10 +119,10 @@ def test_internal_value_error_in_a_command_propagates(monkeypatch):
     def boom(*a, **k):
         raise ValueError("operands could not be broadcast together with shapes (3,) (4,)")
 
-    monkeypatch.setattr(sim, "iter_chunks", boom)
+    monkeypatch.setattr(sim, "shard_seed", boom)
     with pytest.raises(ValueError, match="broadcast"):
         main(["simulate", "--trials", "10"])
-    monkeypatch.setattr(sim, "iter_chunks", lambda *a, **k: (_ for _ in ()).throw(FileNotFoundError(2, "gone", "x")))
+    monkeypatch.setattr(sim, "shard_seed", lambda *a, **k: (_ for _ in ()).throw(FileNotFoundError(2, "gone", "x")))
     with pytest.raises(FileNotFoundError):
         main(["simulate", "--trials", "10"])
 
@@ -133,7 +133,7 @@ def test_internal_error_exits_1_with_its_traceback(exc):
     code = (
         "import sys, sweeps.cli_simulate as m\n"
         f"def boom(*a, **k): raise {exc}\n"
-        "m.iter_chunks = boom\n"
+        "m.shard_seed = boom\n"
         "from sweeps.cli import main\n"
         "sys.exit(main(['simulate', '--trials', '10']))\n"
     )
