@@ -33,7 +33,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-
 from machine import machine  # noqa: E402  (benchmarks/machine.py)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +57,8 @@ def _cpu_trials(t) -> int:
 
 
 def compare(name: str, example: str, precision: str, max_trials: int, shard_trials: int, workers: int) -> dict:
-    from core.precision import DECIDED, EXHAUSTED, PointTally, ShardStats
     import queries
+    from core.precision import DECIDED, EXHAUSTED, PointTally, ShardStats
     from sweeps import run
     from sweeps.spec import parse_spec
 

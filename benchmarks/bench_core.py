@@ -27,13 +27,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from core import reference  # noqa: E402
-from core.params import Params  # noqa: E402
-from core.draws import new_generator  # noqa: E402
-from sweeps.tuning import tune_allocator  # noqa: E402
-
 from machine import machine  # noqa: E402  (benchmarks/machine.py)
+
+from core import reference  # noqa: E402
+from core.draws import new_generator  # noqa: E402
+from core.params import Params  # noqa: E402
 from core.vectorized import CHUNK_ELEMS, iter_chunks, shard_seed  # noqa: E402
+from sweeps.tuning import tune_allocator  # noqa: E402
 
 
 def best_rate(fn, units: float, repeat: int = 3) -> float:

@@ -18,7 +18,7 @@ INF = math.inf
 def _timed_out(p: Params, r: reference.TrialResult) -> bool:
     if p.wait != 0 or r.phase != 2:
         return False
-    return max(cpu.final_clear for cpu in r.cpus) > r.deadline_us
+    return max(cpu.final_clear for cpu in r.cpus) > r.deadline_us  # type: ignore[operator]
 
 
 def _ref_phi_diff(z1: float, z2: float) -> float:
@@ -122,7 +122,7 @@ def _integrate_off(p: Params, d: dict[str, list], i: int) -> list[float]:
     xs = {lo_x, hi_x}
     xs.update(x - k_i for x in cands if math.isfinite(x) and lo_x < x - k_i < hi_x)
     xs.update(lo_x + (hi_x - lo_x) * j / 32 for j in range(1, 32))
-    xs = sorted(x for x in xs if lo_x <= x <= hi_x)
+    xs = sorted(x for x in xs if lo_x <= x <= hi_x)  # type: ignore[assignment]
 
     tot = [0.0, 0.0, 0.0]  # race_sum, race, bad
 
@@ -152,7 +152,7 @@ def _integrate_off(p: Params, d: dict[str, list], i: int) -> list[float]:
         piece(x1, a_, depth + 1)
         piece(a_, x2, depth + 1)
 
-    for x1, x2 in zip(xs[:-1], xs[1:]):
+    for x1, x2 in zip(xs[:-1], xs[1:]):  # type: ignore[index]
         piece(x1, x2)
     # atoms: off_i <= ipi_i (e_i = ipi_i), and a degenerate stall law above ipi_i
     ia = ind(ipi)

@@ -49,13 +49,13 @@ class CmcBatch:
 
     def row(self, t: int) -> "CmcBatch":
         """Trial t alone, as a batch of one."""
-        return CmcBatch(*(getattr(self, f)[t : t + 1].copy() for f in _CMC_FIELDS), n_cpus=self.n_cpus)
+        return CmcBatch(*(getattr(self, f)[t : t + 1].copy() for f in _CMC_FIELDS), n_cpus=self.n_cpus)  # type: ignore[misc]
 
     @staticmethod
     def concat(parts: list["CmcBatch"]) -> "CmcBatch":
         """One batch from consecutive batches, in order."""
-        return CmcBatch(
-            *(np.concatenate([getattr(b, f) for b in parts]) for f in _CMC_FIELDS), n_cpus=parts[0].n_cpus
+        return CmcBatch(  # type: ignore[misc]
+            *(np.concatenate([getattr(b, f) for b in parts]) for f in _CMC_FIELDS), n_cpus=parts[0].n_cpus  # type: ignore[arg-type]
         )
 
     @staticmethod

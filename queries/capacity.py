@@ -38,8 +38,7 @@ import pyarrow as pa
 
 from core.params import PARAM_NAMES, suggest
 from core.stats import trials_needed as exact_trials_needed
-from core.stats import z_value
-from core.stats import wilson
+from core.stats import wilson, z_value
 
 from .db import QueryError, first_line, quote_ident, render_sql, swept_axes
 
@@ -190,7 +189,7 @@ def capacity(
         fail: dict[str, Any] | None = None
         def passes(c: dict[str, Any]) -> bool:
             if decided is not None:
-                return decided[(*key, c["n_cpus"])] == "below target"
+                return decided[(*key, c["n_cpus"])] == "below target"  # noqa: B023 (used within the iteration)
             return c["p_hi"] < target_p
 
         for c in cs:
@@ -277,7 +276,7 @@ def _decided_cells(con: duckdb.DuckDBPyConnection, by: list[str], metric: str, t
         return None  # no adaptive sweep among the open dirs
     if rules != [(metric, float(target_p))]:
         return None
-    if con.execute("SELECT count(*) FROM outcomes WHERE status IS NULL").fetchone()[0]:
+    if con.execute("SELECT count(*) FROM outcomes WHERE status IS NULL").fetchone()[0]:  # type: ignore[index]
         return None  # a fixed-trials sweep is mixed in: judge on the intervals
     cols = "".join(f"{quote_ident(a)}, " for a in by)
     rows = con.execute(f"""

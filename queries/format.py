@@ -134,7 +134,7 @@ def render_table(table: pa.Table, *, max_rows: int | None = 100, title: str | No
 def _flatten_nested(table: pa.Table) -> pa.Table:
     """List/struct/map columns as JSON text (CSV has no nested types)."""
     cols = []
-    for name, col in zip(table.column_names, table.columns):
+    for col in table.columns:
         t = col.type
         if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_struct(t) or pa.types.is_map(t) \
                 or pa.types.is_fixed_size_list(t):
@@ -228,7 +228,7 @@ def write_result(table: pa.Table, fmt: str = "table", out: str | Path | None = N
     check_output(fmt, out)
     stream = stream if stream is not None else sys.stdout
     if fmt == "parquet":
-        atomic_write(out, writer=lambda tmp: pq.write_table(table, tmp))
+        atomic_write(out, writer=lambda tmp: pq.write_table(table, tmp))  # type: ignore[arg-type]
         return
     if fmt == "table":
         data = render_table(table, max_rows=None if out is not None else max_rows, title=title,

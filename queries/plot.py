@@ -15,9 +15,8 @@ directly (no pyplot global state); the file is written atomically.
 
 from __future__ import annotations
 
-import textwrap
-
 import itertools
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,10 @@ import duckdb
 import matplotlib
 import numpy as np
 from matplotlib import colors as mcolors
-from matplotlib.lines import Line2D
-from matplotlib.patches import Rectangle
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 
 from core.params import PARAM_NAMES, suggest
 

@@ -6,12 +6,10 @@ import argparse
 import os
 import sys
 
-from sweeps.errors import UsageError
 from sweeps.cli_simulate import count_arg
+from sweeps.errors import UsageError
 from sweeps.guards import MAX_CPU_TRIALS, MAX_TASKS, approx
 from sweeps.spec import MAX_POINTS
-
-
 
 
 def add_scheduling_options(p: argparse.ArgumentParser) -> None:
@@ -76,11 +74,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_cmd(args: argparse.Namespace) -> int:
     """Carry out the subcommand from parsed arguments; returns the exit code."""
-    from sweeps.runner import SweepInterrupted, run
-    from sweeps.spec import load_spec
-
     from cluster.connect import resolve_address
     from sweeps.guards import machine_cpus
+    from sweeps.runner import SweepInterrupted, run
+    from sweeps.spec import load_spec
     from sweeps.store import is_uri
 
     target = resolve_address(args.address)

@@ -8,8 +8,8 @@ import math
 import sys
 import time
 
-from core.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
 from core.errors import ParamError
+from core.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
 from core.params import DEFAULTS, PARAM_NAMES, PARAM_SPECS, Params, domain, make_params
 from core.vectorized import shard_seed
 from sweeps.errors import UsageError

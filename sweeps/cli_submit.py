@@ -28,8 +28,8 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-from sweeps.errors import ClusterError, UsageError
 from sweeps.cli_run import add_scheduling_options
+from sweeps.errors import ClusterError, UsageError
 
 STOP_GRACE_S = 30
 """Seconds Ray gives a stopped job's driver between SIGTERM and SIGKILL (Ray's default is 3):

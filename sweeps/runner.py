@@ -16,10 +16,10 @@ every worker, and Ray refuses a driver that sets the same fields again.
 from __future__ import annotations
 
 import functools
-from contextlib import contextmanager
 import os
 import socket
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,11 @@ from cluster.jobs import in_ray_job, shipping_runtime_env
 from sweeps.errors import ClusterError
 from sweeps.grid import Task, iter_tasks, plan_signature, total_cpu_trials
 from sweeps.guards import RunPlan, check_size, estimated_tasks
+from sweeps.search import BoundarySearch
 from sweeps.shard import TaskResult, run_task
 from sweeps.spec import SweepSpec, load_spec
 from sweeps.storage import StoreError, locate, one_line
 from sweeps.store import ResultStore, is_uri
-from sweeps.search import BoundarySearch
 from sweeps.waves import STATS_COLUMNS, WavePlan, wave_plan_signature
 
 EXACT_TASK_COUNT_POINTS = 50_000

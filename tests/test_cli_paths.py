@@ -15,8 +15,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from sweep_helpers import ROOT
 from sweeps.cli import build_parser, main
+
+from sweep_helpers import ROOT
 
 FIXTURE = ROOT / "tests" / "fixtures" / "release1-naive"
 
@@ -134,13 +135,11 @@ def test_help_texts_show_percent_signs_once():
         assert "95%" in " ".join(commands[name].format_help().split()), name
 
 
-def test_simulate_errors_name_the_option(capsys):
-    assert main(["simulate", "--n-cpus", "1", "--trials", "10"]) == 2
-    err = capsys.readouterr().err
-    assert err == "stoprace simulate: error: --n-cpus 1 is not allowed: integer in [2, 65536]\n"
-    assert main(["simulate", "--p-stall", "1.5", "--trials", "10"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("stoprace simulate: error: --p-stall 1.5 is not allowed: ") and "option" not in err
+def test_simulate_errors_name_the_option(stoprace):
+    r = stoprace("simulate", "--n-cpus", "1", "--trials", "10")
+    assert r.one_line_error("simulate") == "--n-cpus 1 is not allowed: integer in [2, 65536]"
+    msg = stoprace("simulate", "--p-stall", "1.5", "--trials", "10").one_line_error("simulate")
+    assert msg.startswith("--p-stall 1.5 is not allowed: ") and "option" not in msg
 
 
 def test_no_prefix_matching_of_options(capsys):

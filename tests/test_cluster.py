@@ -360,15 +360,14 @@ def test_submit_entrypoint_is_a_real_run_command():
 
 
 def test_runtime_env_for_cluster_runs(monkeypatch):
+    import ray
+
+    import cluster as cluster_pkg
     import core
     import sweeps
-    import cluster as cluster_pkg
-    from cluster.jobs import shipping_runtime_env
-    from cluster.jobs import JobsError
+    from cluster.jobs import JobsError, shipping_runtime_env
     from sweeps.errors import ClusterError
     from sweeps.runner import _cluster_runtime_env
-
-    import ray
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh `stoprace run` process
     monkeypatch.setattr("sweeps.runner.check_reachable", lambda address: None)

@@ -17,7 +17,17 @@ import pyarrow as pa
 import pytest
 
 from core.precision import (
-    ABOVE, BELOW, EXHAUSTED, OPEN, PRECISE, Estimate, PointTally, Precision, ShardStats, decide, naive_estimate,
+    ABOVE,
+    BELOW,
+    EXHAUSTED,
+    OPEN,
+    PRECISE,
+    Estimate,
+    PointTally,
+    Precision,
+    ShardStats,
+    decide,
+    naive_estimate,
 )
 from queries.db import read_sql
 from sweeps.grid import iter_points
@@ -339,7 +349,7 @@ def test_every_point_stops_at_its_first_decided_wave():
         shards = seen[p.point_id]
         b = len(shards)
         assert sorted(shards) == list(range(b)) and b in bounds
-        for j, bj in enumerate(bounds):
+        for bj in bounds:
             n = sum(shards[k]["trials"] for k in range(bj))
             k_bad = sum(shards[k]["hang"] for k in range(bj))
             s = naive_status(k_bad, n, rule)

@@ -17,11 +17,12 @@ try:
 except ModuleNotFoundError:  # pragma: no cover - 3.10
     import tomli as tomllib
 
-from sweep_helpers import ROOT, stored
 from sweeps.cli import main
 from sweeps.grid import iter_tasks
 from sweeps.guards import MAX_CPU_TRIALS, MAX_TASKS, approx, check_size, estimated_tasks, format_seconds
 from sweeps.spec import SpecError, load_spec, parse_spec
+
+from sweep_helpers import ROOT, stored
 
 FIXTURE_SPEC = ROOT / "tests" / "fixtures" / "release1-naive" / "spec.toml"
 
@@ -158,8 +159,8 @@ def test_long_simulate_says_its_eta_first():
 
 
 def test_plot_above_the_pixel_budget_is_one_line(tmp_path, capsys):
-    from queries.plot import MAX_PIXELS, check_pixels
     from queries.db import QueryError
+    from queries.plot import MAX_PIXELS, check_pixels
 
     d = ROOT / "tests" / "fixtures" / "release1-naive"
     out = tmp_path / "x.png"
