@@ -30,24 +30,24 @@ from .cmc_stats import combine, estimate_interval
 from .stats import wilson
 
 __all__ = [
+    "ABOVE",
+    "BELOW",
+    "CMC_METRICS",
+    "DECIDED",
+    "EXHAUSTED",
     "METRICS",
     "METRIC_OUTCOMES",
-    "CMC_METRICS",
-    "BELOW",
-    "ABOVE",
-    "PRECISE",
-    "EXHAUSTED",
     "OPEN",
+    "PRECISE",
     "STATUSES",
-    "DECIDED",
-    "Precision",
     "Estimate",
-    "naive_estimate",
+    "PointTally",
+    "Precision",
+    "ShardStats",
     "cmc_estimate",
     "cmc_y_max",
     "decide",
-    "ShardStats",
-    "PointTally",
+    "naive_estimate",
 ]
 
 METRICS: tuple[str, ...] = ("p_race", "p_bad", "p_hang", "p_timeout")
@@ -83,7 +83,7 @@ class Precision(BaseModel):
     min_trials: int = Field(ge=1)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Precision":
+    def _consistent(self) -> Precision:
         if self.target is None and self.rel_half_width is None:
             raise ValueError("needs target or rel_half_width (or both)")
         if self.min_trials > self.max_trials:
@@ -168,7 +168,7 @@ class ShardStats:
     p_bad_var: float = math.nan
 
     @classmethod
-    def from_row(cls, row: Mapping[str, object]) -> "ShardStats":
+    def from_row(cls, row: Mapping[str, object]) -> ShardStats:
         """From a points row as a dict (columns missing in old files read as naive)."""
 
         def f(name: str) -> float:

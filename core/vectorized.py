@@ -23,13 +23,15 @@ from .outcomes import CLEAN, HANG, NMI_CLEAN, RACE, TIMEOUT
 from .params import Params
 
 CHUNK_ELEMS = 1 << 17
-"""CPU-trials per chunk. Part of the random-stream layout: changing it changes results."""
+"""Per-CPU draw slots per chunk (trials x (n_cpus - 1) array elements; not core.cost CPU-trials).
+Part of the random-stream layout: changing it changes results."""
 
 STREAM_VERSION = 3
 """Bump whenever the mapping from (seed, trial) to draws changes (chunk size, bit generator,
 draw order, lazy draws): results dirs record it, and resuming across a change is refused."""
 
-# (flat positions of the CPUs that got an NMI, in row-major order) -> (nmi, w2) for them
+# (flat positions of the CPUs that got an NMI, in row-major order) -> (nmi, w2) for them;
+# nmi is the whole latency a_i - s_i, hold-off included
 NmiSupplier = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
@@ -144,10 +146,11 @@ def _simulate_rng_chunk(
     d = draw_phase1(rng, p, n, nmi_arrays=record)
 
     def supply(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        nmi, w2 = draw_nmi_path(rng, p, len(rows))
+        nmi, w2, hold = draw_nmi_path(rng, p, len(rows))
         if record:
             d.nmi[rows, cols] = nmi
             d.w2[rows, cols] = w2
+            d.hold[rows, cols] = hold
         return nmi, w2
 
     return evaluate(p, d, supply), (d if record else None)

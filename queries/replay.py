@@ -118,7 +118,8 @@ def _t(x: float | None) -> str:
 def format_timeline(r: Replay, all_cpus: bool = False, limit: int = 40) -> str:
     """A terminal timeline, CPU by CPU (µs since the REBOOT broadcast).
 
-    Without `all_cpus`, CPUs that got an NMI plus the last few to clear are shown.
+    Without `all_cpus`, CPUs that got an NMI plus the last few to clear are shown. `hold-off`
+    is the NMI hold-off D_i inside `nmi arrive - nmi sent` ("-" when the NMI was not held off).
     """
     res = r.result
     cpus = res.cpus
@@ -138,14 +139,14 @@ def format_timeline(r: Replay, all_cpus: bool = False, limit: int = 40) -> str:
         + (f"   preflush: {_t(res.preflush_us)}" if res.preflush_us is not None else "")
         + f"   handoff: {r.params.handoff_us:,.2f}\n"
     )
-    cols = f"{'cpu':>5} {'ipi':>10} {'irqs-off':>13} {'enter':>13} {'wbinvd':>10} {'clear':>13} {'nmi sent':>13} {'nmi arrive':>13} {'case':>13} {'handler end':>13} {'final':>13}  mark"
+    cols = f"{'cpu':>5} {'ipi':>10} {'irqs-off':>13} {'enter':>13} {'wbinvd':>10} {'clear':>13} {'nmi sent':>13} {'hold-off':>10} {'nmi arrive':>13} {'case':>13} {'handler end':>13} {'final':>13}  mark"
     lines = [head, cols]
     for c in shown:
         end = c.nmi_arrive + c.handler_us if c.handler_us is not None and c.nmi_arrive is not None else None
         mark = "RACE" if c.races else "racer" if c.racer else "dead" if c.dead else ""
         lines.append(
             f"{c.cpu:>5} {_t(c.ipi):>10} {_t(c.off):>13} {_t(c.enter):>13} {_t(c.wbinvd_us if c.dirty else None):>10} "
-            f"{_t(c.clear):>13} {_t(c.nmi_send):>13} {_t(c.nmi_arrive):>13} {c.nmi_case or '':>13} {_t(end):>13} "
+            f"{_t(c.clear):>13} {_t(c.nmi_send):>13} {_t(c.nmi_hold or None):>10} {_t(c.nmi_arrive):>13} {c.nmi_case or '':>13} {_t(end):>13} "
             f"{_t(c.final_clear):>13}  {mark}"
         )
     if len(shown) < len(cpus):

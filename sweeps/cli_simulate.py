@@ -8,8 +8,10 @@ import math
 import sys
 import time
 
+from core.cost import cpu_trials
 from core.errors import ParamError
 from core.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
+from core.histogram import TOP_EDGE_US
 from core.params import DEFAULTS, PARAM_NAMES, PARAM_SPECS, Params, domain, make_params
 from core.vectorized import shard_seed
 from sweeps.errors import UsageError
@@ -91,13 +93,13 @@ def run(args: argparse.Namespace) -> int:
     est = ESTIMATORS[getattr(args, "estimator", DEFAULT_ESTIMATOR)]
     if args.trials > MAX_TRIALS:
         raise UsageError(f"--trials {approx(args.trials)} is above {approx(MAX_TRIALS)}, the bound a spec's trials has too")
-    cpu_trials = args.trials * params.n_cpus
-    why = None if getattr(args, "force", False) else size_problem(cpu_trials)
+    work = cpu_trials(params.n_cpus, args.trials)
+    why = None if getattr(args, "force", False) else size_problem(work)
     if why:
         raise UsageError(f"{why}; lower --trials, or pass --force")
-    eta = simulate_eta_s(cpu_trials, est.name)
+    eta = simulate_eta_s(work, est.name)
     if eta > 10:  # say so before a long silence
-        print(f"stoprace simulate: {approx(cpu_trials)} CPU-trials in this process, ETA {format_seconds(eta, about=True)}",
+        print(f"stoprace simulate: {approx(work)} CPU-trials in this process, ETA {format_seconds(eta, about=True)}",
               file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     acc = est.run_shard(params, args.trials, shard_seed(args.seed, 0))
@@ -110,13 +112,23 @@ def run(args: argparse.Namespace) -> int:
     rep["params"] = params.model_dump()
     rep["seed"] = args.seed
     rep["wall_s"] = wall
-    rep["cpu_trials_per_s"] = args.trials * params.n_remote / wall if wall > 0 else None
+    rep["cpu_trials_per_s"] = cpu_trials(params.n_cpus, args.trials) / wall if wall > 0 else None
     if args.json:
         json.dump(rep, sys.stdout, indent=None, default=float)
         print()
     else:
         print(format_report(params, rep))
     return 0
+
+
+def _fmt_us(x: float) -> str:
+    """A stop time; NaN (no finite stop) as '-', +inf (a quantile in the histogram's open top bin) as '>= 8.66e7'."""
+    if x != x:
+        return "-"
+    if x == float("inf"):
+        mant, exp = f"{TOP_EDGE_US:.3g}".split("e")
+        return f">= {mant}e{int(exp)}"
+    return f"{x:,.1f}"
 
 
 def _fmt_p(x: float) -> str:
@@ -136,10 +148,7 @@ def format_report(params: Params, rep: dict) -> str:
         lines.append(f"{name:<10} {v['k']:>12,} {_fmt_p(v['p']):>10} {_fmt_p(v['lo']):>10} {_fmt_p(v['hi']):>10}")
     t = rep["t_done_us"]
     lines.append("")
-    lines.append(
-        "stop time (µs): "
-        + "  ".join(f"{k} {t[k]:,.1f}" if t[k] == t[k] else f"{k} -" for k in ("mean", "p50", "p99", "p999", "max"))
-    )
+    lines.append("stop time (µs): " + "  ".join(f"{k} {_fmt_us(t[k])}" for k in ("mean", "p50", "p99", "p999", "max")))
     if rep["preflush_us"]["max"] is not None:
         pf = rep["preflush_us"]
         lines.append(f"preflush (µs): mean {pf['mean']:,.1f}  max {pf['max']:,.1f}")

@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from core.cost import cpu_trials
 from core.params import PARAM_NAMES, Params, identity_dict, is_neutral
 from core.vectorized import STREAM_VERSION
 from sweeps.spec import SweepSpec
@@ -138,7 +139,7 @@ class TaskItem:
 
     @property
     def cpu_trials(self) -> int:
-        return self.point.n_cpus * self.n_trials
+        return cpu_trials(self.point.n_cpus, self.n_trials)
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,7 @@ def point_at(spec: SweepSpec, index: int) -> Point:
 
 
 def total_cpu_trials(spec: SweepSpec) -> int:
-    """Sum over points of n_cpus x trials, from the axes alone (no iteration)."""
+    """Sum over points of core.cost.cpu_trials (n_cpus x trials), from the axes alone (no iteration)."""
     sizes = {a.name: len(a.values) for a in spec.axes}
     if "n_cpus" in sizes:
         cpu_sum = sum(next(a.values for a in spec.axes if a.name == "n_cpus"))
@@ -245,7 +246,7 @@ def total_cpu_trials(spec: SweepSpec) -> int:
     else:
         cpu_sum = int(spec.base["n_cpus"])
         others = math.prod(sizes.values())
-    return spec.trials * cpu_sum * others
+    return cpu_trials(cpu_sum, spec.trials) * others
 
 
 def total_shards(spec: SweepSpec) -> int:
@@ -295,8 +296,8 @@ def iter_tasks(
     count = 0  # shards in `items`
 
     for p in iter_points(spec):
-        c_full = p.n_cpus * st
-        c_last = p.n_cpus * last_size
+        c_full = cpu_trials(p.n_cpus, st)
+        c_last = cpu_trials(p.n_cpus, last_size)
         k = 0
         while k < n_sh:
             # how many whole shards k.. fit into the current task (at least one if it is empty)

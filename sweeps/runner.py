@@ -29,6 +29,7 @@ import ray
 from cluster.connect import connect, disconnect, resolve_address, token_auth_enabled
 from cluster.executor import WAIT, RunInterrupted, RunStats, run_map
 from cluster.jobs import in_ray_job, shipping_runtime_env
+from core.cost import cpu_trials
 from sweeps.errors import ClusterError
 from sweeps.grid import Task, iter_tasks, plan_signature, total_cpu_trials
 from sweeps.guards import RunPlan, check_size, estimated_tasks
@@ -396,5 +397,5 @@ def _stored_cpu_trials(store: ResultStore) -> int:
     total = 0
     for tid in store.done_tasks():
         t = store.read_points(tid, columns=["n_cpus", "trials"])
-        total += sum(a * b for a, b in zip(t["n_cpus"].to_pylist(), t["trials"].to_pylist()))
+        total += sum(cpu_trials(a, b) for a, b in zip(t["n_cpus"].to_pylist(), t["trials"].to_pylist()))
     return total

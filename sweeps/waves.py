@@ -47,7 +47,7 @@ from sweeps.grid import (
 )
 from sweeps.spec import SweepSpec
 
-__all__ = ["GROWTH", "WAVES_VERSION", "STATS_COLUMNS", "wave_bounds", "task_id_of", "wave_plan_signature", "WavePlan"]
+__all__ = ["GROWTH", "STATS_COLUMNS", "WAVES_VERSION", "WavePlan", "task_id_of", "wave_bounds", "wave_plan_signature"]
 
 GROWTH = 2
 """Cumulative shards per point grow by this factor per wave."""

@@ -290,6 +290,23 @@ def test_worker_node_killed_mid_sweep(two_nodes, refs, tmp_path):
     _assert_complete(out, n)
 
 
+# ---- an adaptive sweep (trials = "auto", issue 12): the same waves and rows on two nodes ----------
+
+
+@pytest.mark.slow
+def test_adaptive_sweep_on_cluster_matches_embedded(two_nodes, tmp_path):
+    from test_adaptive_e2e import NAIVE_SPEC
+
+    spec = write_spec(tmp_path, NAIVE_SPEC)
+    ref = tmp_path / "ref"
+    finish(cli("run", str(spec), "--out", str(ref), "--workers", "2", "--no-progress", env=DRIVER_ENV), 240)
+    out = tmp_path / "out"
+    text, _ = finish(cli("run", str(spec), "--address", two_nodes.gcs, "--out", str(out), "--no-progress", env=DRIVER_ENV))
+    n, ran, skipped = _summary(text)
+    assert n == ran == stored(ref) and skipped == 0
+    same_results(out, ref)
+
+
 # ---- quick: bad input, the job's command, the runtime_env (no cluster) ---------------------
 
 
