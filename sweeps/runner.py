@@ -117,7 +117,11 @@ def run(
         out_path = str(out) if is_uri(out) else Path(out)
     plan = wave_plan_signature() if spec.precision is not None else plan_signature()
     store = None
-    if locate(out_path, None).kind() is not None:  # opening what exists creates nothing
+    try:
+        exists = locate(out_path, None).kind() is not None
+    except OSError as e:  # e.g. an object store refusing our credentials
+        raise StoreError(f"{out_path}: cannot access results location: {one_line(e)}") from None
+    if exists:  # opening what exists creates nothing
         with _writing(out_path):
             store = ResultStore.create_or_open(out_path, spec, plan=plan)
         if store.complete:
