@@ -219,7 +219,7 @@ def capacity(
         fail: dict[str, Any] | None = None
         def passes(c: dict[str, Any], key: tuple = key) -> bool:
             if decided is not None:
-                return decided[(*key, c["n_cpus"])] == "below target"
+                return decided[(*key, c["n_cpus"])] == "below target"  # noqa: B023 (used within the iteration)
             return c["p_hi"] < target_p
 
         for c in cs:
@@ -346,7 +346,7 @@ def _decided_cells(con: duckdb.DuckDBPyConnection, by: list[str], metric: str, t
         return None  # no adaptive sweep among the open dirs
     if rules != [(metric, float(target_p))]:
         return None
-    if con.execute("SELECT count(*) FROM outcomes WHERE status IS NULL").fetchone()[0]:
+    if con.execute("SELECT count(*) FROM outcomes WHERE status IS NULL").fetchone()[0]:  # type: ignore[index]
         return None  # a fixed-trials sweep is mixed in: judge on the intervals
     cols = "".join(f"{quote_ident(a)}, " for a in by)
     rows = con.execute(f"""

@@ -96,13 +96,16 @@ def _quote_str(s: str) -> str:
 def check_result_dir(path: str | Path) -> dict:
     """Validate a result directory; return its manifest. Raises QueryError naming the problem."""
     p = Path(path)
-    if not p.exists():
-        raise QueryError(f"results dir '{path}' does not exist")
-    if not p.is_dir():
-        raise QueryError(f"'{path}' is not a directory")
     mf = p / "manifest.json"
-    if not mf.is_file():
-        raise QueryError(f"'{path}' is not a stoprace result set: no manifest.json")
+    try:
+        if not p.exists():
+            raise QueryError(f"results dir '{path}' does not exist")
+        if not p.is_dir():
+            raise QueryError(f"'{path}' is not a directory")
+        if not mf.is_file():
+            raise QueryError(f"'{path}' is not a stoprace result set: no manifest.json")
+    except OSError as e:  # e.g. a dir this user may not read
+        raise QueryError(f"cannot read results dir '{path}': {e.strerror or e}") from None
     try:
         manifest = json.loads(mf.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -126,6 +126,6 @@ def check_output_path(out: str | Path, result_dirs: Iterable[str | Path] = ()) -
         root = Path(os.path.realpath(os.fspath(d)))
         if target == root or root in target.parents:
             raise SandboxError(f"refused: -o {out} is inside the result set {d}; write outputs elsewhere")
-    root = _result_set_root(target.parent)
+    root = _result_set_root(target.parent)  # type: ignore[assignment]
     if root is not None:
         raise SandboxError(f"refused: -o {out} is inside the result set {root}; write outputs elsewhere")

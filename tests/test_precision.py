@@ -15,7 +15,6 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
-from precision_helpers import Z95, naive_status, pooled, status, wilson95
 
 from core.precision import (
     ABOVE,
@@ -34,6 +33,8 @@ from queries.db import read_sql
 from sweeps.grid import iter_points
 from sweeps.spec import SpecError, parse_spec
 from sweeps.waves import STATS_COLUMNS, WavePlan, task_id_of, wave_bounds
+
+from precision_helpers import Z95, naive_status, pooled, status, wilson95
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -349,7 +350,7 @@ def test_every_point_stops_at_its_first_decided_wave():
         shards = seen[p.point_id]
         b = len(shards)
         assert sorted(shards) == list(range(b)) and b in bounds
-        for j, bj in enumerate(bounds):
+        for bj in bounds:
             n = sum(shards[k]["trials"] for k in range(bj))
             k_bad = sum(shards[k]["hang"] for k in range(bj))
             s = naive_status(k_bad, n, rule)

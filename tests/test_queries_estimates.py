@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import synthetic_results as sr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -41,6 +40,8 @@ from queries.format import format_cell, render_table
 from queries.named import run_named
 from queries.plot import plot
 from sweeps.cli import main
+
+import synthetic_results as sr
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"

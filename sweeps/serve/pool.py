@@ -24,7 +24,7 @@ from typing import TypeVar
 import duckdb
 
 from queries import connect
-from sweeps.serve.registry import ServeError, Served
+from sweeps.serve.registry import Served, ServeError
 from sweeps.storage import is_uri
 from sweeps.store import MANIFEST
 
