@@ -238,6 +238,14 @@ MUTANTS: list[Mutant] = [
     M("precision_cmc_ymax", "precision", "core/precision.py",
       'return float(n_cpus - 1 if metric == "p_race" else n_cpus)', "return float(n_cpus)",
       PRECISION_T, "the cmc interval of p_race is bounded by n_cpus instead of n_cpus - 1"),
+    # ---------------------------------------------------------------- NMI hold-offs (params)
+    M("holdoff_not_added", "holdoff", "core/draws.py",
+      "    if p.p_nmi_delay > 0.0:\n        nmi += hold", "    if p.p_nmi_delay > 0.0:\n        nmi += 0.0 * hold",
+      "tests/test_holdoffs.py", "hold-offs are drawn but never delay the NMI"),
+    M("holdoff_median_ignored", "holdoff", "core/draws.py",
+      "hold[held] = lognormal(rng, p.nmi_delay_median_us, p.nmi_delay_sigma, k)",
+      "hold[held] = lognormal(rng, 2 * p.nmi_delay_median_us, p.nmi_delay_sigma, k)",
+      "tests/test_holdoffs.py", "hold-offs twice as long as their law says"),
 ]
 
 
