@@ -84,8 +84,10 @@ class Server:
         self.log.seek(0)
         return self.log.read()
 
-    def stop(self) -> int:
-        """SIGTERM to the server's pid (it stops its runs and exits), SIGKILL to its group if it hangs."""
+    def stop(self) -> tuple[int, str]:
+        """SIGTERM to the server's pid (it stops its runs and exits), SIGKILL to its group if it hangs.
+
+        Returns (exit code, everything it printed)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -93,5 +95,6 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        out = self.output()
         self.log.close()
-        return self.proc.returncode
+        return self.proc.returncode, out

@@ -10,6 +10,7 @@ child process and follows its progress through the API to done.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import json
 import time
 from pathlib import Path
@@ -329,3 +330,31 @@ def test_submit_runs_in_background_with_progress_and_resumes(client, root, capsy
     before = _snapshot(root / "tiny")
     assert "different spec" in _err(client.post("/api/sweeps", json={"spec": text.replace("seed = 5", "seed = 6")}), 409)
     assert _snapshot(root / "tiny") == before
+
+
+def test_a_stopped_run_is_resumed_by_submitting_its_spec_again(tmp_path):
+    """release1-partial is what an interrupted run leaves (tasks 0-9 stored, 10-15 missing): POSTing its
+    spec runs only the missing tasks (the stored files stay byte-identical) and the rows then equal the
+    complete run's (release1-naive, same spec), as a CLI resume does."""
+    from serve_helpers import FIXTURES
+    from sweep_helpers import read_dir, without_wall
+
+    root = tmp_path / "results"
+    root.mkdir()
+    shutil.copytree(FIXTURES / "release1-partial", root / "release1-naive")
+    before = _snapshot(root / "release1-naive" / "points")
+    a = create_app(ServeConfig(locations=[str(root)], workers=1))
+    try:
+        c = TestClient(a, base_url="http://127.0.0.1")
+        s = c.get("/api/sweeps/release1-naive").json()
+        assert s["status"] == "partial" and s["tasks_done"] == 10 and s["tasks_total"] == 16
+        spec = (FIXTURES / "release1-partial" / "spec.toml").read_text()
+        r = c.post("/api/sweeps", content=spec.encode(), headers={"content-type": "application/toml"})
+        assert r.status_code == 202, r.text
+        _wait_done(c, "release1-naive")
+    finally:
+        shutdown(a)
+    after = _snapshot(root / "release1-naive" / "points")
+    assert {k: v for k, v in after.items() if k in before} == before and len(after) == 16
+    assert without_wall(read_dir(root / "release1-naive")).equals(without_wall(read_dir(FIXTURES / "release1-naive")))
+    assert read_dir(root / "release1-naive", "events").equals(read_dir(FIXTURES / "release1-naive", "events"))
