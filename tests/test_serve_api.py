@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from serve_helpers import FIXTURES as FIXTURES_DIR
 from serve_helpers import TINY_SPEC, results_root
 from sweeps.cli import main
 from sweeps.serve import ServeConfig, create_app, shutdown
@@ -358,3 +359,29 @@ def test_a_stopped_run_is_resumed_by_submitting_its_spec_again(tmp_path):
     assert {k: v for k, v in after.items() if k in before} == before and len(after) == 16
     assert without_wall(read_dir(root / "release1-naive")).equals(without_wall(read_dir(FIXTURES / "release1-naive")))
     assert read_dir(root / "release1-naive", "events").equals(read_dir(FIXTURES / "release1-naive", "events"))
+
+
+def test_answers_are_kept_until_the_manifest_changes(tmp_path):
+    """The read cache never serves an answer computed before the result set changed."""
+    import os
+
+    from sweeps.serve.pool import Answers
+    from sweeps.serve.registry import Served
+
+    shutil.copytree(FIXTURES_DIR / "release1-naive", tmp_path / "rs")
+    s = [Served("rs", str(tmp_path / "rs"))]
+    calls = []
+    answers = Answers(size=2)
+
+    def compute():
+        calls.append(1)
+        return len(calls)
+
+    assert answers.get(s, ("a",), compute) == 1 and answers.get(s, ("a",), compute) == 1
+    assert answers.get(s, ("b",), compute) == 2  # another request: its own answer
+    m = tmp_path / "rs" / "manifest.json"
+    st = m.stat()
+    os.utime(m, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # a run stored more tasks
+    assert answers.get(s, ("a",), compute) == 3
+    answers.get(s, ("c",), compute), answers.get(s, ("d",), compute)  # size 2: ("a",) evicted
+    assert answers.get(s, ("a",), compute) == 6
