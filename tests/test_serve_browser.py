@@ -79,6 +79,15 @@ def _rows(drv, table_id: str) -> list[list[str]]:
             for tr in drv.find_elements(By.CSS_SELECTOR, f"#{table_id} tbody tr")]
 
 
+def _sweep_rows(drv) -> dict[str, dict]:
+    """The sweeps list as shown, read in one script call (the page redraws it as progress changes)."""
+    rows = drv.execute_script("""
+        return [...document.querySelectorAll('#sweeps tbody tr')].map((tr) => ({
+            name: tr.dataset.name, status: tr.dataset.status, progress: Number(tr.dataset.progress),
+            cells: [...tr.querySelectorAll('td')].map((td) => td.textContent.trim())}));""")
+    return {r["name"]: r for r in rows}
+
+
 def _header(drv, table_id: str) -> list[str]:
     return [th.text for th in drv.find_elements(By.CSS_SELECTOR, f"#{table_id} thead th")]
 
@@ -95,13 +104,13 @@ def _tab(drv, name):
 def test_sweeps_listed(world, browser, shots):
     server, root, _ = world
     browser.get(server.url + "/")
-    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#sweeps tbody tr")) == 2, what="2 sweeps listed")
-    rows = {tr.get_attribute("data-name"): tr for tr in browser.find_elements(By.CSS_SELECTOR, "#sweeps tbody tr")}
+    _wait(browser, lambda d: len(_sweep_rows(d)) == 2, what="2 sweeps listed")
+    rows = _sweep_rows(browser)
     assert set(rows) == {"naive", "cmc"}
     api = {s["name"]: s for s in httpx.get(server.url + "/api/sweeps").json()}
-    for name, tr in rows.items():
-        assert tr.get_attribute("data-status") == api[name]["status"] == "complete"
-        cells = [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+    for name, row in rows.items():
+        assert row["status"] == api[name]["status"] == "complete"
+        cells = row["cells"]
         assert cells[0] == name and cells[3] == f"{api[name]['tasks_done']}/{api[name]['tasks_total']}"
         assert cells[4] == str(api[name]["points"]) and "100%" in cells[2]
     browser.save_screenshot(str(shots / "dashboard-sweeps.png"))
@@ -220,7 +229,7 @@ def test_replay_timeline_drawn(world, browser, shots):
 def test_submitted_sweep_progress_advances_to_done(world, browser, shots):
     server, root, _ = world
     browser.get(server.url + "/")
-    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#sweeps tbody tr")) >= 2, what="list")
+    _wait(browser, lambda d: len(_sweep_rows(d)) >= 2, what="list")
     browser.find_element(By.CSS_SELECTOR, "#new-sweep summary").click()
     area = browser.find_element(By.ID, "spec")
     area.clear()
@@ -231,12 +240,9 @@ def test_submitted_sweep_progress_advances_to_done(world, browser, shots):
     seen: list[tuple[str, float]] = []
     t0 = time.monotonic()
     while True:
-        trs = browser.find_elements(By.CSS_SELECTOR, "#sweeps tbody tr[data-name=web]")
-        if trs:
-            try:
-                st, pr = trs[0].get_attribute("data-status"), float(trs[0].get_attribute("data-progress"))
-            except Exception:  # the row was redrawn between the two reads
-                continue
+        row = _sweep_rows(browser).get("web")
+        if row:
+            st, pr = row["status"], row["progress"]
             if not seen or seen[-1] != (st, pr):
                 seen.append((st, pr))
                 if st == "running" and len(seen) <= 3:

@@ -100,9 +100,13 @@ function rowFilter(text) {
 let current = null;     // name of the sweep shown
 let sweepInfo = null;   // GET /api/sweeps/{name}
 
+let lastList = "";
 async function refreshList() {
   let sweeps;
   try { sweeps = await api("/api/sweeps"); } catch (e) { return; }
+  const text = JSON.stringify(sweeps);
+  if (text === lastList) return;  // unchanged: keep the rows (and whatever the user is pointing at)
+  lastList = text;
   const body = $("#sweeps tbody");
   body.replaceChildren();
   for (const s of sweeps) {
