@@ -46,6 +46,7 @@ import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from cluster.executor import run_map  # noqa: E402
+from core.cost import UNIT  # noqa: E402
 from sweeps.grid import DEFAULT_CPU_TRIALS_PER_S, iter_tasks  # noqa: E402
 from sweeps.runner import run  # noqa: E402
 from sweeps.shard import run_task  # noqa: E402
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     shards = sum(len(it.shards) for t in tasks for it in t.items)
     print(
         f"sweep: {spec.n_points} points x {spec.n_shards_per_point} shards = {shards} shards in {len(tasks)} tasks, "
-        f"{sum(t.cpu_trials for t in tasks) / 1e6:.0f} M CPU-trials"
+        f"{sum(t.cpu_trials for t in tasks) / 1e6:.0f} M {UNIT}"
     )
     logging.getLogger("ray").setLevel(logging.WARNING)
     c = Cluster()

@@ -1,18 +1,16 @@
 """Core throughput: vectorized vs the scalar reference vs the NumPy RNG bound.
 
-Prints CPU-trials per second on one core (trials x (n_cpus - 1) / s; the stopping
-CPU is not simulated) for the default parameters at several n_cpus, the same for
-the reference model, and the RNG bound: the rate at which NumPy can merely draw
-the random numbers one CPU-trial needs. Two bounds are shown:
+Prints, on one core, CPU-trials per second (core.cost: trials x n_cpus / s, the one
+definition every benchmark and the runner use) for the default parameters at several
+n_cpus, the same for the reference model, and the RNG bound: the rate at which the
+simulator's own draw function `core.draws.draw_phase1` merely draws what every trial
+needs before it knows whether it reaches the NMI phase, over the same chunks (same
+shapes, same laws, same lazy/rare-event shortcuts). The simulator cannot beat it: the
+ratio is the share of the time spent drawing; the rest is evaluation, the NMI walk and
+the NMI-path draws of the few CPUs that get an NMI.
 
-- "full": one variate of every per-CPU law in MODEL.md's table (ipi, stall flag,
-  irqs-off, dirty flag, w, w2, nmi, dead: 8 variates incl. two log-normals);
-- "phase1": what a trial must draw before it knows it needs the NMI phase
-  (ipi exponential, irqs-off exponential, w log-normal), the cheapest any
-  implementation can be at the defaults.
-
-Ratios >= 0.5 mean "simulation costs at most as much as drawing its randomness
-again". Never passes or fails on time. Usage: python benchmarks/bench_core.py [--quick]
+`--breakdown` times one chunk's parts at n_cpus=64 (the figures quoted in RESULTS.md).
+Never passes or fails on time. Usage: python benchmarks/bench_core.py [--quick] [--breakdown]
 """
 
 from __future__ import annotations
@@ -28,12 +26,13 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from core import reference  # noqa: E402
+from core.cost import UNIT, cpu_trials  # noqa: E402
 from core.params import Params  # noqa: E402
-from core.draws import new_generator  # noqa: E402
+from core.draws import draw_nmi_path, draw_phase1, new_generator  # noqa: E402
 from sweeps.tuning import tune_allocator  # noqa: E402
 
 from machine import machine  # noqa: E402  (benchmarks/machine.py)
-from core.vectorized import CHUNK_ELEMS, iter_chunks, shard_seed  # noqa: E402
+from core.vectorized import CHUNK_ELEMS, chunk_seed, chunk_trials, evaluate, iter_chunks, shard_seed  # noqa: E402
 
 
 def best_rate(fn, units: float, repeat: int = 3) -> float:
@@ -46,73 +45,99 @@ def best_rate(fn, units: float, repeat: int = 3) -> float:
     return units / best
 
 
-def vectorized_rate(n_cpus: int, cpu_trials: float) -> float:
+def vectorized_rate(n_cpus: int, work: float) -> float:
+    """CPU-trials/s of the production path (iter_chunks) over ~`work` CPU-trials."""
     p = Params(n_cpus=n_cpus)
-    trials = max(1, int(cpu_trials // p.n_remote))
+    trials = max(1, int(work // n_cpus))
 
     def run():
         for _ in iter_chunks(p, trials, shard_seed(1, 0)):
             pass
 
-    return best_rate(run, trials * p.n_remote)
+    return best_rate(run, cpu_trials(n_cpus, trials))
 
 
 def reference_rate(n_cpus: int, trials: int) -> float:
     p = Params(n_cpus=n_cpus)
-    return best_rate(lambda: reference.simulate(p, trials, 1), trials * p.n_remote, repeat=1)
+    return best_rate(lambda: reference.simulate(p, trials, 1), cpu_trials(n_cpus, trials), repeat=1)
 
 
-def rng_rate(kind: str, cpu_trials: float) -> float:
-    rng = new_generator(np.random.SeedSequence(1))
-    n = CHUNK_ELEMS
-    reps = max(1, int(cpu_trials // n))
+def rng_bound_rate(n_cpus: int, work: float) -> float:
+    """CPU-trials/s of draw_phase1 alone over the chunks the simulator would use for ~`work`."""
+    p = Params(n_cpus=n_cpus)
+    per = chunk_trials(p)
+    trials = max(1, int(work // n_cpus))
+    seed = shard_seed(1, 0)
 
-    def lognormal():
-        x = rng.standard_normal(n)
-        np.exp(x, out=x)
+    def run():
+        for c, start in enumerate(range(0, trials, per)):
+            draw_phase1(new_generator(chunk_seed(seed, c)), p, min(per, trials - start))
 
-    def full():
-        for _ in range(reps):
-            rng.standard_exponential(n)  # ipi
-            rng.random(n)  # stall flag
-            rng.standard_exponential(n)  # irqs-off
-            rng.random(n)  # dirty flag
-            lognormal()  # w
-            lognormal()  # w2
-            rng.standard_exponential(n)  # nmi
-            rng.random(n)  # dead
+    return best_rate(run, cpu_trials(n_cpus, trials))
 
-    def phase1():
-        for _ in range(reps):
-            rng.standard_exponential(n)
-            rng.standard_exponential(n)
-            lognormal()
 
-    return best_rate(full if kind == "full" else phase1, reps * n)
+def breakdown(n_cpus: int = 64, repeat: int = 50) -> None:
+    """Where one chunk's time goes: drawing (draw_phase1) vs evaluating (phases 1 and 2)."""
+    p = Params(n_cpus=n_cpus)
+    n = chunk_trials(p)
+    seed = chunk_seed(shard_seed(1, 0), 0)
+
+    d = draw_phase1(new_generator(seed), p, n)
+    rng = new_generator(seed)
+    nmi_cpus = []
+
+    def supply(rows, cols):
+        nmi_cpus.append(len(rows))
+        nmi, w2, _ = draw_nmi_path(rng, p, len(rows))
+        return nmi, w2
+
+    parts = {
+        "all": lambda: next(iter_chunks(p, n, shard_seed(1, 0))),
+        "gen": lambda: new_generator(seed),
+        "draw": lambda: draw_phase1(new_generator(seed), p, n),
+        "eval": lambda: evaluate(p, d, supply),
+    }
+    best = dict.fromkeys(parts, float("inf"))
+    for _ in range(repeat):  # interleaved, so a burst of load on a shared machine hits every part alike
+        for k, fn in parts.items():
+            t0 = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - t0)
+    t_all, t_gen, t_draw, t_eval = best["all"], best["gen"], best["draw"], best["eval"]
+    b = evaluate(p, d, supply)
+    print(f"\nchunk breakdown at n_cpus={n_cpus}: {n} trials = {cpu_trials(n_cpus, n):,} CPU-trials, best of {repeat}")
+    print(f"  whole chunk (iter_chunks)           : {t_all * 1e3:7.2f} ms")
+    print(f"  generator construction              : {t_gen * 1e3:7.2f} ms")
+    print(f"  draw_phase1 (incl. generator)       : {t_draw * 1e3:7.2f} ms")
+    print(f"  evaluate (phases 1-2, NMI draws)    : {t_eval * 1e3:7.2f} ms "
+          f"({int((b.outcome != 0).sum())} trials in the NMI phase, {nmi_cpus[-1]} NMIs drawn)")
+    # the parts were timed separately (evaluate on draws already in cache): under load they need not add up
+    print(f"  whole - draw - evaluate             : {(t_all - t_draw - t_eval) * 1e3:7.2f} ms")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer trials (smoke run)")
     ap.add_argument("--no-tune", action="store_true", help="leave glibc's allocator as it is (workers tune it)")
+    ap.add_argument("--breakdown", action="store_true", help="also time one chunk's parts at n_cpus=64")
     args = ap.parse_args()
     if not args.no_tune:
         tune_allocator()  # as sweeps.shard.run_task does in every worker
     work = 2e6 if args.quick else 2e7
     print("# bench_core ", machine(f"NumPy {np.__version__}", "1 process"))
-    full = rng_rate("full", work)
-    ph1 = rng_rate("phase1", work)
-    print(f"RNG bound full   : {full / 1e6:8.1f} M CPU-trials/s")
-    print(f"RNG bound phase1 : {ph1 / 1e6:8.1f} M CPU-trials/s")
+    print(f"unit: {UNIT}; RNG bound = core.draws.draw_phase1 over the same chunks")
     sizes = (8, 64, 512, 4096)
     ref = {n: reference_rate(n, max(10, int((2e4 if args.quick else 1e5) // (n - 1)))) for n in sizes}
     print()
-    print(f"{'n_cpus':>6} {'M CPU-trials/s':>15} {'reference':>10} {'x reference':>12} {'/ RNG full':>11} {'/ RNG phase1':>13}")
+    print(f"{'n_cpus':>6} {'M CPU-trials/s':>15} {'reference':>10} {'x reference':>12} {'RNG bound':>10} {'/ RNG bound':>12}")
     for n in sizes:
         v = vectorized_rate(n, work)
-        print(f"{n:>6} {v / 1e6:>15.1f} {ref[n] / 1e6:>10.3f} {v / ref[n]:>12.0f} {v / full:>11.2f} {v / ph1:>13.2f}")
+        bound = rng_bound_rate(n, work)
+        print(f"{n:>6} {v / 1e6:>15.1f} {ref[n] / 1e6:>10.3f} {v / ref[n]:>12.0f} {bound / 1e6:>10.1f} {v / bound:>12.2f}")
+    if args.breakdown:
+        breakdown()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\npeak RSS of this process: {rss:.0f} MiB (chunks of {CHUNK_ELEMS} CPU-trials, independent of trials)")
+    print(f"\npeak RSS of this process: {rss:.0f} MiB (chunks of {CHUNK_ELEMS} per-CPU draw slots, independent of trials)")
 
 
 if __name__ == "__main__":

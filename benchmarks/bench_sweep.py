@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cluster.connect import session  # noqa: E402
+from core.cost import UNIT  # noqa: E402
 from sweeps.grid import iter_tasks  # noqa: E402
 from sweeps.runner import run  # noqa: E402
 from sweeps.shard import run_task  # noqa: E402
@@ -123,11 +124,11 @@ def main() -> None:
     ap.add_argument("--big-seconds", type=float, default=30.0)
     args = ap.parse_args()
     spec = parse_spec(SPEC.format(trials=20_000 if args.quick else 100_000))
-    work = sum(t.cpu_trials for t in iter_tasks(spec))
+    work = sum(t.cpu_trials for t in iter_tasks(spec))  # core.cost.cpu_trials via sweeps.grid
     import ray
 
     print("# bench_sweep ", machine(f"Ray {ray.__version__}"))
-    print(f"spec: {spec.n_points} points x {spec.trials:,} trials = {work:.3g} CPU-trials (n_cpus x trials)")
+    print(f"spec: {spec.n_points} points x {spec.trials:,} trials = {work:.3g} {UNIT}")
     t_serial, n_tasks = serial_seconds(spec)
     print(f"serial, 1 process : {t_serial:7.2f} s  {work / t_serial / 1e6:6.1f} M CPU-trials/s  ({n_tasks} tasks)")
     t0 = time.perf_counter()

@@ -59,7 +59,10 @@ import ray
 from cluster.connect import connect, disconnect, session
 from cluster.progress import make_display
 
-__all__ = ["RunStats", "RunInterrupted", "run_map", "connect", "disconnect", "session"]
+__all__ = ["RunStats", "RunInterrupted", "run_map", "connect", "disconnect", "session", "WAIT"]
+
+WAIT = type("Wait", (), {"__repr__": lambda self: "WAIT"})()
+"""Yielded by a task iterator that has nothing runnable until a result arrives (more may follow)."""
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -175,6 +178,7 @@ def run_map(
     total_weight: float | None = None,
     total: int | None = None,
     description: str = "tasks",
+    describe: Callable[[], str] | None = None,
     unit: str = "units",
     progress: bool | None = None,
     runtime_env: dict[str, Any] | None = None,
@@ -190,6 +194,10 @@ def run_map(
     shown as ``unit``/s and, with ``total_weight``, the bar and ETA; ``total``
     is the task count if ``tasks`` has no ``len``. ``progress``: None = a rich
     bar iff stderr is a TTY, False = print nothing, True = always.
+    ``describe()``, if given, replaces the description after each result (e.g.
+    how many points are still open). ``tasks`` may yield ``WAIT`` when nothing is
+    runnable until a result arrives (work that depends on results); it is pulled
+    again after the next result.
     ``address``/``num_cpus``/``runtime_env`` are for ``connect`` and are
     ignored when Ray is already initialised. ``poll_s`` bounds how long the
     driver blocks in ``ray.wait`` between checks.
@@ -248,14 +256,20 @@ def run_map(
             try:
                 while True:
                     # Refill: pull from the iterator only when a slot is free.
+                    waiting = False
                     while not exhausted and len(in_flight) < limit:
                         try:
                             task = next(it)
                         except StopIteration:
                             exhausted = True
                             break
+                        if task is WAIT:  # nothing runnable until a result arrives
+                            waiting = True
+                            break
                         in_flight[remote_fn.remote(task)] = task
                     if not in_flight:
+                        if waiting:
+                            raise RuntimeError("the task iterator waits for results, but nothing is in flight")
                         break
                     refs = list(in_flight)
                     ready, _ = ray.wait(refs, num_returns=1, timeout=poll_s)
@@ -271,7 +285,7 @@ def run_map(
                         done += 1
                         weight_done += w
                         worker_s += secs
-                        display.advance(1, w)
+                        display.advance(1, w, describe() if describe is not None else None)
             except KeyboardInterrupt:
                 if not started:
                     _cancel_all(in_flight)

@@ -25,8 +25,9 @@ cluster: keep it on a private network or behind a tunnel.
 
 This module imports only ray and the standard library; it knows nothing of
 what the jobs compute. Errors a user can cause (no address, unreachable
-address, unknown job id) are ``JobsError`` (a ValueError) with a one-line
-message.
+address, unknown job id) are ``JobsError`` with a one-line message: a plain
+Exception, since ``cluster`` imports nothing of ours; ``sweeps`` turns it into
+a StopraceError at its boundary.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ _CHATTY_LOGGERS = (
 )
 
 
-class JobsError(ValueError):
+class JobsError(Exception):
     """A Ray Jobs problem a user can fix (address, job id): one line."""
 
 

@@ -33,7 +33,7 @@ class Display(Protocol):
     """What ``run_map`` needs from a progress display."""
 
     def start(self) -> None: ...
-    def advance(self, tasks: int, weight: float) -> None: ...
+    def advance(self, tasks: int, weight: float, description: str | None = None) -> None: ...
     def stop(self) -> None: ...
 
 
@@ -53,7 +53,7 @@ class _NullDisplay:
     def start(self) -> None:
         pass
 
-    def advance(self, tasks: int, weight: float) -> None:
+    def advance(self, tasks: int, weight: float, description: str | None = None) -> None:
         pass
 
     def stop(self) -> None:
@@ -133,7 +133,7 @@ class _RichDisplay:
         self._progress.start()
         self._progress.start_task(self._id)
 
-    def advance(self, tasks: int, weight: float) -> None:
+    def advance(self, tasks: int, weight: float, description: str | None = None) -> None:
         self._tasks += tasks
         self._weight += weight
         elapsed = time.perf_counter() - self._t0
@@ -143,6 +143,8 @@ class _RichDisplay:
             tasks_done=self._tasks,
             rate=self._weight / elapsed if elapsed > 0 else None,
         )
+        if description is not None:
+            self._progress.update(self._id, description=description)
 
     def stop(self) -> None:
         self._progress.stop()

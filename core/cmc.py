@@ -4,10 +4,10 @@ At realistic parameters a race happens once in 1e6..1e9 stops, so plain Monte Ca
 ("naive") sees none. The cmc estimator integrates one draw out exactly: for every
 remote CPU i it conditions on X_{-i} (every draw of the trial except i's irqs-off
 time off_i) and computes the probability, over off_i alone, that CPU i races. That
-probability is a CDF difference of the irqs-off law over at most two windows of CPU
-i's clear time c_i, so every trial contributes a small positive number instead of a
-0/1 indicator. See core/README.md, section "Rare events: the cmc estimator", for the
-derivation; in short, per trial:
+probability is a CDF difference of the irqs-off law (core.offlaw) over at most two
+windows of CPU i's clear time c_i, so every trial contributes a small positive number
+instead of a 0/1 indicator. See core/README.md, section "Rare events: the cmc
+estimator", for the derivation; in short, per trial:
 
     race     = sum_i P(A_i | X_{-i}),   A_i = "CPU i meets the race condition and no
                                          lower-id CPU does" (i is first_racer_cpu)
@@ -21,13 +21,16 @@ E[(N-1)^+] = E[race_sum - race] is reported, not guessed.
 
 Random streams: chunk c of a shard uses `new_generator(chunk_seed(seed, c))` with the
 chunk size of `core.vectorized.chunk_trials`; it draws the phase-1 draws with
-`draw_phase1`, then `nmi` and `w2` for every CPU-trial of the chunk at once
+`draw_phase1`, then `nmi` and `w2` for every CPU-trial of the chunk at once, then (only
+when p_nmi_delay > 0) their NMI hold-offs, which the sampled `nmi` includes
 (`draw_nmi_path`, laid out CPU-major). The naive outcome of every trial is evaluated
 on these same draws (`core.vectorized.simulate_draws`), so a cmc run reports naive
 counts too; they are a different sample from `core.vectorized.simulate` with the same
 seed (which draws the NMI path lazily).
 
-Pure NumPy plus `math` (no scipy), like the rest of `core`.
+This module is the estimator's arithmetic; `core.estimators.CMC` is its interface
+(chunks, per-shard summary, replay, stored columns). Pure NumPy plus `math` (no scipy),
+like the rest of `core`.
 """
 
 from __future__ import annotations
@@ -38,51 +41,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cmc_stats import FP_REL, CmcSummary, combine, estimate_interval  # re-exported: the estimator's API
-from .draws import Draws, draw_nmi_path, draw_phase1, new_generator
+from .cmc_stats import FP_REL, CmcBatch, CmcSummary, combine, estimate_interval
+from .draws import Draws, draw_nmi_path, draw_phase1, lognormal, new_generator
+from .numerics import ndtr_diff
+from .offlaw import OffLaw
 from .params import Params
-from .vectorized import TrialBatch, _empty, chunk_seed, chunk_trials, final_clear, simulate_draws
+from .vectorized import TrialBatch, chunk_layout, chunk_seed, final_clear, locate_trial, simulate_draws
 
 INF = math.inf
-
-_CMC_FIELDS = ("race", "bad", "race_sum", "n_racing", "first_cpu")
-
-
-@dataclass(frozen=True)
-class CmcBatch:
-    """Per-trial cmc values of a batch of trials.
-
-    race      float64  sum_i P(CPU i is the first (lowest-id) racing CPU | X_{-i});
-                       mean over trials = unbiased estimate of P(race)
-    bad       float64  1{hang or timeout} + sum_i P(i first racing CPU, no hang/timeout | X_{-i});
-                       mean = unbiased estimate of P(race or hang or timeout)
-    race_sum  float64  sum_i P(CPU i meets the race condition | X_{-i}) >= race
-                       (conservative: its mean estimates E[number of racing CPUs])
-    n_racing  int32    N: CPUs meeting the race condition in the sampled trial itself
-    first_cpu int32    lowest such CPU id, -1 if none (equals TrialBatch.first_racer_cpu)
-    n_cpus    int      of the point (values lie in [0, n_cpus - 1], bad in [0, n_cpus])
-    """
-
-    race: np.ndarray
-    bad: np.ndarray
-    race_sum: np.ndarray
-    n_racing: np.ndarray
-    first_cpu: np.ndarray
-    n_cpus: int = 2
-
-    def __len__(self) -> int:
-        return len(self.race)
-
-    def row(self, t: int) -> "CmcBatch":
-        """Trial t alone, as a batch of one."""
-        return CmcBatch(*(getattr(self, f)[t : t + 1].copy() for f in _CMC_FIELDS), n_cpus=self.n_cpus)
-
-    @staticmethod
-    def concat(parts: list["CmcBatch"]) -> "CmcBatch":
-        """One batch from consecutive batches, in order."""
-        return CmcBatch(
-            *(np.concatenate([getattr(b, f) for b in parts]) for f in _CMC_FIELDS), n_cpus=parts[0].n_cpus
-        )
 
 
 # ----------------------------------------------------------------------------------------
@@ -93,25 +59,48 @@ class CmcBatch:
 def draw_chunk_cmc(p: Params, n: int, rng: np.random.Generator) -> Draws:
     """Every per-CPU draw of `n` trials, NMI path included (eagerly, CPU-major)."""
     d = draw_phase1(rng, p, n)
-    nmi, w2 = draw_nmi_path(rng, p, n * p.n_remote)
+    nmi, w2, hold = draw_nmi_path(rng, p, n * p.n_remote)  # nmi carries its sampled hold-off
     shape = (p.n_remote, n)
-    return Draws(d.ipi, d.off, d.dirty, d.w, w2.reshape(shape).T, nmi.reshape(shape).T, d.dead)
+    return Draws(d.ipi, d.off, d.dirty, d.w, w2.reshape(shape).T, nmi.reshape(shape).T, d.dead, hold.reshape(shape).T)
 
 
-def cmc_draws(p: Params, d: Draws) -> tuple[TrialBatch, CmcBatch]:
-    """Naive results and cmc values of explicit draws (all fields given, nmi and w2 included)."""
-    return simulate_draws(p, d), _cmc_values(p, d)
+LATE_STREAM = 0
+"""Spawn key, below a chunk's SeedSequence, of the child stream of the hold-off draws the
+late-NMI integration makes (core/README.md, "Late NMIs"); the chunk's own stream is untouched."""
+
+
+def draw_holdoffs(p: Params, n: int, chunk: np.random.SeedSequence) -> np.ndarray | None:
+    """A fresh hold-off D ~ LogNormal(nmi_delay_median_us, nmi_delay_sigma) per CPU-trial of a
+    chunk of `n` trials (shape (n, CPUs), CPU-major like the chunk), from the chunk's child
+    stream LATE_STREAM; None (and nothing drawn) without hold-offs."""
+    if p.p_nmi_delay == 0:
+        return None
+    rng = new_generator(chunk_seed(chunk, LATE_STREAM))
+    return lognormal(rng, p.nmi_delay_median_us, p.nmi_delay_sigma, (p.n_remote, n)).T
+
+
+def cmc_draws(p: Params, d: Draws, holdoff: np.ndarray | None = None) -> tuple[TrialBatch, CmcBatch]:
+    """Naive results and cmc values of explicit draws (all fields given, nmi and w2 included);
+    `holdoff` (trials x CPUs): the late-NMI integration's hold-off draws, needed when p_nmi_delay > 0."""
+    return simulate_draws(p, d), _cmc_values(p, d, holdoff)
+
+
+def _chunk(
+    p: Params, size: int, seed: np.random.SeedSequence, c: int
+) -> tuple[Draws, np.ndarray | None, TrialBatch, CmcBatch]:
+    cs = chunk_seed(seed, c)
+    d = draw_chunk_cmc(p, size, new_generator(cs))
+    holdoff = draw_holdoffs(p, size, cs)
+    batch, cmc = cmc_draws(p, d, holdoff)
+    return d, holdoff, batch, cmc
 
 
 def iter_chunks_cmc(
     p: Params, n_trials: int, seed: np.random.SeedSequence
 ) -> Iterator[tuple[int, TrialBatch, CmcBatch]]:
     """(first trial index, naive results, cmc values) per chunk of one shard, in trial order."""
-    per = chunk_trials(p)
-    for c, start in enumerate(range(0, int(n_trials), per)):
-        rng = new_generator(chunk_seed(seed, c))
-        d = draw_chunk_cmc(p, min(per, int(n_trials) - start), rng)
-        batch, cmc = cmc_draws(p, d)
+    for c, start, size in chunk_layout(p, n_trials):
+        _, _, batch, cmc = _chunk(p, size, seed, c)
         yield start, batch, cmc
 
 
@@ -126,8 +115,7 @@ def simulate_cmc(
         seed = np.random.SeedSequence(seed)
     parts = list(iter_chunks_cmc(p, int(n_trials), seed))
     if not parts:
-        e, i = np.zeros(0), np.zeros(0, np.int32)
-        return _empty(), CmcBatch(e, e.copy(), e.copy(), i, i.copy(), p.n_cpus)
+        return TrialBatch.empty(), CmcBatch.empty(p.n_cpus)
     return TrialBatch.concat([b for _, b, _ in parts]), CmcBatch.concat([c for _, _, c in parts])
 
 
@@ -135,149 +123,9 @@ def replay_draws_cmc(
     p: Params, n_trials: int, seed: np.random.SeedSequence, trial: int
 ) -> tuple[Draws, TrialBatch, CmcBatch]:
     """The draws, naive result and cmc values of trial `trial` of a cmc shard (one chunk recomputed)."""
-    if not 0 <= trial < n_trials:
-        raise ValueError(f"trial = {trial} is outside the shard's trials [0, {n_trials})")
-    per = chunk_trials(p)
-    c, i = divmod(trial, per)
-    rng = new_generator(chunk_seed(seed, c))
-    d = draw_chunk_cmc(p, min(per, n_trials - c * per), rng)
-    batch, cmc = cmc_draws(p, d)
-    one = TrialBatch(*(getattr(batch, f)[i : i + 1] for f in _batch_fields()))
-    return d.row(i), one, cmc.row(i)
-
-
-def _batch_fields() -> tuple[str, ...]:
-    return tuple(TrialBatch.__dataclass_fields__)
-
-
-# ----------------------------------------------------------------------------------------
-# The irqs-off law: accurate window probabilities
-# ----------------------------------------------------------------------------------------
-
-_SQRT2 = math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-_erfc = np.frompyfunc(math.erfc, 1, 1)
-_GL3 = np.polynomial.legendre.leggauss(3)
-_GL8 = np.polynomial.legendre.leggauss(8)
-
-
-def _q(z: np.ndarray) -> np.ndarray:
-    """Upper standard-normal tail Q(z) = P(Z > z), accurate to a few ulp relative everywhere."""
-    if z.size == 0:
-        return np.zeros(0)
-    return 0.5 * _erfc(z / _SQRT2).astype(np.float64)
-
-
-def _gl(z1: np.ndarray, dz: np.ndarray, rule) -> np.ndarray:
-    x, wts = rule
-    half = 0.5 * dz
-    mid = z1 + half
-    out = np.zeros_like(z1)
-    for xk, wk in zip(x, wts):
-        z = mid + half * xk
-        out += wk * np.exp(-0.5 * z * z)
-    return out * half * _INV_SQRT_2PI
-
-
-def ndtr_diff(z1: np.ndarray, dz: np.ndarray, z2: np.ndarray | None = None) -> np.ndarray:
-    """Phi(z2) - Phi(z1), z2 = z1 + dz with dz > 0, to ~1e-15 relative. Where z1 = -inf
-    (then dz = inf) the upper end is taken from `z2` (required there).
-
-    A window of a few µs at ~1e6 µs is dz ~ 1e-5 in z: the difference of two CDF
-    values would lose ~5 digits, so small windows are integrated instead:
-    Gauss-Legendre on the normal density, 3 nodes when dz <= 1e-2 and
-    dz (|z| + dz) <= 1e-2 (error <= 5e-7 dz^6 |He_6| relative, < 1e-17), 8 nodes when
-    dz <= 1 and dz (|z| + dz) <= 2 (< 1e-16). Otherwise the two tail values differ by
-    a factor >= ~1.6 and are subtracted on the side where they are small (erfc).
-    """
-    z1 = np.asarray(z1, dtype=np.float64)
-    dz = np.asarray(dz, dtype=np.float64)
-    out = np.zeros_like(z1)
-    if z1.size == 0:
-        return out
-    with np.errstate(invalid="ignore", over="ignore"):
-        zz = z1 + dz
-        if z2 is not None:
-            zz = np.where(np.isfinite(z1), zz, np.asarray(z2, dtype=np.float64))
-        z2 = zz
-        zmax = np.maximum(np.abs(z1), np.abs(z2))
-        spread = dz * (zmax + dz)
-        fin = np.isfinite(z1) & np.isfinite(z2)
-    tiny = fin & (dz <= 1e-2) & (spread <= 1e-2)
-    mid = fin & ~tiny & (dz <= 1.0) & (spread <= 2.0)
-    big = ~(tiny | mid)
-    if tiny.any():
-        out[tiny] = _gl(z1[tiny], dz[tiny], _GL3)
-    if mid.any():
-        out[mid] = _gl(z1[mid], dz[mid], _GL8)
-    if big.any():
-        a, b = z1[big], z2[big]
-        r = np.empty(a.shape)
-        up = a >= 0
-        lo = b <= 0
-        st = ~(up | lo)
-        r[up] = _q(a[up]) - _q(b[up])
-        r[lo] = _q(-b[lo]) - _q(-a[lo])
-        r[st] = 1.0 - _q(-a[st]) - _q(b[st])
-        out[big] = np.maximum(r, 0.0)
-    return out
-
-
-@dataclass(frozen=True)
-class _OffLaw:
-    """off = LogNormal(m, sigma) w.p. p_stall, else Exponential(mu); atoms where degenerate."""
-
-    p_stall: float
-    m: float
-    sigma: float
-    mu: float
-
-    @staticmethod
-    def of(p: Params) -> "_OffLaw":
-        return _OffLaw(p.p_stall, p.stall_median_us, p.stall_sigma, p.irq_off_mean_us)
-
-    @property
-    def stall_cont(self) -> bool:
-        return self.p_stall > 0 and self.sigma > 0 and self.m > 0
-
-    @property
-    def stall_atom(self) -> bool:  # LogNormal(m, 0) = m; LogNormal(0, s) = 0
-        return self.p_stall > 0 and not (self.sigma > 0 and self.m > 0)
-
-    @property
-    def exp_cont(self) -> bool:
-        return self.p_stall < 1 and self.mu > 0
-
-    def cdf(self, x: np.ndarray) -> np.ndarray:
-        """F_off(x) = P(off <= x) (right-continuous, atoms included), x >= 0."""
-        x = np.asarray(x, dtype=np.float64)
-        out = np.zeros_like(x)
-        if self.p_stall > 0:
-            if self.stall_cont:
-                with np.errstate(divide="ignore"):
-                    z = np.log(x / self.m) / self.sigma
-                out += self.p_stall * (1.0 - _q(z))
-            else:
-                out += self.p_stall * (x >= self.m)
-        if self.p_stall < 1:
-            if self.mu > 0:
-                out += (1.0 - self.p_stall) * -np.expm1(-x / self.mu)
-            else:
-                out += (1.0 - self.p_stall) * (x >= 0)
-        return out
-
-    def cont_mass(self, y1: np.ndarray, width: np.ndarray) -> np.ndarray:
-        """Continuous (atom-free) part of P(off in (y1, y1 + width)), y1 >= 0, width > 0."""
-        out = np.zeros_like(y1)
-        if self.stall_cont:
-            with np.errstate(divide="ignore", over="ignore"):
-                z1 = np.log(y1 / self.m) / self.sigma
-                dz = np.log1p(width / y1) / self.sigma
-                z2 = np.log((y1 + width) / self.m) / self.sigma  # used only where y1 = 0
-            out += self.p_stall * ndtr_diff(z1, dz, z2)
-        if self.exp_cont and y1.size and y1.min() < 750.0 * self.mu:  # exp(-750) underflows to 0
-            out += (1.0 - self.p_stall) * np.exp(-y1 / self.mu) * -np.expm1(-width / self.mu)
-        return out
+    c, i, size = locate_trial(p, n_trials, trial)
+    d, _, batch, cmc = _chunk(p, size, seed, c)
+    return d.row(i), batch.row(i), cmc.row(i)
 
 
 # ----------------------------------------------------------------------------------------
@@ -420,37 +268,74 @@ def _membership(p: Params, cv, s, a, end, tl, fp, mlo):
     return race_i, first, first & ~timeout
 
 
-def _cmc_values(p: Params, d: Draws) -> CmcBatch:
-    n, m = d.ipi.shape
-    early = p.mitigation == "early_flush"
-    dirty = np.zeros_like(d.dirty) if early else d.dirty
-    dead = d.dead
-    e = np.maximum(d.ipi, d.off)
-    c = e + p.prologue_us
-    np.add(c, d.w, out=c, where=dirty)
-    c[dead] = np.inf
-    h = np.where(dirty, p.prologue_us + d.w2, p.prologue_us)
-    weff = np.where(dirty, d.w, 0.0)
-    ctx = _context(p, c, e, d.w, dirty, dead, d.nmi, h)
-    s, tl, fp, mlo = ctx.s, ctx.tl, ctx.fp, ctx.mlo
-    a = s + d.nmi
-    end = a + h
+@dataclass(frozen=True)
+class _Cpu:
+    """Per CPU i (arrays of one shape: trials x CPUs, or a flat selection of CPU-trials):
+    everything its race windows depend on except its own irqs-off time and NMI latency."""
+
+    ipi: np.ndarray
+    w: np.ndarray  # first WBINVD length (used where dirty)
+    dirty: np.ndarray  # in the stop (never under early_flush)
+    dead: np.ndarray
+    kk: np.ndarray  # c_i = e_i + kk (prologue, + w_i if dirty)
+    h: np.ndarray  # NMI-path handler length
+    s: np.ndarray  # send time of i's NMI, given X_{-i}
+    tl: np.ndarray  # T_loop'
+    fp: np.ndarray  # F' (max final clear of the other CPUs)
+    mlo: np.ndarray  # max handler end over racers j < i
+
+    def take(self, sel: np.ndarray) -> "_Cpu":
+        return _Cpu(*(getattr(self, f)[sel] for f in self.__dataclass_fields__))
+
+
+@dataclass
+class _Terms:
+    """P(c_i in a race window | X_{-i}, nu_i) by piece, per CPU (see core/README.md):
+    piece 1 (m1a: i races; m1f: i is the first racer, which also counts as bad), piece 2
+    (wait = 0 timeouts: m2a, m2f; None when empty), and the atoms of e_i as
+    (CPUs with an atom in the window, mass x any, x first, x first-without-timeout)."""
+
+    m1a: np.ndarray
+    m1f: np.ndarray
+    m2a: np.ndarray | None
+    m2f: np.ndarray | None
+    atoms: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+
+    def totals(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(race_sum, race, bad) parts of every CPU (elementwise)."""
+        t_any, t_first = self.m1a.copy(), self.m1f.copy()
+        t_bad = self.m1f.copy()
+        if self.m2a is not None and self.m2f is not None:
+            t_any += self.m2a
+            t_first += self.m2f
+        for cand, r_any, r_first, r_bad in self.atoms:
+            t_any[cand] += r_any
+            t_first[cand] += r_first
+            t_bad[cand] += r_bad
+        return t_any, t_first, t_bad
+
+
+def _terms(p: Params, law: OffLaw, g: _Cpu, nmi: np.ndarray, keep: np.ndarray | None = None) -> _Terms:
+    """The race-window masses of every CPU of `g` at NMI latencies `nmi` (only where `keep`)."""
+    s, tl, fp, mlo, dead = g.s, g.tl, g.fp, g.mlo, g.dead
+    a = s + nmi
+    end = a + g.h
     ho = p.handoff_us
-    law = _OffLaw.of(p)
-    kk = p.prologue_us + weff  # c = e + kk up to rounding
+    kk = g.kk
+    shape = s.shape
 
     def mass(lo, hi, ok):
         """P(c_i in (lo, hi)) over the continuous part of off_i, where ok; 0 elsewhere."""
-        y1 = np.maximum(d.ipi, lo - kk)
+        y1 = np.maximum(g.ipi, lo - kk)
         y2 = hi - kk
         sel = ok & (y2 > y1)
         if sel.all():  # the usual case: no masked copies
-            width = np.where(lo - kk > d.ipi, hi - lo, y2 - y1)
+            width = np.where(lo - kk > g.ipi, hi - lo, y2 - y1)
             return law.cont_mass(y1, np.maximum(width, 0.0))
-        out = np.zeros((n, m))
+        out = np.zeros(shape)
         if sel.any():
             y1s = y1[sel]
-            width = np.where(lo[sel] - kk[sel] > d.ipi[sel], hi[sel] - lo[sel], y2[sel] - y1s)
+            width = np.where(lo[sel] - kk[sel] > g.ipi[sel], hi[sel] - lo[sel], y2[sel] - y1s)
             out[sel] = law.cont_mass(y1s, np.maximum(width, 0.0))
         return out
 
@@ -464,44 +349,159 @@ def _cmc_values(p: Params, d: Draws) -> CmcBatch:
             dline = tl + p.nmi_wait_scaled_us
             ok1 = ~dead & (fp <= dline) & (end > b + ho)
             hi1 = np.minimum(np.minimum(a, end - ho), dline)
+        if keep is not None:
+            ok1 &= keep
         restrict = ok1 & (mlo > b + ho)
     m1a = mass(s, hi1, ok1)
     m1f = m1a.copy()
     if restrict.any():
         m1f[restrict] = mass(np.maximum(s, mlo - ho), hi1, restrict)[restrict]
-    race_sum = m1a.sum(axis=1)
-    race = m1f.sum(axis=1)
-    bad = ctx.hang_or_timeout.astype(np.float64) + race
+    m2a = m2f = None
     if dline is not None:
         ok2 = ~dead & (end > dline + ho)
+        if keep is not None:
+            ok2 &= keep
         if ok2.any():
             lo2 = np.where(fp > dline, s, np.maximum(s, dline))
             m2a = mass(lo2, a, ok2)
-            race_sum += m2a.sum(axis=1)
-            race += np.where(mlo <= dline + ho, m2a, 0.0).sum(axis=1)
+            m2f = np.where(mlo <= dline + ho, m2a, 0.0)
 
     # Atoms of e_i = max(ipi_i, off_i): at ipi_i (mass F_off(ipi_i)) and, for a degenerate
     # stall law, at the stall length (mass p_stall) when it exceeds ipi_i.
-    atoms = [(d.ipi, None)]
+    atoms = []
+    points: list[tuple[np.ndarray, float | None]] = [(g.ipi, None)]
     if law.stall_atom:
-        atoms.append((np.full((n, m), law.m), law.p_stall))  # LogNormal(m, 0) = m, LogNormal(0, s) = 0
-    for e0, mass0 in atoms:
+        points.append((np.full(shape, law.m), law.p_stall))  # LogNormal(m, 0) = m, LogNormal(0, s) = 0
+    for e0, mass0 in points:
         c0 = e0 + p.prologue_us
-        np.add(c0, d.w, out=c0, where=dirty)
-        cand = ~dead & (c0 > s) & (c0 <= a) & (e0 >= d.ipi)
+        np.add(c0, g.w, out=c0, where=g.dirty)
+        cand = ~dead & (c0 > s) & (c0 <= a) & (e0 >= g.ipi)
         if mass0 is not None:
-            cand &= e0 > d.ipi
+            cand &= e0 > g.ipi
+        if keep is not None:
+            cand &= keep
         if not cand.any():
             continue
+        r_any, r_first, r_bad = _membership(p, c0[cand], s[cand], a[cand], end[cand], tl[cand], fp[cand], mlo[cand])
+        w0 = law.cdf(g.ipi[cand]) if mass0 is None else np.full(r_any.size, mass0)
+        atoms.append((cand, w0 * r_any, w0 * r_first, w0 * r_bad))
+    return _Terms(m1a, m1f, m2a, m2f, atoms)
+
+
+def late_nmi_cpus(p: Params, g: _Cpu) -> np.ndarray:
+    """CPUs whose NMI latency is integrated out too (core/README.md, "Late NMIs"): those
+    whose NMI-path handler is shorter than the hand-over (h_i < handoff_us: they race only
+    if the NMI comes late), when the latency is random at all."""
+    if p.nmi_jitter_us == 0 and p.p_nmi_delay == 0:
+        return np.zeros(g.h.shape, dtype=bool)
+    return ~g.dead & (g.h < p.handoff_us)
+
+
+def nu_threshold(p: Params, g: _Cpu) -> np.ndarray:
+    """nu0: CPU i can race only if its NMI latency exceeds nu0 (inf: it never can).
+
+    Every race of i has T_done >= min(B, D') (B = max(T_loop', F'); D' = T_loop' +
+    nmi_wait only for wait = 0) and needs a_i + h_i > T_done + handoff_us, a_i = s_i + nu_i.
+    """
+    b = np.maximum(g.tl, g.fp)
+    t_min = b if p.wait == 1 else np.minimum(b, g.tl + p.nmi_wait_scaled_us)
+    return t_min - g.s + p.handoff_us - g.h
+
+
+def late_strata(
+    p: Params, nu0: np.ndarray, x: np.ndarray, nmi: np.ndarray, holdoff: np.ndarray | None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(weight, latency) pairs whose weighted race masses sum to an unbiased estimate of
+    E[1{nu > nu0} m(nu)] over nu = nmi_base + X + D (core/README.md, "Late NMIs").
+
+    `x`: an Exponential(nmi_jitter_us) draw per CPU independent of X_{-i} (the sampled
+    exponential part of its own NMI latency). No hold-off (prob. 1 - p_nmi_delay):
+    weight P(X > x0) = exp(-x0+ / jitter), latency nu0 + x (memorylessness: X | X > x0 is
+    x0 + X'). Hold-off (prob. p_nmi_delay) D = `holdoff` (a fresh draw of its law): the
+    same with x0 - D. Without jitter X = 0 and the weight is the stratum's probability.
+    """
+    base, jit, pd = p.nmi_base_us, p.nmi_jitter_us, p.p_nmi_delay
+    out = []
+    strata: list[tuple[float, np.ndarray | None]] = [(1.0 - pd, None)]
+    if pd > 0:
+        if holdoff is None:
+            raise ValueError("p_nmi_delay > 0: the cmc estimator needs a hold-off draw per late CPU")
+        strata.append((pd, holdoff))
+    for prob, dd in strata:
+        if prob <= 0:
+            continue
+        start = base if dd is None else base + dd  # nu without the exponential part
+        if jit == 0:
+            out.append((np.full(nu0.shape, prob), start + 0.0 * x))
+            continue
+        with np.errstate(invalid="ignore"):
+            x0 = nu0 - start
+            above = x0 > 0
+            wt = prob * np.exp(-np.where(above, x0, 0.0) / jit)
+            if dd is None and pd == 0:
+                nu = np.where(above, nu0 + x, nmi)  # below: the sampled latency itself
+            else:
+                nu = np.where(above, nu0 + x, start + x)
+        out.append((wt, nu))
+    return out
+
+
+def _cmc_values(p: Params, d: Draws, holdoff: np.ndarray | None = None) -> CmcBatch:
+    n, m = d.ipi.shape
+    early = p.mitigation == "early_flush"
+    dirty = np.zeros_like(d.dirty) if early else d.dirty
+    dead = d.dead
+    e = np.maximum(d.ipi, d.off)
+    c = e + p.prologue_us
+    np.add(c, d.w, out=c, where=dirty)
+    c[dead] = np.inf
+    h = np.where(dirty, p.prologue_us + d.w2, p.prologue_us)
+    weff = np.where(dirty, d.w, 0.0)
+    ctx = _context(p, c, e, d.w, dirty, dead, d.nmi, h)
+    g = _Cpu(d.ipi, d.w, dirty, dead, p.prologue_us + weff, h, ctx.s, ctx.tl, ctx.fp, ctx.mlo)
+    law = OffLaw.of(p)
+
+    # CPUs that race at their sampled NMI latency, whatever it is (h_i >= handoff_us)
+    late = late_nmi_cpus(p, g)
+    t = _terms(p, law, g, d.nmi, keep=~late if late.any() else None)
+    race_sum = t.m1a.sum(axis=1)
+    race = t.m1f.sum(axis=1)
+    bad = ctx.hang_or_timeout.astype(np.float64) + race
+    if t.m2a is not None and t.m2f is not None:
+        race_sum += t.m2a.sum(axis=1)
+        race += t.m2f.sum(axis=1)
+    for cand, r_any, r_first, r_bad in t.atoms:
         ti = np.nonzero(cand)[0]
-        args = (s[cand], a[cand], end[cand], tl[cand], fp[cand], mlo[cand])
-        r_any, r_first, r_bad = _membership(p, c0[cand], *args)
-        w0 = law.cdf(d.ipi[cand]) if mass0 is None else np.full(ti.size, mass0)
-        np.add.at(race_sum, ti, w0 * r_any)
-        np.add.at(race, ti, w0 * r_first)
-        np.add.at(bad, ti, w0 * r_bad)
+        np.add.at(race_sum, ti, r_any)
+        np.add.at(race, ti, r_first)
+        np.add.at(bad, ti, r_bad)
+
+    # CPUs that race only with a late NMI: their latency integrated out too
+    if late.any():
+        ti = np.nonzero(late)[0]
+        gl = g.take(late)
+        nu0 = nu_threshold(p, gl)
+        nmi_l = d.nmi[late]
+        x = nmi_l - p.nmi_base_us
+        hold = getattr(d, "hold", None)  # the sampled hold-off inside nmi (Draws from before hold-offs: none)
+        if p.p_nmi_delay > 0 and hold is not None:
+            x = np.maximum(x - hold[late], 0.0)
+        tot = np.zeros((3, ti.size))
+        for wt, nu in late_strata(p, nu0, x, nmi_l, None if holdoff is None else holdoff[late]):
+            ok = (wt > 0) & np.isfinite(nu)
+            if not ok.any():
+                continue
+            parts = _terms(p, law, gl.take(ok), nu[ok]).totals()
+            for k in range(3):
+                tot[k, ok] += wt[ok] * parts[k]
+        np.add.at(race_sum, ti, tot[0])
+        np.add.at(race, ti, tot[1])
+        np.add.at(bad, ti, tot[2])
 
     # The sampled trial itself: which CPUs meet the race condition (only late ones can).
+    s, tl, fp, mlo = ctx.s, ctx.tl, ctx.fp, ctx.mlo
+    a = s + d.nmi
+    end = a + h
     n_racing = np.zeros(n, np.int32)
     first_cpu = np.full(n, -1, np.int32)
     lt = (c > p.t_nmi_us) & ~dead

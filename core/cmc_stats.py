@@ -1,8 +1,8 @@
-"""Accumulating and combining cmc estimates, and their confidence intervals.
+"""The cmc estimator's per-trial values, their accumulation and combination, and intervals.
 
-Per-trial cmc values are bounded (0 <= Y <= n_cpus) and mostly tiny; these helpers
-fold chunks into running moments, merge shards into exactly what one pass over all
-trials gives, and turn (mean, variance of the mean, n) into an interval that is
+Per-trial cmc values (`CmcBatch`) are bounded (0 <= Y <= n_cpus) and mostly tiny; these
+helpers fold chunks into running moments, merge shards into exactly what one pass over
+all trials gives, and turn (mean, variance of the mean, n) into an interval that is
 never negative and never of zero width. See core.cmc for the estimator itself.
 """
 
@@ -11,17 +11,59 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .stats import z_value
 
-if TYPE_CHECKING:
-    from .cmc import CmcBatch
-
 FP_REL = 1e-9
 """Relative floor of every cmc interval half-width (see `estimate_interval`)."""
+
+_CMC_FIELDS = ("race", "bad", "race_sum", "n_racing", "first_cpu")
+
+
+@dataclass(frozen=True)
+class CmcBatch:
+    """Per-trial cmc values of a batch of trials.
+
+    race      float64  sum_i P(CPU i is the first (lowest-id) racing CPU | X_{-i});
+                       mean over trials = unbiased estimate of P(race)
+    bad       float64  1{hang or timeout} + sum_i P(i first racing CPU, no hang/timeout | X_{-i});
+                       mean = unbiased estimate of P(race or hang or timeout)
+    race_sum  float64  sum_i P(CPU i meets the race condition | X_{-i}) >= race
+                       (conservative: its mean estimates E[number of racing CPUs])
+    n_racing  int32    N: CPUs meeting the race condition in the sampled trial itself
+    first_cpu int32    lowest such CPU id, -1 if none (equals TrialBatch.first_racer_cpu)
+    n_cpus    int      of the point (values lie in [0, n_cpus - 1], bad in [0, n_cpus])
+    """
+
+    race: np.ndarray
+    bad: np.ndarray
+    race_sum: np.ndarray
+    n_racing: np.ndarray
+    first_cpu: np.ndarray
+    n_cpus: int = 2
+
+    def __len__(self) -> int:
+        return len(self.race)
+
+    def row(self, t: int) -> "CmcBatch":
+        """Trial t alone, as a batch of one."""
+        r, b, s, k, f = (getattr(self, f)[t : t + 1].copy() for f in _CMC_FIELDS)
+        return CmcBatch(r, b, s, k, f, self.n_cpus)
+
+    @staticmethod
+    def concat(parts: list["CmcBatch"]) -> "CmcBatch":
+        """One batch from consecutive batches, in order."""
+        r, b, s, k, f = (np.concatenate([getattr(x, f) for x in parts]) for f in _CMC_FIELDS)
+        return CmcBatch(r, b, s, k, f, parts[0].n_cpus)
+
+    @staticmethod
+    def empty(n_cpus: int) -> "CmcBatch":
+        """A batch of no trials."""
+        e, i = np.zeros(0), np.zeros(0, np.int32)
+        return CmcBatch(e, e.copy(), e.copy(), i, i.copy(), n_cpus)
+
 
 
 def combine(parts: Iterable[tuple[int, float, float]]) -> tuple[int, float, float]:
@@ -44,7 +86,7 @@ def combine(parts: Iterable[tuple[int, float, float]]) -> tuple[int, float, floa
 
 
 def estimate_interval(
-    mean: float, var_of_mean: float, n: int, conf: float = 0.95, y_max: float = 1.0
+    mean: float, var_of_mean: float, n: int, conf: float = 0.95, y_max: float = 1.0, event_bound: bool = False
 ) -> tuple[float, float]:
     """Confidence interval (lo, hi) for E[Y] from n iid per-trial values Y in [0, y_max].
 
@@ -60,6 +102,11 @@ def estimate_interval(
       ~3.7/n at 95%), so E[Y] lies in [v (1 - q), v + (y_max - v) q].
     The lower bound is never negative and the interval never has zero width (hi > lo).
     `y_max`: n_cpus - 1 for race and race_sum, n_cpus for bad (CmcSummary passes them).
+    `event_bound`: E[Y] is the probability of an event that makes Y > 0 whenever it
+    happens in the sampled trial (race, bad: the conditional probability of what was
+    seen is positive), so E[Y] <= P(Y > 0). An all-zero sample then bounds E[Y] by q,
+    exactly the Clopper-Pearson bound of 0 events in n trials, instead of y_max q: never
+    wider than the naive interval of the same trials.
     """
     if y_max <= 0:
         raise ValueError(f"y_max = {y_max} must be > 0")
@@ -76,7 +123,7 @@ def estimate_interval(
     else:
         q = -math.expm1(math.log((1.0 - conf) / 2.0) / n)
         lo = mean * (1.0 - q) - fp
-        hi = mean + (y_max - mean) * q + fp
+        hi = mean + ((1.0 if event_bound and mean == 0 else y_max) - mean) * q + fp
     lo = max(lo, 0.0)
     hi = min(hi, float(y_max))
     if not hi > lo:  # only when mean == y_max with a floor of 0 width; widen downwards
@@ -110,6 +157,7 @@ class _Moments:
 
 
 _TRACKED = ("race", "bad", "race_sum", "excess")
+_EVENTS = ("race", "bad")  # probabilities of an event that makes the value > 0 (estimate_interval)
 
 
 @dataclass
@@ -171,9 +219,10 @@ class CmcSummary:
         return float(m + 1 if name == "bad" else m)
 
     def interval(self, name: str, conf: float = 0.95) -> tuple[float, float]:
-        """estimate_interval of one tracked quantity: race, bad, race_sum or excess."""
+        """estimate_interval of one tracked quantity: race, bad, race_sum or excess (race and
+        bad with `event_bound`)."""
         mo = self.moments[name]
-        return estimate_interval(mo.mean, mo.var_of_mean, mo.n, conf, self.y_max(name))
+        return estimate_interval(mo.mean, mo.var_of_mean, mo.n, conf, self.y_max(name), name in _EVENTS)
 
     def report(self, conf: float = 0.95) -> dict:
         """Estimates, variances of the mean and intervals (JSON-able)."""

@@ -1,7 +1,7 @@
 """Random draws of the model (MODEL.md "One trial"): the per-CPU laws and explicit draw arrays.
 
-The vectorized core draws lazily (the NMI-path draws `nmi` and `w2` only for CPUs
-that get an NMI); `Draws` holds every per-CPU draw explicitly so that two
+The vectorized core draws lazily (the NMI-path draws `nmi`, `w2` and the NMI
+hold-offs only for CPUs that get an NMI); `Draws` holds every per-CPU draw explicitly so that two
 implementations can be fed the same numbers and compared trial for trial, and so
 that `replay` can print one trial's timeline.
 """
@@ -20,7 +20,10 @@ class Draws:
     """Per-CPU draws, arrays of shape (trials, n_cpus - 1); column j is CPU j + 1.
 
     `dirty` is the flag before `early_flush` clears it; `w2` already includes
-    `rewbinvd_factor`. `nmi` and `w2` may be NaN where no NMI was sent.
+    `rewbinvd_factor`. `nmi` is the whole NMI latency, hold-off included
+    (MODEL.md `nmi_i`); `hold` is the hold-off `D_i` inside it (0 when none; not
+    read by the simulators, kept so replay can show it; None means all 0).
+    `nmi`, `w2` and `hold` may be NaN where no NMI was sent.
     """
 
     ipi: np.ndarray
@@ -30,6 +33,11 @@ class Draws:
     w2: np.ndarray
     nmi: np.ndarray
     dead: np.ndarray
+    hold: np.ndarray = None  # type: ignore[assignment]  # None -> zeros (no hold-offs)
+
+    def __post_init__(self) -> None:
+        if self.hold is None:
+            object.__setattr__(self, "hold", np.zeros(np.shape(self.nmi)))
 
     def row(self, t: int) -> "Draws":
         """The draws of trial t alone, as a batch of one."""
@@ -40,7 +48,7 @@ class Draws:
         return {f: getattr(self, f)[0].tolist() for f in _FIELDS}
 
 
-_FIELDS = ("ipi", "off", "dirty", "w", "w2", "nmi", "dead")
+_FIELDS = ("ipi", "off", "dirty", "w", "w2", "nmi", "dead", "hold")
 
 
 def exponential(rng: np.random.Generator, mean: float, size) -> np.ndarray:
@@ -109,16 +117,34 @@ def draw_phase1(rng: np.random.Generator, p: Params, n_trials: int, nmi_arrays: 
         w = np.zeros(shape)
     dead = bernoulli(rng, p.p_unresponsive, shape)
     nan = np.full(shape if nmi_arrays else (0, 0), np.nan)
-    return Draws(ipi=ipi.T, off=off.T, dirty=dirty.T, w=w.T, w2=nan.T, nmi=nan.copy().T, dead=dead.T)
+    return Draws(ipi=ipi.T, off=off.T, dirty=dirty.T, w=w.T, w2=nan.T, nmi=nan.copy().T, dead=dead.T,
+                 hold=nan.copy().T)
 
 
-def draw_nmi_path(rng: np.random.Generator, p: Params, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """(nmi latency, second WBINVD length) for `count` CPUs that get an NMI."""
+def draw_hold_offs(rng: np.random.Generator, p: Params, count: int) -> np.ndarray:
+    """NMI hold-offs D_i of `count` NMIs: with prob. p_nmi_delay LogNormal(nmi_delay_median_us,
+    nmi_delay_sigma), else 0. Consumes nothing when p_nmi_delay = 0 (the model without them)."""
+    hold = np.zeros(count)
+    if p.p_nmi_delay > 0.0:
+        held = bernoulli(rng, p.p_nmi_delay, count)
+        k = int(np.count_nonzero(held))
+        if k:
+            hold[held] = lognormal(rng, p.nmi_delay_median_us, p.nmi_delay_sigma, k)
+    return hold
+
+
+def draw_nmi_path(rng: np.random.Generator, p: Params, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(nmi latency with its hold-off, second WBINVD length, the hold-off) for `count` CPUs that
+    get an NMI: all `nmi` base draws, then all `w2`, then the hold-offs (only if p_nmi_delay > 0,
+    so the stream without hold-offs is the one before they existed)."""
     nmi = exponential(rng, p.nmi_jitter_us, count)
     nmi += p.nmi_base_us
     w2 = lognormal(rng, p.wbinvd_median_us, p.wbinvd_sigma, count)
     w2 *= p.rewbinvd_factor
-    return nmi, w2
+    hold = draw_hold_offs(rng, p, count)
+    if p.p_nmi_delay > 0.0:
+        nmi += hold
+    return nmi, w2, hold
 
 
 def new_generator(seed: np.random.SeedSequence) -> np.random.Generator:
@@ -129,6 +155,6 @@ def new_generator(seed: np.random.SeedSequence) -> np.random.Generator:
 def draw_all(rng: np.random.Generator, p: Params, n_trials: int) -> Draws:
     """Every per-CPU draw of MODEL.md eagerly, including the NMI-path ones (for tests)."""
     d = draw_phase1(rng, p, n_trials)
-    nmi, w2 = draw_nmi_path(rng, p, n_trials * p.n_remote)
+    nmi, w2, hold = draw_nmi_path(rng, p, n_trials * p.n_remote)
     shape = (n_trials, p.n_remote)
-    return Draws(d.ipi, d.off, d.dirty, d.w, w2.reshape(shape), nmi.reshape(shape), d.dead)
+    return Draws(d.ipi, d.off, d.dirty, d.w, w2.reshape(shape), nmi.reshape(shape), d.dead, hold.reshape(shape))

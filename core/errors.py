@@ -11,3 +11,7 @@ from __future__ import annotations
 
 class StopraceError(Exception):
     """Bad input from the user: printed as one line, exit code 2, nothing written or lost."""
+
+
+class ParamError(StopraceError):
+    """A bad model parameter (unknown name, value outside its domain): one line naming it."""

@@ -1,114 +1,219 @@
 """One point of the stop-race model: every MODEL.md parameter, its default and its domain.
 
-The model is the single source of truth for parameter names, defaults, types and
-allowed ranges; the sweep spec, the Parquet schema and the CLI options are all
-derived from it, so a new parameter is added here and nowhere else.
+`PARAM_SPECS` is the single source of truth for parameter metadata, kept as data
+(like numpy.random's `check_constraint` table): name, kind (int | float | str),
+the Arrow type of its stored column (a type alias such as "int32": core imports
+no pyarrow, consumers call `pyarrow.type_for_alias`), domain, default, help text
+and, for parameters added after the first release, the `neutral` value that
+reproduces the model without them. `Params` (pydantic) is built from the table;
+the sweep spec, the Parquet schema, the SQL views, the CLI options and the tests'
+strategies derive from it, so a new parameter is one line here (plus its meaning
+in the simulators).
+
+Stable identities: a later-added parameter at its neutral value is left out of a
+point's identity (`identity_dict`), so adding one changes no point id, seed or
+spec hash, and result sets stored before it existed read it as `NEUTRAL[name]`.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
-from typing import Any, Literal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from core.errors import ParamError
 
 MAX_CPUS = 65536  # far above NR_CPUS on any x86 kernel; bounds memory per trial row
+MAX_US = 1e12
+"""Upper bound of every time parameter (µs; about 11.6 days). Far above any real stop
+(the histogram's top is 1e8 µs), and small enough that float64 times keep sub-µs
+resolution (the spacing of doubles at 1e12 is 1.2e-4 µs), so `s += nmi_send_us` and
+`e + prologue_us` still add: at 1e16 a 1 µs step would be lost entirely."""
 
-Mitigation = Literal["none", "early_flush"]
+Kind = Literal["int", "float", "str"]
 MITIGATIONS: tuple[str, ...] = ("none", "early_flush")
+Mitigation = Literal["none", "early_flush"]
+
+_PY_TYPES: dict[str, type] = {"int": int, "float": float, "str": str}
 
 
-def _us(default: float, doc: str, ge: float = 0.0) -> Any:
-    return Field(default, ge=ge, allow_inf_nan=False, description=doc)
+@dataclass(frozen=True)
+class ParamSpec:
+    """Metadata of one model parameter (MODEL.md "Defaults")."""
+
+    name: str
+    kind: Kind
+    arrow: str
+    """Arrow type alias of the stored column (`pyarrow.type_for_alias(arrow)`)."""
+    default: Any
+    help: str
+    ge: float | None = None
+    le: float | None = None
+    choices: tuple[Any, ...] | None = None
+    neutral: Any = None
+    """For parameters added after the first release: the value that reproduces the model
+    without them (left out of point identities); None for first-release parameters."""
+
+    @property
+    def py_type(self) -> type:
+        """The Python type of a canonical value (int, float or str)."""
+        return _PY_TYPES[self.kind]
+
+    @property
+    def later(self) -> bool:
+        """Added after the first release (so old result sets lack its column)."""
+        return self.neutral is not None
+
+    def canon(self, v: Any) -> Any:
+        """`v` in canonical type: ints as int, floats as float (never -0.0), strings as str."""
+        if self.kind == "float":
+            f = float(v) + 0.0
+            if not math.isfinite(f):
+                raise ValueError(f"{self.name} must be finite")
+            return f
+        return self.py_type(v)
+
+    def domain(self) -> str:
+        """Human-readable allowed values, for error messages and --help."""
+        if self.choices is not None:
+            vals = [str(c) for c in self.choices]
+            return " or ".join(vals) if len(vals) == 2 and self.kind == "int" else "one of " + ", ".join(vals)
+        what = "integer" if self.kind == "int" else "finite number"
+        if self.ge is not None and self.le is not None:
+            return f"{what} in [{_num(self.ge)}, {_num(self.le)}]"
+        if self.ge is not None:
+            return f"{what} >= {_num(self.ge)}"
+        return what
+
+    def annotation(self) -> Any:
+        """The pydantic annotation: a Literal of the choices, else the Python type."""
+        if self.choices is not None:
+            return Literal[self.choices]  # type: ignore[valid-type]
+        return self.py_type
+
+    def field(self) -> Any:
+        """The pydantic Field with default, bounds and description."""
+        extra: dict[str, Any] = {"allow_inf_nan": False} if self.kind == "float" else {}
+        return Field(self.default, ge=self.ge, le=self.le, description=self.help, **extra)
 
 
-def _prob(default: float, doc: str) -> Any:
-    return Field(default, ge=0.0, le=1.0, allow_inf_nan=False, description=doc)
+def _us(name: str, default: float, help: str, ge: float = 0.0, neutral: float | None = None) -> ParamSpec:
+    """A time in µs: a finite float in [ge, MAX_US]."""
+    return ParamSpec(name, "float", "float64", default, help, ge=ge, le=MAX_US, neutral=neutral)
 
 
-class Params(BaseModel):
-    """All parameters of one sweep point (MODEL.md "Defaults"); times in microseconds."""
+def _prob(name: str, default: float, help: str, neutral: float | None = None) -> ParamSpec:
+    return ParamSpec(name, "float", "float64", default, help, ge=0.0, le=1.0, neutral=neutral)
+
+
+def _real(name: str, default: float, help: str, ge: float = 0.0, neutral: float | None = None) -> ParamSpec:
+    """A dimensionless number (sigma, factor) >= ge."""
+    return ParamSpec(name, "float", "float64", default, help, ge=ge, neutral=neutral)
+
+
+PARAM_SPECS: tuple[ParamSpec, ...] = (
+    ParamSpec("n_cpus", "int", "int32", 64, "online CPUs; CPU 0 stops CPUs 1..n_cpus-1", ge=2, le=MAX_CPUS),
+    _us("ipi_base_us", 1.0, "REBOOT IPI delivery latency, fixed part"),
+    _us("ipi_jitter_us", 2.0, "REBOOT IPI delivery latency, mean of the exponential part"),
+    _us("irq_off_mean_us", 20.0, "mean irqs-off section a CPU is in when the IPI is broadcast"),
+    _prob("p_stall", 1e-3, "probability a CPU is in a long irqs-off stall"),
+    _us("stall_median_us", 5e5, "median of the log-normal stall length"),
+    _real("stall_sigma", 1.0, "log-normal sigma of the stall length"),
+    _prob("incoherent_fraction", 1.0, "probability a CPU has its cache-incoherent flag set (TDX/SME)"),
+    _us("wbinvd_us", 1000.0, "median WBINVD duration with no contention"),
+    _real("wbinvd_sigma", 0.5, "log-normal sigma of WBINVD duration"),
+    _real("wbinvd_contention", 0.0, "relative WBINVD slow-down per other CPU"),
+    _real("rewbinvd_factor", 1.0, "second (NMI-path) WBINVD length relative to the first"),
+    _us("nmi_base_us", 2.0, "NMI send-to-handler latency, fixed part"),
+    _us("nmi_jitter_us", 3.0, "NMI send-to-handler latency, mean of the exponential part"),
+    _us("nmi_send_us", 1.0, "cost of one NMI send in the loop"),
+    _prob("p_nmi_delay", 0.0, "probability an NMI is held off (SMM, a long NMI-blocked section)", neutral=0.0),
+    _us("nmi_delay_median_us", 200.0, "median of the log-normal NMI hold-off", neutral=200.0),
+    _real("nmi_delay_sigma", 1.0, "log-normal sigma of the NMI hold-off", neutral=1.0),
+    _us("prologue_us", 5.0, "stop_this_cpu() work before WBINVD"),
+    _us("timeout_us", 1e6, "nominal REBOOT-vector wait (1 s)"),
+    _real("udelay_factor", 1.0, "real/nominal length of the udelay(1) loop", ge=1.0),
+    _us("console_us", 1000.0, "time to print 'Shutting down cpus with NMI'"),
+    ParamSpec("wait", "int", "int8", 1, "1 = kexec/reboot (wait forever), 0 = panic (wait nmi_wait_us)",
+              choices=(0, 1)),
+    _us("nmi_wait_us", 1e4, "nominal wait after the NMIs when wait=0 (10 ms)"),
+    _us("handoff_us", 100.0, "from leaving the stop to the new kernel overwriting memory"),
+    _prob("p_unresponsive", 0.0, "probability a CPU never answers IPI or NMI"),
+    ParamSpec("mitigation", "str", "string", "none", "none | early_flush (WBINVD before the stop)",
+              choices=MITIGATIONS),
+)
+
+SPECS: dict[str, ParamSpec] = {s.name: s for s in PARAM_SPECS}
+PARAM_NAMES: tuple[str, ...] = tuple(SPECS)
+DEFAULTS: dict[str, Any] = {s.name: s.default for s in PARAM_SPECS}
+NEUTRAL: dict[str, Any] = {s.name: s.neutral for s in PARAM_SPECS if s.later}
+"""Parameters added after the first release -> the value that reproduces the model without them.
+A result set stored before one existed reads it as this value."""
+FIRST_RELEASE_PARAMS: tuple[str, ...] = tuple(s.name for s in PARAM_SPECS if not s.later)
+"""Parameters every stored result set has a column for."""
+
+
+class ParamsBase(BaseModel):
+    """Derived quantities of a point; the fields themselves come from PARAM_SPECS."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
-    n_cpus: int = Field(64, ge=2, le=MAX_CPUS, strict=False, description="online CPUs; CPU 0 stops CPUs 1..n_cpus-1")
-    ipi_base_us: float = _us(1.0, "REBOOT IPI delivery latency, fixed part")
-    ipi_jitter_us: float = _us(2.0, "REBOOT IPI delivery latency, mean of the exponential part")
-    irq_off_mean_us: float = _us(20.0, "mean irqs-off section a CPU is in when the IPI is broadcast")
-    p_stall: float = _prob(1e-3, "probability a CPU is in a long irqs-off stall")
-    stall_median_us: float = _us(5e5, "median of the log-normal stall length")
-    stall_sigma: float = _us(1.0, "log-normal sigma of the stall length")
-    incoherent_fraction: float = _prob(1.0, "probability a CPU has its cache-incoherent flag set (TDX/SME)")
-    wbinvd_us: float = _us(1000.0, "median WBINVD duration with no contention")
-    wbinvd_sigma: float = _us(0.5, "log-normal sigma of WBINVD duration")
-    wbinvd_contention: float = _us(0.0, "relative WBINVD slow-down per other CPU")
-    rewbinvd_factor: float = _us(1.0, "second (NMI-path) WBINVD length relative to the first")
-    nmi_base_us: float = _us(2.0, "NMI send-to-handler latency, fixed part")
-    nmi_jitter_us: float = _us(3.0, "NMI send-to-handler latency, mean of the exponential part")
-    nmi_send_us: float = _us(1.0, "cost of one NMI send in the loop")
-    prologue_us: float = _us(5.0, "stop_this_cpu() work before WBINVD")
-    timeout_us: float = _us(1e6, "nominal REBOOT-vector wait (1 s)")
-    udelay_factor: float = _us(1.0, "real/nominal length of the udelay(1) loop", ge=1.0)
-    console_us: float = _us(1000.0, "time to print 'Shutting down cpus with NMI'")
-    wait: Literal[0, 1] = Field(1, description="1 = kexec/reboot (wait forever), 0 = panic (wait nmi_wait_us)")
-    nmi_wait_us: float = _us(1e4, "nominal wait after the NMIs when wait=0 (10 ms)")
-    handoff_us: float = _us(100.0, "from leaving the stop to the new kernel overwriting memory")
-    p_unresponsive: float = _prob(0.0, "probability a CPU never answers IPI or NMI")
-    mitigation: Mitigation = Field("none", description="none | early_flush (WBINVD before the stop)")
+    if TYPE_CHECKING:  # fields are generated from PARAM_SPECS; every one is a plain value
+
+        def __getattr__(self, name: str) -> Any: ...
 
     @property
     def n_remote(self) -> int:
         """CPUs that get stopped (all but the stopping CPU 0)."""
-        return self.n_cpus - 1
+        return int(self.n_cpus) - 1
 
     @property
     def wbinvd_median_us(self) -> float:
         """WBINVD median under contention from the other CPUs."""
-        return self.wbinvd_us * (1.0 + self.wbinvd_contention * (self.n_cpus - 1))
+        return float(self.wbinvd_us * (1.0 + self.wbinvd_contention * (self.n_cpus - 1)))
 
     @property
     def t1_us(self) -> float:
         """End of the REBOOT-vector wait: timeout scaled by the real udelay length."""
-        return self.timeout_us * self.udelay_factor
+        return float(self.timeout_us * self.udelay_factor)
 
     @property
     def t_nmi_us(self) -> float:
         """When the NMI loop starts."""
-        return self.t1_us + self.console_us
+        return self.t1_us + float(self.console_us)
 
     @property
     def nmi_wait_scaled_us(self) -> float:
         """The wait=0 deadline after the NMI loop, scaled like every udelay loop."""
-        return self.nmi_wait_us * self.udelay_factor
+        return float(self.nmi_wait_us * self.udelay_factor)
 
 
-PARAM_NAMES: tuple[str, ...] = tuple(Params.model_fields)
-DEFAULTS: dict[str, Any] = {name: f.default for name, f in Params.model_fields.items()}
-INT_PARAMS = frozenset({"n_cpus", "wait"})
-STR_PARAMS = frozenset({"mitigation"})
+if TYPE_CHECKING:
+    Params = ParamsBase
+else:
+    Params = create_model(
+        "Params",
+        __base__=ParamsBase,
+        __module__=__name__,
+        __doc__="All parameters of one sweep point (MODEL.md \"Defaults\"); times in microseconds.",
+        **{s.name: (s.annotation(), s.field()) for s in PARAM_SPECS},
+    )
 
 
 def domain(name: str) -> str:
     """Human-readable allowed values of one parameter, for error messages and --help."""
-    if name == "mitigation":
-        return "one of " + ", ".join(MITIGATIONS)
-    if name == "wait":
-        return "0 or 1"
-    field = Params.model_fields[name]
-    lo = hi = None
-    for m in field.metadata:
-        lo = getattr(m, "ge", lo)
-        hi = getattr(m, "le", hi)
-    kind = "integer" if name in INT_PARAMS else "finite number"
-    if lo is not None and hi is not None:
-        return f"{kind} in [{_num(lo)}, {_num(hi)}]"
-    if lo is not None:
-        return f"{kind} >= {_num(lo)}"
-    return kind
+    return SPECS[name].domain()
 
 
 def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() and abs(x) < 1e7 else repr(float(x))
+    if float(x).is_integer() and abs(x) < 1e7:
+        return str(int(x))
+    short = f"{x:g}"
+    return short if float(short) == x else repr(float(x))
 
 
 def describe_error(err: ValidationError, where: str = "") -> str:
@@ -120,37 +225,45 @@ def describe_error(err: ValidationError, where: str = "") -> str:
     if e.get("type") == "extra_forbidden":
         return f"{prefix}unknown parameter '{name}'{suggest(name)}"
     value = e.get("input")
-    allowed = domain(name) if name in Params.model_fields else e.get("msg", "")
+    allowed = domain(name) if name in SPECS else e.get("msg", "")
     return f"{prefix}{name} = {value!r} is not allowed: {allowed}"
 
 
 def suggest(name: str) -> str:
     """' (did you mean 'x'?)' for the closest known parameter name, or ''."""
-    import difflib
-
     close = difflib.get_close_matches(name, PARAM_NAMES, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def make_params(values: dict[str, Any], where: str = "") -> Params:
-    """Validate a dict into Params, raising ValueError with a one-line message on bad input."""
+def make_params(values: Mapping[str, Any], where: str = "") -> Params:
+    """Validate a dict into Params, raising ParamError with a one-line message on bad input."""
     try:
         return Params(**values)
     except ValidationError as err:
-        raise ValueError(describe_error(err, where)) from None
+        raise ParamError(describe_error(err, where)) from None
 
 
 def canonical_dict(p: Params) -> dict[str, Any]:
-    """All parameters with defaults filled in, ints as ints and floats as floats."""
-    out: dict[str, Any] = {}
-    for name in PARAM_NAMES:
-        v = getattr(p, name)
-        if name in STR_PARAMS:
-            out[name] = str(v)
-        elif name in INT_PARAMS:
-            out[name] = int(v)
-        else:
-            out[name] = float(v)
-            if not math.isfinite(out[name]):
-                raise ValueError(f"{name} must be finite")
+    """All parameters (PARAM_NAMES order) with defaults filled in, in canonical types."""
+    return {s.name: s.canon(getattr(p, s.name)) for s in PARAM_SPECS}
+
+
+def is_neutral(name: str, value: Any) -> bool:
+    """True if `name` was added after the first release and `value` is its neutral value."""
+    return name in NEUTRAL and value == NEUTRAL[name]
+
+
+def identity_dict(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A point's identity: its canonical values minus later-added parameters at their neutral
+    value. The point id and seed hash this (SCHEMA.md), so a new parameter changes neither."""
+    return {k: v for k, v in values.items() if not is_neutral(k, v)}
+
+
+def with_neutral(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` (e.g. a stored row) with every later-added parameter that is missing or null
+    filled in as its neutral value: how a result set stored before it existed reads."""
+    out = dict(values)
+    for name, v in NEUTRAL.items():
+        if out.get(name) is None:
+            out[name] = v
     return out

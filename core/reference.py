@@ -30,7 +30,8 @@ class CpuTimeline:
     wbinvd_us: float  # w_i if dirty in the stop, else 0
     clear: float  # c_i (inf if dead)
     nmi_send: float | None = None  # s_i, if an NMI was sent
-    nmi_arrive: float | None = None  # a_i
+    nmi_arrive: float | None = None  # a_i (hold-off included)
+    nmi_hold: float | None = None  # D_i, the hold-off inside a_i - s_i (0 if none), if an NMI was sent
     nmi_case: str | None = None  # "before-entry", "prologue", "during-wbinvd", "after-clear", "dead"
     handler_us: float | None = None  # h_i, if the NMI ran stop_this_cpu() again
     final_clear: float = 0.0  # f_i
@@ -92,7 +93,8 @@ def simulate_trial(p: Params, d: dict[str, list]) -> TrialResult:
         if cpu.clear <= s:
             continue  # already reported: no NMI, the clock does not advance
         cpu.nmi_send = s
-        cpu.nmi_arrive = a = s + d["nmi"][i]
+        cpu.nmi_arrive = a = s + d["nmi"][i]  # nmi_i is the whole latency, hold-off D_i included
+        cpu.nmi_hold = d["hold"][i] if "hold" in d else 0.0
         nmi_sent += 1
         s += p.nmi_send_us
         h = p.prologue_us + (d["w2"][i] if cpu.dirty else 0.0)
@@ -155,7 +157,7 @@ def simulate_trial(p: Params, d: dict[str, list]) -> TrialResult:
 def draw_trial(rng: np.random.Generator, p: Params) -> dict[str, list]:
     """Every per-CPU draw of one trial, one scalar at a time, as in MODEL.md's table."""
     med = p.wbinvd_us * (1 + p.wbinvd_contention * (p.n_cpus - 1))
-    d: dict[str, list] = {k: [] for k in ("ipi", "off", "dirty", "w", "w2", "nmi", "dead")}
+    d: dict[str, list] = {k: [] for k in ("ipi", "off", "dirty", "w", "w2", "nmi", "dead", "hold")}
     for _ in range(p.n_cpus - 1):
         d["ipi"].append(p.ipi_base_us + rng.exponential(p.ipi_jitter_us))
         if rng.random() < p.p_stall:
@@ -167,6 +169,11 @@ def draw_trial(rng: np.random.Generator, p: Params) -> dict[str, list]:
         d["w2"].append(med * math.exp(p.wbinvd_sigma * rng.standard_normal()) * p.rewbinvd_factor)
         d["nmi"].append(p.nmi_base_us + rng.exponential(p.nmi_jitter_us))
         d["dead"].append(rng.random() < p.p_unresponsive)
+        hold = 0.0
+        if p.p_nmi_delay > 0 and rng.random() < p.p_nmi_delay:  # no draw without hold-offs
+            hold = p.nmi_delay_median_us * math.exp(p.nmi_delay_sigma * rng.standard_normal())
+        d["hold"].append(hold)
+        d["nmi"][-1] += hold
     return d
 
 

@@ -23,13 +23,15 @@ from .outcomes import CLEAN, HANG, NMI_CLEAN, RACE, TIMEOUT
 from .params import Params
 
 CHUNK_ELEMS = 1 << 17
-"""CPU-trials per chunk. Part of the random-stream layout: changing it changes results."""
+"""Per-CPU draw slots per chunk (trials x (n_cpus - 1) array elements; not core.cost CPU-trials).
+Part of the random-stream layout: changing it changes results."""
 
 STREAM_VERSION = 3
 """Bump whenever the mapping from (seed, trial) to draws changes (chunk size, bit generator,
 draw order, lazy draws): results dirs record it, and resuming across a change is refused."""
 
-# (flat positions of the CPUs that got an NMI, in row-major order) -> (nmi, w2) for them
+# (flat positions of the CPUs that got an NMI, in row-major order) -> (nmi, w2) for them;
+# nmi is the whole latency a_i - s_i, hold-off included
 NmiSupplier = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
@@ -53,6 +55,18 @@ class TrialBatch:
         """One batch from consecutive batches, in order."""
         return TrialBatch(*(np.concatenate([getattr(b, f) for b in parts]) for f in _BATCH_FIELDS))
 
+    @staticmethod
+    def empty() -> "TrialBatch":
+        """A batch of no trials."""
+        return TrialBatch(
+            np.zeros(0, np.uint8), np.zeros(0), np.zeros(0, np.int32), np.zeros(0, np.int32),
+            np.zeros(0), np.zeros(0, np.int32), np.zeros(0),
+        )
+
+    def row(self, t: int) -> "TrialBatch":
+        """Trial t alone, as a batch of one."""
+        return TrialBatch(*(getattr(self, f)[t : t + 1] for f in _BATCH_FIELDS))
+
 
 _BATCH_FIELDS = ("outcome", "t_done_us", "nmi_sent", "racers", "overlap_us", "first_racer_cpu", "preflush_us")
 
@@ -72,12 +86,26 @@ def shard_seed(point_seed: int, shard: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([int(point_seed), int(shard)])
 
 
+def chunk_layout(p: Params, n_trials: int) -> Iterator[tuple[int, int, int]]:
+    """(chunk index, first trial, trials) of every chunk of a shard of `n_trials` trials."""
+    per = chunk_trials(p)
+    for c, start in enumerate(range(0, int(n_trials), per)):
+        yield c, start, min(per, int(n_trials) - start)
+
+
+def locate_trial(p: Params, n_trials: int, trial: int) -> tuple[int, int, int]:
+    """(chunk index, index inside the chunk, trials of the chunk) of trial `trial` of a shard."""
+    if not 0 <= trial < n_trials:
+        raise ValueError(f"trial = {trial} is outside the shard's trials [0, {n_trials})")
+    per = chunk_trials(p)
+    c, i = divmod(trial, per)
+    return c, i, min(per, n_trials - c * per)
+
+
 def iter_chunks(p: Params, n_trials: int, seed: np.random.SeedSequence) -> Iterator[tuple[int, TrialBatch]]:
     """(first trial index, results) per chunk of one shard, in trial order."""
-    per = chunk_trials(p)
-    for c, start in enumerate(range(0, n_trials, per)):
-        rng = new_generator(chunk_seed(seed, c))
-        batch, _ = _simulate_rng_chunk(p, min(per, n_trials - start), rng, record=False)
+    for c, start, size in chunk_layout(p, n_trials):
+        batch, _ = _simulate_rng_chunk(p, size, new_generator(chunk_seed(seed, c)), record=False)
         yield start, batch
 
 
@@ -91,21 +119,16 @@ def simulate(p: Params, n_trials: int, seed: np.random.SeedSequence | int) -> Tr
         seed = np.random.SeedSequence(seed)
     parts = [b for _, b in iter_chunks(p, int(n_trials), seed)]
     if not parts:
-        return TrialBatch.concat([_empty()])
+        return TrialBatch.empty()
     return TrialBatch.concat(parts)
 
 
 def replay_draws(p: Params, n_trials: int, seed: np.random.SeedSequence, trial: int) -> tuple[Draws, TrialBatch]:
     """The exact draws and result of trial `trial` of a shard (recomputes only its chunk)."""
-    if not 0 <= trial < n_trials:
-        raise ValueError(f"trial = {trial} is outside the shard's trials [0, {n_trials})")
-    per = chunk_trials(p)
-    c, i = divmod(trial, per)
-    rng = new_generator(chunk_seed(seed, c))
-    batch, draws = _simulate_rng_chunk(p, min(per, n_trials - c * per), rng, record=True)
+    c, i, size = locate_trial(p, n_trials, trial)
+    batch, draws = _simulate_rng_chunk(p, size, new_generator(chunk_seed(seed, c)), record=True)
     assert draws is not None
-    one = TrialBatch(*(getattr(batch, f)[i : i + 1] for f in _BATCH_FIELDS))
-    return draws.row(i), one
+    return draws.row(i), batch.row(i)
 
 
 def simulate_draws(p: Params, d: Draws) -> TrialBatch:
@@ -123,20 +146,14 @@ def _simulate_rng_chunk(
     d = draw_phase1(rng, p, n, nmi_arrays=record)
 
     def supply(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        nmi, w2 = draw_nmi_path(rng, p, len(rows))
+        nmi, w2, hold = draw_nmi_path(rng, p, len(rows))
         if record:
             d.nmi[rows, cols] = nmi
             d.w2[rows, cols] = w2
+            d.hold[rows, cols] = hold
         return nmi, w2
 
     return evaluate(p, d, supply), (d if record else None)
-
-
-def _empty() -> TrialBatch:
-    return TrialBatch(
-        np.zeros(0, np.uint8), np.zeros(0), np.zeros(0, np.int32), np.zeros(0, np.int32),
-        np.zeros(0), np.zeros(0, np.int32), np.zeros(0),
-    )
 
 
 def evaluate(p: Params, d: Draws, supply: NmiSupplier) -> TrialBatch:

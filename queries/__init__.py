@@ -3,6 +3,7 @@
 `queries.connect(dir, ...)` opens result directories as DuckDB views.
 """
 
+from core.errors import StopraceError
 from queries.db import QueryError, connect
 
-__all__ = ["QueryError", "connect"]
+__all__ = ["QueryError", "StopraceError", "connect"]

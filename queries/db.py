@@ -9,9 +9,16 @@ Views (all lazy, over the Parquet files, nothing is copied into memory):
   with extra columns, e.g. a later rare-event estimator's, mix with older ones);
 - `events`: the events/task-*.parquet files, or an empty relation with the same
   columns when no task had a race, hang or timeout trial;
-- `outcomes`: one row per (sweep, point_id): parameters, summed counts,
-  p_race/p_hang/p_timeout/p_bad with 95% Wilson bounds (`*_lo`, `*_hi`), mean and
-  p50/p99/p999 stop time from the merged histogram, max stop time;
+- `outcomes`: one row per (sweep, point_id): parameters, `estimator`, summed counts,
+  p_race/p_hang/p_timeout/p_bad with 95% bounds (`*_lo`, `*_hi`), mean and
+  p50/p99/p999 stop time from the merged histogram (+inf: in the open top bin,
+  >= 8.66e7 µs), max stop time. p_race and p_bad are the sweep's estimator: the cmc
+  estimate and interval where it ran cmc, else counts with Wilson bounds;
+  `p_race_naive*`/`p_bad_naive*` are always the counts, `p_*_disagree` flags a cmc
+  interval that misses the naive one, `p_*_cmc*` are the cmc columns (NULL if naive).
+  No `wall_s` (it stays in `points`): the view is the same bytes run to run;
+- for sweeps with `trials = "auto"`: `precision` (queries/precision.py: per point the
+  rule's metric, estimator, p, p_lo, p_hi, trials and status) and `outcomes.status`;
 - helpers: `point_params` (sweep, point_id, parameters), `params_long` (one row per
   point and parameter), `differs` (parameters that differ from the defaults, as
   one string), `point_bins` (non-empty merged histogram bins), and the tables
@@ -19,7 +26,9 @@ Views (all lazy, over the Parquet files, nothing is copied into memory):
   default_value, default_num).
 
 Macros usable from any query: `wilson_lo(k, n)`, `wilson_hi(k, n)` (95%),
-`prob(k, n)`, `hist_x(b, c, h, target)`, `hist_us(x)`.
+`prob(k, n)`, `hist_x(b, c, h, target)`, `hist_us(x)`, `osum(x, order)`; functions
+(queries.estimates): `cmc_interval`, `cmc_pool_shards`, `cmc_pool_strata`,
+`ratio_interval`, `z_value`.
 
 Several directories can be opened at once; the `sweep` column tells them apart,
 and rows with the same (sweep, point_id) are pooled. The same sweep (same spec
@@ -36,8 +45,12 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from core.errors import StopraceError
 from core.outcomes import OUTCOMES
-from core.params import DEFAULTS, INT_PARAMS, PARAM_NAMES, STR_PARAMS
+from core.params import FIRST_RELEASE_PARAMS, NEUTRAL, PARAM_NAMES, PARAM_SPECS, SPECS
+
+from .estimates import CONF
+from .estimates import register as register_functions
 
 __all__ = [
     "QueryError", "connect", "check_result_dir", "read_sql", "render_sql", "quote_ident", "swept_axes", "first_line",
@@ -45,14 +58,14 @@ __all__ = [
 ]
 
 REQUIRED_POINTS_COLUMNS: tuple[str, ...] = (
-    "sweep", "point_id", "shard", *PARAM_NAMES, "trials", *OUTCOMES,
+    "sweep", "point_id", "shard", *FIRST_RELEASE_PARAMS, "trials", *OUTCOMES,
     "t_done_sum_us", "t_done_max_us", "t_done_hist", "seed", "wall_s",
-)
+)  # wall_s stays in `points`; `outcomes` leaves it out, so that it is the same bytes run to run
 
 _GLOB_CHARS = set("*?[]{}")
 
 
-class QueryError(ValueError):
+class QueryError(StopraceError):
     """Bad input to a query (missing dir, not a result set, bad SQL, unknown name): one line."""
 
 
@@ -121,25 +134,36 @@ def _read_parquet(files: str) -> str:
     return f"SELECT * FROM read_parquet({files}, union_by_name = true, hive_partitioning = false)"
 
 
+def _read_points(files: str, columns: set[str]) -> str:
+    """The points files, with every parameter added after a file was written read as its neutral
+    value (core.params.NEUTRAL): missing from every file, or null in the older files of a mix."""
+    def neutral(n: str) -> str:
+        return f"(SELECT {_quote_ident(n)} FROM {_NEUTRAL_TABLE})"
+
+    fill = [f"coalesce({_quote_ident(n)}, {neutral(n)}) AS {_quote_ident(n)}" for n in NEUTRAL if n in columns]
+    add = [f"{neutral(n)} AS {_quote_ident(n)}" for n in NEUTRAL if n not in columns]
+    star = f"* REPLACE ({', '.join(fill)})" if fill else "*"
+    return (f"SELECT {', '.join([star, *add])} "
+            f"FROM read_parquet({files}, union_by_name = true, hive_partitioning = false)")
+
+
+_NEUTRAL_TABLE = "_neutral"
+"""One row: the neutral value of every later-added parameter, typed as its stored column."""
+
+
+def _neutral_table() -> pa.Table:
+    return pa.table({n: pa.array([v], pa.type_for_alias(SPECS[n].arrow)) for n, v in NEUTRAL.items()})
+
+
 def _params_tables() -> tuple[pa.Table, pa.Table]:
     """(`defaults`: one typed row, `params`: one row per parameter) from core.params."""
-    cols = {}
-    for n in PARAM_NAMES:
-        v = DEFAULTS[n]
-        if n in STR_PARAMS:
-            cols[n] = pa.array([str(v)], pa.string())
-        elif n in INT_PARAMS:
-            cols[n] = pa.array([int(v)], pa.int64())
-        else:
-            cols[n] = pa.array([float(v)], pa.float64())
-    defaults = pa.table(cols)
-    kinds = ["str" if n in STR_PARAMS else "int" if n in INT_PARAMS else "float" for n in PARAM_NAMES]
+    defaults = pa.table({s.name: pa.array([s.default], pa.type_for_alias(s.arrow)) for s in PARAM_SPECS})
     params = pa.table({
         "name": pa.array(list(PARAM_NAMES), pa.string()),
         "ord": pa.array(range(len(PARAM_NAMES)), pa.int32()),
-        "kind": pa.array(kinds, pa.string()),
-        "default_value": pa.array([str(DEFAULTS[n]) for n in PARAM_NAMES], pa.string()),
-        "default_num": pa.array([None if n in STR_PARAMS else float(DEFAULTS[n]) for n in PARAM_NAMES], pa.float64()),
+        "kind": pa.array([s.kind for s in PARAM_SPECS], pa.string()),
+        "default_value": pa.array([str(s.default) for s in PARAM_SPECS], pa.string()),
+        "default_num": pa.array([None if s.kind == "str" else float(s.default) for s in PARAM_SPECS], pa.float64()),
     })
     return defaults, params
 
@@ -162,33 +186,37 @@ def quote_ident(name: str) -> str:
 def _template(name: str, columns: set[str]) -> str:
     """An internal SQL file with its @@...@@ slots filled from core.params and the points columns."""
     q = [_quote_ident(n) for n in PARAM_NAMES]
-    # mean early-flush time per trial, from whichever column a store version has (none: NULL)
+    # mean early-flush time per trial, from whichever column a store version has (none: NULL);
+    # float sums in shard order (osum), so outcomes is bit-stable
     if "preflush_sum_us" in columns:
         ok = "isfinite(preflush_sum_us)"
-        preflush = f"sum(preflush_sum_us) FILTER (WHERE {ok}) / nullif(sum(trials) FILTER (WHERE {ok}), 0)"
+        preflush = (f"osum(CASE WHEN {ok} THEN preflush_sum_us END, shard) "
+                    f"/ nullif(sum(trials) FILTER (WHERE {ok}), 0)")
     elif "preflush_us" in columns:
         ok = "isfinite(preflush_us)"
-        preflush = f"sum(preflush_us * trials) FILTER (WHERE {ok}) / nullif(sum(trials) FILTER (WHERE {ok}), 0)"
+        preflush = (f"osum(CASE WHEN {ok} THEN preflush_us * trials END, shard) "
+                    f"/ nullif(sum(trials) FILTER (WHERE {ok}), 0)")
     else:
         preflush = "NULL::DOUBLE"
+    # the cmc shards of a point, as lists {n, m, v} in shard order for queries.estimates.pool_shards
     if "p_race_est" in columns and "estimator" in columns:
         cmc = "FILTER (WHERE estimator = 'cmc')"
-        parts = [f"sum(trials) {cmc} AS cmc_trials"]
+        parts = [f"(sum(trials) {cmc})::BIGINT AS cmc_trials"]
         for what in ("race", "bad"):
             est, var = f"p_{what}_est", f"p_{what}_var"
-            parts.append(f"sum(trials * {est}) {cmc} / nullif(sum(trials) {cmc}, 0) AS p_{what}_cmc")
-            parts.append(f"sum(trials * (trials - 1.0) * {var} + trials * {est} * {est}) {cmc} AS p_{what}_cmc_ss")
+            parts.append(f"list({{'n': trials::BIGINT, 'm': {est}::DOUBLE, 'v': {var}::DOUBLE}} ORDER BY shard, trials, {est}, {var}) "
+                         f"{cmc} AS {what}_parts")
         cmc_agg = ",\n        ".join(parts)
     else:
-        cmc_agg = ", ".join(f"NULL::{t} AS {c}" for c, t in (
-            ("cmc_trials", "BIGINT"), ("p_race_cmc", "DOUBLE"), ("p_race_cmc_ss", "DOUBLE"),
-            ("p_bad_cmc", "DOUBLE"), ("p_bad_cmc_ss", "DOUBLE")))
+        typ = "STRUCT(n BIGINT, m DOUBLE, v DOUBLE)[]"
+        cmc_agg = f"NULL::BIGINT AS cmc_trials, NULL::{typ} AS race_parts, NULL::{typ} AS bad_parts"
     slots = {
         "params": ", ".join(q),
         "cmc_agg": cmc_agg,
         "param_any": ", ".join(f"any_value({c}) AS {c}" for c in q),
         "param_varchar": ", ".join(f"{c}::VARCHAR AS {c}" for c in q),
         "preflush": preflush,
+        "conf": f"{CONF!r}::DOUBLE",
     }
     return render_sql(name, slots)
 
@@ -224,7 +252,9 @@ def connect(*result_dirs: str | Path, threads: int | None = None) -> duckdb.Duck
     con = duckdb.connect(":memory:")
     try:
         _create_views(con, dirs, result_dirs, threads)
-        from queries.sandbox import lock_down  # here, not at the top: sandbox imports QueryError from this module
+        from queries.sandbox import (
+            lock_down,  # here, not at the top: sandbox imports QueryError from this module
+        )
 
         lock_down(con, readable=dirs)  # last: read-only from now on (queries/sandbox.py)
     except BaseException:
@@ -239,11 +269,14 @@ def _create_views(con: duckdb.DuckDBPyConnection, dirs: list[Path], result_dirs:
     defaults, params = _params_tables()
     con.register("defaults", defaults)
     con.register("params", params)
+    con.register(_NEUTRAL_TABLE, _neutral_table())
 
     points = _files_expr(dirs, "points")
     assert points is not None  # check_result_dir saw at least one per dir
     try:
         con.execute(f"CREATE OR REPLACE TEMP VIEW points AS {_read_parquet(points)}")
+        columns = {r[0] for r in con.execute("SELECT column_name FROM (DESCRIBE points)").fetchall()}
+        con.execute(f"CREATE OR REPLACE TEMP VIEW points AS {_read_points(points, columns)}")
     except duckdb.Error as e:
         raise QueryError(f"cannot read points files of {', '.join(map(str, result_dirs))}: {first_line(e)}") from None
     columns = {r[0] for r in con.execute("SELECT column_name FROM (DESCRIBE points)").fetchall()}
@@ -259,9 +292,15 @@ def _create_views(con: duckdb.DuckDBPyConnection, dirs: list[Path], result_dirs:
     except duckdb.Error as e:
         raise QueryError(f"cannot read events files: {first_line(e)}") from None
 
+    register_functions(con)
     _run_script(con, read_sql("_macros"))
     _run_script(con, _template("_views", columns))
     _run_script(con, _template("_outcomes", columns))
+    from .precision import (
+        install as install_precision,  # trials = "auto" sweeps: status per point
+    )
+
+    install_precision(con, dirs, _run_script)
 
 
 def swept_axes(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -24,6 +24,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from core.histogram import TOP_EDGE_US
+
 from .db import QueryError
 
 __all__ = ["FORMATS", "header", "format_cell", "render_table", "to_csv_bytes", "to_json_bytes",
@@ -63,13 +65,19 @@ def _num(v: float, digits: int) -> str:
 
 
 def format_cell(name: str, v: Any) -> str:
-    """One value as shown in a terminal table."""
+    """One value as shown in a terminal table.
+
+    A stop-time quantile (t_p50_us, ...) of +inf lies in the histogram's open top bin
+    (core.histogram.quantile) and is shown as ">= 8.66e7".
+    """
     if v is None:
         return "-"
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, int):
         return str(v)
+    if isinstance(v, float) and v == math.inf and name.startswith("t_p") and name.endswith("_us"):
+        return f">= {_num(TOP_EDGE_US, 3)}"
     if isinstance(v, float):
         return _num(v, 3 if _is_prob(name) else 4)
     if isinstance(v, (list, tuple)):

@@ -13,16 +13,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from core.cmc import replay_draws_cmc
 from core.draws import Draws
+from core.estimators import get_estimator
 from core.outcomes import OUTCOMES
-from core.params import PARAM_NAMES, Params, make_params
+from core.params import PARAM_NAMES, Params, make_params, with_neutral
 from core.reference import TrialResult, simulate_trial
-from core.vectorized import replay_draws, shard_seed
-from queries.db import QueryError, check_result_dir
+from core.vectorized import shard_seed
+from queries.db import QueryError, check_result_dir, first_line
 
 
 @dataclass
@@ -72,18 +73,22 @@ def replay_json(r: Replay) -> dict[str, Any]:
 def load_shard_row(result_dir: str | Path, point_id: str, shard: int) -> dict[str, Any]:
     """The stored `points` row of (point, shard); QueryError (one line) if absent."""
     check_result_dir(result_dir)
-    dset = ds.dataset(str(Path(result_dir) / "points"), format="parquet")
-    cols = [*PARAM_NAMES, "seed", "trials", "shard", "point_id"]
-    if "estimator" in dset.schema.names:
-        cols.append("estimator")
-    t = dset.to_table(columns=cols, filter=pc.field("point_id") == point_id)
+    try:
+        dset = ds.dataset(str(Path(result_dir) / "points"), format="parquet")
+        # files written by different versions differ in columns: read every one, not the first's
+        dset = ds.dataset(dset.files, format="parquet",
+                          schema=pa.unify_schemas([f.physical_schema for f in dset.get_fragments()]))
+        cols = [c for c in (*PARAM_NAMES, "seed", "trials", "shard", "point_id", "estimator") if c in dset.schema.names]
+        t = dset.to_table(columns=cols, filter=pc.field("point_id") == point_id)
+    except (pa.ArrowException, OSError) as e:  # a damaged or unreadable points file
+        raise QueryError(f"cannot read points files of {result_dir}: {first_line(e)}") from None
     if t.num_rows == 0:
         raise QueryError(f"point '{point_id}' is not in {result_dir} (list ids: stoprace query {result_dir} --sql \"select point_id from outcomes\")")
     rows = t.filter(pc.equal(t["shard"], shard)).to_pylist()
     if not rows:
         shards = sorted(set(t["shard"].to_pylist()))
         raise QueryError(f"--shard {shard} is not stored for point {point_id} (stored: {shards[0]}..{shards[-1]})")
-    return rows[0]
+    return with_neutral(rows[0])  # a file written before a parameter existed lacks its column
 
 
 def replay(result_dir: str | Path, point_id: str, shard: int, trial: int) -> Replay:
@@ -93,12 +98,13 @@ def replay(result_dir: str | Path, point_id: str, shard: int, trial: int) -> Rep
     if not 0 <= trial < row["trials"]:
         raise QueryError(f"--trial {trial} is outside shard {shard}'s trials 0..{row['trials'] - 1}")
     seed = shard_seed(row["seed"], shard)
-    if row.get("estimator") == "cmc":  # cmc draws the NMI path eagerly: a different stream layout
-        draws, batch, _ = replay_draws_cmc(params, row["trials"], seed, trial)
-    else:
-        draws, batch = replay_draws(params, row["trials"], seed, trial)
-    result = simulate_trial(params, draws.to_lists())
-    return Replay(point_id, shard, trial, params, row["seed"], draws, result, OUTCOMES[batch.outcome[0]])
+    try:  # each estimator has its own stream layout (cmc draws the NMI path eagerly)
+        est = get_estimator(row.get("estimator"))
+    except KeyError as e:
+        raise QueryError(f"{result_dir}: point {point_id} shard {shard}: {e.args[0]}") from None
+    r = est.replay(params, row["trials"], seed, trial)
+    result = simulate_trial(params, r.draws.to_lists())
+    return Replay(point_id, shard, trial, params, row["seed"], r.draws, result, OUTCOMES[r.batch.outcome[0]])
 
 
 def _t(x: float | None) -> str:
@@ -112,7 +118,8 @@ def _t(x: float | None) -> str:
 def format_timeline(r: Replay, all_cpus: bool = False, limit: int = 40) -> str:
     """A terminal timeline, CPU by CPU (µs since the REBOOT broadcast).
 
-    Without `all_cpus`, CPUs that got an NMI plus the last few to clear are shown.
+    Without `all_cpus`, CPUs that got an NMI plus the last few to clear are shown. `hold-off`
+    is the NMI hold-off D_i inside `nmi arrive - nmi sent` ("-" when the NMI was not held off).
     """
     res = r.result
     cpus = res.cpus
@@ -132,14 +139,14 @@ def format_timeline(r: Replay, all_cpus: bool = False, limit: int = 40) -> str:
         + (f"   preflush: {_t(res.preflush_us)}" if res.preflush_us is not None else "")
         + f"   handoff: {r.params.handoff_us:,.2f}\n"
     )
-    cols = f"{'cpu':>5} {'ipi':>10} {'irqs-off':>13} {'enter':>13} {'wbinvd':>10} {'clear':>13} {'nmi sent':>13} {'nmi arrive':>13} {'case':>13} {'handler end':>13} {'final':>13}  mark"
+    cols = f"{'cpu':>5} {'ipi':>10} {'irqs-off':>13} {'enter':>13} {'wbinvd':>10} {'clear':>13} {'nmi sent':>13} {'hold-off':>10} {'nmi arrive':>13} {'case':>13} {'handler end':>13} {'final':>13}  mark"
     lines = [head, cols]
     for c in shown:
         end = c.nmi_arrive + c.handler_us if c.handler_us is not None and c.nmi_arrive is not None else None
         mark = "RACE" if c.races else "racer" if c.racer else "dead" if c.dead else ""
         lines.append(
             f"{c.cpu:>5} {_t(c.ipi):>10} {_t(c.off):>13} {_t(c.enter):>13} {_t(c.wbinvd_us if c.dirty else None):>10} "
-            f"{_t(c.clear):>13} {_t(c.nmi_send):>13} {_t(c.nmi_arrive):>13} {c.nmi_case or '':>13} {_t(end):>13} "
+            f"{_t(c.clear):>13} {_t(c.nmi_send):>13} {_t(c.nmi_hold or None):>10} {_t(c.nmi_arrive):>13} {c.nmi_case or '':>13} {_t(end):>13} "
             f"{_t(c.final_clear):>13}  {mark}"
         )
     if len(shown) < len(cpus):

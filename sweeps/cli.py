@@ -1,7 +1,8 @@
 """The `stoprace` command line: one subcommand per module, each registering itself.
 
-Every command turns bad input into one line on stderr and exit code 2 (UsageError);
-argparse's own usage errors exit 2 as well.
+Bad input is a `core.errors.StopraceError` (SpecError, StoreError, QueryError, ParamError,
+UsageError, ...): `main()` prints it as one line on stderr and exits 2; argparse's own usage
+errors exit 2 as well. Anything else is a bug: it keeps its traceback and exits 1.
 """
 
 from __future__ import annotations
@@ -10,6 +11,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 from importlib import import_module
+
+from core.errors import StopraceError
+from sweeps.errors import UsageError
+
+__all__ = ["COMMAND_MODULES", "UsageError", "build_parser", "main"]
 
 # Each module has `register(subparsers)` that adds its subcommand(s) with
 # `set_defaults(func=...)`; func(args) returns the exit code.
@@ -21,10 +27,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sweeps.cli_submit",
     "sweeps.cli_serve",
 )
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UsageError, ValueError, FileNotFoundError) as e:
+    except StopraceError as e:  # bad input; any other exception is a bug and keeps its traceback
         print(f"stoprace {args.command}: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `stoprace query ... | head`
@@ -60,8 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # `python -m sweeps.cli`: run the imported module's main, so the UsageError that
-    # commands import from sweeps.cli is the class main() catches (not __main__'s twin).
+    # `python -m sweeps.cli`: run the imported module's main, not __main__'s twin.
     from sweeps.cli import main as _main
 
     sys.exit(_main())

@@ -13,7 +13,7 @@ from queries.db import QueryError, connect, first_line
 from queries.format import FORMATS, check_output, render_table, write_result
 from queries.named import list_named, parse_params, run_named, run_sql
 from queries.sandbox import check_output_path
-from sweeps.cli import UsageError
+from sweeps.errors import UsageError
 
 
 def _positive_float(text: str) -> float:
@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Run SQL over one or more result directories with DuckDB. Views: points (one row per point and "
             "shard), events (one row per race/hang/timeout trial), outcomes (one row per point: parameters, "
-            "counts, p_race/p_hang/p_timeout/p_bad with 95%% Wilson bounds *_lo/*_hi, stop-time mean/p50/p99/p999 "
+            "estimator, counts, p_race/p_hang/p_timeout/p_bad with 95%% bounds *_lo/*_hi (p_race/p_bad: cmc where "
+            "the sweep ran cmc, else Wilson), stop-time mean/p50/p99/p999 "
             "in µs), differs (parameters that differ from the defaults), defaults. "
             "Example: stoprace query results/ --named hang_conditions --param threshold=1e-4"
         ),
@@ -65,15 +66,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         "capacity",
         help="largest n_cpus under a target per-kexec failure probability; fleet failure rates",
         description=(
-            "For a target per-kexec failure probability, judged on the 95%% Wilson upper bound, the largest "
-            "n_cpus that stays under it for each combination of the --by axes (default: every other swept "
-            "axis; swept axes not in --by are taken worst case). Says when the trial counts cannot resolve "
+            "For a target per-kexec failure probability, judged on the 95%% upper bound (the cmc interval where "
+            "the sweep ran cmc, else Wilson on the counts), the largest n_cpus that stays under it for each "
+            "combination of the --by axes (default: every other swept axis; swept axes not in --by are taken "
+            "worst case, except the scenario axes wait and mitigation and any --split axis, which are always "
+            "split out unless fixed with --where). Says when the trial counts cannot resolve "
             "the target and how many trials would. With --hosts and --kexecs-per-host-year, a fleet table "
             "of expected failures per year and the stop-time p99/p999 budget. "
-            "Example: stoprace capacity results/ --target-p 1e-6 --hosts 10000 --kexecs-per-host-year 12"
+            "Example: stoprace capacity results/ --target-p 1e-6 --where \"wait = 1\" --hosts 10000 "
+            "--kexecs-per-host-year 12"
         ),
     )
     c.add_argument("dirs", nargs="+", metavar="DIR", help="result directories")
+    c.add_argument("--where", metavar="PREDICATE",
+                   help="SQL predicate on outcomes columns, e.g. \"wait = 1\" (the kexec path)")
+    c.add_argument("--split", nargs="+", default=[], metavar="AXIS",
+                   help="axes never taken worst case, besides wait and mitigation (always split out)")
     c.add_argument("--target-p", type=_positive_float, required=True, metavar="P",
                    help="largest acceptable failure probability per kexec, e.g. 1e-6")
     c.add_argument("--by", nargs="+", metavar="AXIS", help="axes to give one limit per value combination")
@@ -157,7 +165,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
 
     con = _connect(args.dirs)
     cap = capacity(con, args.target_p, by=args.by, metric=args.metric, hosts=args.hosts,
-                   kexecs_per_host_year=args.kexecs_per_host_year)
+                   kexecs_per_host_year=args.kexecs_per_host_year, where=args.where, split=args.split)
     if args.format == "json":
         sys.stdout.write(json.dumps(cap.to_dict(), default=str, allow_nan=False, indent=1) + "\n")
         return 0
@@ -166,7 +174,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     for n in unresolved:
         out.append(n + "\n\n")
     title = (f"largest n_cpus with the 95% upper bound of {cap.metric} < {cap.target_p:g} per kexec"
-             + (f", by {', '.join(cap.by)}" if cap.by else ""))
+             + (f", by {', '.join(cap.by)}" if cap.by else "") + (f", where {cap.where}" if cap.where else ""))
     out.append(render_table(cap.limits, max_rows=None, title=title,
                             notes=[n for n in cap.notes if n not in unresolved and not n.startswith("fleet:")]))
     if cap.fleet is not None:

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from sweeps.cli import UsageError
+from sweeps.errors import UsageError
 from sweeps.cli_simulate import count_arg
 
 
@@ -107,6 +107,10 @@ def run_cmd(args: argparse.Namespace) -> int:
         f"{spec.name}: {rep.n_tasks} tasks ({rep.tasks_run} run, {rep.tasks_skipped} already stored) "
         f"in {rep.seconds:.1f} s, {rate / 1e6:.1f} M CPU-trials/s -> {rep.out}"
     )
+    for row in rep.search or ():  # a [search] spec: the boundary per combination of the other axes
+        axes = " ".join(f"{a.name}={row[a.name]}" for a in spec.axes)
+        flag = "" if row["monotone"] else "  NOT MONOTONE in n_cpus"
+        print(f"  {axes or '(all)'}: {row['result']} ({row['probes']} probes){flag}")
     return 0
 
 

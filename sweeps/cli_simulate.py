@@ -8,10 +8,12 @@ import math
 import sys
 import time
 
-from core.cmc import CmcSummary, iter_chunks_cmc
-from core.params import DEFAULTS, INT_PARAMS, PARAM_NAMES, STR_PARAMS, Params, domain, make_params
-from core.summary import Summary
-from core.vectorized import iter_chunks, shard_seed
+from core.cost import cpu_trials
+from core.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
+from core.histogram import TOP_EDGE_US
+from core.params import DEFAULTS, PARAM_NAMES, PARAM_SPECS, Params, make_params
+from core.vectorized import shard_seed
+from sweeps.errors import UsageError
 
 
 def count_arg(text: str) -> int:
@@ -28,16 +30,14 @@ def count_arg(text: str) -> int:
 def add_param_options(parser: argparse.ArgumentParser) -> None:
     """One --option per model parameter, with its default and domain in --help."""
     g = parser.add_argument_group("model parameters (MODEL.md; times in µs)")
-    for name in PARAM_NAMES:
-        field = Params.model_fields[name]
-        kind = str if name in STR_PARAMS else int if name in INT_PARAMS else float
+    for s in PARAM_SPECS:
         g.add_argument(
-            "--" + name.replace("_", "-"),
-            dest=name,
-            type=kind,
+            "--" + s.name.replace("_", "-"),
+            dest=s.name,
+            type=s.py_type,
             default=None,
             metavar="X",
-            help=f"{field.description} [default {DEFAULTS[name]}; {domain(name)}]",
+            help=f"{s.help} [default {s.default}; {s.domain()}]",
         )
 
 
@@ -63,13 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument(
         "--estimator",
-        choices=("naive", "cmc"),
-        default="naive",
-        help=(
-            "naive: count outcomes (default). cmc: also estimate p_race and p_bad by conditional "
-            "Monte Carlo, unbiased with a 95%% interval even when no race is seen (rare events, "
-            "core/README.md); the naive counts then come from the cmc random stream"
-        ),
+        choices=tuple(ESTIMATORS),
+        default=DEFAULT_ESTIMATOR,
+        help=" ".join(f"{e.name}: {e.help}." for e in ESTIMATORS.values()).replace("%", "%%"),
     )
     add_param_options(p)
     p.set_defaults(func=run)
@@ -82,32 +78,36 @@ def run(args: argparse.Namespace) -> int:
     tune_allocator()
     params = params_from_args(args)
     if args.seed < 0 or args.seed >= 2**64:
-        raise ValueError(f"--seed = {args.seed} is not allowed: integer in [0, 2**64)")
-    summary = Summary()
-    cmc = CmcSummary() if getattr(args, "estimator", "naive") == "cmc" else None
+        raise UsageError(f"--seed = {args.seed} is not allowed: integer in [0, 2**64)")
+    est = ESTIMATORS[getattr(args, "estimator", DEFAULT_ESTIMATOR)]
     t0 = time.perf_counter()
-    if cmc is None:
-        for _, batch in iter_chunks(params, args.trials, shard_seed(args.seed, 0)):
-            summary.add(batch)
-    else:
-        for _, batch, cb in iter_chunks_cmc(params, args.trials, shard_seed(args.seed, 0)):
-            summary.add(batch)
-            cmc.add(cb)
+    acc = est.run_shard(params, args.trials, shard_seed(args.seed, 0))
     wall = time.perf_counter() - t0
-    rep = summary.report()
-    rep["estimator"] = "naive" if cmc is None else "cmc"
-    if cmc is not None:
-        rep["cmc"] = cmc.report()
+    rep = acc.counts.report()
+    rep["estimator"] = est.name
+    extra = acc.report()
+    if extra is not None:
+        rep[est.name] = extra
     rep["params"] = params.model_dump()
     rep["seed"] = args.seed
     rep["wall_s"] = wall
-    rep["cpu_trials_per_s"] = args.trials * params.n_remote / wall if wall > 0 else None
+    rep["cpu_trials_per_s"] = cpu_trials(params.n_cpus, args.trials) / wall if wall > 0 else None
     if args.json:
         json.dump(rep, sys.stdout, indent=None, default=float)
         print()
     else:
         print(format_report(params, rep))
     return 0
+
+
+def _fmt_us(x: float) -> str:
+    """A stop time; NaN (no finite stop) as '-', +inf (a quantile in the histogram's open top bin) as '>= 8.66e7'."""
+    if x != x:
+        return "-"
+    if x == float("inf"):
+        mant, exp = f"{TOP_EDGE_US:.3g}".split("e")
+        return f">= {mant}e{int(exp)}"
+    return f"{x:,.1f}"
 
 
 def _fmt_p(x: float) -> str:
@@ -127,10 +127,7 @@ def format_report(params: Params, rep: dict) -> str:
         lines.append(f"{name:<10} {v['k']:>12,} {_fmt_p(v['p']):>10} {_fmt_p(v['lo']):>10} {_fmt_p(v['hi']):>10}")
     t = rep["t_done_us"]
     lines.append("")
-    lines.append(
-        "stop time (µs): "
-        + "  ".join(f"{k} {t[k]:,.1f}" if t[k] == t[k] else f"{k} -" for k in ("mean", "p50", "p99", "p999", "max"))
-    )
+    lines.append("stop time (µs): " + "  ".join(f"{k} {_fmt_us(t[k])}" for k in ("mean", "p50", "p99", "p999", "max")))
     if rep["preflush_us"]["max"] is not None:
         pf = rep["preflush_us"]
         lines.append(f"preflush (µs): mean {pf['mean']:,.1f}  max {pf['max']:,.1f}")

@@ -19,6 +19,7 @@ Ctrl-C (the job keeps running on the cluster).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shlex
 import sys
@@ -27,7 +28,7 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-from sweeps.cli import UsageError
+from sweeps.errors import ClusterError, UsageError
 from sweeps.cli_run import add_scheduling_options
 
 STOP_GRACE_S = 30
@@ -115,6 +116,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.set_defaults(func=stop_cmd)
 
 
+def _cluster_errors(cmd):
+    """`cluster.jobs.JobsError` (a plain Exception: cluster imports nothing of ours) as a ClusterError."""
+
+    @functools.wraps(cmd)
+    def wrapped(args: argparse.Namespace) -> int:
+        from cluster.jobs import JobsError
+
+        try:
+            return cmd(args)
+        except JobsError as e:
+            raise ClusterError(str(e)) from None
+
+    return wrapped
+
+
 # ---- building the job ----------------------------------------------------------------
 
 
@@ -156,6 +172,7 @@ def entrypoint(
     return shlex.join(cmd)
 
 
+@_cluster_errors
 def submit_cmd(args: argparse.Namespace) -> int:
     """`stoprace submit`: send the sweep to a cluster as a Ray Job; prints its id."""
     from cluster.jobs import JobsClient, shipping_runtime_env
@@ -238,6 +255,7 @@ def _as_dict(j) -> dict:
     }
 
 
+@_cluster_errors
 def status_cmd(args: argparse.Namespace) -> int:
     """`stoprace status`: one job's state, or every job on the cluster."""
     from cluster.jobs import JobsClient
@@ -265,6 +283,7 @@ def status_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+@_cluster_errors
 def logs_cmd(args: argparse.Namespace) -> int:
     """`stoprace logs`: a job's output, optionally followed until it ends."""
     from cluster.jobs import JobsClient
@@ -280,6 +299,7 @@ def logs_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+@_cluster_errors
 def stop_cmd(args: argparse.Namespace) -> int:
     """`stoprace stop`: stop a job (its driver keeps finished tasks)."""
     from cluster.jobs import JobsClient

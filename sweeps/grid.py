@@ -4,12 +4,14 @@ Everything here is lazy: points come from itertools.product over the axis
 values (first axis slowest, axes in the spec's canonical order), and tasks are
 packed from that stream, so planning 10^7 points never builds a list of them.
 
-Canonical point (SCHEMA.md): ``core.params.canonical_dict(params)`` as sorted
-compact JSON with floats in repr form; ``point_id`` is the first 16 hex digits
+Canonical point (SCHEMA.md): ``core.params.identity_dict(canonical_dict(params))``
+(every parameter, except one added after the first release while it has its
+neutral value, so adding a parameter changes no id or seed) as sorted compact
+JSON with floats in repr form; ``point_id`` is the first 16 hex digits
 of its SHA-256; ``point_seed(seed, point_id)`` the first 8 bytes (big-endian) of
 SHA-256 of ``f"{seed}:{point_id}"``. The JSON is assembled from per-value
 fragments computed once per spec (equal, byte for byte, to
-``json.dumps(canonical_dict(p), sort_keys=True, separators=(",", ":"))``; the
+``canonical_point_json(canonical_dict(p))``; the
 tests check that), which is what makes planning fast.
 
 Task planning (``iter_tasks``) is deterministic from the spec and the planning
@@ -35,7 +37,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from core.params import PARAM_NAMES, Params
+from core.cost import cpu_trials
+from core.params import PARAM_NAMES, Params, identity_dict, is_neutral
 from core.vectorized import STREAM_VERSION
 from sweeps.spec import SweepSpec
 
@@ -136,7 +139,7 @@ class TaskItem:
 
     @property
     def cpu_trials(self) -> int:
-        return self.point.n_cpus * self.n_trials
+        return cpu_trials(self.point.n_cpus, self.n_trials)
 
 
 @dataclass(frozen=True)
@@ -163,12 +166,15 @@ class Task:
 
 
 def _frag(name: str, v: Any) -> str:
+    """`"name":value` of the canonical point JSON, or "" where the value is left out of the identity."""
+    if is_neutral(name, v):
+        return ""
     return json.dumps(name) + ":" + json.dumps(v, allow_nan=False)
 
 
 def canonical_point_json(values: dict[str, Any]) -> str:
-    """Sorted compact JSON of a canonical parameter dict (floats in repr form)."""
-    return json.dumps(values, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    """Sorted compact JSON of a point's identity (core.params.identity_dict; floats in repr form)."""
+    return json.dumps(identity_dict(values), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def point_id_of(canonical_json: str) -> str:
@@ -191,7 +197,7 @@ class _Expander:
         self.axis_frags = [[_frag(a.name, v) for v in a.values] for a in spec.axes]
         order = sorted(PARAM_NAMES)
         # template of JSON fragments in sorted key order; axis slots are filled per point
-        self.parts = [_frag(k, spec.base[k]) if k in spec.base else "" for k in order]
+        self.parts = [_frag(k, spec.base[k]) if k in spec.base else "" for k in order]  # "" = not in the JSON
         self.slots = [order.index(n) for n in self.axis_names]
         self.template = {k: spec.base.get(k) for k in PARAM_NAMES}
         self.seed_prefix = f"{spec.seed}:".encode()
@@ -202,7 +208,7 @@ class _Expander:
         for j, i in enumerate(combo):
             parts[self.slots[j]] = self.axis_frags[j][i]
             values[self.axis_names[j]] = self.axis_values[j][i]
-        pid = hashlib.sha256(("{" + ",".join(parts) + "}").encode()).hexdigest()[:16]
+        pid = hashlib.sha256(("{" + ",".join(filter(None, parts)) + "}").encode()).hexdigest()[:16]
         pseed = int.from_bytes(hashlib.sha256(self.seed_prefix + pid.encode()).digest()[:8], "big")
         return Point(index, pid, pseed, values)
 
@@ -232,7 +238,7 @@ def point_at(spec: SweepSpec, index: int) -> Point:
 
 
 def total_cpu_trials(spec: SweepSpec) -> int:
-    """Sum over points of n_cpus x trials, from the axes alone (no iteration)."""
+    """Sum over points of core.cost.cpu_trials (n_cpus x trials), from the axes alone (no iteration)."""
     sizes = {a.name: len(a.values) for a in spec.axes}
     if "n_cpus" in sizes:
         cpu_sum = sum(next(a.values for a in spec.axes if a.name == "n_cpus"))
@@ -240,7 +246,7 @@ def total_cpu_trials(spec: SweepSpec) -> int:
     else:
         cpu_sum = int(spec.base["n_cpus"])
         others = math.prod(sizes.values())
-    return spec.trials * cpu_sum * others
+    return cpu_trials(cpu_sum, spec.trials) * others
 
 
 def total_shards(spec: SweepSpec) -> int:
@@ -290,8 +296,8 @@ def iter_tasks(
     count = 0  # shards in `items`
 
     for p in iter_points(spec):
-        c_full = p.n_cpus * st
-        c_last = p.n_cpus * last_size
+        c_full = cpu_trials(p.n_cpus, st)
+        c_last = cpu_trials(p.n_cpus, last_size)
         k = 0
         while k < n_sh:
             # how many whole shards k.. fit into the current task (at least one if it is empty)

@@ -26,12 +26,16 @@ from typing import Any
 import ray
 
 from cluster.connect import resolve_address
-from cluster.executor import RunInterrupted, RunStats, run_map
+from cluster.executor import WAIT, RunInterrupted, RunStats, run_map
 from cluster.jobs import in_ray_job, shipping_runtime_env
+from core.cost import cpu_trials
+from sweeps.errors import ClusterError
 from sweeps.grid import Task, iter_tasks, plan_signature, total_cpu_trials
+from sweeps.search import BoundarySearch
 from sweeps.shard import TaskResult, run_task
 from sweeps.spec import SweepSpec, load_spec
 from sweeps.store import ResultStore, is_uri
+from sweeps.waves import STATS_COLUMNS, WavePlan, wave_plan_signature
 
 SHIPPED_PACKAGES = ("core", "sweeps", "cluster")
 """What workers import: sweeps.shard.run_task, core (the model), cluster.executor (the task wrapper)."""
@@ -50,6 +54,8 @@ class RunReport:
     complete: bool
     stats: RunStats | None = None
     """What cluster.executor measured (worker seconds, overhead per task, utilization); None if nothing ran."""
+    search: list[dict[str, Any]] | None = None
+    """A [search] spec: one row per combination of the other axes (sweeps.search.BoundarySearch.report)."""
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -82,8 +88,8 @@ def run(
     """Run (or resume) a sweep into `out`; returns once every task is stored.
 
     `spec` is a SweepSpec or a path to a TOML spec; `out` a directory or a URI.
-    Raises ValueError (one line) for a bad spec, a results dir holding another
-    spec, or `num_cpus` with a cluster address (a cluster's size is fixed; bound
+    Raises a StopraceError (one line) for a bad spec (SpecError), a results dir
+    holding another spec (StoreError), or `num_cpus` with a cluster address (ClusterError) (a cluster's size is fixed; bound
     the work with `max_in_flight`); SweepInterrupted on Ctrl-C (tasks finished
     so far are kept). `ship` (cluster runs only, see the module docstring):
     upload the packages as `py_modules` unless `runtime_env` is given.
@@ -95,20 +101,37 @@ def run(
         out_path: Path | str = default_out(spec)
     else:
         out_path = str(out) if is_uri(out) else Path(out)
-    store = ResultStore.create_or_open(out_path, spec, plan=plan_signature())
+    adaptive = spec.precision is not None
+    store = ResultStore.create_or_open(out_path, spec, plan=wave_plan_signature() if adaptive else plan_signature())
     done = store.done_tasks()
     if store.complete:
+        found = search_report(store) if spec.search is not None else None
         store.close()
-        return RunReport(out_path, store.n_tasks, 0, len(done), 0.0, 0, True)
+        return RunReport(out_path, store.n_tasks, 0, len(done), 0.0, 0, True, search=found)
     counter = _Counter()
-    todo = _pending(iter_tasks(spec), done, counter)
-    total = total_cpu_trials(spec)
-    stored = store.cpu_trials_done
-    remaining = max(total - (stored if stored is not None else _stored_cpu_trials(store)), 0)
+    waves: WavePlan | None = None
+    search: BoundarySearch | None = None
+    describe = None
+    if adaptive:  # trials = "auto": per-point waves decided from the stored rows (sweeps.waves)
+        search = BoundarySearch(spec) if spec.search is not None else None
+        waves = search.plan if search is not None else WavePlan(spec)
+        for table in _stored_rows(store, done):
+            waves.add_rows(table)
+        todo: Iterator[Any] = waves.iter_tasks(WAIT)
+        counter.skipped = len(done)
+        remaining = None
+        describe = functools.partial(_open_points, spec.name, waves)
+    else:
+        todo = _pending(iter_tasks(spec), done, counter)
+        total = total_cpu_trials(spec)
+        stored = store.cpu_trials_done
+        remaining = max(total - (stored if stored is not None else _stored_cpu_trials(store)), 0)
 
     def on_result(task: Task, result: TaskResult) -> None:
         events = result.events if result.events.num_rows else None
         store.write_task(task.task_id, result.points, events)
+        if waves is not None:
+            waves.task_done(result.points)
 
     try:
         stats = run_map(
@@ -121,7 +144,8 @@ def run(
             retries=retries,
             weight=lambda t: t.cpu_trials,
             total_weight=remaining,
-            description=spec.name,
+            description=spec.name if waves is None else describe(),
+            describe=describe,
             unit="CPU-trials",
             progress=progress,
             runtime_env=runtime_env,
@@ -131,17 +155,19 @@ def run(
         raise SweepInterrupted(out_path, len(store.done_tasks()), store.n_tasks) from None
     finally:
         store.flush()
-    store.finish(counter.seen)
+    n_tasks = counter.seen if waves is None else len(store.done_tasks())
+    store.finish(n_tasks)
     store.close()
     return RunReport(
         out=out_path,
-        n_tasks=counter.seen,
+        n_tasks=n_tasks,
         tasks_run=stats.tasks,
         tasks_skipped=counter.skipped,
         seconds=stats.seconds,
         cpu_trials=int(stats.weight),
         complete=store.complete,
         stats=stats,
+        search=search.report() if waves is not None and search is not None else None,
     )
 
 
@@ -153,7 +179,7 @@ def package_dirs(names: tuple[str, ...] = SHIPPED_PACKAGES) -> list[Path]:
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
-    """ValueError (one line) unless something listens at a HOST:PORT cluster address.
+    """ClusterError (one line) unless something listens at a HOST:PORT cluster address.
 
     ``ray.init`` on an unreachable address retries for minutes; this answers in
     at most ``timeout`` seconds, before anything is written. ``auto``/``local``
@@ -163,18 +189,18 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
         return
     scheme, sep, rest = address.partition("://")
     if sep and scheme in ("http", "https"):
-        raise ValueError(
+        raise ClusterError(
             f"{address} is a dashboard (Ray Jobs) URL: use `stoprace submit`, or the head's GCS address HOST:6379 here"
         )
     hostport = rest if sep else address
     host, colon, port = hostport.rpartition(":")
     if not colon or not host or not port.isdigit():
-        raise ValueError(f"{address}: not a Ray cluster address (HOST:PORT, e.g. head:6379)")
+        raise ClusterError(f"{address}: not a Ray cluster address (HOST:PORT, e.g. head:6379)")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as e:
         why = e.strerror or type(e).__name__
-        raise ValueError(f"cannot reach the Ray cluster at {address}: {why} (is the head up, and is this its GCS port?)") from None
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {why} (is the head up, and is this its GCS port?)") from None
 
 
 def _cluster_runtime_env(
@@ -187,7 +213,7 @@ def _cluster_runtime_env(
     if target is None:
         return runtime_env
     if num_cpus is not None:
-        raise ValueError(
+        raise ClusterError(
             f"workers/num_cpus={num_cpus} sizes the embedded Ray only; the cluster at {target} "
             f"has the CPUs it was started with (bound the work with max_in_flight / --max-in-flight)"
         )
@@ -212,10 +238,30 @@ def _pending(tasks: Iterator[Task], done: set[int], counter: _Counter) -> Iterat
         yield t
 
 
+def _open_points(name: str, waves: WavePlan) -> str:
+    """Progress description of an adaptive run: how many points still need shards."""
+    return f"{name}: {waves.open_points}/{len(waves.points)} points open"
+
+
+def search_report(store: ResultStore) -> list[dict[str, Any]]:
+    """The boundary search of a [search] results dir, replayed from its stored rows (no simulation)."""
+    search = BoundarySearch(store.spec)
+    for table in _stored_rows(store, store.done_tasks()):
+        search.plan.add_rows(table)
+    search.plan.start()
+    return search.report()
+
+
+def _stored_rows(store: ResultStore, done: set[int]) -> Iterator[Any]:
+    """The stop rule's columns of every committed task's points rows (what an adaptive resume decides on)."""
+    for tid in sorted(done):
+        yield store.read_points(tid, columns=list(STATS_COLUMNS))
+
+
 def _stored_cpu_trials(store: ResultStore) -> int:
     """n_cpus x trials already stored, read from the files (manifests without cpu_trials_done)."""
     total = 0
     for tid in store.done_tasks():
         t = store.read_points(tid, columns=["n_cpus", "trials"])
-        total += sum(a * b for a, b in zip(t["n_cpus"].to_pylist(), t["trials"].to_pylist()))
+        total += sum(cpu_trials(a, b) for a, b in zip(t["n_cpus"].to_pylist(), t["trials"].to_pylist()))
     return total

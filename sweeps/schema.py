@@ -10,22 +10,13 @@ import pyarrow as pa
 
 from core.histogram import N_BINS
 from core.outcomes import OUTCOMES
-from core.params import PARAM_NAMES
+from core.params import PARAM_SPECS
 
 __all__ = ["PARAM_TYPES", "POINTS_SCHEMA", "EVENTS_SCHEMA", "N_BINS"]
 
 
-def _param_type(name: str) -> pa.DataType:
-    if name == "n_cpus":
-        return pa.int32()
-    if name == "wait":
-        return pa.int8()
-    if name == "mitigation":
-        return pa.string()
-    return pa.float64()
-
-
-PARAM_TYPES: dict[str, pa.DataType] = {n: _param_type(n) for n in PARAM_NAMES}
+PARAM_TYPES: dict[str, pa.DataType] = {s.name: pa.type_for_alias(s.arrow) for s in PARAM_SPECS}
+"""Column type of every model parameter, from core.params (the one place types are decided)."""
 
 POINTS_SCHEMA = pa.schema(
     [pa.field("sweep", pa.string()), pa.field("point_id", pa.string()), pa.field("shard", pa.int32())]

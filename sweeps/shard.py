@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from core.cmc import CmcSummary, iter_chunks_cmc
+from core.estimators import Chunk, ShardSummary, get_estimator
 from core.outcomes import OUTCOMES
-from core.params import PARAM_NAMES, Params
-from core.summary import Summary, event_mask
-from core.vectorized import iter_chunks, shard_seed
+from core.params import PARAM_NAMES
+from core.summary import event_mask
+from core.vectorized import shard_seed
 from sweeps.grid import Point, Task
 from sweeps.schema import EVENTS_SCHEMA, POINTS_SCHEMA
 from sweeps.tuning import tune_allocator
@@ -36,32 +36,10 @@ def _null_if_nan(x: float) -> float | None:
     return None if x != x else float(x)
 
 
-def naive_estimate(k: int, n: int) -> tuple[float, float]:
-    """(k/n, variance of that mean): s^2/n of n 0/1 outcomes, so shards merge like cmc ones."""
-    if n <= 0:
-        return float("nan"), float("nan")
-    p = k / n
-    return p, (p * (1 - p) / (n - 1) if n > 1 else 0.0)
-
-
-def _shard(params: Params, n: int, seed, estimator: str, on_batch) -> tuple[Summary, CmcSummary | None]:
-    summary = Summary()
-    if estimator == "cmc":
-        cmc = CmcSummary()
-        for start, batch, cb in iter_chunks_cmc(params, n, seed):
-            summary.add(batch)
-            cmc.add(cb)
-            on_batch(start, batch)
-        return summary, cmc
-    for start, batch in iter_chunks(params, n, seed):
-        summary.add(batch)
-        on_batch(start, batch)
-    return summary, None
-
-
 def run_task(task: Task, sweep: str, estimator: str = "naive") -> TaskResult:
     """Simulate every shard of the task; one `points` row per shard, one `events` row per bad trial."""
     tune_allocator()
+    est = get_estimator(estimator)
     rows: dict[str, list] = {f.name: [] for f in POINTS_SCHEMA}
     ev: dict[str, list] = {f.name: [] for f in EVENTS_SCHEMA}
     for item in task.items:
@@ -69,11 +47,11 @@ def run_task(task: Task, sweep: str, estimator: str = "naive") -> TaskResult:
         params = point.params
         for k in item.shards:
             t0 = time.perf_counter()
-            summary, cmc = _shard(
-                params, item.shard_size(k), shard_seed(point.point_seed, k), estimator,
-                lambda start, batch: _collect_events(ev, sweep, point.point_id, k, start, batch),
+            acc = est.run_shard(
+                params, item.shard_size(k), shard_seed(point.point_seed, k),
+                lambda chunk: _collect_events(ev, sweep, point.point_id, k, chunk),
             )
-            row = _points_row(sweep, point, k, estimator, summary, cmc, time.perf_counter() - t0)
+            row = _points_row(sweep, point, k, acc, time.perf_counter() - t0)
             for name, value in row.items():
                 rows[name].append(value)
     return TaskResult(
@@ -84,15 +62,10 @@ def run_task(task: Task, sweep: str, estimator: str = "naive") -> TaskResult:
     )
 
 
-def _points_row(
-    sweep: str, point: Point, shard: int, estimator: str, summary: Summary, cmc: CmcSummary | None, wall_s: float
-) -> dict:
+def _points_row(sweep: str, point: Point, shard: int, acc: ShardSummary, wall_s: float) -> dict:
     """One `points` row (SCHEMA.md, plus the estimator and preflush columns)."""
+    summary = acc.counts
     n = summary.trials
-    if cmc is not None:
-        est = {"race": (cmc.mean_race, cmc.var_race), "bad": (cmc.mean_bad, cmc.var_bad)}
-    else:
-        est = {"race": naive_estimate(summary.count("race"), n), "bad": naive_estimate(summary.bad, n)}
     early = point.values["mitigation"] == "early_flush"
     return {
         "sweep": sweep,
@@ -104,11 +77,8 @@ def _points_row(
         "t_done_sum_us": summary.t_done_sum_us,
         "t_done_max_us": _null_if_nan(summary.t_done_max_us),
         "t_done_hist": summary.hist.tolist(),
-        "estimator": estimator,
-        "p_race_est": est["race"][0],
-        "p_race_var": est["race"][1],
-        "p_bad_est": est["bad"][0],
-        "p_bad_var": est["bad"][1],
+        "estimator": acc.estimator,
+        **acc.columns(),
         "preflush_sum_us": summary.preflush_sum_us if early else None,
         "preflush_max_us": _null_if_nan(summary.preflush_max_us) if early else None,
         "seed": point.point_seed,
@@ -116,7 +86,8 @@ def _points_row(
     }
 
 
-def _collect_events(ev: dict[str, list], sweep: str, point_id: str, shard: int, start: int, batch) -> None:
+def _collect_events(ev: dict[str, list], sweep: str, point_id: str, shard: int, chunk: Chunk) -> None:
+    start, batch = chunk.start, chunk.batch
     idx = np.flatnonzero(event_mask(batch))
     if not idx.size:
         return

@@ -4,7 +4,8 @@ A spec file looks like::
 
     name = "tdx-kexec"            # [a-z0-9_-]+
     seed = 20250616               # uint64
-    trials = 1_000_000            # per point (an integral float such as 1e6 is accepted too)
+    trials = 1_000_000            # per point (an integral float such as 1e6 is accepted too),
+                                  # or "auto" with a [precision] table (sweeps.precision)
     shard_trials = 100_000        # default 100_000; shards per point = ceil(trials / shard_trials)
     estimator = "naive"           # "naive" (default) or "cmc"
     task_seconds = 2.0            # default 2.0; target run time of one task (sweeps.grid)
@@ -31,7 +32,7 @@ Axis forms and how they expand (all deterministic, pure Python floats):
 - ``{ range = [a, b, step] }`` (or ``[a, b]`` with step 1), integer parameters
   only: Python's ``range(a, b, step)``: a included, b excluded.
 
-Integer parameters (``n_cpus``, ``wait``) from linspace/logspace are rounded half
+Integer parameters (kind "int" in core.params: ``n_cpus``, ``wait``) from linspace/logspace are rounded half
 up (``floor(x + 0.5)``) and then de-duplicated keeping the first occurrence, so
 an axis may have fewer than ``num`` values; float axes from linspace/logspace
 are de-duplicated the same way (only matters for ``a == b``).
@@ -41,9 +42,12 @@ defaults of core.params filled in (so writing a default explicitly does not
 change the hash), and axes are expanded to value lists and ordered by the
 model's parameter order (core.params.PARAM_NAMES), not by their order in the
 TOML file. The first axis varies slowest. Hence neither key order nor the
-axis form used changes the spec hash, the point order or the task ids.
+axis form used changes the spec hash, the point order or the task ids. A
+parameter added after the first release is left out of the canonical form (and
+spec.toml) while it has its neutral value (core.params.NEUTRAL), so adding one
+changes no spec hash.
 
-Every error is a SpecError (a ValueError) with one line naming the file, the
+Every error is a SpecError (a StopraceError) with one line naming the file, the
 field, the offending value and what is allowed.
 """
 
@@ -57,11 +61,15 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.params import DEFAULTS, INT_PARAMS, PARAM_NAMES, STR_PARAMS, domain, make_params, suggest
+from core.errors import ParamError, StopraceError
+from core.estimators import DEFAULT_ESTIMATOR
+from core.estimators import ESTIMATORS as _ESTIMATOR_REGISTRY
+from core.params import DEFAULTS, PARAM_NAMES, SPECS, domain, is_neutral, make_params, suggest
+from core.precision import Precision
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -85,20 +93,24 @@ MAX_POINTS = 10_000_000
 """More points than this is refused unless force=True."""
 DEFAULT_SHARD_TRIALS = 100_000
 DEFAULT_TASK_SECONDS = 2.0
-ESTIMATORS: tuple[str, ...] = ("naive", "cmc")
+ESTIMATORS: tuple[str, ...] = tuple(_ESTIMATOR_REGISTRY)
+"""Names of the estimators a spec may ask for (core.estimators is the registry)."""
 MAX_TRIALS = 10**15
 """Upper bound of trials/shard_trials (int64 columns; far beyond anything runnable)."""
 UINT64_MAX = 2**64 - 1
 SPEC_FORMAT = 1
 """Version of the canonical form; part of the hash."""
 
-TOP_LEVEL_KEYS: tuple[str, ...] = ("name", "seed", "trials", "shard_trials", "estimator", "task_seconds", "base", "axes")
+TOP_LEVEL_KEYS: tuple[str, ...] = (
+    "name", "seed", "trials", "shard_trials", "estimator", "task_seconds", "base", "axes", "precision",
+    "search",
+)
 _REQUIRED = ("name", "seed", "trials")
 _NAME_RE = re.compile(r"[a-z0-9_-]+")
 _AXIS_FORMS = ("linspace", "logspace", "range")
 
 
-class SpecError(ValueError):
+class SpecError(StopraceError):
     """A bad sweep spec; the message is one line naming the file, field and value."""
 
 
@@ -120,12 +132,24 @@ class SweepSpec(BaseModel):
     seed: int = Field(ge=0, le=UINT64_MAX)
     trials: int = Field(ge=1, le=MAX_TRIALS)
     shard_trials: int = Field(DEFAULT_SHARD_TRIALS, ge=1, le=MAX_TRIALS)
-    estimator: Literal["naive", "cmc"] = "naive"
+    estimator: str = DEFAULT_ESTIMATOR
+    """A name in core.estimators.ESTIMATORS."""
     task_seconds: float = Field(DEFAULT_TASK_SECONDS, gt=0, allow_inf_nan=False)
     base: dict[str, Any]
     """Every non-axis parameter (defaults filled in), canonical types, PARAM_NAMES order."""
     axes: tuple[Axis, ...] = ()
     """Swept parameters in PARAM_NAMES order; the first varies slowest."""
+    precision: Precision | None = None
+    """`trials = "auto"`: the stop rule (sweeps.precision); `trials` is then its max_trials."""
+    search: Any = None
+    """`[search]`: bisection on n_cpus (sweeps.precision.Search, run by sweeps.search), or None."""
+
+    @field_validator("estimator")
+    @classmethod
+    def _known_estimator(cls, v: str) -> str:
+        if v not in _ESTIMATOR_REGISTRY:
+            raise ValueError(f"estimator = {v!r} is not allowed: one of {', '.join(_ESTIMATOR_REGISTRY)}")
+        return v
 
     # ---- derived -------------------------------------------------------------------
     @property
@@ -162,10 +186,23 @@ class SweepSpec(BaseModel):
             "shard_trials": self.shard_trials,
             "estimator": self.estimator,
             "task_seconds": self.task_seconds,
-            "base": dict(self.base),
+            "base": self.identity_base(),
             # a list, not an object: the axis order is the iteration order
             "axes": [[a.name, list(a.values)] for a in self.axes],
-        }
+        } | self._precision_obj()
+
+    def _precision_obj(self) -> dict[str, Any]:
+        """Adaptive specs only (a fixed-trials spec's canonical form is unchanged)."""
+        if self.precision is None:
+            return {}
+        obj: dict[str, Any] = {"trials": "auto", "precision": self.precision.canonical_obj()}
+        if self.search is not None:
+            obj["search"] = self.search.canonical_obj()
+        return obj
+
+    def identity_base(self) -> dict[str, Any]:
+        """`base` without later-added parameters at their neutral value (the hashed, written part)."""
+        return {k: v for k, v in self.base.items() if not is_neutral(k, v)}
 
     def canonical_json(self) -> str:
         """Sorted-key compact JSON of the canonical spec; floats in repr form."""
@@ -184,14 +221,14 @@ class SweepSpec(BaseModel):
             f"# points = {self.n_points}, shards per point = {self.n_shards_per_point}",
             f"name = {_toml_value(self.name)}",
             f"seed = {self.seed}",
-            f"trials = {self.trials}",
+            "trials = \"auto\"" if self.precision is not None else f"trials = {self.trials}",
             f"shard_trials = {self.shard_trials}",
             f"estimator = {_toml_value(self.estimator)}",
             f"task_seconds = {_toml_value(self.task_seconds)}",
             "",
             "[base]",
         ]
-        lines += [f"{k} = {_toml_value(v)}" for k, v in self.base.items()]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in self.identity_base().items()]
         lines += ["", "[axes]"]
         for a in self.axes:
             vals = [_toml_value(v) for v in a.values]
@@ -201,6 +238,12 @@ class SweepSpec(BaseModel):
                 lines.append(f"{a.name} = [")
                 lines += ["    " + ", ".join(vals[i : i + 8]) + "," for i in range(0, len(vals), 8)]
                 lines.append("]")
+        if self.precision is not None:
+            from sweeps.precision import precision_toml, search_toml
+
+            lines += ["", *precision_toml(self.precision)]
+            if self.search is not None:
+                lines += ["", *search_toml(self.search)]
         return "\n".join(lines) + "\n"
 
 
@@ -266,9 +309,10 @@ class _Parser:
         seed = raw["seed"]
         if not _is_int(seed) or not 0 <= seed <= UINT64_MAX:
             raise self.err(f"seed = {seed!r} is not allowed: an integer in [0, 2**64 - 1]")
-        trials = self._count("trials", raw["trials"])
         shard_trials = self._count("shard_trials", raw.get("shard_trials", DEFAULT_SHARD_TRIALS))
-        estimator = raw.get("estimator", "naive")
+        precision = self._precision(raw, shard_trials)
+        trials = precision.max_trials if precision is not None else self._count("trials", raw["trials"])
+        estimator = raw.get("estimator", DEFAULT_ESTIMATOR)
         if not isinstance(estimator, str) or estimator not in ESTIMATORS:
             raise self.err(f"estimator = {estimator!r} is not allowed: one of {', '.join(ESTIMATORS)}")
         ts = raw.get("task_seconds", DEFAULT_TASK_SECONDS)
@@ -291,7 +335,7 @@ class _Parser:
         # validate the base values together (also catches anything cross-field in the future)
         try:
             make_params(base_given, where=f"{self.where}: base")
-        except ValueError as e:
+        except ParamError as e:
             raise SpecError(str(e)) from None
 
         ordered_axes = [k for k in PARAM_NAMES if k in axes_raw]
@@ -305,7 +349,7 @@ class _Parser:
         if n_points > MAX_POINTS and not self.force:  # pragma: no cover - bound is exact or larger
             self._too_many(n_points, {a.name: len(a.values) for a in axes})
 
-        base = {k: base_given.get(k, _canon(k, DEFAULTS[k])) for k in PARAM_NAMES if k not in axes_raw}
+        base = {k: base_given.get(k, SPECS[k].canon(DEFAULTS[k])) for k in PARAM_NAMES if k not in axes_raw}
         return SweepSpec(
             name=name,
             seed=int(seed),
@@ -315,7 +359,35 @@ class _Parser:
             task_seconds=float(ts),
             base=base,
             axes=axes,
+            precision=precision,
+            search=self._search(raw, precision, axes_raw, base_raw),
         )
+
+    def _search(self, raw: Mapping[str, Any], precision: Precision | None, axes: Mapping[str, Any], base: Mapping[str, Any]):
+        """`[search]` (sweeps.precision.parse_search), else None."""
+        if "search" not in raw:
+            return None
+        from sweeps.precision import parse_search
+
+        try:
+            return parse_search(raw["search"], precision, axes, base, self.where)
+        except ValueError as e:
+            raise SpecError(str(e)) from None
+
+    def _precision(self, raw: Mapping[str, Any], shard_trials: int) -> Precision | None:
+        """`trials = "auto"` with its [precision] table (sweeps.precision), else None."""
+        from sweeps.precision import parse_precision
+
+        if raw["trials"] != "auto":
+            if isinstance(raw["trials"], str):
+                raise self.err(f"trials = {raw['trials']!r} is not allowed: an integer in [1, 10**15] or \"auto\"")
+            if "precision" in raw:
+                raise self.err('[precision] needs trials = "auto" (it sets the trials per point)')
+            return None
+        try:
+            return parse_precision(raw.get("precision"), shard_trials, self.where)
+        except ValueError as e:
+            raise SpecError(str(e)) from None
 
     def _unknown_top(self, key: str) -> str:
         if key in PARAM_NAMES:
@@ -352,13 +424,14 @@ class _Parser:
     def _scalar(self, loc: str, name: str, v: Any) -> Any:
         """Type-check one parameter value and return it in canonical type (domain checked later)."""
         bad = SpecError(f"{self.where}: {loc}: {name} = {v!r} is not allowed: {domain(name)}")
-        if name in STR_PARAMS:
+        kind = SPECS[name].kind
+        if kind == "str":
             if not isinstance(v, str):
                 raise bad
             return v
         if not _is_number(v):
             raise bad
-        if name in INT_PARAMS:
+        if kind == "int":
             if isinstance(v, float):
                 if not (math.isfinite(v) and v.is_integer()):
                     raise bad
@@ -373,7 +446,7 @@ class _Parser:
         """Domain-check one canonical value of `name` with every other parameter at its default."""
         try:
             make_params({name: v}, where=f"{self.where}: {loc}")
-        except ValueError as e:
+        except ParamError as e:
             raise SpecError(str(e)) from None
 
     def _axis_form(self, name: str, spec: Mapping[str, Any]) -> tuple[str, Any]:
@@ -410,9 +483,10 @@ class _Parser:
         return a, b
 
     def _range_args(self, name: str, r: Any) -> tuple[int, int, int]:
-        if name not in INT_PARAMS:
+        if SPECS[name].kind != "int":
+            ints = sorted(n for n, s in SPECS.items() if s.kind == "int")
             raise self.err(
-                f"axes.{name}: range is only for integer parameters ({', '.join(sorted(INT_PARAMS))}); "
+                f"axes.{name}: range is only for integer parameters ({', '.join(ints)}); "
                 "use linspace or logspace"
             )
         if not isinstance(r, list) or len(r) not in (2, 3) or not all(_is_int(x) for x in r):
@@ -461,11 +535,11 @@ class _Parser:
             self._check(f"axes.{name}.range", name, r[-1])
             return tuple(r)
 
-        if name in STR_PARAMS:
+        if SPECS[name].kind == "str":
             raise self.err(f"axes.{name}: {form} needs a numeric parameter; give a list of values ({domain(name)})")
         k = self._num(name, spec, form)
         a, b = self._ends(name, form, arg)
-        rnd = (lambda x: math.floor(x + 0.5)) if name in INT_PARAMS else (lambda x: x + 0.0)
+        rnd = (lambda x: math.floor(x + 0.5)) if SPECS[name].kind == "int" else (lambda x: x + 0.0)
         # values are monotone between the two ends and every domain is an interval,
         # so checking the (rounded) ends checks them all
         self._check(f"axes.{name}.{form}", name, rnd(a))
@@ -510,14 +584,6 @@ def _float(v: int | float) -> float:
         return float(v)
     except OverflowError:
         return math.inf
-
-
-def _canon(name: str, v: Any) -> Any:
-    if name in STR_PARAMS:
-        return str(v)
-    if name in INT_PARAMS:
-        return int(v)
-    return float(v) + 0.0
 
 
 def _toml_value(v: Any) -> str:

@@ -32,10 +32,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from core.errors import StopraceError
+
 TMP_SUFFIX = ".tmp"
 
 
-class StoreError(ValueError):
+class StoreError(StopraceError):
     """A results directory problem; the message is one line naming the directory."""
 
 

@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
+from core.cost import cpu_trials
 from sweeps.schema import EVENTS_SCHEMA, POINTS_SCHEMA
 from sweeps.storage import TMP_SUFFIX, StoreError, LocalDir, RemoteDir, locate, one_line, is_uri
 from sweeps.spec import SpecError, SweepSpec, load_spec, parse_spec
@@ -389,7 +389,7 @@ class ResultStore:
 
     @property
     def cpu_trials_done(self) -> int | None:
-        """Sum of n_cpus x trials over the tasks listed as done (None in a manifest that predates it)."""
+        """Sum of core.cost.cpu_trials (n_cpus x trials) over the tasks listed as done (None in a manifest that predates it)."""
         v = self._manifest.get("cpu_trials_done")
         return None if v is None else int(v)
 
@@ -432,7 +432,7 @@ class ResultStore:
         elif self._fs.kind(ev_rel) is not None:  # a rerun without events must not keep an old events file
             self._fs.delete(ev_rel, sync=True)
         self._fs.write_table(f"{POINTS_DIR}/{name}", pts)
-        weight = pc.sum(pc.multiply(pts["n_cpus"].cast(pa.int64()), pts["trials"])).as_py() or 0
+        weight = int(cpu_trials(pts["n_cpus"].to_numpy().astype("int64"), pts["trials"].to_numpy()).sum())
         with self._lock:
             if task_id not in self._done and self.cpu_trials_done is not None:
                 self._manifest["cpu_trials_done"] = self.cpu_trials_done + int(weight)

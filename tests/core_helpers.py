@@ -24,6 +24,7 @@ def draws_from(p: Params, **cols) -> Draws:
         "w2": [1000.0] * m,
         "nmi": [2.0] * m,
         "dead": [False] * m,
+        "hold": [0.0] * m,
     }
     base.update(cols)
     arr = {k: np.array([v], dtype=bool if k in ("dirty", "dead") else float) for k, v in base.items()}

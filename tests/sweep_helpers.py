@@ -44,7 +44,7 @@ def read_dir(d: Path, what: str = "points") -> pa.Table:
     files = sorted((d / what).glob("*.parquet"))
     if not files:
         return pa.table({})
-    t = pa.concat_tables([pq.read_table(f) for f in files])
+    t = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")  # versions differ in columns
     keys = [("point_id", "ascending"), ("shard", "ascending")]
     if what == "events":
         keys.append(("trial", "ascending"))

@@ -290,6 +290,23 @@ def test_worker_node_killed_mid_sweep(two_nodes, refs, tmp_path):
     _assert_complete(out, n)
 
 
+# ---- an adaptive sweep (trials = "auto", issue 12): the same waves and rows on two nodes ----------
+
+
+@pytest.mark.slow
+def test_adaptive_sweep_on_cluster_matches_embedded(two_nodes, tmp_path):
+    from test_adaptive_e2e import NAIVE_SPEC
+
+    spec = write_spec(tmp_path, NAIVE_SPEC)
+    ref = tmp_path / "ref"
+    finish(cli("run", str(spec), "--out", str(ref), "--workers", "2", "--no-progress", env=DRIVER_ENV), 240)
+    out = tmp_path / "out"
+    text, _ = finish(cli("run", str(spec), "--address", two_nodes.gcs, "--out", str(out), "--no-progress", env=DRIVER_ENV))
+    n, ran, skipped = _summary(text)
+    assert n == ran == stored(ref) and skipped == 0
+    same_results(out, ref)
+
+
 # ---- quick: bad input, the job's command, the runtime_env (no cluster) ---------------------
 
 
@@ -364,6 +381,8 @@ def test_runtime_env_for_cluster_runs(monkeypatch):
     import sweeps
     import cluster as cluster_pkg
     from cluster.jobs import shipping_runtime_env
+    from cluster.jobs import JobsError
+    from sweeps.errors import ClusterError
     from sweeps.runner import _cluster_runtime_env
 
     import ray
@@ -388,9 +407,9 @@ def test_runtime_env_for_cluster_runs(monkeypatch):
     assert _cluster_runtime_env(None, None, None, True)["py_modules"]
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # inside a Ray Job: the job's env applies
     assert _cluster_runtime_env(None, None, None, True) is None
-    with pytest.raises(ValueError, match="max_in_flight"):
+    with pytest.raises(ClusterError, match="max_in_flight"):
         _cluster_runtime_env(None, 4, None, True)
-    with pytest.raises(ValueError, match="not a Python package"):
+    with pytest.raises(JobsError, match="not a Python package"):
         shipping_runtime_env([Path(core.__file__).parent.parent / "examples"])
 
 

@@ -14,12 +14,12 @@ from core.params import Params
 from core.vectorized import chunk_trials, iter_chunks, replay_draws, shard_seed, simulate, simulate_draws
 
 from core_helpers import mismatches
+from param_strategies import params_strategy
 
 CLEAN, RACE, HANG, TIMEOUT = (OUTCOMES.index(o) for o in ("clean", "race", "hang", "timeout"))
 
 times = st.floats(0.0, 2e3)
-params = st.builds(
-    Params,
+params = params_strategy(
     n_cpus=st.integers(2, 24),
     ipi_jitter_us=times,
     irq_off_mean_us=times,

@@ -219,3 +219,35 @@ def test_owned_session_is_shut_down_on_interrupt():
     assert proc.returncode == 0, proc.stderr[-2000:]
     # 2 results delivered before the third on_result raised; Ray is down afterwards
     assert proc.stdout.split() == ["interrupted", "2", "3", "False"]
+
+
+def test_wait_pulls_again_after_results_arrive(ray_session, capfd):
+    """A task iterator that depends on results (adaptive waves) yields WAIT; run_map keeps going."""
+    from cluster.executor import WAIT
+
+    results: dict[int, int] = {}
+
+    def chain():
+        # task i + 1 is only known once task i's result is in: every pull before that is WAIT
+        i = 0
+        yield 1
+        while i < 5:
+            if i + 1 in results:
+                i += 1
+                yield results[i] + 1
+            else:
+                yield WAIT
+
+    seen = []
+    stats = run_map(square, chain(), on_result=lambda t, r: (results.__setitem__(len(results) + 1, r), seen.append(t)),
+                    progress=True, describe=lambda: f"chain at {len(results)}")
+    # 1 -> 1, 2 -> 4, 5 -> 25, 26 -> 676, 677 -> 458329, 458330
+    assert seen == [1, 2, 5, 26, 677, 458330] and stats.tasks == 6
+    assert "chain at 6" in capfd.readouterr().err  # the description follows describe()
+
+
+def test_wait_with_nothing_in_flight_is_a_bug(ray_session):
+    from cluster.executor import WAIT
+
+    with pytest.raises(RuntimeError, match="nothing is in flight"):
+        run_map(square, iter([WAIT]), on_result=lambda t, r: None, progress=False)

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import synthetic_results as sr
+from core.errors import StopraceError
 from core.histogram import N_BINS, quantile
 from core.outcomes import EVENT_OUTCOMES, OUTCOMES
 from core.params import DEFAULTS, PARAM_NAMES
@@ -240,10 +241,19 @@ def test_bad_dirs_are_one_line_errors(tmp_path, grid_dir):
     shutil.copytree(grid_dir, tmp_path / "copy")
     with pytest.raises(QueryError, match="same sweep"):
         connect(grid_dir, tmp_path / "copy")
-    with pytest.raises(QueryError):
+    with pytest.raises(QueryError, match="no results dir given"):
         connect()
     for e in (QueryError("x"),):
-        assert isinstance(e, ValueError)
+        assert isinstance(e, StopraceError)
+
+
+def test_query_errors_reach_the_user_as_one_line_and_exit_2(capsys, tmp_path):
+    # every connect() refusal above is a user error: the CLI prints it on one line, exit 2
+    (tmp_path / "nopoints").mkdir()
+    (tmp_path / "nopoints" / "manifest.json").write_text('{"spec_hash": "x"}')
+    for d, needle in ((tmp_path / "nope", "does not exist"), (tmp_path / "nopoints", "no points files")):
+        rc, out, err = _run(capsys, "query", d, "--sql", "SELECT 1")
+        assert rc == 2 and out == "" and needle in err and len(err.strip().splitlines()) == 1, (rc, out, err)
 
 
 def test_unreadable_points_file_is_a_query_error(tmp_path, noevents_dir):
@@ -385,30 +395,41 @@ def test_hang_conditions_rejects_unknown_param(con):
 
 
 def test_sensitivity(con, ref):
+    """Each swept axis against an independent selection: other axes at their lower-middle value, the scenario
+    axes (wait, mitigation) never held but split out, one row per (axis, value, scenario)."""
     t = run_named(con, "sensitivity").to_pylist()
     pts = list(ref.values())
     axes = [n for n in PARAM_NAMES if len({p[n] for p in pts}) > 1]
     assert axes == ["n_cpus", "wbinvd_us", "mitigation"]
+    split = [a for a in axes if a in ("wait", "mitigation")]
     med = {}
     for a in axes:
+        if a in split:
+            continue
         vals = sorted({p[a] for p in pts})
-        med[a] = DEFAULTS[a] if isinstance(vals[0], str) else vals[(len(vals) - 1) // 2]
-    assert med == {"n_cpus": 64, "wbinvd_us": 1000.0, "mitigation": "none"}
+        med[a] = vals[(len(vals) - 1) // 2]
+    assert med == {"n_cpus": 64, "wbinvd_us": 1000.0}
     want = []
     for a in axes:
-        for v in sorted({p[a] for p in pts}):
-            sel = [p for p in pts if p[a] == v and all(p[b] == med[b] for b in axes if b != a)]
-            n = sum(p["trials"] for p in sel)
-            k = sum(p["race"] for p in sel)
-            want.append((a, v, len(sel), n, k, k / n, *wilson(k, n)))
-    assert len(t) == len(want)
+        scen_axes = [b for b in split if b != a]
+        scenarios = sorted({tuple(p[b] for b in scen_axes) for p in pts})
+        for sc in scenarios:
+            for v in sorted({p[a] for p in pts}):
+                sel = [p for p in pts if p[a] == v and all(p[b] == x for b, x in zip(scen_axes, sc))
+                       and all(p[b] == med[b] for b in med if b != a)]
+                assert len(sel) == 1
+                n, k = sel[0]["trials"], sel[0]["race"]
+                scen = " ".join(f"{b}={x}" for b, x in zip(scen_axes, sc))
+                want.append((a, v, scen, n, k, k / n, *wilson(k, n)))
+    assert len(t) == len(want) == 3 * 2 + 3 * 2 + 2
     for g, w in zip(t, want):
-        a, v, npts, n, k, p, lo, hi = w
+        a, v, scen, n, k, p, lo, hi = w
         assert g["axis"] == a and g["value"] == str(v)  # DuckDB's text of the value: '64', '1000.0', 'none'
-        assert (g["points"], g["trials"], g["race"]) == (npts, n, k)
+        assert g["scenario"] == scen and g["estimator"] == "naive"
+        assert (g["trials"], g["race"]) == (n, k)
         assert close(g["p_race"], p) and close(g["p_race_lo"], lo) and close(g["p_race_hi"], hi)
     held = {g["axis"]: g["held"] for g in t}
-    assert held["n_cpus"] == "wbinvd_us=1000 mitigation=none"
+    assert held["n_cpus"] == "wbinvd_us=1000" and held["mitigation"] == "n_cpus=64 wbinvd_us=1000"
 
 
 def test_mitigation_effect(con, ref):
@@ -422,8 +443,10 @@ def test_mitigation_effect(con, ref):
         f = flush[key]
         g = by_differs[reference_differs(n, skip=("mitigation",))]
         assert (g["trials_none"], g["trials_flush"]) == (n["trials"], f["trials"])
+        assert g["estimator"] == "naive"
         assert close(g["p_race_none"], n["p_race"]) and close(g["p_race_flush"], f["p_race"])
-        assert close(g["race_ratio"], f["p_race"] / n["p_race"])
+        assert close(g["race_factor"], n["p_race"] / f["p_race"])
+        assert g["race_factor_lo"] <= g["race_factor"] <= g["race_factor_hi"]
         assert close(g["t_p99_change_us"], f["t_p99_us"] - n["t_p99_us"], rel=1e-9)
         assert close(g["t_mean_change_us"], f["t_mean_us"] - n["t_mean_us"], rel=1e-9)
         assert g["preflush_us"] is None
@@ -665,7 +688,8 @@ def test_cli_plot_heatmap_and_lines(capsys, grid_dir, tmp_path):
     assert _png_size(f2) == (300, 200) and "aggregated" not in out
     f3 = tmp_path / "t.png"
     rc, _, err = _run(capsys, "plot", grid_dir, "--x", "wbinvd_us", "--y", "mitigation", "--metric", "t_p99_us", "-o", f3)
-    assert rc == 0, err and f3.stat().st_size > 0
+    assert rc == 0, err
+    assert _png_size(f3) == (800, 600) and f3.stat().st_size > 5000
 
 
 def test_plot_api_reports_aggregation(con, tmp_path):

@@ -295,8 +295,10 @@ def test_cmc_sweep_outcomes_merge_shards_exactly(cmc_run):
             assert g[f"p_{what}_cmc_hi"] == pytest.approx(hi, rel=1e-6)
             assert 0 <= g[f"p_{what}_cmc_lo"] < g[f"p_{what}_cmc_hi"]
         # the cmc estimate agrees with the naive count of the same trials (99.9%, combined)
-        se = (g["p_race_cmc_var"] + g["p_race"] * (1 - g["p_race"]) / g["trials"]) ** 0.5
-        assert abs(g["p_race_cmc"] - g["p_race"]) < 3.3 * se + 1e-12
+        assert g["estimator"] == "cmc" and g["p_race"] == g["p_race_cmc"]
+        assert g["p_race_naive"] == pytest.approx(g["race"] / g["trials"], rel=1e-12)
+        se = (g["p_race_cmc_var"] + g["p_race_naive"] * (1 - g["p_race_naive"]) / g["trials"]) ** 0.5
+        assert abs(g["p_race_cmc"] - g["p_race_naive"]) < 3.3 * se + 1e-12
 
 
 def test_capacity_uses_the_cmc_interval(cmc_run):
@@ -305,14 +307,15 @@ def test_capacity_uses_the_cmc_interval(cmc_run):
 
     _, out = cmc_run
     con = connect(out)
-    cap = capacity(con, 0.5, metric="p_race")
+    cap = capacity(con, 0.5, metric="p_race", by=["p_stall"])
     cells = cap.cells.to_pylist()
+    want = {(r["p_stall"], r["n_cpus"]): r for r in
+            con.sql("SELECT * FROM outcomes").to_arrow_table().to_pylist()}
     con.close()
-    assert cells and all(c["estimator"] == "cmc" for c in cells)
-    from core.stats import wilson
-
-    for c in cells:  # the tighter of Wilson and cmc, each at 97.5%
-        assert c["p_hi"] <= wilson(c["k"], c["trials"], 0.975)[1] * (1 + 1e-12)
+    assert len(cells) == len(want) == 4 and all(c["estimator"] == "cmc" for c in cells)
+    for c in cells:  # one point per cell: exactly its cmc estimate and interval (never intersected with Wilson)
+        w = want[(c["p_stall"], c["n_cpus"])]
+        assert (c["p"], c["p_lo"], c["p_hi"]) == (w["p_race_cmc"], w["p_race_cmc_lo"], w["p_race_cmc_hi"])
         assert c["p_lo"] <= c["p"] <= c["p_hi"]
 
 

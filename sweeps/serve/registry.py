@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.errors import StopraceError
 from sweeps.spec import SpecError, SweepSpec, parse_spec
 from sweeps.storage import StoreError, is_uri, locate
 from sweeps.store import MANIFEST, SPEC_FILE, RangeSet
@@ -28,7 +29,7 @@ from sweeps.store import MANIFEST, SPEC_FILE, RangeSet
 __all__ = ["Served", "Registry", "ServeError", "NotFound", "Conflict", "read_manifest", "count_ranges"]
 
 
-class ServeError(ValueError):
+class ServeError(StopraceError):
     """A request the server refuses (HTTP 400 unless a subclass says otherwise); one line."""
 
     status = 400

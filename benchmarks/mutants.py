@@ -1,0 +1,398 @@
+"""Mutation check of the test suite: do the tests catch small, deliberate bugs?
+
+Each mutant replaces one exact snippet of one source file. For each selected mutant a
+fresh temporary copy of the repository's files (tracked plus untracked-but-not-ignored,
+so uncommitted work counts) is made, the snippet is replaced there, the mutant's own
+test files / node ids are run with `pytest -x` on that copy (PYTHONPATH = the copy), and
+the copy is deleted. A mutant is *killed* when pytest fails (or times out), *survives*
+when the tests pass. Before any mutant, the union of the selected tests is run once on an
+unmutated copy (the baseline): a red baseline would "kill" everything, so it aborts.
+
+    python benchmarks/mutants.py                  # all mutants (~15-25 min on 2 shared cores)
+    python benchmarks/mutants.py --only capacity  # mutants whose name, file or class matches
+    python benchmarks/mutants.py --check          # only check that every snippet is still there
+    python benchmarks/mutants.py --list
+
+A snippet that is not found exactly once in its file is *stale* (the code moved on): it
+is reported by name with its file and the exit status is 2, so a stale list is noticed
+rather than silently skipped; the other mutants still run. Not part of CI (too slow);
+run it before resolving an issue that touches tests, and update the snippets it flags.
+Exit status: 0 done, 1 baseline red or kill rate under --fail-under, 2 stale snippet(s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One deliberate bug: `old` (must occur exactly once in `file`) becomes `new`."""
+
+    name: str
+    cls: str  # the class of bug (issue 14 names some), for --only and the report
+    file: str
+    old: str
+    new: str
+    tests: tuple[str, ...]  # test files or node ids (relative to the repo root) that should kill it
+    what: str  # one line
+
+
+def M(name: str, cls: str, file: str, old: str, new: str, tests: str | tuple[str, ...], what: str) -> Mutant:
+    return Mutant(name, cls, file, old, new, (tests,) if isinstance(tests, str) else tuple(tests), what)
+
+
+CORE_T = ("tests/test_core_forced.py", "tests/test_core_ties.py", "tests/test_core_agreement.py")
+TIES = "tests/test_core_ties.py"
+ROWS = "tests/test_shard_rows.py"
+CMC_T = "tests/test_cmc.py"
+PRECISION_T = tuple(f"tests/test_precision.py::{t}" for t in (
+    "test_decide_hand_cases", "test_half_width_exactly_at_the_bound_is_precise", "test_naive_zero_events_hand_computed",
+    "test_target_only_and_rel_only_rules", "test_naive_tally_matches_independent_recomputation",
+    "test_cmc_tally_pools_like_one_pass_over_all_trials", "test_sql_precision_status_equals_decide"))
+
+# Equivalent mutants (no behaviour changes, so no test can kill them) are left out, e.g.
+# `cand = c >= t_nmi` in _send_clock (the sequential walk corrects the candidate set) or
+# dropping `is_racer &= ~hang[ri]` (a hang's NaN T_done already makes every race test false).
+MUTANTS: list[Mutant] = [
+    # ---------------------------------------------------------------- core: equality rules (issue 14)
+    M("racer_at_equality", "tie", "core/vectorized.py",
+      "is_racer = ~ded & (a >= cc)", "is_racer = ~ded & (a > cc)", TIES,
+      "an NMI arriving exactly at the clear is no longer a racer (vectorized)"),
+    M("walk_reported_at_equality", "tie", "core/vectorized.py",
+      "sent = cand & (c > s)", "sent = cand & (c >= s)", TIES,
+      "a CPU clearing exactly at its all-sent visit time gets an NMI (vectorized fast path)"),
+    M("walk_sequential_at_equality", "tie", "core/vectorized.py",
+      "hit = ca[:, j] > clock", "hit = ca[:, j] >= clock", TIES,
+      "a CPU clearing exactly at its visit time gets an NMI (vectorized sequential walk)"),
+    M("during_wbinvd_at_equality", "tie", "core/vectorized.py",
+      "np.where(a < c, c + h, c)", "np.where(a <= c, c + h, c)", TIES,
+      "an NMI arriving exactly at the clear re-runs stop_this_cpu() (vectorized f_i)"),
+    M("ref_racer_at_equality", "tie", "core/reference.py",
+      "elif a < cpu.clear:", "elif a <= cpu.clear:", TIES,
+      "the scalar reference treats an arrival at the clear as during-WBINVD"),
+    M("ref_reported_at_equality", "tie", "core/reference.py",
+      "if cpu.clear <= s:", "if cpu.clear < s:", TIES,
+      "the scalar reference sends an NMI to a CPU clearing exactly at its visit"),
+    M("clean_at_deadline", "tie", "core/vectorized.py",
+      "clean = cmax <= p.t1_us", "clean = cmax < p.t1_us", "tests/test_core_forced.py",
+      "a stop exactly at T1 goes to the NMI phase"),
+    # ---------------------------------------------------------------- core: the model
+    M("no_wbinvd_in_clear", "core", "core/vectorized.py",
+      "np.add(c, d.w, out=c, where=dirty)", "np.add(c, 0.0, out=c, where=dirty)", CORE_T,
+      "dirty CPUs clear without their WBINVD when only some are dirty"),
+    M("prologue_dropped", "core", "core/vectorized.py",
+      "c = e + p.prologue_us", "c = e + 0.0", CORE_T,
+      "the stop_this_cpu() prologue is left out of c_i"),
+    M("clock_step_twice", "core", "core/vectorized.py",
+      "incr = np.where(cand, step, 0.0)", "incr = np.where(cand, 2 * step, 0.0)", CORE_T,
+      "each NMI send advances the clock twice"),
+    M("t_loop_ignores_last_send", "core", "core/vectorized.py",
+      "t_loop = s[:, -1] + np.where(sent[:, -1], p.nmi_send_us, 0.0)", "t_loop = s[:, -1]", CORE_T,
+      "T_loop misses the send to the last CPU"),
+    M("handoff_ignored", "core", "core/vectorized.py",
+      "races = end > t_done[rr] + p.handoff_us", "races = end > t_done[rr]", CORE_T,
+      "a racer races whenever its handler outlasts T_done"),
+    M("first_racer_max", "core", "core/vectorized.py",
+      "np.minimum.at(first, rr[races], rc[races] + 1)", "np.maximum.at(first, rr[races], rc[races] + 1)", CORE_T,
+      "first_racer_cpu is the highest racing CPU"),
+    M("timeout_beats_race", "core", "core/vectorized.py",
+      "[hang, race, timeout], [HANG, RACE, TIMEOUT]", "[hang, timeout, race], [HANG, TIMEOUT, RACE]", CORE_T,
+      "a timeout outranks a race"),
+    M("deadline_unscaled", "core", "core/vectorized.py",
+      "deadline = t_loop + p.nmi_wait_scaled_us", "deadline = t_loop + p.nmi_wait_us", CORE_T,
+      "wait=0 deadline ignores udelay_factor"),
+    M("before_entry_no_w", "core", "core/vectorized.py",
+      "np.where(dirty, a + p.prologue_us + w, a + p.prologue_us)", "a + p.prologue_us", CORE_T,
+      "an NMI before entry skips the CPU's own WBINVD"),
+    M("early_flush_keeps_dirty", "core", "core/vectorized.py",
+      "dirty = np.zeros_like(d.dirty) if early else d.dirty", "dirty = d.dirty", CORE_T,
+      "early_flush no longer removes WBINVD from the stop"),
+    M("hang_never", "core", "core/vectorized.py",
+      "hang = np.isinf(F)", "hang = np.isinf(F) & False", CORE_T,
+      "wait=1 with a dead CPU never hangs (T_done becomes inf)"),
+    M("stall_law_sigma", "core", "core/draws.py",
+      "x *= sigma", "x *= 2 * sigma", "tests/test_core_agreement.py",
+      "the log-normal laws use twice their sigma (vectorized draws only)"),
+    M("rare_flags_double", "core", "core/draws.py",
+      "k = int(rng.binomial(size, p))", "k = int(rng.binomial(size, min(1.0, 2 * p)))",
+      "tests/test_core_agreement.py",
+      "rare Bernoulli flags (p < 0.05) fire twice as often"),
+    M("nmi_jitter_dropped", "core", "core/draws.py",
+      "nmi = exponential(rng, p.nmi_jitter_us, count)", "nmi = exponential(rng, 0.5 * p.nmi_jitter_us, count)",
+      "tests/test_core_agreement.py", "NMI latency jitter halved (lazy NMI-path draws)"),
+    M("chunk_offset_replay", "core", "core/vectorized.py",
+      "c, i = divmod(trial, per)", "c, i = 0, trial % per", ("tests/test_shard_rows.py", "tests/test_cmc.py::test_determinism_and_replay"),
+      "replay recomputes chunk 0 whatever the trial"),
+    # ---------------------------------------------------------------- cmc
+    M("cmc_var_n", "cmc", "core/cmc_stats.py",
+      "return self.m2 / (self.n - 1) / self.n", "return self.m2 / self.n / self.n", CMC_T,
+      "cmc variance of the mean with /n instead of /(n-1)"),
+    M("cmc_combine_var", "cmc", "core/cmc_stats.py",
+      "return big_n, mean, ss / (big_n - 1) / big_n", "return big_n, mean, ss / big_n / big_n", CMC_T,
+      "combine() pools variances with /N"),
+    # ---------------------------------------------------------------- sweeps: rows
+    M("event_trial_no_offset", "rows", "sweeps/shard.py",
+      'ev["trial"] += (idx + start).tolist()', 'ev["trial"] += idx.tolist()', ROWS,
+      "events rows lose the chunk's first-trial offset"),
+    M("naive_race_timeout_swapped", "rows", "core/estimators.py",
+      'race, bad = naive_estimate(self.counts.count("race"), n), naive_estimate(self.counts.bad, n)',
+      'race, bad = naive_estimate(self.counts.count("timeout"), n), naive_estimate(self.counts.bad, n)', ROWS,
+      "the naive points row estimates p_race from the timeout count"),
+    M("naive_var_n", "rows", "core/estimators.py",
+      "return p, (p * (1 - p) / (n - 1) if n > 1 else 0.0)", "return p, (p * (1 - p) / n if n > 1 else 0.0)", ROWS,
+      "naive variance of the mean with /n instead of /(n-1)"),
+    M("counts_race_as_timeout", "rows", "sweeps/shard.py",
+      "**{o: summary.count(o) for o in OUTCOMES},", '**{o: summary.count("timeout" if o == "race" else o) for o in OUTCOMES},',
+      ROWS, "the points row's race column holds the timeout count"),
+    M("shard_seed_swapped", "rows", "core/vectorized.py",
+      "return np.random.SeedSequence([int(point_seed), int(shard)])",
+      "return np.random.SeedSequence([int(shard), int(point_seed)])",
+      ROWS, "shard seeds are built in the wrong order (MODEL.md: [point_seed, k])"),
+    M("t_done_max_min", "rows", "core/summary.py",
+      "self.t_done_max_us = float(np.fmax(self.t_done_max_us, t.max()))",
+      "self.t_done_max_us = float(np.fmax(self.t_done_max_us, t.min()))", ROWS,
+      "the stop-time max keeps chunk minima"),
+    M("hist_bins_per_decade", "rows", "core/histogram.py",
+      "b = np.floor(BINS_PER_DECADE * np.log10(t))", "b = np.floor(BINS_PER_DECADE * np.log10(t) + 0.5)",
+      ("tests/test_stats.py", "tests/test_queries.py"),
+      "histogram bins rounded instead of floored"),
+    # ---------------------------------------------------------------- sweeps: grid, spec
+    M("shard_size_last", "grid", "sweeps/grid.py",
+      "return min(self.shard_trials, self.trials - k * self.shard_trials)", "return self.shard_trials",
+      "tests/test_grid.py", "the last shard is as big as the others"),
+    M("point_seed_ignores_sweep_seed", "grid", "sweeps/grid.py",
+      'self.seed_prefix = f"{spec.seed}:".encode()', 'self.seed_prefix = b"0:"',
+      "tests/test_grid.py", "point seeds no longer depend on the sweep's seed"),
+    M("total_cpu_trials_others", "grid", "sweeps/grid.py",
+      "return cpu_trials(cpu_sum, spec.trials) * others", "return cpu_trials(cpu_sum, spec.trials)",
+      "tests/test_grid.py", "the planned CPU-trials ignore the other axes"),
+    # ---------------------------------------------------------------- stats
+    M("wilson_z2_centre", "stats", "core/stats.py",
+      "centre = (p + z2 / (2 * n)) / denom", "centre = (p + z2 / n) / denom",
+      ("tests/test_stats.py", "tests/test_queries.py"), "Wilson centre with z^2/n instead of z^2/2n"),
+    M("quantile_no_interpolation", "quantile", "core/histogram.py",
+      "value = float(10.0 ** ((b + frac) / BINS_PER_DECADE))", "value = float(10.0 ** (b / BINS_PER_DECADE))",
+      ("tests/test_stats.py", "tests/test_queries.py"), "Python quantile without interpolation inside the bin"),
+    M("quantile_tie_right", "quantile", "core/histogram.py",
+      'b = int(np.searchsorted(cum, target, side="left"))', 'b = int(np.searchsorted(cum, target, side="right"))',
+      ("tests/test_stats.py", "tests/test_queries.py"), "Python quantile takes the next bin at an exact cumulative tie"),
+    # ---------------------------------------------------------------- queries
+    M("sql_p50_tie", "quantile", "queries/sql/_outcomes.sql",
+      "FILTER (WHERE c >= 0.5::DOUBLE * tot) AS x50", "FILTER (WHERE c > 0.5::DOUBLE * tot) AS x50",
+      ("tests/test_stats.py", "tests/test_queries.py"), "SQL p50 skips the bin whose cumulative count equals the target"),
+    M("sql_bad_without_hang", "queries", "queries/sql/_outcomes.sql",
+      "prob(timeout + race + hang, trials) AS p_bad,", "prob(timeout + race, trials) AS p_bad,",
+      "tests/test_queries.py", "p_bad leaves hangs out"),
+    M("sql_mean_over_all_trials", "queries", "queries/sql/_outcomes.sql",
+      "CASE WHEN trials - hang > 0 THEN t_sum_us / (trials - hang) END AS t_mean_us",
+      "CASE WHEN trials > 0 THEN t_sum_us / trials END AS t_mean_us",
+      "tests/test_queries.py", "mean stop time divides by hangs too"),
+    M("sql_wilson_half", "queries", "queries/sql/_macros.sql",
+      "+ z * z / (4.0 * n::DOUBLE * n::DOUBLE)", "+ z * z / (2.0 * n::DOUBLE * n::DOUBLE)",
+      "tests/test_queries.py", "the SQL Wilson half-width differs from core.stats.wilson"),
+    M("sql_pooled_var_n", "queries", "queries/sql/_macros.sql",
+      "greatest(0.0, (ss - n * m * m) / (n - 1.0) / n)", "greatest(0.0, (ss - n * m * m) / n / n)",
+      ("tests/test_queries.py", "tests/test_sweep_e2e.py::test_cmc_sweep_outcomes_merge_shards_exactly"),
+      "pooled cmc variance with /N"),
+    M("capacity_best_case", "capacity", "queries/sql/_capacity.sql",
+      "max(p_hi) AS p_hi,", "min(p_hi) AS p_hi,",
+      ("tests/test_queries.py", "tests/test_sweep_e2e.py::test_capacity_uses_the_cmc_interval"),
+      "capacity takes the best case over the other axes instead of the worst"),
+    M("capacity_p99_sum", "capacity", "queries/sql/_capacity.sql",
+      "max(t_p99_us) AS t_p99_us,\n        max(t_p999_us) AS t_p999_us\n    FROM cells",
+      "sum(t_p99_us) AS t_p99_us,\n        sum(t_p999_us) AS t_p999_us\n    FROM cells",
+      ("tests/test_queries.py", "tests/test_sweep_e2e.py::test_capacity_uses_the_cmc_interval"),
+      "capacity sums p99/p999 over the folded axes instead of taking the max"),
+    M("capacity_wilson_only", "capacity", "queries/sql/_capacity.sql",
+      "least(cmc_hi_z(cmc_m, cmc_v, cmc_n, @@ymax@@, @@z975@@, 0.0125), wilson_hi_z(k, trials, @@z975@@))",
+      "wilson_hi_z(k, trials, @@z975@@)",
+      ("tests/test_queries.py", "tests/test_sweep_e2e.py::test_capacity_uses_the_cmc_interval"),
+      "capacity drops the cmc bound and keeps Wilson only"),
+    M("capacity_lo_not_hi", "capacity", "queries/capacity.py",
+      'return c["p_hi"] < target_p', 'return c["p_lo"] < target_p',
+      "tests/test_queries.py", "capacity passes a cell on its lower bound"),
+    # ---------------------------------------------------------------- adaptive precision (issue 12)
+    M("precision_below_on_lo", "precision", "core/precision.py",
+      "        if est.hi < rule.target:\n            return BELOW",
+      "        if est.lo < rule.target:\n            return BELOW", PRECISION_T,
+      "a point is declared below target when its lower bound is"),
+    M("precision_width_strict", "precision", "core/precision.py",
+      "(est.hi - est.lo) / 2.0 <= rule.rel_half_width * est.p", "(est.hi - est.lo) / 2.0 < rule.rel_half_width * est.p",
+      PRECISION_T, "a half-width exactly at the bound is not precise"),
+    M("precision_min_trials", "precision", "core/precision.py",
+      "    if n < rule.min_trials:\n        return OPEN", "    if n <= rule.min_trials:\n        return OPEN",
+      PRECISION_T, "a point with exactly min_trials trials stays open"),
+    M("precision_cmc_ymax", "precision", "core/precision.py",
+      'return float(n_cpus - 1 if metric == "p_race" else n_cpus)', "return float(n_cpus)",
+      PRECISION_T, "the cmc interval of p_race is bounded by n_cpus instead of n_cpus - 1"),
+]
+
+
+
+# ------------------------------------------------------------------------------------ running
+
+
+def repo_files(root: Path) -> list[str]:
+    """Tracked plus untracked-but-not-ignored files (so uncommitted work is what is tested)."""
+    out = subprocess.run(
+        ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        check=True, capture_output=True,
+    ).stdout.decode()
+    return sorted({f for f in out.split("\0") if f and (root / f).is_file()})
+
+
+def make_copy(root: Path, files: list[str]) -> Path:
+    dst = Path(tempfile.mkdtemp(prefix="stoprace-mutant-"))
+    for f in files:
+        target = dst / f
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / f, target)
+    return dst
+
+
+def stale(m: Mutant, root: Path) -> str | None:
+    """Why the mutant cannot be applied (snippet missing or ambiguous), or None."""
+    path = root / m.file
+    if not path.is_file():
+        return f"{m.file} does not exist"
+    n = path.read_text().count(m.old)
+    if n != 1:
+        first = m.old.splitlines()[0] if m.old else ""
+        return f"{m.file}: snippet found {n} times (want 1): {first!r}"
+    for t in m.tests:
+        if not (root / t.split("::")[0]).is_file():
+            return f"test {t.split('::')[0]} does not exist"
+    return None
+
+
+def run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[bool, str, float]:
+    """(passed, tail of output, seconds) of `pytest -x` over `tests` in the copy."""
+    env = dict(os.environ, PYTHONPATH=str(copy), PYTHONDONTWRITEBYTECODE="1")
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", *tests]
+    t0 = time.monotonic()
+    try:
+        r = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False, f"timed out after {timeout:.0f} s", time.monotonic() - t0
+    tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-3:])
+    return r.returncode == 0, tail, time.monotonic() - t0
+
+
+def run_mutant(m: Mutant, root: Path, files: list[str], timeout: float) -> tuple[str, str, float]:
+    """("killed" | "survived", detail, seconds) on a fresh copy that is deleted afterwards."""
+    copy = make_copy(root, files)
+    try:
+        path = copy / m.file
+        path.write_text(path.read_text().replace(m.old, m.new, 1))
+        passed, tail, secs = run_tests(copy, m.tests, timeout)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+    return ("survived" if passed else "killed"), tail, secs
+
+
+def baseline_tests(todo: list[Mutant]) -> tuple[str, ...]:
+    """The union of the mutants' tests, a node id dropped when its whole file is listed too."""
+    tests = list(dict.fromkeys(t for m in todo for t in m.tests))
+    files = {t for t in tests if "::" not in t}
+    return tuple(t for t in tests if "::" not in t or t.split("::")[0] not in files)
+
+
+def select(patterns: list[str]) -> list[Mutant]:
+    if not patterns:
+        return list(MUTANTS)
+    def hit(m: Mutant, pat: str) -> bool:
+        return any(fnmatch.fnmatch(x, pat) or pat in x for x in (m.name, m.cls, m.file))
+    return [m for m in MUTANTS if any(hit(m, p) for p in patterns)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", action="append", default=[], metavar="PATTERN",
+                    help="mutants whose name, class or file matches (glob or substring); repeatable")
+    ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument("--check", action="store_true", help="only check that every snippet applies")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the unmutated run of the selected tests")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds per test run (default 600)")
+    ap.add_argument("--fail-under", type=float, default=0.0, help="exit 1 if the kill rate (%%) is below this")
+    ap.add_argument("--jobs", "-j", type=int, default=1, help="mutants run at once (default 1)")
+    ap.add_argument("--root", type=Path, default=ROOT, help="repository to mutate (default: this one)")
+    a = ap.parse_args(argv)
+
+    names = [m.name for m in MUTANTS]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        print(f"duplicate mutant names: {sorted(dup)}", file=sys.stderr)
+        return 2
+    chosen = select(a.only)
+    if not chosen:
+        print(f"no mutant matches {a.only}", file=sys.stderr)
+        return 2
+    if a.list:
+        for m in chosen:
+            print(f"{m.name:32} {m.cls:9} {m.file:28} {m.what}")
+        return 0
+
+    root = a.root.resolve()
+    bad = {m.name: why for m in chosen if (why := stale(m, root))}
+    for name, why in bad.items():
+        print(f"STALE     {name}: {why}")
+    if a.check:
+        print(f"{len(chosen) - len(bad)} of {len(chosen)} snippets apply")
+        return 2 if bad else 0
+    todo = [m for m in chosen if m.name not in bad]
+    files = repo_files(root)
+
+    if not a.no_baseline and todo:
+        tests = baseline_tests(todo)
+        groups = [tests[i::a.jobs] for i in range(min(a.jobs, len(tests)))]
+        copy = make_copy(root, files)
+        try:
+            with ThreadPoolExecutor(len(groups)) as pool:
+                runs = list(pool.map(lambda g: run_tests(copy, g, a.timeout * 4), groups))
+        finally:
+            shutil.rmtree(copy, ignore_errors=True)
+        ok = all(r[0] for r in runs)
+        print(f"baseline  {'green' if ok else 'RED'} in {max(r[2] for r in runs):.0f} s: {' '.join(tests)}", flush=True)
+        if not ok:
+            print("\n".join(r[1] for r in runs if not r[0]))
+            return 1
+
+    t_all = time.monotonic()
+    survivors: list[Mutant] = []
+    with ThreadPoolExecutor(a.jobs) as pool:
+        futures = {pool.submit(run_mutant, m, root, files, a.timeout): m for m in todo}
+        for fut in as_completed(futures):
+            m = futures[fut]
+            status, tail, secs = fut.result()
+            print(f"{status.upper():9} {m.name:32} {secs:6.1f} s  {m.what}", flush=True)
+            if status == "survived":
+                survivors.append(m)
+    survivors.sort(key=todo.index)
+    killed = len(todo) - len(survivors)
+    rate = 100.0 * killed / len(todo) if todo else 0.0
+    print(f"\nkilled {killed} of {len(todo)} mutants ({rate:.1f}%) in {time.monotonic() - t_all:.0f} s"
+          + (f"; {len(bad)} stale, not run" if bad else ""))
+    for m in survivors:
+        print(f"  survived: {m.name} [{m.cls}] {m.file}: {m.what}; tests {' '.join(m.tests)}")
+    for name, why in bad.items():
+        print(f"  stale: {name}: {why}")
+    if bad:
+        return 2
+    return 1 if rate < a.fail_under else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
