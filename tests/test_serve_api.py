@@ -122,6 +122,12 @@ def test_capacity_equals_the_cli_json(client, root, capsys):
                     "--hosts", "10000", "--kexecs-per-host-year", "12", "--format", "json")
     assert api.json() == cli
     assert cli["by"] == ["wait", "mitigation"] and len(cli["limits"]) == 4 and cli["fleet"]
+    fixed = client.get("/api/sweeps/naive/capacity", params={"target_p": "1e-2", "where": "wait = 1"}).json()
+    assert fixed == _cli_json(capsys, "capacity", root / "naive", "--target-p", "1e-2", "--where", "wait = 1",
+                              "--format", "json")
+    assert fixed["where"] == "wait = 1" and {r.get("wait", 1) for r in fixed["limits"]} == {1}
+    assert "refused" in _err(client.get("/api/sweeps/naive/capacity", params={
+        "target_p": "1e-2", "where": "(SELECT count(*) FROM read_csv('/etc/passwd')) > 0"}), 400)
     default = client.get("/api/sweeps/cmc/capacity", params={"target_p": "1e-6", "metric": "p_race"}).json()
     assert default == _cli_json(capsys, "capacity", root / "cmc", "--target-p", "1e-6", "--metric", "p_race",
                                 "--format", "json")

@@ -288,17 +288,22 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.get("/api/sweeps/{name}/capacity")
     def capacity_(name: str, target_p: float, by: str | None = None, metric: str = "p_bad",
-                  hosts: float | None = None, kexecs_per_host_year: float | None = None) -> Response:
+                  hosts: float | None = None, kexecs_per_host_year: float | None = None,
+                  where: str | None = None, split: str | None = None) -> Response:
         from queries.capacity import capacity
 
         for label, v in (("target_p", target_p), ("hosts", hosts), ("kexecs_per_host_year", kexecs_per_host_year)):
             if v is not None and not math.isfinite(v):
                 raise _Error(400, f"{label} must be a finite number")
-        axes = None if by is None else [a.strip() for a in by.split(",") if a.strip()]
+        axes = None if by is None else _names(by)
+        splits = _names(split or "")
+        where = where or None
         s = served(name)
-        key = ("capacity", target_p, None if axes is None else tuple(axes), metric, hosts, kexecs_per_host_year)
+        key = ("capacity", target_p, None if axes is None else tuple(axes), metric, hosts, kexecs_per_host_year,
+               where, tuple(splits))
         body = answers.get([s], key, lambda: _json_bytes(run_query([s], lambda con: capacity(
-            con, target_p, by=axes, metric=metric, hosts=hosts, kexecs_per_host_year=kexecs_per_host_year)).to_dict()))
+            con, target_p, by=axes, metric=metric, hosts=hosts, kexecs_per_host_year=kexecs_per_host_year,
+            where=where, split=splits)).to_dict()))
         return Response(body, media_type="application/json")
 
     @app.get("/api/sweeps/{name}/plot.svg")
@@ -375,6 +380,11 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=static), name="static")
     return app
+
+
+def _names(text: str) -> list[str]:
+    """'a, b' -> ['a', 'b'] (the API's spelling of the CLI's repeated AXIS arguments)."""
+    return [a.strip() for a in text.split(",") if a.strip()]
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

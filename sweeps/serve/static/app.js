@@ -211,6 +211,8 @@ async function loadCapacity() {
   const q = new URLSearchParams({ target_p: $("#target-p").value.trim(), metric: $("#cap-metric").value });
   const by = [...document.querySelectorAll(".cap-by-axis:checked")].map((c) => c.value);
   if (by.length) q.set("by", by.join(","));
+  const where = $("#cap-where").value.trim();
+  if (where) q.set("where", where);
   const hosts = $("#cap-hosts").value.trim(), kx = $("#cap-kexecs").value.trim();
   if (hosts) q.set("hosts", hosts);
   if (kx) q.set("kexecs_per_host_year", kx);
