@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,10 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
-
-from machine import machine  # noqa: E402
-from serve_helpers import Server  # noqa: E402
+import httpx
+from machine import machine
+from serve_helpers import Server
 
 EXAMPLE = ROOT / "examples" / "tdx-kexec-small.toml"
 

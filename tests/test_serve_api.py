@@ -10,16 +10,16 @@ child process and follows its progress through the API to done.
 from __future__ import annotations
 
 import hashlib
-import shutil
 import json
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-
 from serve_helpers import FIXTURES as FIXTURES_DIR
 from serve_helpers import TINY_SPEC, results_root
+
 from sweeps.cli import main
 from sweeps.serve import ServeConfig, create_app, shutdown
 from sweeps.serve.app import OUTCOMES_SQL
@@ -91,8 +91,14 @@ def test_sweeps_listed_with_progress_from_manifests(client, root):
         assert s["status"] == ("complete" if done else "partial")
         assert (s["progress"] == 1.0) == done and 0 <= s["progress"] <= 1
     one = client.get("/api/sweeps/naive").json()
-    assert one["axes"] == {"n_cpus": [8, 64], "wait": [0, 1], "mitigation": ["none", "early_flush"]} \
-        or set(one["axes"]) == {"n_cpus", "wait", "mitigation"}
+    # the axes as the distinct values the stored rows hold (release1-naive: n_cpus 8/64 x mitigation x wait)
+    import pyarrow.parquet as pq
+
+    rows = [pq.read_table(f, columns=["n_cpus", "wait", "mitigation"]).to_pylist()
+            for f in (root / "naive" / "points").glob("*.parquet")]
+    for axis, values in one["axes"].items():
+        assert sorted(values, key=str) == sorted({r[axis] for t in rows for r in t}, key=str)
+    assert set(one["axes"]) == {"n_cpus", "wait", "mitigation"}
     assert "p_bad" in one["metrics"] and "t_p99_us" in one["metrics"]
 
 
@@ -391,3 +397,24 @@ def test_answers_are_kept_until_the_manifest_changes(tmp_path):
     assert answers.get(s, ("a",), compute) == 3
     answers.get(s, ("c",), compute), answers.get(s, ("d",), compute)  # size 2: ("a",) evicted
     assert answers.get(s, ("a",), compute) == 6
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--host", "0.0.0.0"], "exposes the server beyond this machine: give --token"),
+    (["--host", "0.0.0.0", "--token", "short"], "at least 8 characters"),
+    (["--port", "0"], "must be in 1..65535"),
+    (["--query-timeout", "0"], "must be positive"),
+    (["/nonexistent/results"], "no such directory"),
+])
+def test_serve_cli_refuses_bad_options(capsys, argv, message):
+    assert message in _cli_error(capsys, "serve", *argv)
+
+
+def test_serve_cli_refuses_a_busy_port(capsys, root):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert "cannot listen on 127.0.0.1" in _cli_error(capsys, "serve", str(root), "--port", str(port))

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from serve_helpers import ROOT, TINY_SPEC, Server, results_root
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -32,8 +31,8 @@ pytestmark = [
 ]
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +101,7 @@ def _tab(drv, name):
 
 
 def test_sweeps_listed(world, browser, shots):
-    server, root, _ = world
+    server, _, _ = world
     browser.get(server.url + "/")
     _wait(browser, lambda d: len(_sweep_rows(d)) == 2, what="2 sweeps listed")
     rows = _sweep_rows(browser)

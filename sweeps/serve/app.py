@@ -34,14 +34,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import StopraceError
 from core.params import PARAM_NAMES
-from queries.db import QueryError
 from queries.format import to_json_bytes
 from sweeps.serve.pool import Answers, Pool, limited
-from sweeps.serve.registry import Conflict, NotFound, Registry, ServeError, Served, count_ranges, read_manifest
+from sweeps.serve.registry import (
+    Conflict,
+    NotFound,
+    Registry,
+    Served,
+    ServeError,
+    count_ranges,
+    read_manifest,
+)
 from sweeps.serve.runs import Runner
 from sweeps.spec import SpecError, parse_spec
 
-__all__ = ["ServeConfig", "create_app", "OUTCOMES_SQL", "LOOPBACK_HOSTS"]
+__all__ = ["LOOPBACK_HOSTS", "OUTCOMES_SQL", "ServeConfig", "create_app"]
 
 log = logging.getLogger("stoprace.serve")
 

@@ -24,11 +24,11 @@ from typing import TypeVar
 import duckdb
 
 from queries import connect
-from sweeps.serve.registry import ServeError, Served
+from sweeps.serve.registry import Served, ServeError
 from sweeps.storage import is_uri
 from sweeps.store import MANIFEST
 
-__all__ = ["Pool", "Lease", "QueryTimeout", "limited"]
+__all__ = ["Lease", "Pool", "QueryTimeout", "limited"]
 
 T = TypeVar("T")
 _REMOTE_STAMP_S = 10.0

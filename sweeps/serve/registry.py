@@ -26,7 +26,7 @@ from sweeps.spec import SpecError, SweepSpec, parse_spec
 from sweeps.storage import StoreError, is_uri, locate
 from sweeps.store import MANIFEST, SPEC_FILE, RangeSet
 
-__all__ = ["Served", "Registry", "ServeError", "NotFound", "Conflict", "read_manifest", "count_ranges"]
+__all__ = ["Conflict", "NotFound", "Registry", "ServeError", "Served", "count_ranges", "read_manifest"]
 
 
 class ServeError(StopraceError):
