@@ -48,8 +48,8 @@ from core.stats import trials_needed as exact_trials_needed
 from core.stats import wilson, z_value
 
 from .db import QueryError, first_line, quote_ident, render_sql
-from .sandbox import refusal
 from .estimates import CONF
+from .sandbox import refusal
 
 __all__ = ["METRICS", "SCENARIO_AXES", "Capacity", "capacity", "wilson_trials_needed", "wilson_upper_zero"]
 

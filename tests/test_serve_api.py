@@ -350,6 +350,7 @@ def test_a_stopped_run_is_resumed_by_submitting_its_spec_again(tmp_path):
     spec runs only the missing tasks (the stored files stay byte-identical) and the rows then equal the
     complete run's (release1-naive, same spec), as a CLI resume does."""
     from serve_helpers import FIXTURES
+
     from sweep_helpers import read_dir, without_wall
 
     root = tmp_path / "results"
