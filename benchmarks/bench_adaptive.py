@@ -31,9 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import pyarrow.compute as pc  # noqa: E402
-
-from machine import machine  # noqa: E402  (benchmarks/machine.py)
+import pyarrow.compute as pc
+from machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,9 +56,9 @@ def _cpu_trials(t) -> int:
     return int(pc.sum(pc.multiply(t["n_cpus"].cast("int64"), t["trials"])).as_py())
 
 
-def compare(name: str, example: str, precision: str, max_trials: int, shard_trials: int, workers: int) -> dict:
-    from core.precision import DECIDED, EXHAUSTED, PointTally, ShardStats
+def compare(name: str, example: str, precision: str, max_trials: int, shard_trials: int, run_fixed: bool) -> dict:
     import queries
+    from core.precision import DECIDED, EXHAUSTED, PointTally, ShardStats
     from sweeps import run
     from sweeps.spec import parse_spec
 
@@ -70,8 +69,13 @@ def compare(name: str, example: str, precision: str, max_trials: int, shard_tria
     spec = parse_spec(auto_text)
     rule = spec.precision
     res: dict = {"name": name, "points": spec.n_points, "rule": rule}
+    from sweeps.grid import total_cpu_trials
+
+    res["fixed_cpu_trials_planned"] = total_cpu_trials(parse_spec(fixed_text))
     with tempfile.TemporaryDirectory() as tmp:
         for kind, text in (("adaptive", auto_text), ("fixed", fixed_text)):
+            if kind == "fixed" and not run_fixed:
+                break
             t0 = time.perf_counter()
             rep = run(parse_spec(text), Path(tmp) / kind, progress=False)
             res[f"{kind}_wall"] = time.perf_counter() - t0
@@ -80,6 +84,9 @@ def compare(name: str, example: str, precision: str, max_trials: int, shard_tria
             res[f"{kind}_cpu_trials"] = _cpu_trials(res[f"{kind}_rows"])
         con = queries.connect(Path(tmp) / "adaptive")
         auto_status = dict(con.execute("SELECT point_id, status FROM outcomes").fetchall())
+    res["auto_status"] = auto_status
+    if not run_fixed:
+        return res
     # the adaptive rows are a prefix of the fixed rows (same seeds and shard sizes)
     key = ["point_id", "shard"]
     fixed = res["fixed_rows"].drop_columns(["wall_s"]).sort_by([(k, "ascending") for k in key])
@@ -94,14 +101,26 @@ def compare(name: str, example: str, precision: str, max_trials: int, shard_tria
     kinds: dict[tuple[str, str], int] = {}
     for pid, s in fixed_status.items():
         kinds[(s, auto_status[pid])] = kinds.get((s, auto_status[pid]), 0) + 1
-    res.update(auto_status=auto_status, fixed_status=fixed_status, same=same, kinds=kinds)
+    res.update(fixed_status=fixed_status, same=same, kinds=kinds)
     assert all(s in DECIDED for s in auto_status.values())
     return res
 
 
 def report(r: dict) -> None:
-    ratio = r["fixed_cpu_trials"] / r["adaptive_cpu_trials"]
     print(f"\n== {r['name']}: {r['points']} points, rule {r['rule'].model_dump()}")
+    statuses: dict[str, int] = {}
+    for s in r["auto_status"].values():
+        statuses[s] = statuses.get(s, 0) + 1
+    print(f"adaptive decisions: {dict(sorted(statuses.items()))}")
+    if "fixed_wall" not in r:
+        rate = r["adaptive_cpu_trials"] / r["adaptive_wall"]
+        print(f"fixed     : {r['fixed_cpu_trials_planned']:.3e} CPU-trials (planned, not run); "
+              f"~{r['fixed_cpu_trials_planned'] / rate:.0f} s wall extrapolated at the adaptive run's rate")
+        print(f"adaptive  : {r['adaptive_cpu_trials']:.3e} CPU-trials, {r['adaptive_wall']:.1f} s wall")
+        print(f"ratio     : {r['fixed_cpu_trials_planned'] / r['adaptive_cpu_trials']:.1f}x fewer CPU-trials")
+        return
+    assert r["fixed_cpu_trials"] == r["fixed_cpu_trials_planned"]
+    ratio = r["fixed_cpu_trials"] / r["adaptive_cpu_trials"]
     print(f"fixed     : {r['fixed_cpu_trials']:.3e} CPU-trials, {r['fixed_wall']:.1f} s wall")
     print(f"adaptive  : {r['adaptive_cpu_trials']:.3e} CPU-trials, {r['adaptive_wall']:.1f} s wall")
     print(f"ratio     : {ratio:.1f}x fewer CPU-trials, {r['fixed_wall'] / r['adaptive_wall']:.1f}x less wall time")
@@ -111,9 +130,85 @@ def report(r: dict) -> None:
         print(f"    fixed {f:>16} / adaptive {a:>16}: {n}")
 
 
+SEARCH_SPEC = """
+name = "bench-search"
+seed = 3
+trials = "auto"
+shard_trials = 500
+task_seconds = 0.1
+
+[precision]
+metric = "p_bad"
+target = 0.01
+max_trials = {max_trials}
+
+{search}
+
+[base]
+stall_median_us = 1.0e6
+stall_sigma = 0.05
+nmi_jitter_us = 1000.0
+
+[axes]
+{grid}p_stall = [0.001, 0.01]
+wait = [0, 1]
+"""
+
+
+def grid_values(lo: int, hi: int) -> list[int]:
+    """n_cpus at the search's resolution: steps of max(2, 10%) (a bracket of +-1 CPU or +-5%)."""
+    out = [lo]
+    while out[-1] < hi:
+        out.append(min(hi, max(out[-1] + 2, round(out[-1] * 1.1))))
+    return out
+
+
+def search_vs_grid(lo: int, hi: int, max_trials: int) -> None:
+    from sweeps import run
+    from sweeps.grid import total_cpu_trials
+    from sweeps.spec import parse_spec
+
+    vals = grid_values(lo, hi)
+    search_text = SEARCH_SPEC.format(max_trials=max_trials, search=f"[search]\nn_cpus = [{lo}, {hi}]", grid="")
+    grid_text = SEARCH_SPEC.format(max_trials=max_trials, search="", grid=f"n_cpus = {vals}\n")
+    print(f"\n== boundary search vs n_cpus grid: n_cpus in [{lo}, {hi}], {len(vals)} grid values, p_bad < 0.01, "
+          f"max_trials {max_trials}, 4 combinations")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = {}
+        for kind, text in (("search", search_text), ("grid", grid_text)):
+            t0 = time.perf_counter()
+            rep = run(parse_spec(text), Path(tmp) / kind, progress=False)
+            wall = time.perf_counter() - t0
+            t = _rows(Path(tmp) / kind)
+            out[kind] = (rep, wall, _cpu_trials(t))
+            print(f"{kind:7}: {out[kind][2]:.3e} CPU-trials, {wall:.1f} s wall, {rep.n_tasks} tasks")
+        import queries
+
+        con = queries.connect(Path(tmp) / "grid")
+        rows = con.execute("SELECT p_stall, wait, n_cpus, status FROM outcomes ORDER BY ALL").fetchall()
+    grid_limit: dict = {}
+    for ps, w, n, st in rows:
+        g = grid_limit.setdefault((ps, w), [None, False])
+        if st == "below target" and not g[1]:
+            g[0] = n
+        elif st != "below target":
+            g[1] = True
+    for r in out["search"][0].search:
+        print(f"  p_stall={r['p_stall']} wait={r['wait']}: search {r['result']} ({r['probes']} probes, "
+              f"monotone={r['monotone']}); grid: largest n_cpus below target before the first failure = "
+              f"{grid_limit[(r['p_stall'], r['wait'])][0]}")
+    fixed_grid = total_cpu_trials(parse_spec(_with_trials(grid_text.split("[precision]")[0] + grid_text.split(
+        f"max_trials = {max_trials}\n", 1)[1], f"trials = {max_trials}", 500)))
+    print(f"ratio  : {out['grid'][2] / out['search'][2]:.1f}x fewer CPU-trials than the same grid run adaptively, "
+          f"{out['grid'][1] / out['search'][1]:.1f}x less wall time; {fixed_grid / out['search'][2]:.0f}x fewer than "
+          f"the grid at fixed trials = max_trials ({fixed_grid:.3e} CPU-trials, planned)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=["naive", "rare", "all"], default="all")
+    ap.add_argument("--part", choices=["naive", "rare", "search", "all"], default="all")
+    ap.add_argument("--no-fixed", action="store_true", help="naive part: do not run the fixed sweep (plan its cost)")
+    ap.add_argument("--search-max-trials", type=int, default=16_000)
     ap.add_argument("--naive-max-trials", type=int, default=64_000)
     ap.add_argument("--rare-max-trials", type=int, default=20_000)
     ap.add_argument("--workers", type=int, default=2)
@@ -124,10 +219,12 @@ def main() -> int:
     with session(num_cpus=args.workers):
         if args.part in ("naive", "all"):
             report(compare("naive: tdx-kexec-small grid", "tdx-kexec-small.toml", 'metric = "p_bad"\ntarget = 1e-3',
-                           args.naive_max_trials, 1000, args.workers))
+                           args.naive_max_trials, 1000, not args.no_fixed))
         if args.part in ("rare", "all"):
             report(compare("cmc: tdx-kexec-rare grid", "tdx-kexec-rare.toml", 'metric = "p_race"\nrel_half_width = 0.1',
-                           args.rare_max_trials, 1000, args.workers))
+                           args.rare_max_trials, 1000, True))
+        if args.part in ("search", "all"):
+            search_vs_grid(2, 2048, args.search_max_trials)
     return 0
 
 

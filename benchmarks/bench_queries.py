@@ -40,12 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
-import synthetic_results as sr  # noqa: E402
 from core.outcomes import OUTCOMES  # noqa: E402
 from queries.db import connect  # noqa: E402
 from queries.resultset.reader import ResultSet  # noqa: E402
 
 CLUSTER_POINTS, CLUSTER_SHARDS, ROWS_PER_TASK = 10_920, 10, 2
+
+import synthetic_results as sr  # noqa: E402
 
 SUMS = ["trials", *OUTCOMES]
 

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
-
 from machine import machine  # noqa: E402  (benchmarks/machine.py)
+
 from core.histogram import N_BINS  # noqa: E402
 from core.outcomes import OUTCOMES  # noqa: E402
 from core.params import DEFAULTS, PARAM_NAMES  # noqa: E402

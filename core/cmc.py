@@ -51,10 +51,6 @@ from .vectorized import TrialBatch, chunk_layout, chunk_seed, final_clear, locat
 INF = math.inf
 
 
-def _p_delay(p: Params) -> float:
-    return float(getattr(p, "p_nmi_delay", 0.0))
-
-
 # ----------------------------------------------------------------------------------------
 # Chunks, shards, replay
 # ----------------------------------------------------------------------------------------
@@ -77,10 +73,10 @@ def draw_holdoffs(p: Params, n: int, chunk: np.random.SeedSequence) -> np.ndarra
     """A fresh hold-off D ~ LogNormal(nmi_delay_median_us, nmi_delay_sigma) per CPU-trial of a
     chunk of `n` trials (shape (n, CPUs), CPU-major like the chunk), from the chunk's child
     stream LATE_STREAM; None (and nothing drawn) without hold-offs."""
-    if _p_delay(p) == 0:
+    if p.p_nmi_delay == 0:
         return None
     rng = new_generator(chunk_seed(chunk, LATE_STREAM))
-    return lognormal(rng, p.nmi_delay_median_us, p.nmi_delay_sigma, (p.n_remote, n)).T  # type: ignore[attr-defined]
+    return lognormal(rng, p.nmi_delay_median_us, p.nmi_delay_sigma, (p.n_remote, n)).T
 
 
 def cmc_draws(p: Params, d: Draws, holdoff: np.ndarray | None = None) -> tuple[TrialBatch, CmcBatch]:
@@ -396,7 +392,7 @@ def late_nmi_cpus(p: Params, g: _Cpu) -> np.ndarray:
     """CPUs whose NMI latency is integrated out too (core/README.md, "Late NMIs"): those
     whose NMI-path handler is shorter than the hand-over (h_i < handoff_us: they race only
     if the NMI comes late), when the latency is random at all."""
-    if p.nmi_jitter_us == 0 and _p_delay(p) == 0:
+    if p.nmi_jitter_us == 0 and p.p_nmi_delay == 0:
         return np.zeros(g.h.shape, dtype=bool)
     return ~g.dead & (g.h < p.handoff_us)
 
@@ -424,7 +420,7 @@ def late_strata(
     x0 + X'). Hold-off (prob. p_nmi_delay) D = `holdoff` (a fresh draw of its law): the
     same with x0 - D. Without jitter X = 0 and the weight is the stratum's probability.
     """
-    base, jit, pd = p.nmi_base_us, p.nmi_jitter_us, _p_delay(p)
+    base, jit, pd = p.nmi_base_us, p.nmi_jitter_us, p.p_nmi_delay
     out = []
     strata: list[tuple[float, np.ndarray | None]] = [(1.0 - pd, None)]
     if pd > 0:
@@ -487,8 +483,9 @@ def _cmc_values(p: Params, d: Draws, holdoff: np.ndarray | None = None) -> CmcBa
         nu0 = nu_threshold(p, gl)
         nmi_l = d.nmi[late]
         x = nmi_l - p.nmi_base_us
-        if _p_delay(p) > 0:
-            x = x - d.hold[late]  # type: ignore[attr-defined]
+        hold = getattr(d, "hold", None)  # the sampled hold-off inside nmi (Draws from before hold-offs: none)
+        if p.p_nmi_delay > 0 and hold is not None:
+            x = np.maximum(x - hold[late], 0.0)
         tot = np.zeros((3, ti.size))
         for wt, nu in late_strata(p, nu0, x, nmi_l, None if holdoff is None else holdoff[late]):
             ok = (wt > 0) & np.isfinite(nu)

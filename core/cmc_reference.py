@@ -16,7 +16,7 @@ INF = math.inf
 
 
 def _timed_out(p: Params, r: reference.TrialResult) -> bool:
-    if p.wait != 0 or r.phase != 2:
+    if p.wait != 0 or r.phase != 2 or r.deadline_us is None:
         return False
     return max(cpu.final_clear for cpu in r.cpus) > r.deadline_us
 
@@ -119,10 +119,10 @@ def _integrate_off(p: Params, d: dict[str, list], i: int) -> list[float]:
     c_lo, c_hi = t_nmi, clocks[m - 1] + d["nmi"][i]
     lo_x = max(ipi, c_lo - k_i - 1.0)
     hi_x = c_hi - k_i + 1.0
-    xs = {lo_x, hi_x}
-    xs.update(x - k_i for x in cands if math.isfinite(x) and lo_x < x - k_i < hi_x)
-    xs.update(lo_x + (hi_x - lo_x) * j / 32 for j in range(1, 32))
-    xs = sorted(x for x in xs if lo_x <= x <= hi_x)
+    cuts = {lo_x, hi_x}
+    cuts.update(x - k_i for x in cands if math.isfinite(x) and lo_x < x - k_i < hi_x)
+    cuts.update(lo_x + (hi_x - lo_x) * j / 32 for j in range(1, 32))
+    xs = sorted(x for x in cuts if lo_x <= x <= hi_x)
 
     tot = [0.0, 0.0, 0.0]  # race_sum, race, bad
 
@@ -193,8 +193,10 @@ def ref_nu_threshold(p: Params, d: dict[str, list], i: int, k_i: float, h_i: flo
 def _ref_strata(p: Params, nu0: float, nmi: float, hold: float, holdoff: float | None) -> list[tuple[float, float]]:
     """(weight, NMI latency) pairs for a CPU whose latency is integrated out: without a
     hold-off P(X > x0) at nu0 + X' (memorylessness), with one the same at x0 - D."""
-    base, jit, pd = p.nmi_base_us, p.nmi_jitter_us, getattr(p, "p_nmi_delay", 0.0)
-    x = nmi - base - (hold if pd > 0 else 0.0)  # the sampled Exponential(jitter) part
+    base, jit, pd = p.nmi_base_us, p.nmi_jitter_us, p.p_nmi_delay
+    x = nmi - base  # the sampled Exponential(jitter) part
+    if pd > 0:
+        x = max(x - hold, 0.0)
     out = []
     for prob, dd in ((1.0 - pd, 0.0), (pd, holdoff)):
         if prob <= 0:
@@ -233,7 +235,7 @@ def cmc_trial_reference(p: Params, d: dict[str, list], detail: bool = False, hol
     base = reference.simulate_trial(p, d)
     bad = 1.0 if (base.outcome == "hang" or _timed_out(p, base)) else 0.0
     race = race_sum = 0.0
-    random_nmi = p.nmi_jitter_us > 0 or getattr(p, "p_nmi_delay", 0.0) > 0
+    random_nmi = p.nmi_jitter_us > 0 or p.p_nmi_delay > 0
     for i in range(m):
         if d["dead"][i]:
             continue

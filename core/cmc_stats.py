@@ -49,14 +49,14 @@ class CmcBatch:
 
     def row(self, t: int) -> "CmcBatch":
         """Trial t alone, as a batch of one."""
-        return CmcBatch(*(getattr(self, f)[t : t + 1].copy() for f in _CMC_FIELDS), n_cpus=self.n_cpus)
+        r, b, s, k, f = (getattr(self, f)[t : t + 1].copy() for f in _CMC_FIELDS)
+        return CmcBatch(r, b, s, k, f, self.n_cpus)
 
     @staticmethod
     def concat(parts: list["CmcBatch"]) -> "CmcBatch":
         """One batch from consecutive batches, in order."""
-        return CmcBatch(
-            *(np.concatenate([getattr(b, f) for b in parts]) for f in _CMC_FIELDS), n_cpus=parts[0].n_cpus
-        )
+        r, b, s, k, f = (np.concatenate([getattr(x, f) for x in parts]) for f in _CMC_FIELDS)
+        return CmcBatch(r, b, s, k, f, parts[0].n_cpus)
 
     @staticmethod
     def empty(n_cpus: int) -> "CmcBatch":

@@ -10,6 +10,10 @@ import numpy as np
 
 N_BINS = 128
 BINS_PER_DECADE = 16
+TOP_EDGE_US = 10.0 ** ((N_BINS - 1) / BINS_PER_DECADE)
+"""Lower edge of the top bin (~8.66e7 µs); the top bin holds every stop time from here up."""
+RANGE_US = 10.0 ** (N_BINS / BINS_PER_DECADE)
+"""Top of the bins' nominal range, 1e8 µs: a stop time at or above it is only known to be in the top bin."""
 
 
 def bin_index(t_us: np.ndarray) -> np.ndarray:
@@ -38,6 +42,10 @@ def quantile(hist: np.ndarray, q: float, t_max: float | None = None) -> float:
     The resolution is one bin, a factor 10**(1/16) ~ 1.155: the answer is within
     15% of the exact sample quantile. Given the observed maximum `t_max`, the
     answer is clamped to it (interpolation inside the last bin could overshoot).
+    The top bin is open-ended (every time >= TOP_EDGE_US lands there): when the
+    quantile falls in it and `t_max` is unknown or >= RANGE_US, its value is not
+    resolved and the answer is +inf, read ">= TOP_EDGE_US" (never a clamped value
+    below times that were seen). The SQL of the `outcomes` view does the same.
     """
     h = np.asarray(hist, dtype=np.float64)
     total = h.sum()
@@ -47,6 +55,8 @@ def quantile(hist: np.ndarray, q: float, t_max: float | None = None) -> float:
     cum = np.cumsum(h)
     b = int(np.searchsorted(cum, target, side="left"))
     b = min(b, N_BINS - 1)
+    if b == N_BINS - 1 and (t_max is None or not t_max < RANGE_US):
+        return float("inf")
     before = cum[b] - h[b]
     frac = 0.0 if h[b] == 0 else min(max((target - before) / h[b], 0.0), 1.0)
     value = float(10.0 ** ((b + frac) / BINS_PER_DECADE))

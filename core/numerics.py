@@ -25,7 +25,7 @@ def norm_sf(z: np.ndarray) -> np.ndarray:
     z = np.asarray(z, dtype=np.float64)
     if z.size == 0:
         return np.zeros(z.shape)
-    return 0.5 * _erfc(z / _SQRT2).astype(np.float64)
+    return 0.5 * np.asarray(_erfc(z / _SQRT2), dtype=np.float64)
 
 
 def _gauss_legendre(z1: np.ndarray, dz: np.ndarray, rule) -> np.ndarray:

@@ -30,24 +30,24 @@ from .cmc_stats import combine, estimate_interval
 from .stats import wilson
 
 __all__ = [
+    "ABOVE",
+    "BELOW",
+    "CMC_METRICS",
+    "DECIDED",
+    "EXHAUSTED",
     "METRICS",
     "METRIC_OUTCOMES",
-    "CMC_METRICS",
-    "BELOW",
-    "ABOVE",
-    "PRECISE",
-    "EXHAUSTED",
     "OPEN",
+    "PRECISE",
     "STATUSES",
-    "DECIDED",
-    "Precision",
     "Estimate",
-    "naive_estimate",
+    "PointTally",
+    "Precision",
+    "ShardStats",
     "cmc_estimate",
     "cmc_y_max",
     "decide",
-    "ShardStats",
-    "PointTally",
+    "naive_estimate",
 ]
 
 METRICS: tuple[str, ...] = ("p_race", "p_bad", "p_hang", "p_timeout")
@@ -83,7 +83,7 @@ class Precision(BaseModel):
     min_trials: int = Field(ge=1)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Precision":
+    def _consistent(self) -> Precision:
         if self.target is None and self.rel_half_width is None:
             raise ValueError("needs target or rel_half_width (or both)")
         if self.min_trials > self.max_trials:
@@ -168,7 +168,7 @@ class ShardStats:
     p_bad_var: float = math.nan
 
     @classmethod
-    def from_row(cls, row: Mapping[str, object]) -> "ShardStats":
+    def from_row(cls, row: Mapping[str, object]) -> ShardStats:
         """From a points row as a dict (columns missing in old files read as naive)."""
 
         def f(name: str) -> float:
@@ -205,13 +205,11 @@ class PointTally:
         ks = sorted(self.shards) if upto is None else list(range(upto))
         rows = [self.shards[k] for k in ks]
         n = sum(r.trials for r in rows)
-        cmc = metric in CMC_METRICS and bool(rows) and any(r.estimator == "cmc" for r in rows)
+        # cmc when every shard ran it (as `outcomes`: cmc_trials = trials)
+        cmc = metric in CMC_METRICS and bool(rows) and all(r.estimator == "cmc" for r in rows)
         if cmc:
             name = CMC_METRICS[metric]
-            parts = [
-                (r.trials, getattr(r, f"p_{name}_est"), getattr(r, f"p_{name}_var"))
-                for r in rows if r.estimator == "cmc"
-            ]
+            parts = [(r.trials, getattr(r, f"p_{name}_est"), getattr(r, f"p_{name}_var")) for r in rows]
             return cmc_estimate(parts, metric, self.n_cpus)
         k = sum(getattr(r, o) for r in rows for o in METRIC_OUTCOMES[metric])
         return naive_estimate(k, n)

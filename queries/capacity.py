@@ -1,11 +1,17 @@
 """Capacity planning: the largest n_cpus whose per-kexec failure probability stays under a target.
 
 A cell (a combination of the `by` axes and one n_cpus value) passes when the 95%
-Wilson upper bound of the metric is below the target. Axes that are swept but
-neither n_cpus nor in `by` are taken worst case: the cell is the point with the
-largest upper bound over them. Equal parameter sets from several sweeps are
-pooled. The limit of a group is the largest n_cpus such that it and every
-smaller n_cpus of the group pass.
+upper bound of the metric is below the target: the cmc interval where the sweep
+ran cmc (for p_race and p_bad), else the Wilson interval of the counts, never an
+intersection of the two (`disagree` flags a cmc interval that misses the naive
+one). Axes that are swept but neither n_cpus nor in `by` are taken worst case:
+the cell is the point with the largest upper bound over them. Scenario axes
+(SCENARIO_AXES: `wait`, the panic path 0 or the kexec path 1, and `mitigation`,
+plus any the caller marks with `split`) are never folded into a worst case: a
+scenario axis that is swept is always split out (added to `by`), or must be
+fixed with `where` (an SQL predicate on `outcomes`, e.g. "wait = 1"). Equal
+parameter sets from several sweeps are pooled. The limit of a group is the
+largest n_cpus such that it and every smaller n_cpus of the group pass.
 
 With 0 events in n trials the Wilson upper bound is z²/(n + z²) ≈ 3.84/n, so a
 target p is out of reach of every point with fewer than ~3.84/p trials: the
@@ -28,6 +34,7 @@ is one row per cell.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,12 +45,18 @@ import pyarrow as pa
 
 from core.params import PARAM_NAMES, suggest
 from core.stats import trials_needed as exact_trials_needed
-from core.stats import z_value
-from core.stats import wilson
+from core.stats import wilson, z_value
 
-from .db import QueryError, first_line, quote_ident, render_sql, swept_axes
+from .db import QueryError, first_line, quote_ident, render_sql
+from .estimates import CONF
+from .sandbox import refusal
 
-__all__ = ["METRICS", "Capacity", "capacity", "wilson_trials_needed", "wilson_upper_zero"]
+__all__ = ["METRICS", "SCENARIO_AXES", "Capacity", "capacity", "wilson_trials_needed", "wilson_upper_zero"]
+
+SCENARIO_AXES: tuple[str, ...] = ("wait", "mitigation")
+"""Axes that describe which situation a kexec is in, not a nuisance to take the worst of."""
+
+_view_ids = itertools.count()
 
 METRICS: dict[str, str] = {"p_bad": "bad", "p_race": "race", "p_hang": "hang", "p_timeout": "timeout"}
 """Metric name -> count column of `outcomes`."""
@@ -75,6 +88,8 @@ class Capacity:
     target_p: float
     by: list[str]
     worst_over: list[str]
+    split_out: list[str]
+    where: str | None
     cells: pa.Table
     limits: pa.Table
     fleet: pa.Table | None
@@ -87,6 +102,7 @@ class Capacity:
     def to_dict(self) -> dict[str, Any]:
         return {
             "metric": self.metric, "target_p": self.target_p, "by": self.by, "worst_over": self.worst_over,
+            "split_out": self.split_out, "where": self.where,
             "resolvable": self.resolvable, "max_trials": self.max_trials, "trials_needed": self.trials_needed,
             "rule_of_three": self.rule_of_three, "notes": self.notes,
             "limits": self.limits.to_pylist(), "fleet": None if self.fleet is None else self.fleet.to_pylist(),
@@ -110,6 +126,8 @@ def capacity(
     metric: str = "p_bad",
     hosts: float | None = None,
     kexecs_per_host_year: float | None = None,
+    where: str | None = None,
+    split: Sequence[str] = (),
 ) -> Capacity:
     """Capacity limits over the `outcomes` view of `con` (see the module doc)."""
     if not (isinstance(target_p, (int, float)) and 0 < target_p < 1):
@@ -126,33 +144,34 @@ def capacity(
         if v is not None and not (v > 0 and math.isfinite(v)):
             raise QueryError(f"{name} {v} must be a positive number")
 
-    swept = swept_axes(con)
-    if by is None:
-        by_list = [a for a in swept if a != "n_cpus"]
-    else:
-        by_list = []
+    scenario = list(SCENARIO_AXES)
+    for a in split:
+        _check_axis(a, "--split axis")
+        if a == "n_cpus":
+            raise QueryError("--split n_cpus: n_cpus is the axis the limit is found on")
+        if a not in scenario:
+            scenario.append(a)
+    if by is not None:
         for a in by:
             _check_axis(a, "--by axis")
             if a == "n_cpus":
                 raise QueryError("--by n_cpus: n_cpus is the axis the limit is found on, it cannot be a --by axis")
-            if a not in by_list:
-                by_list.append(a)
-    worst_over = [a for a in swept if a != "n_cpus" and a not in by_list]
 
-    by_lead = "".join(f"{quote_ident(a)}, " for a in by_list)
-    sql = render_sql("_capacity", {
-        "by_lead": by_lead,
-        "params": ", ".join(quote_ident(n) for n in PARAM_NAMES),
-        "k": quote_ident(METRICS[metric]),
-        "cmc_m": f"{metric}_cmc" if metric in CMC_METRICS else "NULL::DOUBLE",
-        "cmc_v": f"{metric}_cmc_var" if metric in CMC_METRICS else "NULL::DOUBLE",
-        "ymax": "n_cpus" if metric == "p_bad" else "n_cpus - 1",
-        "z975": repr(z_value(0.975)),
-    })
+    view = f"capacity_src_{next(_view_ids)}"
     try:
-        cells = con.sql(sql).to_arrow_table()
-    except duckdb.Error as e:
-        raise QueryError(f"capacity query failed: {first_line(e)}") from None
+        rel = con.sql("SELECT * FROM outcomes")
+        if where:
+            try:
+                rel = rel.filter(where)
+            except duckdb.Error as e:
+                raise (refusal(e) or QueryError(f"bad --where '{where}': {first_line(e)}")) from None
+        rel.create_view(view, replace=True)
+        cells, swept = _cells(con, view, metric, by, scenario)
+    finally:
+        con.execute(f"DROP VIEW IF EXISTS {view}")
+    if cells.num_rows == 0:
+        raise QueryError("no points" + (f" where {where}" if where else ""))
+    by_list, split_out, worst_over = _axes(swept, by, scenario)
 
     rows = cells.to_pylist()
     max_trials = max((r["max_trials"] for r in rows), default=0)
@@ -172,6 +191,17 @@ def capacity(
         notes.append("n_cpus is not swept: the only limit that can be shown is the one n_cpus value that was run.")
     if worst_over:
         notes.append(f"worst case over {', '.join(worst_over)}: each cell is the point with the largest upper bound.")
+    if split_out:
+        notes.append(f"split out {', '.join(split_out)}: scenario axes are never taken worst case "
+                     "(fix one with --where, e.g. --where \"wait = 1\" for the kexec path).")
+    n_dis = sum(1 for r in rows if r["disagree"])
+    if n_dis:
+        notes.append(f"{n_dis} cell(s) where the naive counts' 95% interval misses the cmc one (disagree = yes); "
+                     "the cmc numbers are shown.")
+    est = sorted({r["estimator"] for r in rows})
+    how = {("cmc",): "the cmc interval", ("naive",): "Wilson on the counts"}.get(
+        tuple(est), "the cmc interval where the sweep ran cmc, else Wilson on the counts")
+    notes.append(f"estimator: {' and '.join(est)}: bounds are {how} (95%)" + (f"; where {where}" if where else "") + ".")
 
     decided = _decided_cells(con, by_list, metric, target_p)
     if decided is not None:
@@ -188,9 +218,9 @@ def capacity(
     for key, cs in groups.items():
         ok_prefix: dict[str, Any] | None = None
         fail: dict[str, Any] | None = None
-        def passes(c: dict[str, Any]) -> bool:
+        def passes(c: dict[str, Any], key: tuple = key) -> bool:
             if decided is not None:
-                return decided[(*key, c["n_cpus"])] == "below target"
+                return decided[(*key, c["n_cpus"])] == "below target"  # noqa: B023 (used within the iteration)
             return c["p_hi"] < target_p
 
         for c in cs:
@@ -223,6 +253,7 @@ def capacity(
             "fail_p_lo": None if fail is None else fail["p_lo"],
             "fail_p_hi": None if fail is None else fail["p_hi"],
             "estimator": (ok_prefix or fail or {}).get("estimator"),
+            "disagree": any(bool(c["disagree"]) for c in cs) if any(c["disagree"] is not None for c in cs) else None,
             "status": status,
         })
         limit_rows.append(row)
@@ -234,7 +265,8 @@ def capacity(
         ("max_n_cpus", pa.int32()), ("p", pa.float64()), ("p_lo", pa.float64()), ("p_hi", pa.float64()),
         ("trials", pa.int64()), ("t_p99_us", pa.float64()), ("t_p999_us", pa.float64()),
         ("fails_at_n_cpus", pa.int32()), ("fail_p", pa.float64()), ("fail_p_lo", pa.float64()),
-        ("fail_p_hi", pa.float64()), ("estimator", pa.string()), ("status", pa.string()),
+        ("fail_p_hi", pa.float64()), ("estimator", pa.string()), ("disagree", pa.bool_()),
+        ("status", pa.string()),
     ])
 
     fleet = None
@@ -244,7 +276,8 @@ def capacity(
         for r in rows:
             fr = {a: r[a] for a in by_list}
             fr.update({
-                "n_cpus": r["n_cpus"], "trials": r["trials"], "p": r["p"], "p_lo": r["p_lo"], "p_hi": r["p_hi"],
+                "n_cpus": r["n_cpus"], "trials": r["trials"], "estimator": r["estimator"],
+                "p": r["p"], "p_lo": r["p_lo"], "p_hi": r["p_hi"],
                 "failures_per_year": None if r["p"] is None else r["p"] * hk,
                 "failures_per_year_lo": r["p_lo"] * hk,
                 "failures_per_year_hi": r["p_hi"] * hk,
@@ -253,7 +286,8 @@ def capacity(
             })
             fleet_rows.append(fr)
         fleet = _table(fleet_rows, cells.schema, by_list, [
-            ("n_cpus", pa.int32()), ("trials", pa.int64()), ("p", pa.float64()), ("p_lo", pa.float64()),
+            ("n_cpus", pa.int32()), ("trials", pa.int64()), ("estimator", pa.string()),
+            ("p", pa.float64()), ("p_lo", pa.float64()),
             ("p_hi", pa.float64()), ("failures_per_year", pa.float64()), ("failures_per_year_lo", pa.float64()),
             ("failures_per_year_hi", pa.float64()), ("within_target", pa.bool_()),
             ("t_p99_us", pa.float64()), ("t_p999_us", pa.float64()),
@@ -263,8 +297,44 @@ def capacity(
 
     limits = _rename_p(limits, metric)
     fleet = None if fleet is None else _rename_p(fleet, metric)
-    return Capacity(metric, float(target_p), by_list, worst_over, cells, limits, fleet, resolvable,
-                    int(max_trials), needed, rule3, notes)
+    return Capacity(metric, float(target_p), by_list, worst_over, split_out, where, cells, limits, fleet,
+                    resolvable, int(max_trials), needed, rule3, notes)
+
+
+def _swept(con: duckdb.DuckDBPyConnection, view: str) -> list[str]:
+    """Parameters with more than one value among the points of `view`, in core.params order."""
+    distinct = ", ".join(f"count(DISTINCT {quote_ident(n)})" for n in PARAM_NAMES)
+    counts = con.execute(f"SELECT {distinct} FROM {view}").fetchall()[0]
+    return [n for n, c in zip(PARAM_NAMES, counts) if c > 1]
+
+
+def _axes(swept: list[str], by: Sequence[str] | None, scenario: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(by axes, scenario axes added to them, axes taken worst case) for the swept axes."""
+    by_list = [a for a in swept if a != "n_cpus"] if by is None else list(dict.fromkeys(by))
+    split_out = [a for a in swept if a in scenario and a not in by_list]
+    by_list += split_out
+    worst_over = [a for a in swept if a != "n_cpus" and a not in by_list]
+    return by_list, split_out, worst_over
+
+
+def _cells(con: duckdb.DuckDBPyConnection, view: str, metric: str, by: Sequence[str] | None,
+           scenario: list[str]) -> tuple[pa.Table, list[str]]:
+    swept = _swept(con, view)
+    by_list, _, _ = _axes(swept, by, scenario)
+    sql = render_sql("_capacity", {
+        "src": view,
+        "by_lead": "".join(f"{quote_ident(a)}, " for a in by_list),
+        "params": ", ".join(quote_ident(n) for n in PARAM_NAMES),
+        "k": quote_ident(METRICS[metric]),
+        "cmc_m": f"{metric}_cmc" if metric in CMC_METRICS else "NULL::DOUBLE",
+        "cmc_v": f"{metric}_cmc_var" if metric in CMC_METRICS else "NULL::DOUBLE",
+        "ymax": "n_cpus" if metric == "p_bad" else "n_cpus - 1",
+        "conf": f"{CONF!r}::DOUBLE",
+    })
+    try:
+        return con.sql(sql).to_arrow_table(), swept
+    except duckdb.Error as e:
+        raise QueryError(f"capacity query failed: {first_line(e)}") from None
 
 
 def _decided_cells(con: duckdb.DuckDBPyConnection, by: list[str], metric: str, target_p: float) -> dict | None:
@@ -277,7 +347,7 @@ def _decided_cells(con: duckdb.DuckDBPyConnection, by: list[str], metric: str, t
         return None  # no adaptive sweep among the open dirs
     if rules != [(metric, float(target_p))]:
         return None
-    if con.execute("SELECT count(*) FROM outcomes WHERE status IS NULL").fetchone()[0]:
+    if con.execute("SELECT count(*) FROM outcomes WHERE status IS NULL").fetchone()[0]:  # type: ignore[index]
         return None  # a fixed-trials sweep is mixed in: judge on the intervals
     cols = "".join(f"{quote_ident(a)}, " for a in by)
     rows = con.execute(f"""

@@ -12,9 +12,16 @@ Views (all lazy, over the Parquet files, nothing is copied into memory):
 - `events`: the committed events files, or an empty relation with the same columns
   when no task had a race, hang or timeout trial;
 - `result_sets`: one row per opened set: complete or not, and the problem line;
-- `outcomes`: one row per (sweep, point_id): parameters, summed counts,
-  p_race/p_hang/p_timeout/p_bad with 95% Wilson bounds (`*_lo`, `*_hi`), mean and
-  p50/p99/p999 stop time from the merged histogram, max stop time;
+- `outcomes`: one row per (sweep, point_id): parameters, `estimator`, summed counts,
+  p_race/p_hang/p_timeout/p_bad with 95% bounds (`*_lo`, `*_hi`), mean and
+  p50/p99/p999 stop time from the merged histogram (+inf: in the open top bin,
+  >= 8.66e7 µs), max stop time. p_race and p_bad are the sweep's estimator: the cmc
+  estimate and interval where it ran cmc, else counts with Wilson bounds;
+  `p_race_naive*`/`p_bad_naive*` are always the counts, `p_*_disagree` flags a cmc
+  interval that misses the naive one, `p_*_cmc*` are the cmc columns (NULL if naive).
+  No `wall_s` (it stays in `points`): the view is the same bytes run to run;
+- for sweeps with `trials = "auto"`: `precision` (queries/precision.py: per point the
+  rule's metric, estimator, p, p_lo, p_hi, trials and status) and `outcomes.status`;
 - helpers: `point_params` (sweep, point_id, parameters), `params_long` (one row per
   point and parameter), `differs` (parameters that differ from the defaults, as
   one string), `point_bins` (non-empty merged histogram bins), and the tables
@@ -22,7 +29,9 @@ Views (all lazy, over the Parquet files, nothing is copied into memory):
   default_value, default_num).
 
 Macros usable from any query: `wilson_lo(k, n)`, `wilson_hi(k, n)` (95%),
-`prob(k, n)`, `hist_x(b, c, h, target)`, `hist_us(x)`.
+`prob(k, n)`, `hist_x(b, c, h, target)`, `hist_us(x)`, `osum(x, order)`; functions
+(queries.estimates): `cmc_interval`, `cmc_pool_shards`, `cmc_pool_strata`,
+`ratio_interval`, `z_value`.
 
 Several directories can be opened at once; the `sweep` column tells them apart,
 and rows with the same (sweep, point_id) are pooled. The same sweep (same spec
@@ -45,6 +54,9 @@ from queries.resultset.errors import StoreError
 from queries.resultset.layout import EVENTS_DIR, POINTS_DIR
 from queries.resultset.reader import ResultSet
 from queries.resultset.schema import EVENTS_SCHEMA, REQUIRED_POINTS_COLUMNS
+
+from .estimates import CONF
+from .estimates import register as register_functions
 
 __all__ = [
     "QueryError", "connect", "check_result_dir", "open_result_set", "result_set_problems", "require_complete", "read_sql", "render_sql", "quote_ident", "swept_axes", "first_line",
@@ -87,8 +99,9 @@ def open_result_set(path: str | os.PathLike[str]) -> ResultSet:
     except StoreError as e:
         raise QueryError(str(e)) from None
     if not rs.files(POINTS_DIR):
-        if rs.check().damaged:
-            raise QueryError(f"'{rs.display}' has no intact points files: {rs.check().problem().split(': ', 1)[1]}")
+        problem = rs.check().problem() if rs.check().damaged else None
+        if problem:
+            raise QueryError(f"'{rs.display}' has no intact points files: {problem.split(': ', 1)[1]}")
         raise QueryError(f"'{rs.display}' has no points files: no task has finished yet")
     return rs
 
@@ -149,33 +162,37 @@ def quote_ident(name: str) -> str:
 def _template(name: str, columns: set[str]) -> str:
     """An internal SQL file with its @@...@@ slots filled from core.params and the points columns."""
     q = [_quote_ident(n) for n in PARAM_NAMES]
-    # mean early-flush time per trial, from whichever column a store version has (none: NULL)
+    # mean early-flush time per trial, from whichever column a store version has (none: NULL);
+    # float sums in shard order (osum), so outcomes is bit-stable
     if "preflush_sum_us" in columns:
         ok = "isfinite(preflush_sum_us)"
-        preflush = f"sum(preflush_sum_us) FILTER (WHERE {ok}) / nullif(sum(trials) FILTER (WHERE {ok}), 0)"
+        preflush = (f"osum(CASE WHEN {ok} THEN preflush_sum_us END, shard) "
+                    f"/ nullif(sum(trials) FILTER (WHERE {ok}), 0)")
     elif "preflush_us" in columns:
         ok = "isfinite(preflush_us)"
-        preflush = f"sum(preflush_us * trials) FILTER (WHERE {ok}) / nullif(sum(trials) FILTER (WHERE {ok}), 0)"
+        preflush = (f"osum(CASE WHEN {ok} THEN preflush_us * trials END, shard) "
+                    f"/ nullif(sum(trials) FILTER (WHERE {ok}), 0)")
     else:
         preflush = "NULL::DOUBLE"
+    # the cmc shards of a point, as lists {n, m, v} in shard order for queries.estimates.pool_shards
     if "p_race_est" in columns and "estimator" in columns:
         cmc = "FILTER (WHERE estimator = 'cmc')"
-        parts = [f"sum(trials) {cmc} AS cmc_trials"]
+        parts = [f"(sum(trials) {cmc})::BIGINT AS cmc_trials"]
         for what in ("race", "bad"):
             est, var = f"p_{what}_est", f"p_{what}_var"
-            parts.append(f"sum(trials * {est}) {cmc} / nullif(sum(trials) {cmc}, 0) AS p_{what}_cmc")
-            parts.append(f"sum(trials * (trials - 1.0) * {var} + trials * {est} * {est}) {cmc} AS p_{what}_cmc_ss")
+            parts.append(f"list({{'n': trials::BIGINT, 'm': {est}::DOUBLE, 'v': {var}::DOUBLE}} ORDER BY shard, trials, {est}, {var}) "
+                         f"{cmc} AS {what}_parts")
         cmc_agg = ",\n        ".join(parts)
     else:
-        cmc_agg = ", ".join(f"NULL::{t} AS {c}" for c, t in (
-            ("cmc_trials", "BIGINT"), ("p_race_cmc", "DOUBLE"), ("p_race_cmc_ss", "DOUBLE"),
-            ("p_bad_cmc", "DOUBLE"), ("p_bad_cmc_ss", "DOUBLE")))
+        typ = "STRUCT(n BIGINT, m DOUBLE, v DOUBLE)[]"
+        cmc_agg = f"NULL::BIGINT AS cmc_trials, NULL::{typ} AS race_parts, NULL::{typ} AS bad_parts"
     slots = {
         "params": ", ".join(q),
         "cmc_agg": cmc_agg,
         "param_any": ", ".join(f"any_value({c}) AS {c}" for c in q),
         "param_varchar": ", ".join(f"{c}::VARCHAR AS {c}" for c in q),
         "preflush": preflush,
+        "conf": f"{CONF!r}::DOUBLE",
     }
     return render_sql(name, slots)
 
@@ -311,6 +328,7 @@ def _create_views(con: duckdb.DuckDBPyConnection, sets: list[ResultSet], threads
     con.register("_events_files", events if events is not None else EVENTS_SCHEMA.empty_table())
     con.execute("CREATE OR REPLACE TEMP VIEW events AS SELECT * FROM _events_files")
 
+    register_functions(con)
     _run_script(con, read_sql("_macros"))
     _run_script(con, _template("_views", columns))
     _run_script(con, _template("_outcomes", columns))

@@ -1,23 +1,25 @@
 """Plots of the `outcomes` view: a heatmap over two axes, or lines of a metric along one axis.
 
-- heatmap (`x`, `y`): log colour scale; a cell whose 95% Wilson interval is wide
+- heatmap (`x`, `y`): log colour scale; a cell whose 95% interval is wide
   (upper/lower > 10, or 0 events) is hatched; 0-event cells are grey and
   labelled with their upper bound;
 - lines (`x`, optional `lines`): the metric against x, one line per value of
-  `lines`, error bars from the Wilson bounds, 0-event points drawn at their upper
+  `lines`, error bars from the 95% bounds, 0-event points drawn at their upper
   bound with an open down-triangle.
 
-When several points fall into one cell (axes other than the plotted ones vary)
-their counts are summed (probabilities) or the maximum is taken (stop times),
-and the title says over which axes. Rendering uses matplotlib's Agg canvas
+Probabilities are the sweep's estimator, as in `outcomes`: the cmc estimate and
+interval where the sweep ran cmc (p_race, p_bad), else the counts with Wilson
+bounds; the axis label names it. When several points fall into one cell (axes
+other than the plotted ones vary) their counts are summed, or their cmc
+estimates pooled with trial weights (probabilities), or the maximum is taken
+(stop times), and the title says over which axes. Rendering uses matplotlib's Agg canvas
 directly (no pyplot global state); the file is written atomically.
 """
 
 from __future__ import annotations
 
-import textwrap
-
 import itertools
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,15 +28,17 @@ import duckdb
 import matplotlib
 import numpy as np
 from matplotlib import colors as mcolors
-from matplotlib.lines import Line2D
-from matplotlib.patches import Rectangle
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 
+from core.histogram import TOP_EDGE_US
 from core.params import PARAM_NAMES, suggest
 
 from .capacity import METRICS as PROB_METRICS
 from .db import QueryError, first_line, quote_ident, render_sql
+from .estimates import CONF
 from .format import atomic_write, header
 from .sandbox import refusal
 
@@ -82,12 +86,31 @@ def _fmt_p(v: float) -> str:
 
 
 def _fmt_us(v: float) -> str:
-    """A time in µs, in the unit that keeps it short: 323 µs, 21.1 ms, 1.11 s."""
+    """A time in µs, in the unit that keeps it short: 323 µs, 21.1 ms, 1.11 s (+inf: unresolved, ">=86.6 s")."""
+    if v == float("inf"):
+        return f">={TOP_EDGE_US / 1e6:.3g} s"
     if v < 1e3:
         return f"{v:.3g} µs"
     if v < 1e6:
         return f"{v / 1e3:.3g} ms"
     return f"{v / 1e6:.3g} s"
+
+
+MAX_PIXELS = 50_000_000
+"""Largest image drawn (width x height in pixels; e.g. 40x30 inches at 200 dpi): Agg holds
+4 bytes per pixel and more while drawing, so 99x99 inches at 1200 dpi would need ~57 GB."""
+MAX_SIDE_PIXELS = 2**16 - 1
+"""Agg refuses images this wide or tall (a ValueError deep inside matplotlib)."""
+
+
+def check_pixels(size: tuple[float, float], dpi: float) -> None:
+    """QueryError (one line) if a figure of `size` inches at `dpi` is above the pixel budget."""
+    w, h = size[0] * dpi, size[1] * dpi
+    if w * h > MAX_PIXELS or max(w, h) > MAX_SIDE_PIXELS:
+        raise QueryError(
+            f"a {size[0]:g}x{size[1]:g} inch figure at {dpi:g} dpi is {w:,.0f}x{h:,.0f} pixels, above the "
+            f"{MAX_PIXELS / 1e6:g} million pixel budget (at most {MAX_SIDE_PIXELS:,} a side): lower --size or --dpi"
+        )
 
 
 def plot(
@@ -126,6 +149,7 @@ def plot(
         raise QueryError(f"plot axes must differ: {', '.join(keys)}")
     if not all(s > 0 for s in size) or dpi <= 0:
         raise QueryError("plot size and dpi must be positive")
+    check_pixels(size, dpi)
 
     view = f"plot_src_{next(_view_ids)}"
     try:
@@ -157,7 +181,8 @@ def plot(
         _lines(ax, cells, x, lines, metric)
     sub = []
     if aggregated:
-        how = "counts summed" if metric in PROB_METRICS else "maximum"
+        how = ("cmc estimates pooled" if _estimators(cells) == {"cmc"} else "counts summed") \
+            if metric in PROB_METRICS else "maximum"
         per = max(c["points"] for c in cells)
         sub.append(f"up to {per} points per {'cell' if kind == 'heatmap' else 'marker'} aggregated "
                    f"over {', '.join(agg_over) or 'several sweeps'} ({how})")
@@ -174,15 +199,28 @@ def plot(
     return PlotResult(out, kind, full_title, cells, n_points, agg_over, (int(w), int(h)))
 
 
+def _estimators(cells: list[dict[str, Any]]) -> set[str]:
+    return {c["estimator"] for c in cells if c.get("estimator")}
+
+
+def _interval_label(cells: list[dict[str, Any]]) -> str:
+    est = _estimators(cells)
+    if est == {"cmc"}:
+        return " (cmc estimate, 95% interval)"
+    if est == {"naive"}:
+        return " (95% Wilson interval)"
+    return " (cmc where run, else counts; 95% interval)"
+
+
 def _cells(con: duckdb.DuckDBPyConnection, view: str, keys: list[str], metric: str):
     q = [quote_ident(k) for k in keys]
+    cmc = metric in ("p_race", "p_bad")
+    slots = {"cmc_m": f"{metric}_cmc" if cmc else "NULL::DOUBLE", "cmc_v": f"{metric}_cmc_var" if cmc else "NULL::DOUBLE",
+             "ymax": "n_cpus" if metric == "p_bad" else "n_cpus - 1", "conf": f"{CONF!r}::DOUBLE"}
     if metric in PROB_METRICS:
-        kcol = quote_ident(PROB_METRICS[metric])
-        slots = {"k": kcol, "value": f"prob(sum({kcol}), sum(trials))",
-                 "lo": f"wilson_lo(sum({kcol}), sum(trials))", "hi": f"wilson_hi(sum({kcol}), sum(trials))"}
+        slots.update({"k": quote_ident(PROB_METRICS[metric]), "tvalue": "NULL::DOUBLE"})
     else:
-        slots = {"k": "NULL::BIGINT", "value": f"max({quote_ident(metric)})", "lo": "NULL::DOUBLE",
-                 "hi": "NULL::DOUBLE"}
+        slots.update({"k": "NULL::BIGINT", "tvalue": f"max({quote_ident(metric)})"})
     slots.update({"keys": ", ".join(q), "src": view})
     try:
         cells = con.sql(render_sql("_plot_cells", slots)).to_arrow_table().to_pylist()
@@ -206,7 +244,7 @@ def _sorted_values(vals) -> list:
 def _wide(c: dict[str, Any]) -> bool:
     if c["lo"] is None or c["hi"] is None:
         return False
-    if not c["k"]:
+    if not c["k"] and c.get("estimator") != "cmc":
         return True
     return c["lo"] <= 0 or c["hi"] / c["lo"] > WIDE_RATIO
 
@@ -236,7 +274,7 @@ def _heatmap(fig: Figure, ax, cells: list[dict[str, Any]], x: str, y: str, metri
     mesh = ax.pcolormesh(np.arange(len(xs) + 1) - 0.5, np.arange(len(ys) + 1) - 0.5,
                          np.ma.masked_invalid(z), cmap=cmap, norm=norm, edgecolors="white", linewidth=0.5)
     cb = fig.colorbar(mesh, ax=ax)
-    cb.set_label(f"{header(metric)}, log scale" + (" (events / trials)" if prob else ""))
+    cb.set_label(f"{header(metric)}, log scale" + (_interval_label(cells) if prob else ""))
 
     annotate = len(xs) * len(ys) <= 150
     fontsize = 8 if len(xs) <= 10 else 6
@@ -257,7 +295,7 @@ def _heatmap(fig: Figure, ax, cells: list[dict[str, Any]], x: str, y: str, metri
         if v is None:
             text = "-"
         elif v > 0:
-            text = _fmt_p(v) if prob else _fmt_us(v)
+            text = _fmt_p(v) if prob else _fmt_us(v)  # a quantile in the open top bin is +inf: ">= 8.66e7"
         else:
             text = f"<{_fmt_p(c['hi'])}" if prob and c["hi"] is not None else "0"
         ax.text(i, j, text, ha="center", va="center", fontsize=fontsize, color="white" if dark else "black")
@@ -306,8 +344,8 @@ def _lines(ax, cells: list[dict[str, Any]], x: str, lines: str | None, metric: s
                 any_zero = True
                 ax.plot(px[~nz], hi[~nz], "v", markerfacecolor="none", markeredgecolor=colour, markersize=7,
                         label=None if nz.any() else label)
-        else:
-            ax.plot(px, val, "o-", color=colour, markersize=4, label=label)
+        else:  # a quantile in the open top bin (+inf) is unresolved: a gap, not a point
+            ax.plot(px, np.where(np.isfinite(val), val, np.nan), "o-", color=colour, markersize=4, label=label)
     ax.set_yscale("log")
     if log_x:
         ax.set_xscale("log")
@@ -317,7 +355,7 @@ def _lines(ax, cells: list[dict[str, Any]], x: str, lines: str | None, metric: s
         ax.set_xticks([pos[v] for v in xs], [_fmt_value(v) for v in xs])
         ax.minorticks_off()
     ax.set_xlabel(header(x))
-    ax.set_ylabel(header(metric) + (" (95% Wilson interval)" if prob else ""))
+    ax.set_ylabel(header(metric) + (_interval_label(cells) if prob else ""))
     ax.grid(True, which="major", alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     if any_zero:

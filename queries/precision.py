@@ -27,7 +27,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["read_rule", "install"]
+__all__ = ["install", "read_rule"]
 
 
 def read_rule(result_dir: str | Path | ResultSet) -> tuple[str, Precision] | None:

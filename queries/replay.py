@@ -75,6 +75,7 @@ def load_shard_row(result_dir: str | Path | ResultSet, point_id: str, shard: int
     rs = result_dir if isinstance(result_dir, ResultSet) else open_result_set(result_dir)
     try:
         dset = rs.dataset("points")  # the committed files, columns unified across versions
+        assert dset is not None  # open_result_set refuses a set without points files
         cols = [c for c in (*PARAM_NAMES, "seed", "trials", "shard", "point_id", "estimator") if c in dset.schema.names]
         t = dset.to_table(columns=cols, filter=pc.field("point_id") == point_id)
     except (pa.ArrowException, OSError) as e:  # a file that became unreadable after the check

@@ -31,8 +31,8 @@ def _size(text: str) -> tuple[float, float]:
         w, h = (float(s) for s in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not WIDTHxHEIGHT in inches, e.g. 8x6") from None
-    if not (w > 0 and h > 0 and w * h < 10_000):
-        raise argparse.ArgumentTypeError(f"'{text}': width and height must be positive (inches)")
+    if not (math.isfinite(w) and math.isfinite(h) and w > 0 and h > 0):
+        raise argparse.ArgumentTypeError(f"'{text}': width and height must be positive numbers (inches)")
     return w, h
 
 
@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Run SQL over one or more result directories with DuckDB. Views: points (one row per point and "
             "shard), events (one row per race/hang/timeout trial), outcomes (one row per point: parameters, "
-            "counts, p_race/p_hang/p_timeout/p_bad with 95%% Wilson bounds *_lo/*_hi, stop-time mean/p50/p99/p999 "
+            "estimator, counts, p_race/p_hang/p_timeout/p_bad with 95% bounds *_lo/*_hi (p_race/p_bad: cmc where "
+            "the sweep ran cmc, else Wilson), stop-time mean/p50/p99/p999 "
             "in µs), differs (parameters that differ from the defaults), defaults. "
             "Example: stoprace query results/ --named hang_conditions --param threshold=1e-4"
         ),
@@ -67,15 +68,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         "capacity",
         help="largest n_cpus under a target per-kexec failure probability; fleet failure rates",
         description=(
-            "For a target per-kexec failure probability, judged on the 95%% Wilson upper bound, the largest "
-            "n_cpus that stays under it for each combination of the --by axes (default: every other swept "
-            "axis; swept axes not in --by are taken worst case). Says when the trial counts cannot resolve "
+            "For a target per-kexec failure probability, judged on the 95% upper bound (the cmc interval where "
+            "the sweep ran cmc, else Wilson on the counts), the largest n_cpus that stays under it for each "
+            "combination of the --by axes (default: every other swept axis; swept axes not in --by are taken "
+            "worst case, except the scenario axes wait and mitigation and any --split axis, which are always "
+            "split out unless fixed with --where). Says when the trial counts cannot resolve "
             "the target and how many trials would. With --hosts and --kexecs-per-host-year, a fleet table "
             "of expected failures per year and the stop-time p99/p999 budget. "
-            "Example: stoprace capacity results/ --target-p 1e-6 --hosts 10000 --kexecs-per-host-year 12"
+            "Example: stoprace capacity results/ --target-p 1e-6 --where \"wait = 1\" --hosts 10000 "
+            "--kexecs-per-host-year 12"
         ),
     )
     c.add_argument("dirs", nargs="+", metavar="DIR", help="result directories")
+    c.add_argument("--where", metavar="PREDICATE",
+                   help="SQL predicate on outcomes columns, e.g. \"wait = 1\" (the kexec path)")
+    c.add_argument("--split", nargs="+", default=[], metavar="AXIS",
+                   help="axes never taken worst case, besides wait and mitigation (always split out)")
     c.add_argument("--target-p", type=_positive_float, required=True, metavar="P",
                    help="largest acceptable failure probability per kexec, e.g. 1e-6")
     c.add_argument("--by", nargs="+", metavar="AXIS", help="axes to give one limit per value combination")
@@ -93,7 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="heatmap or line plot of a metric over the swept axes",
         description=(
             "Plot a metric of the outcomes view: with --y a heatmap (log colour scale, cells with a wide "
-            "95%% interval or 0 events hatched), with --lines one line per value of that axis with Wilson error "
+            "95% interval or 0 events hatched), with --lines one line per value of that axis with Wilson error "
             "bars, with neither a single line. Points that share a cell are aggregated (counts summed) and the "
             "title says so. Example: stoprace plot results/ --x n_cpus --y wbinvd_us --metric p_race -o fig.png"
         ),
@@ -177,7 +185,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     for n in partial:
         print(f"stoprace capacity: warning: {n}", file=sys.stderr)
     cap = capacity(con, args.target_p, by=args.by, metric=args.metric, hosts=args.hosts,
-                   kexecs_per_host_year=args.kexecs_per_host_year)
+                   kexecs_per_host_year=args.kexecs_per_host_year, where=args.where, split=args.split)
     if args.format == "json":
         d = cap.to_dict()
         if partial:
@@ -189,7 +197,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     for n in unresolved:
         out.append(n + "\n\n")
     title = (f"largest n_cpus with the 95% upper bound of {cap.metric} < {cap.target_p:g} per kexec"
-             + (f", by {', '.join(cap.by)}" if cap.by else ""))
+             + (f", by {', '.join(cap.by)}" if cap.by else "") + (f", where {cap.where}" if cap.where else ""))
     out.append(render_table(cap.limits, max_rows=None, title=title,
                             notes=[n for n in cap.notes if n not in unresolved and not n.startswith("fleet:")]))
     if cap.fleet is not None:
@@ -202,10 +210,11 @@ def cmd_capacity(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """`stoprace plot`: render a heatmap or line plot to a file."""
-    from queries.plot import plot
+    from queries.plot import check_pixels, plot
 
     if args.dpi <= 0 or args.dpi > 1200:
         raise UsageError(f"--dpi {args.dpi} must be in 1..1200")
+    check_pixels(args.size, args.dpi)  # before reading anything
     con = _connect(args.dirs, "plot")
     check_output_path(args.output, args.dirs)
     res = plot(con, args.output, x=args.x, y=args.y, metric=args.metric, lines=args.lines, where=args.where,

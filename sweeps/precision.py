@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.precision import METRICS, Precision
 
-__all__ = ["PRECISION_KEYS", "parse_precision", "precision_toml", "Search", "parse_search", "search_toml"]
+__all__ = ["PRECISION_KEYS", "Search", "parse_precision", "parse_search", "precision_toml", "search_toml"]
 
 PRECISION_KEYS: tuple[str, ...] = ("metric", "target", "rel_half_width", "max_trials", "min_trials")
 _MAX = 10**15
@@ -34,9 +34,7 @@ def _is_int(v: Any) -> bool:
 
 
 def _count(key: str, v: Any) -> int | None:
-    if _is_int(v):
-        iv = int(v)
-    elif isinstance(v, float) and math.isfinite(v) and v.is_integer():
+    if _is_int(v) or isinstance(v, float) and math.isfinite(v) and v.is_integer():
         iv = int(v)
     else:
         return None

@@ -36,7 +36,7 @@ from sweeps.grid import Point, iter_points, point_at
 from sweeps.spec import SweepSpec
 from sweeps.waves import WavePlan
 
-__all__ = ["BoundarySearch", "Bracket", "resolved", "midpoint"]
+__all__ = ["BoundarySearch", "Bracket", "midpoint", "resolved"]
 
 REL_RESOLUTION = 0.05
 
@@ -48,7 +48,7 @@ def resolved(a: int, b: int) -> bool:
 
 def midpoint(a: int, b: int) -> int:
     """The next probe strictly inside (a, b): the rounded geometric mean."""
-    m = int(math.floor(math.sqrt(a * b) + 0.5))
+    m = math.floor(math.sqrt(a * b) + 0.5)
     return min(max(m, a + 1), b - 1)
 
 

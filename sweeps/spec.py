@@ -4,7 +4,8 @@ A spec file looks like::
 
     name = "tdx-kexec"            # [a-z0-9_-]+
     seed = 20250616               # uint64
-    trials = 1_000_000            # per point (an integral float such as 1e6 is accepted too)
+    trials = 1_000_000            # per point (an integral float such as 1e6 is accepted too),
+                                  # or "auto" with a [precision] table (sweeps.precision)
     shard_trials = 100_000        # default 100_000; shards per point = ceil(trials / shard_trials)
     estimator = "naive"           # "naive" (default) or "cmc"
     task_seconds = 2.0            # default 2.0; target run time of one task (sweeps.grid)

@@ -47,6 +47,11 @@ class Point:
     shards: list[dict[str, int]] = field(default_factory=lambda: [{"clean": 1000}])
     hists: list[Sequence[int]] | None = None
     """Optional explicit stop-time histogram per shard (128 bins summing to trials - hang)."""
+    t_max: list[float] | None = None
+    """Optional largest stop time per shard (with `hists`; default: the middle of the top non-empty bin)."""
+    cmc: list[tuple[float, float, float, float]] | None = None
+    """Optional cmc estimates per shard: (p_race_est, p_race_var, p_bad_est, p_bad_var); the point is then
+    written with estimator = 'cmc' (every task file gets the estimator columns)."""
 
     def full_params(self) -> dict[str, Any]:
         p = dict(DEFAULTS)
@@ -159,11 +164,17 @@ def write_results(
                 nz = np.flatnonzero(h)
                 s = float((h * _MID).sum())
                 mx = float(_MID[nz[-1]]) if nz.size else float("nan")
+                if pt.t_max is not None:
+                    mx = float(pt.t_max[k])
             else:
                 h, s, mx = _shard_times(rng, p, c)
             row = {"sweep": sweep, "point_id": pid, "shard": k, **p, "trials": sum(c.values()), **c,
                    "t_done_sum_us": s, "t_done_max_us": mx, "t_done_hist": h.tolist(),
                    "seed": pseed, "wall_s": 0.01}
+            if pt.cmc is not None:
+                re_, rv, be, bv = pt.cmc[k]
+                row.update(estimator="cmc", p_race_est=float(re_), p_race_var=float(rv),
+                           p_bad_est=float(be), p_bad_var=float(bv))
             rows.append(row)
             if events:
                 ev_rows.append(_events_for(rng, sweep, pid, k, p, c))
@@ -175,15 +186,16 @@ def write_results(
     (path / "events").mkdir(parents=True, exist_ok=True)
     (path / "spec.toml").write_text(_spec_toml(sweep, seed, pts))
     tasks = np.array_split(np.arange(len(rows)), n_tasks)
+    any_cmc = any(pt.cmc is not None for pt in pts)
     for t, idx in enumerate(tasks):
         schema = BASE_POINTS_SCHEMA
-        if estimator_every and t % estimator_every == estimator_every - 1:
+        if any_cmc or (estimator_every and t % estimator_every == estimator_every - 1):
             schema = _append(schema, ESTIMATOR_FIELDS)
         if extra_points_columns:
             schema = _append(schema, [pa.field(n, pa.float64()) for n in extra_points_columns])
         task_rows = [dict(rows[i]) for i in idx]
         for r in task_rows:
-            if schema.get_field_index("estimator") >= 0:
+            if schema.get_field_index("estimator") >= 0 and "estimator" not in r:
                 n = r["trials"]
                 r.update(estimator="naive", p_race_est=r["race"] / n, p_race_var=r["race"] / n / n,
                          p_bad_est=(r["race"] + r["hang"] + r["timeout"]) / n, p_bad_var=0.0)

@@ -11,7 +11,6 @@ import pyarrow.parquet as pq
 import pytest
 
 import queries
-from cluster.connect import session
 from sweeps import run
 from sweeps.grid import iter_points
 from sweeps.spec import load_spec
@@ -94,13 +93,6 @@ p_stall = [1e-3, 1e-2]
 Z_METRIC_COUNTS = {"p_bad": ("race", "hang", "timeout"), "p_race": ("race",)}
 
 
-@pytest.fixture(scope="module")
-def ray2():
-    with session(num_cpus=2) as started:
-        assert started
-        yield
-
-
 def _run(tmp_path_factory, name: str, text: str):
     tmp = tmp_path_factory.mktemp(name)
     spec = write_spec(tmp, text)
@@ -110,17 +102,17 @@ def _run(tmp_path_factory, name: str, text: str):
 
 
 @pytest.fixture(scope="module")
-def naive_run(ray2, tmp_path_factory):
+def naive_run(ray_session, tmp_path_factory):
     return _run(tmp_path_factory, "naive", NAIVE_SPEC)
 
 
 @pytest.fixture(scope="module")
-def slow_run(ray2, tmp_path_factory):
+def slow_run(ray_session, tmp_path_factory):
     return _run(tmp_path_factory, "slow", SLOW_SPEC)
 
 
 @pytest.fixture(scope="module")
-def cmc_run(ray2, tmp_path_factory):
+def cmc_run(ray_session, tmp_path_factory):
     return _run(tmp_path_factory, "cmc", CMC_SPEC)
 
 
@@ -255,3 +247,57 @@ def test_capacity_uses_the_decided_status(naive_run):
     # another target than the rule's: judged on the intervals as before
     other = capacity(queries.connect(out), 0.02, by=["p_stall", "wait"], metric="p_bad")
     assert not any("adaptive sweep" in n for n in other.notes)
+
+
+SEARCH_SPEC = """
+name = "e2e-search"
+seed = 3
+trials = "auto"
+shard_trials = 500
+task_seconds = 0.1
+
+[precision]
+metric = "p_bad"
+target = 0.01
+max_trials = 4000
+
+[search]
+n_cpus = [2, 1024]
+
+[base]
+stall_median_us = 1.0e6
+stall_sigma = 0.05
+nmi_jitter_us = 1000.0
+wait = 1
+
+[axes]
+p_stall = [0.01]
+"""
+
+
+def test_boundary_search_end_to_end(ray2, tmp_path):
+    """A [search] spec on Ray: the boundary is bracketed by stored probes decided below / not below
+    the target (recomputed from the rows), the replayed report equals the run's, a rerun is identical."""
+    from sweeps.runner import search_report
+    from sweeps.store import ResultStore
+
+    spec_path = write_spec(tmp_path, SEARCH_SPEC)
+    rep = run(spec_path, tmp_path / "out", progress=False)
+    (row,) = rep.search
+    a, b = row["max_n_cpus"], row["fails_at_n_cpus"]
+    assert a is not None and b is not None and a < b and (b - a) / 2 <= max(1, 0.05 * (a + b) / 2)
+    spec = load_spec(spec_path)
+    rule = spec.precision.model_dump()
+    by_n: dict[int, list] = {}
+    for r in read_dir(tmp_path / "out").to_pylist():
+        by_n.setdefault(r["n_cpus"], []).append(r)
+    assert sorted(by_n) == row["probe_n_cpus"] and 2 in by_n and 1024 in by_n
+    for n, rs in by_n.items():
+        k = sum(r["race"] + r["hang"] + r["timeout"] for r in rs)
+        s = naive_status(k, sum(r["trials"] for r in rs), rule)
+        assert (s == "below target") == (n <= a), (n, s)
+    store = ResultStore.open_existing(tmp_path / "out")
+    assert search_report(store) == rep.search
+    again = run(spec_path, tmp_path / "again", progress=False)
+    assert again.search == rep.search
+    same_results(tmp_path / "again", tmp_path / "out")

@@ -290,6 +290,23 @@ def test_worker_node_killed_mid_sweep(two_nodes, refs, tmp_path):
     _assert_complete(out, n)
 
 
+# ---- an adaptive sweep (trials = "auto", issue 12): the same waves and rows on two nodes ----------
+
+
+@pytest.mark.slow
+def test_adaptive_sweep_on_cluster_matches_embedded(two_nodes, tmp_path):
+    from test_adaptive_e2e import NAIVE_SPEC
+
+    spec = write_spec(tmp_path, NAIVE_SPEC)
+    ref = tmp_path / "ref"
+    finish(cli("run", str(spec), "--out", str(ref), "--workers", "2", "--no-progress", env=DRIVER_ENV), 240)
+    out = tmp_path / "out"
+    text, _ = finish(cli("run", str(spec), "--address", two_nodes.gcs, "--out", str(out), "--no-progress", env=DRIVER_ENV))
+    n, ran, skipped = _summary(text)
+    assert n == ran == stored(ref) and skipped == 0
+    same_results(out, ref)
+
+
 # ---- quick: bad input, the job's command, the runtime_env (no cluster) ---------------------
 
 
@@ -360,15 +377,14 @@ def test_submit_entrypoint_is_a_real_run_command():
 
 
 def test_runtime_env_for_cluster_runs(monkeypatch):
+    import ray
+
+    import cluster as cluster_pkg
     import core
     import sweeps
-    import cluster as cluster_pkg
-    from cluster.jobs import shipping_runtime_env
-    from cluster.jobs import JobsError
+    from cluster.jobs import JobsError, shipping_runtime_env
     from sweeps.errors import ClusterError
     from sweeps.runner import _cluster_runtime_env
-
-    import ray
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh `stoprace run` process
     monkeypatch.setattr("sweeps.runner.check_reachable", lambda address: None)
@@ -413,7 +429,7 @@ def test_jobs_address_forms(monkeypatch):
 
 def test_auth_failures_say_how_to_fix_them():
     from cluster.jobs import JobsClient
-    from sweeps.cli_run import _connection_problem
+    from sweeps.runner import connection_problem as _connection_problem
 
     try:
         try:

@@ -28,8 +28,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy import special, stats as sst
+from scipy import special
+from scipy import stats as sst
 
+from core import reference
 from core.cmc import (
     CmcSummary,
     cmc_draws,
@@ -40,7 +42,6 @@ from core.cmc import (
     replay_draws_cmc,
     simulate_cmc,
 )
-from core import reference
 from core.cmc_reference import cmc_trial_reference
 from core.draws import draw_all
 from core.outcomes import OUTCOMES

@@ -16,7 +16,7 @@ stop times. (Pearson's chi-square, used before, is invalid for a category expect
 times, as `stall_at_deadline`'s races: it produced 1 false rejection in 20 seed pairs.)
 
 False rejections: each of the at most 6 tests of a regime (5 outcomes + KS) is made at
-ALPHA = ALPHA_RUN / (6 x regimes) = 1e-3 / 108 ~ 9.3e-6 (18 regimes). Fisher's test is exact-conservative
+ALPHA = ALPHA_RUN / (6 x regimes) = 1e-3 / 108 ~ 9.3e-6. Fisher's test is exact-conservative
 (P(p-value <= a) <= a under equal laws), and the KS test is conservative for the atoms
 some regimes have (stop times at a wait=0 deadline); its asymptotic p-value at these
 sample sizes (>= 3000 x 30000) is accurate to well within the Bonferroni slack. By the
@@ -24,21 +24,24 @@ union bound a correct implementation fails a run with probability < ALPHA_RUN = 
 whatever the seeds; the seeds are fixed, so the test is deterministic.
 
 Power, at that ALPHA (z = 4.43 two-sided), 90% power (z = 1.28): an absolute shift d of a
-category of probability p is detected when d >= 5.67 sqrt(p (1 - p) (1/n_ref + 1/n_vec)).
+category of probability p is detected when d >= 5.72 sqrt(p (1 - p) (1/n_ref + 1/n_vec)).
 Relative shift d/p detectable per regime's most informative bad outcome (printed by
 `python tests/test_core_agreement.py`, which computes p from a vectorized run):
 
     regime               n_ref  outcome      p       detectable d/p
-    race_prone            3000  race       0.805         5.3%
+    race_prone            3000  race       0.805         5.4%
     walk_clock            3000  race       0.799         5.5%
     early_flush_race      3000  race       0.799         5.5%
     race_window          12000  race       0.237         9.8%
-    hang                  3000  hang       0.367        14.3%
-    wait0_unresponsive    3000  timeout    0.367        14.3%
+    hang                  3000  hang       0.367        14.4%
+    wait0_unresponsive    3000  timeout    0.367        14.4%
     wait0_timeouts        3000  timeout    0.990         1.1%
+    hold_offs             3000  race       0.329        15.6%
+    hold_offs_wait0       3000  timeout    0.747         6.4%
+    hold_offs_early_flush 3000  race       0.060        43%
     deadline_3cpu        20000  clean      0.227         7.8%
-    race_wbinvd           3000  race       0.0069      131%
-    early_flush           3000  race       0.0051      151%
+    race_wbinvd           3000  race       0.0069      132%
+    early_flush           3000  race       0.0051      152%
     stall_at_deadline     3000  race       ~1e-4       (none)
 
 So a 10% error in p_race is detected wherever races are common, and the mechanisms of

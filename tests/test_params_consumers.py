@@ -21,6 +21,7 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
+from core.errors import ParamError
 from core.params import MAX_US, NEUTRAL, PARAM_NAMES, PARAM_SPECS, SPECS, Params, make_params
 from queries.db import connect
 from sweeps.cli import build_parser
@@ -59,13 +60,13 @@ def test_table_is_params():
         assert s.neutral is None or type(s.neutral) is s.py_type, s.name
         pa.type_for_alias(s.arrow)  # a real Arrow type
         if s.ge is not None:
-            with pytest.raises(ValueError, match=s.name):
+            with pytest.raises(ParamError, match=s.name):
                 make_params({s.name: s.py_type(s.ge - 1)})
         if s.le is not None:
-            with pytest.raises(ValueError, match=s.name):
+            with pytest.raises(ParamError, match=s.name):
                 make_params({s.name: s.py_type(s.le * 2 + 1)})
         if s.choices is not None:
-            with pytest.raises(ValueError, match=s.name):
+            with pytest.raises(ParamError, match=s.name):
                 make_params({s.name: s.py_type(s.default) + s.py_type(7)})
 
 

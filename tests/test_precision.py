@@ -17,7 +17,17 @@ import pyarrow as pa
 import pytest
 
 from core.precision import (
-    ABOVE, BELOW, EXHAUSTED, OPEN, PRECISE, Estimate, PointTally, Precision, ShardStats, decide, naive_estimate,
+    ABOVE,
+    BELOW,
+    EXHAUSTED,
+    OPEN,
+    PRECISE,
+    Estimate,
+    PointTally,
+    Precision,
+    ShardStats,
+    decide,
+    naive_estimate,
 )
 from queries.db import read_sql
 from sweeps.grid import iter_points
@@ -200,7 +210,8 @@ def test_cmc_tally_pools_like_one_pass_over_all_trials(seed):
     assert e.lo == pytest.approx(allv.mean() - half, rel=1e-9)
     assert e.hi == pytest.approx(allv.mean() + half, rel=1e-9)
     n, m, v = pooled([(x.size, float(x.mean()), float(x.var(ddof=1) / x.size)) for x in values])
-    assert v == pytest.approx(allv.var(ddof=1) / allv.size, rel=1e-9)
+    assert n == allv.size and m == pytest.approx(allv.mean(), rel=1e-12)
+    assert v == pytest.approx(allv.var(ddof=1) / allv.size, rel=1e-9)  # the helper itself, against numpy
     # p_hang is not a cmc metric: Wilson on the naive counts (all 0 here)
     assert t.estimate("p_hang").estimator == "naive"
 
@@ -339,7 +350,7 @@ def test_every_point_stops_at_its_first_decided_wave():
         shards = seen[p.point_id]
         b = len(shards)
         assert sorted(shards) == list(range(b)) and b in bounds
-        for j, bj in enumerate(bounds):
+        for bj in bounds:
             n = sum(shards[k]["trials"] for k in range(bj))
             k_bad = sum(shards[k]["hang"] for k in range(bj))
             s = naive_status(k_bad, n, rule)
@@ -359,7 +370,7 @@ def test_next_wave_of_a_point_is_queued_as_soon_as_its_own_wave_completes():
     wave0 = []
     while (t := plan.take()) is not None:
         wave0.append(t)
-    assert all(it.shards == range(0, 1) for t in wave0 for it in t.items)
+    assert all(it.shards == range(1) for t in wave0 for it in t.items)
     # finish only the wave-0 task of an open point (p_stall = 0.011 is open after 100 trials)
     i = next(p.index for p in plan.points.values() if p.values["p_stall"] == 0.011)
     task = next(t for t in wave0 if any(it.point.index == i for it in t.items))
@@ -368,3 +379,15 @@ def test_next_wave_of_a_point_is_queued_as_soon_as_its_own_wave_completes():
     assert nxt is not None and nxt.items[0].point.index == i and nxt.items[0].shards == range(1, 2)
     assert nxt.task_id == task_id_of(spec, i, 1)
     assert plan.take() is None  # nothing else is runnable until other results arrive
+
+
+def test_cli_refuses_a_bad_precision_table_with_exit_2_and_writes_nothing(tmp_path, capsys):
+    from sweeps.cli import main
+
+    spec = tmp_path / "s.toml"
+    spec.write_text('name = "x"\nseed = 1\ntrials = "auto"\n[precision]\ntarget = 2\nmax_trials = 10\n')
+    out = tmp_path / "never"
+    assert main(["run", str(spec), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "precision.target = 2 is not allowed" in err and len(err.splitlines()) == 1
+    assert not out.exists()

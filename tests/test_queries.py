@@ -24,7 +24,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import synthetic_results as sr
 from core.errors import StopraceError
 from core.histogram import N_BINS, quantile
 from core.outcomes import EVENT_OUTCOMES, OUTCOMES
@@ -36,6 +35,8 @@ from queries.format import header, render_table
 from queries.named import list_named, load_named, run_named, run_sql
 from sweeps.cli import main
 from sweeps.schema import EVENTS_SCHEMA, POINTS_SCHEMA
+
+import synthetic_results as sr
 
 REPO = Path(__file__).resolve().parents[1]
 P_NAMES = [f"p_{o}" for o in ("race", "hang", "timeout", "bad")]
@@ -411,30 +412,41 @@ def test_hang_conditions_rejects_unknown_param(con):
 
 
 def test_sensitivity(con, ref):
+    """Each swept axis against an independent selection: other axes at their lower-middle value, the scenario
+    axes (wait, mitigation) never held but split out, one row per (axis, value, scenario)."""
     t = run_named(con, "sensitivity").to_pylist()
     pts = list(ref.values())
     axes = [n for n in PARAM_NAMES if len({p[n] for p in pts}) > 1]
     assert axes == ["n_cpus", "wbinvd_us", "mitigation"]
+    split = [a for a in axes if a in ("wait", "mitigation")]
     med = {}
     for a in axes:
+        if a in split:
+            continue
         vals = sorted({p[a] for p in pts})
-        med[a] = DEFAULTS[a] if isinstance(vals[0], str) else vals[(len(vals) - 1) // 2]
-    assert med == {"n_cpus": 64, "wbinvd_us": 1000.0, "mitigation": "none"}
+        med[a] = vals[(len(vals) - 1) // 2]
+    assert med == {"n_cpus": 64, "wbinvd_us": 1000.0}
     want = []
     for a in axes:
-        for v in sorted({p[a] for p in pts}):
-            sel = [p for p in pts if p[a] == v and all(p[b] == med[b] for b in axes if b != a)]
-            n = sum(p["trials"] for p in sel)
-            k = sum(p["race"] for p in sel)
-            want.append((a, v, len(sel), n, k, k / n, *wilson(k, n)))
-    assert len(t) == len(want)
+        scen_axes = [b for b in split if b != a]
+        scenarios = sorted({tuple(p[b] for b in scen_axes) for p in pts})
+        for sc in scenarios:
+            for v in sorted({p[a] for p in pts}):
+                sel = [p for p in pts if p[a] == v and all(p[b] == x for b, x in zip(scen_axes, sc))
+                       and all(p[b] == med[b] for b in med if b != a)]
+                assert len(sel) == 1
+                n, k = sel[0]["trials"], sel[0]["race"]
+                scen = " ".join(f"{b}={x}" for b, x in zip(scen_axes, sc))
+                want.append((a, v, scen, n, k, k / n, *wilson(k, n)))
+    assert len(t) == len(want) == 3 * 2 + 3 * 2 + 2
     for g, w in zip(t, want):
-        a, v, npts, n, k, p, lo, hi = w
+        a, v, scen, n, k, p, lo, hi = w
         assert g["axis"] == a and g["value"] == str(v)  # DuckDB's text of the value: '64', '1000.0', 'none'
-        assert (g["points"], g["trials"], g["race"]) == (npts, n, k)
+        assert g["scenario"] == scen and g["estimator"] == "naive"
+        assert (g["trials"], g["race"]) == (n, k)
         assert close(g["p_race"], p) and close(g["p_race_lo"], lo) and close(g["p_race_hi"], hi)
     held = {g["axis"]: g["held"] for g in t}
-    assert held["n_cpus"] == "wbinvd_us=1000 mitigation=none"
+    assert held["n_cpus"] == "wbinvd_us=1000" and held["mitigation"] == "n_cpus=64 wbinvd_us=1000"
 
 
 def test_mitigation_effect(con, ref):
@@ -448,8 +460,10 @@ def test_mitigation_effect(con, ref):
         f = flush[key]
         g = by_differs[reference_differs(n, skip=("mitigation",))]
         assert (g["trials_none"], g["trials_flush"]) == (n["trials"], f["trials"])
+        assert g["estimator"] == "naive"
         assert close(g["p_race_none"], n["p_race"]) and close(g["p_race_flush"], f["p_race"])
-        assert close(g["race_ratio"], f["p_race"] / n["p_race"])
+        assert close(g["race_factor"], n["p_race"] / f["p_race"])
+        assert g["race_factor_lo"] <= g["race_factor"] <= g["race_factor_hi"]
         assert close(g["t_p99_change_us"], f["t_p99_us"] - n["t_p99_us"], rel=1e-9)
         assert close(g["t_mean_change_us"], f["t_mean_us"] - n["t_mean_us"], rel=1e-9)
         assert g["preflush_us"] is None

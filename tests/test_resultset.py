@@ -13,17 +13,18 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from test_store import SPEC, TASKS, events_table, points_table
 
-import synthetic_results as sr
 from queries.db import QueryError, connect
 from queries.resultset.manifest import FORMAT_VERSION, parse_manifest
 from queries.resultset.reader import ResultSet
 from queries.resultset.storage import locate
 from queries.resultset.writer import compact
-from sweep_helpers import read_dir
 from sweeps.cli import main
 from sweeps.store import ResultStore, StoreError
-from test_store import SPEC, TASKS, events_table, points_table
+
+import synthetic_results as sr
+from sweep_helpers import read_dir
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -13,16 +13,17 @@ import signal
 from pathlib import Path
 
 import pytest
+from s3_helpers import moto_s3
+from test_store import SPEC, TASKS, events_table, points_table
 
 from queries.db import QueryError, connect
 from queries.resultset.reader import ResultSet
 from queries.resultset.storage import locate
 from queries.resultset.writer import compact
-from s3_helpers import moto_s3
-from sweep_helpers import SLOW_SPEC, cli, finish, read_dir, wait_for, without_wall, write_spec
 from sweeps.cli import main
 from sweeps.store import ResultStore, StoreError
-from test_store import SPEC, TASKS, events_table, points_table
+
+from sweep_helpers import SLOW_SPEC, cli, finish, read_dir, wait_for, without_wall, write_spec
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

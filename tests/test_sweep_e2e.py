@@ -10,7 +10,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from cluster.connect import session
 from core.outcomes import EVENT_OUTCOMES, OUTCOMES
 from sweeps import run
 from sweeps.cli import main
@@ -20,13 +19,6 @@ from sweeps.spec import load_spec
 from sweep_helpers import SLOW_SPEC, SMALL_SPEC, cli, descendants, read_dir, stored, wait_for, without_wall, write_spec
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def ray2():
-    with session(num_cpus=2) as started:
-        assert started
-        yield
 
 
 def run_once(tmp_path_factory, name: str, text: str):
@@ -39,7 +31,7 @@ def run_once(tmp_path_factory, name: str, text: str):
 
 
 @pytest.fixture(scope="module")
-def reference_run(ray2, tmp_path_factory):
+def reference_run(ray_session, tmp_path_factory):
     """The small spec run once, uninterrupted: the rows every other run must reproduce."""
     return run_once(tmp_path_factory, "ref", SMALL_SPEC)
 
@@ -91,7 +83,7 @@ def test_same_spec_gives_identical_rows(reference_run, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def slow_run(ray2, tmp_path_factory):
+def slow_run(ray_session, tmp_path_factory):
     return run_once(tmp_path_factory, "slow", SLOW_SPEC)
 
 
@@ -220,10 +212,10 @@ def test_replay_bad_address_exits_2(reference_run, capsys):
 
 
 def test_queries_over_a_real_run_match_a_pyarrow_aggregation(reference_run, tmp_path, capsys):
+    from test_queries import close, reference_outcomes
+
     from queries import connect
     from queries.named import list_named, run_named
-
-    from test_queries import close, reference_outcomes
 
     _, out = reference_run
     con = connect(out)
@@ -265,7 +257,7 @@ p_stall = [0.02, 0.2]
 
 
 @pytest.fixture(scope="module")
-def cmc_run(ray2, tmp_path_factory):
+def cmc_run(ray_session, tmp_path_factory):
     return run_once(tmp_path_factory, "cmc", CMC_SPEC)
 
 
@@ -295,8 +287,10 @@ def test_cmc_sweep_outcomes_merge_shards_exactly(cmc_run):
             assert g[f"p_{what}_cmc_hi"] == pytest.approx(hi, rel=1e-6)
             assert 0 <= g[f"p_{what}_cmc_lo"] < g[f"p_{what}_cmc_hi"]
         # the cmc estimate agrees with the naive count of the same trials (99.9%, combined)
-        se = (g["p_race_cmc_var"] + g["p_race"] * (1 - g["p_race"]) / g["trials"]) ** 0.5
-        assert abs(g["p_race_cmc"] - g["p_race"]) < 3.3 * se + 1e-12
+        assert g["estimator"] == "cmc" and g["p_race"] == g["p_race_cmc"]
+        assert g["p_race_naive"] == pytest.approx(g["race"] / g["trials"], rel=1e-12)
+        se = (g["p_race_cmc_var"] + g["p_race_naive"] * (1 - g["p_race_naive"]) / g["trials"]) ** 0.5
+        assert abs(g["p_race_cmc"] - g["p_race_naive"]) < 3.3 * se + 1e-12
 
 
 def test_capacity_uses_the_cmc_interval(cmc_run):
@@ -305,14 +299,15 @@ def test_capacity_uses_the_cmc_interval(cmc_run):
 
     _, out = cmc_run
     con = connect(out)
-    cap = capacity(con, 0.5, metric="p_race")
+    cap = capacity(con, 0.5, metric="p_race", by=["p_stall"])
     cells = cap.cells.to_pylist()
+    want = {(r["p_stall"], r["n_cpus"]): r for r in
+            con.sql("SELECT * FROM outcomes").to_arrow_table().to_pylist()}
     con.close()
-    assert cells and all(c["estimator"] == "cmc" for c in cells)
-    from core.stats import wilson
-
-    for c in cells:  # the tighter of Wilson and cmc, each at 97.5%
-        assert c["p_hi"] <= wilson(c["k"], c["trials"], 0.975)[1] * (1 + 1e-12)
+    assert len(cells) == len(want) == 4 and all(c["estimator"] == "cmc" for c in cells)
+    for c in cells:  # one point per cell: exactly its cmc estimate and interval (never intersected with Wilson)
+        w = want[(c["p_stall"], c["n_cpus"])]
+        assert (c["p"], c["p_lo"], c["p_hi"]) == (w["p_race_cmc"], w["p_race_cmc_lo"], w["p_race_cmc_hi"])
         assert c["p_lo"] <= c["p"] <= c["p_hi"]
 
 

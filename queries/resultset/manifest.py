@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from queries.resultset.errors import StoreError
 from queries.resultset.ranges import RangeSet
 
-FORMAT = "stoprace-results"
-FORMAT_VERSION = 2
+FORMAT: Literal["stoprace-results"] = "stoprace-results"
+FORMAT_VERSION: Literal[2] = 2
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "FileEntry", "Segment", "Garbage", "Manifest", "MIGRATIONS",
            "parse_manifest", "dump_manifest", "now_iso"]

@@ -109,7 +109,11 @@ class ResultSet:
             raise StoreError(f"results dir '{fs.display()}' does not exist")
         if kind != "dir":
             raise StoreError(f"'{fs.display()}' is not a directory (expected a stoprace result set)")
-        if fs.kind(MANIFEST) is None:
+        try:
+            has_manifest = fs.kind(MANIFEST) is not None
+        except OSError as e:  # e.g. a dir this user may not read
+            raise StoreError(f"cannot read results dir '{fs.display()}': {one_line(e)}") from None
+        if not has_manifest:
             raise StoreError(f"'{fs.display()}' is not a stoprace result set: no {MANIFEST}")
         return cls(fs, read_manifest(fs))
 

@@ -13,7 +13,6 @@ import pyarrow as pa
 from core.histogram import N_BINS
 from core.outcomes import OUTCOMES
 from core.params import FIRST_RELEASE_PARAMS, PARAM_SPECS
-
 from queries.resultset.errors import StoreError
 
 __all__ = ["PARAM_TYPES", "POINTS_SCHEMA", "EVENTS_SCHEMA", "N_BINS", "SCHEMAS", "REQUIRED_POINTS_COLUMNS", "conform"]
@@ -66,7 +65,7 @@ SCHEMAS: dict[str, pa.Schema] = {"points": POINTS_SCHEMA, "events": EVENTS_SCHEM
 REQUIRED_POINTS_COLUMNS: tuple[str, ...] = (
     "sweep", "point_id", "shard", *FIRST_RELEASE_PARAMS, "trials", *OUTCOMES,
     "t_done_sum_us", "t_done_max_us", "t_done_hist", "seed", "wall_s",
-)
+)  # wall_s stays in `points`; `outcomes` leaves it out, so that it is the same bytes run to run
 """The points columns every release has written (later parameters read as their neutral value, and the
 estimator and preflush columns came later)."""
 

@@ -137,7 +137,7 @@ def sha256_of(f: IO[bytes]) -> tuple[int, str]:
     return n, h.hexdigest()
 
 
-def _write_local(path: Path, tmp: Path, write: Callable[[IO[bytes]], None]) -> None:
+def _write_local(path: Path, tmp: Path, write: Callable[[IO[bytes]], object]) -> None:
     try:
         with open(tmp, "wb") as f:
             write(f)

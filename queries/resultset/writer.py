@@ -40,7 +40,16 @@ import pyarrow.parquet as pq
 from core.cost import cpu_trials
 from queries.resultset.errors import StoreError, one_line
 from queries.resultset.layout import (
-    EVENTS_DIR, MANIFEST, POINTS_DIR, SPEC_FILE, TABLES, is_tmp, new_token, segment_file, task_file, task_id_of,
+    EVENTS_DIR,
+    MANIFEST,
+    POINTS_DIR,
+    SPEC_FILE,
+    TABLES,
+    is_tmp,
+    new_token,
+    segment_file,
+    task_file,
+    task_id_of,
     token_of,
 )
 from queries.resultset.lock import WriterLock, acquire
@@ -143,6 +152,10 @@ _ROW_BYTES = {POINTS_DIR: 1536, EVENTS_DIR: 128}
 a table's own buffer size counts the whole parent of a slice and its exact size costs ~1 ms."""
 
 
+def _pairs(tasks: RangeSet) -> list[tuple[int, int]]:
+    return [(a, b) for a, b in tasks.ranges()]
+
+
 def _footprint(points: pa.Table, events: pa.Table | None) -> int:
     ev = events.num_rows if events is not None else 0
     return _TASK_OVERHEAD + points.num_rows * _ROW_BYTES[POINTS_DIR] + ev * _ROW_BYTES[EVENTS_DIR]
@@ -241,7 +254,8 @@ class SetWriter:
                 for d in damaged:
                     bad.update(d.tasks)
                 now = time.time()
-                keep, gone = [], []
+                keep: list[Segment] = []
+                gone: list[Segment] = []
                 for s in self.manifest.segments:
                     (gone if any(t in bad for t in s.task_set()) else keep).append(s)
                 legacy = RangeSet(t for t in RangeSet(self.manifest.legacy_tasks) if t not in bad)
@@ -373,7 +387,7 @@ class SetWriter:
             for o in outs:
                 o.abort()
             raise
-        return Segment(tasks=tasks.ranges(), points=pt_entry, events=ev_entry, cpu_trials=cpu_trials)
+        return Segment(tasks=_pairs(tasks), points=pt_entry, events=ev_entry, cpu_trials=cpu_trials)
 
     def _merge_tiers(self) -> None:
         while True:
@@ -430,7 +444,7 @@ class SetWriter:
                 if e is not None:
                     e.abort()
                 raise
-            yield Segment(tasks=tasks.ranges(), points=pt_entry, events=ev_entry, cpu_trials=cpu)
+            yield Segment(tasks=_pairs(tasks), points=pt_entry, events=ev_entry, cpu_trials=cpu)
 
     def _batches(self, rel: str) -> Iterator[pa.RecordBatch]:
         with self.backend.open_input(rel) as f:

@@ -45,39 +45,25 @@ CREATE OR REPLACE TEMP MACRO hist_x(b, c, h, target) AS
 
 CREATE OR REPLACE TEMP MACRO hist_us(x) AS pow(10.0, x / 16.0);
 
--- The cmc estimator's interval from (mean, variance of the mean, trials, largest per-trial value)
--- at normal quantile z with tail (1 - conf) / 2, written to match core.cmc.estimate_interval: a
--- normal interval with a half-width floor of 1e-9 * mean, or, with zero sample variance,
--- [m (1 - q), m + (ymax - m) q] with q = 1 - tail^(1/n) (the exact bound on a value never seen
--- in n trials). cmc_lo/cmc_hi are the 95% ones.
--- q without cancellation: 1 - exp(x) = -x (1 + x/2 + x^2/6) to ~1e-17 once |x| < 1e-5
-CREATE OR REPLACE TEMP MACRO cmc_q(n, tail) AS
-    CASE WHEN abs(ln(tail) / n::DOUBLE) < 1e-5
-         THEN -(ln(tail) / n::DOUBLE) * (1.0 + ln(tail) / n::DOUBLE / 2.0 + pow(ln(tail) / n::DOUBLE, 2) / 6.0)
-         ELSE 1.0 - exp(ln(tail) / n::DOUBLE) END;
-
-CREATE OR REPLACE TEMP MACRO cmc_lo_z(m, v, n, ymax, z, tail) AS
+-- The same quantile as a time: NULL without a bin; +inf when the quantile lies in the open top bin
+-- (b = 127, which holds every stop time >= 10^(127/16) ~ 8.66e7 us) and the largest stop time
+-- reached 1e8 us, the top of the bins: its value is then unresolved, only ">= 8.66e7 us" is known
+-- (core.histogram.quantile does the same). Otherwise clamped to the largest stop time seen, since
+-- interpolation inside the last non-empty bin may overshoot it. x > 127 exactly when b = 127.
+CREATE OR REPLACE TEMP MACRO hist_q(x, t_max) AS
     CASE
-        WHEN m IS NULL OR n IS NULL OR n <= 0 THEN NULL
-        WHEN n >= 2 AND v > 0 THEN greatest(0.0, m - greatest(z * sqrt(v), 1e-9 * m))
-        ELSE greatest(0.0, m * (1.0 - cmc_q(n, tail)) - 1e-9 * m)
+        WHEN x IS NULL THEN NULL
+        WHEN x > 127 AND (t_max IS NULL OR t_max >= 1e8) THEN 'inf'::DOUBLE
+        ELSE least(hist_us(x), t_max)
     END::DOUBLE;
 
-CREATE OR REPLACE TEMP MACRO cmc_hi_z(m, v, n, ymax, z, tail) AS
-    CASE
-        WHEN m IS NULL OR n IS NULL OR n <= 0 THEN NULL
-        WHEN n >= 2 AND v > 0 THEN least(ymax::DOUBLE, m + greatest(z * sqrt(v), 1e-9 * m))
-        ELSE least(ymax::DOUBLE, m + (ymax - m) * cmc_q(n, tail) + 1e-9 * m)
-    END::DOUBLE;
+-- A sum of floats in a fixed order (o, then the value), so the result is the same bytes whatever
+-- order DuckDB's threads merge partial aggregates in. NULLs are skipped; all NULL gives NULL.
+CREATE OR REPLACE TEMP MACRO osum(x, o) AS
+    list_sum(list(x ORDER BY o, x));
 
-CREATE OR REPLACE TEMP MACRO cmc_lo(m, v, n, ymax) AS cmc_lo_z(m, v, n, ymax, wilson_z(), 0.025);
-
-CREATE OR REPLACE TEMP MACRO cmc_hi(m, v, n, ymax) AS cmc_hi_z(m, v, n, ymax, wilson_z(), 0.025);
-
--- Variance of the pooled mean from per-shard sums: ss = sum n_k (n_k - 1) var_k + n_k mean_k^2
--- (core.cmc.combine): (ss - N m^2) / (N - 1) / N, clamped at 0 against rounding.
-CREATE OR REPLACE TEMP MACRO pooled_var(ss, m, n) AS
-    CASE WHEN n >= 2 THEN greatest(0.0, (ss - n * m * m) / (n - 1.0) / n) ELSE 0.0 END::DOUBLE;
+-- cmc estimates and intervals: the functions cmc_pool_shards, cmc_pool_strata, cmc_interval,
+-- ratio_interval and z_value are Python (queries.estimates, core.cmc_stats), registered per connection.
 
 -- The adaptive stop rule of trials = "auto" sweeps, written to match core.precision.decide operation
 -- for operation (tested against it): from a point's estimate p in [lo, hi] over n trials, its status.

@@ -1,4 +1,6 @@
 -- internal: the `outcomes` view, one row per (sweep, point_id) (SCHEMA.md); slots are filled in by queries.db
+-- Bit-stable: float sums run over the shards in shard order (osum), never in the order threads
+-- happen to merge partial sums, so the same files always give the same bytes.
 CREATE OR REPLACE TEMP VIEW outcomes AS
 WITH agg AS (
     SELECT
@@ -10,12 +12,11 @@ WITH agg AS (
         sum(timeout)::BIGINT AS timeout,
         sum(race)::BIGINT AS race,
         sum(hang)::BIGINT AS hang,
-        sum(t_done_sum_us) FILTER (WHERE isfinite(t_done_sum_us)) AS t_sum_us,
+        osum(CASE WHEN isfinite(t_done_sum_us) THEN t_done_sum_us END, shard) AS t_sum_us,
         max(t_done_max_us) FILTER (WHERE isfinite(t_done_max_us)) AS t_max_us,
         @@preflush@@ AS preflush_us,
         @@cmc_agg@@,
-        any_value(seed) AS seed,
-        sum(wall_s) AS wall_s
+        any_value(seed) AS seed
     FROM points
     GROUP BY sweep, point_id
 ),
@@ -34,42 +35,63 @@ q AS (
         arg_min(hist_x(b, c, h, 0.999::DOUBLE * tot), b) FILTER (WHERE c >= 0.999::DOUBLE * tot) AS x999
     FROM cum
     GROUP BY sweep, point_id
+),
+-- the cmc estimator (core.cmc), where the sweep ran it: shards pooled exactly as core.cmc_stats.combine,
+-- interval from core.cmc_stats.estimate_interval (both through queries.estimates)
+est AS (
+    SELECT
+        agg.*,
+        coalesce(cmc_trials = trials AND cmc_trials > 0, false) AS is_cmc,
+        cmc_pool_shards(race_parts, (n_cpus - 1)::DOUBLE, @@conf@@) AS race_cmc,
+        cmc_pool_shards(bad_parts, n_cpus::DOUBLE, @@conf@@) AS bad_cmc
+    FROM agg
 )
 SELECT
     sweep, point_id, @@params@@,
+    CASE WHEN is_cmc THEN 'cmc' ELSE 'naive' END AS estimator,
     shards, trials, clean, nmi_clean, timeout, race, hang,
     timeout + race + hang AS bad,
     trials - clean AS nmi_phase,  -- trials that missed the 1 s REBOOT-vector wait (MODEL.md)
-    prob(race, trials) AS p_race,
-    wilson_lo(race, trials) AS p_race_lo,
-    wilson_hi(race, trials) AS p_race_hi,
+    -- p_race and p_bad: the sweep's estimator (cmc estimate and interval, or counts and Wilson)
+    CASE WHEN is_cmc THEN race_cmc.p ELSE prob(race, trials) END AS p_race,
+    CASE WHEN is_cmc THEN race_cmc.lo ELSE wilson_lo(race, trials) END AS p_race_lo,
+    CASE WHEN is_cmc THEN race_cmc.hi ELSE wilson_hi(race, trials) END AS p_race_hi,
     prob(hang, trials) AS p_hang,
     wilson_lo(hang, trials) AS p_hang_lo,
     wilson_hi(hang, trials) AS p_hang_hi,
     prob(timeout, trials) AS p_timeout,
     wilson_lo(timeout, trials) AS p_timeout_lo,
     wilson_hi(timeout, trials) AS p_timeout_hi,
-    prob(timeout + race + hang, trials) AS p_bad,
-    wilson_lo(timeout + race + hang, trials) AS p_bad_lo,
-    wilson_hi(timeout + race + hang, trials) AS p_bad_hi,
+    CASE WHEN is_cmc THEN bad_cmc.p ELSE prob(timeout + race + hang, trials) END AS p_bad,
+    CASE WHEN is_cmc THEN bad_cmc.lo ELSE wilson_lo(timeout + race + hang, trials) END AS p_bad_lo,
+    CASE WHEN is_cmc THEN bad_cmc.hi ELSE wilson_hi(timeout + race + hang, trials) END AS p_bad_hi,
     CASE WHEN trials - hang > 0 THEN t_sum_us / (trials - hang) END AS t_mean_us,
-    -- interpolation inside the last bin may overshoot the largest stop seen: clamp (as core.histogram.quantile)
-    least(hist_us(x50), t_max_us) AS t_p50_us,
-    least(hist_us(x99), t_max_us) AS t_p99_us,
-    least(hist_us(x999), t_max_us) AS t_p999_us,
+    hist_q(x50, t_max_us) AS t_p50_us,
+    hist_q(x99, t_max_us) AS t_p99_us,
+    hist_q(x999, t_max_us) AS t_p999_us,
     t_max_us,
     preflush_us,
-    -- the cmc estimator (core.cmc), where the sweep ran it: shards pooled exactly, 95% interval
+    -- the naive counts of the same trials, always, and whether they disagree with cmc: the two
+    -- 95% intervals do not overlap (NULL for a naive sweep)
+    prob(race, trials) AS p_race_naive,
+    wilson_lo(race, trials) AS p_race_naive_lo,
+    wilson_hi(race, trials) AS p_race_naive_hi,
+    prob(timeout + race + hang, trials) AS p_bad_naive,
+    wilson_lo(timeout + race + hang, trials) AS p_bad_naive_lo,
+    wilson_hi(timeout + race + hang, trials) AS p_bad_naive_hi,
+    CASE WHEN is_cmc THEN race_cmc.hi < wilson_lo(race, trials) OR race_cmc.lo > wilson_hi(race, trials) END
+        AS p_race_disagree,
+    CASE WHEN is_cmc THEN bad_cmc.hi < wilson_lo(timeout + race + hang, trials)
+                       OR bad_cmc.lo > wilson_hi(timeout + race + hang, trials) END AS p_bad_disagree,
     cmc_trials,
-    p_race_cmc,
-    pooled_var(p_race_cmc_ss, p_race_cmc, cmc_trials) AS p_race_cmc_var,
-    cmc_lo(p_race_cmc, pooled_var(p_race_cmc_ss, p_race_cmc, cmc_trials), cmc_trials, n_cpus - 1) AS p_race_cmc_lo,
-    cmc_hi(p_race_cmc, pooled_var(p_race_cmc_ss, p_race_cmc, cmc_trials), cmc_trials, n_cpus - 1) AS p_race_cmc_hi,
-    p_bad_cmc,
-    pooled_var(p_bad_cmc_ss, p_bad_cmc, cmc_trials) AS p_bad_cmc_var,
-    cmc_lo(p_bad_cmc, pooled_var(p_bad_cmc_ss, p_bad_cmc, cmc_trials), cmc_trials, n_cpus) AS p_bad_cmc_lo,
-    cmc_hi(p_bad_cmc, pooled_var(p_bad_cmc_ss, p_bad_cmc, cmc_trials), cmc_trials, n_cpus) AS p_bad_cmc_hi,
-    seed,
-    wall_s
-FROM agg
+    race_cmc.p AS p_race_cmc,
+    race_cmc.var AS p_race_cmc_var,
+    race_cmc.lo AS p_race_cmc_lo,
+    race_cmc.hi AS p_race_cmc_hi,
+    bad_cmc.p AS p_bad_cmc,
+    bad_cmc.var AS p_bad_cmc_var,
+    bad_cmc.lo AS p_bad_cmc_lo,
+    bad_cmc.hi AS p_bad_cmc_hi,
+    seed
+FROM est
 LEFT JOIN q USING (sweep, point_id);

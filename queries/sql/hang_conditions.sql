@@ -1,11 +1,14 @@
 -- description: points where the 95% upper bound of p_bad (race+hang+timeout) exceeds $threshold, worst first
 -- param: threshold=1e-3 p_bad upper bound above which a point is listed
 -- `verdict` is 'exceeds' when even the lower bound is above the threshold, 'possible' otherwise.
+-- p_bad and p_race are the sweep's estimator (`estimator`: cmc estimate and interval, or counts and
+-- Wilson); `disagree`: the cmc interval of p_bad misses the naive counts' one (the cmc one is used).
 SELECT
     o.sweep,
     o.point_id,
     d.differs,
     CASE WHEN o.p_bad_lo > $threshold THEN 'exceeds' ELSE 'possible' END AS verdict,
+    o.estimator,
     o.trials,
     o.race,
     o.hang,
@@ -13,6 +16,7 @@ SELECT
     o.p_bad,
     o.p_bad_lo,
     o.p_bad_hi,
+    o.p_bad_disagree AS disagree,
     o.p_race,
     o.p_hang,
     o.p_timeout,

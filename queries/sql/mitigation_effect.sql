@@ -1,7 +1,11 @@
--- description: mitigation none vs early_flush at equal other parameters: p_race ratio, stop-time change, preflush cost
+-- description: mitigation none vs early_flush at equal other parameters: by what factor the fix lowers p_race (95% interval), stop-time change, preflush cost
 -- Pairs are matched on all other parameters, across sweeps too (`sweep` shows both when they differ).
--- race_ratio = p_race(early_flush) / p_race(none), NULL when p_race(none) = 0.
--- preflush_us is the mean early WBINVD time when the store records it, else NULL.
+-- p_race is the sweep's estimator (`estimator`: cmc estimate and interval, or counts and Wilson).
+-- race_factor = p_race(none) / p_race(early_flush), with a 95% interval (queries.estimates.ratio_interval):
+-- 'delta-log' from the two estimates and their variances on the log scale when both are > 0 and
+-- known to 25%; else 'bounds', the ratio of the 97.5% interval ends (Bonferroni), e.g. ">= lo" when
+-- early_flush saw no race (race_factor NULL, race_factor_hi = inf). disagree: a side's cmc interval
+-- misses its naive counts' interval. preflush_us is the mean early WBINVD time when stored, else NULL.
 WITH keyed AS (
     SELECT
         sweep, point_id,
@@ -15,20 +19,43 @@ WITH keyed AS (
     GROUP BY sweep, point_id
 ),
 o AS (
-    SELECT o.*, keyed.k, keyed.differs
+    SELECT
+        o.*, keyed.k, keyed.differs,
+        -- each side's variance of p_race and its 97.5% interval, for ratio_interval
+        CASE WHEN o.estimator = 'cmc' THEN o.p_race_cmc_var
+             ELSE o.p_race * (1.0 - o.p_race) / o.trials END::DOUBLE AS race_var,
+        CASE WHEN o.estimator = 'cmc'
+             THEN cmc_interval(o.p_race_cmc, o.p_race_cmc_var, o.cmc_trials, (o.n_cpus - 1)::DOUBLE, 0.975::DOUBLE)
+             ELSE {'lo': wilson_lo_z(o.race, o.trials, z_value(0.975::DOUBLE)),
+                   'hi': wilson_hi_z(o.race, o.trials, z_value(0.975::DOUBLE))} END AS race_ci975
     FROM outcomes AS o
     JOIN keyed USING (sweep, point_id)
+),
+pairs AS (
+    SELECT
+        n, f,
+        ratio_interval(n.p_race, n.race_var, n.race_ci975.lo, n.race_ci975.hi,
+                       f.p_race, f.race_var, f.race_ci975.lo, f.race_ci975.hi) AS r
+    FROM o AS n
+    JOIN o AS f ON n.k = f.k AND n.mitigation = 'none' AND f.mitigation = 'early_flush'
 )
 SELECT
     CASE WHEN n.sweep = f.sweep THEN n.sweep ELSE n.sweep || ' vs ' || f.sweep END AS sweep,
     n.differs,
+    CASE WHEN n.estimator = f.estimator THEN n.estimator ELSE n.estimator || '/' || f.estimator END AS estimator,
     n.trials AS trials_none,
     f.trials AS trials_flush,
     n.p_race AS p_race_none,
+    n.p_race_lo AS p_race_none_lo,
     n.p_race_hi AS p_race_none_hi,
     f.p_race AS p_race_flush,
+    f.p_race_lo AS p_race_flush_lo,
     f.p_race_hi AS p_race_flush_hi,
-    f.p_race / nullif(n.p_race, 0) AS race_ratio,
+    r.ratio AS race_factor,
+    r.lo AS race_factor_lo,
+    r.hi AS race_factor_hi,
+    r.method AS factor_method,
+    coalesce(n.p_race_disagree, false) OR coalesce(f.p_race_disagree, false) AS disagree,
     n.p_bad AS p_bad_none,
     f.p_bad AS p_bad_flush,
     n.t_mean_us AS t_mean_none_us,
@@ -38,6 +65,5 @@ SELECT
     f.t_p99_us AS t_p99_flush_us,
     f.t_p99_us - n.t_p99_us AS t_p99_change_us,
     f.preflush_us AS preflush_us
-FROM o AS n
-JOIN o AS f ON n.k = f.k AND n.mitigation = 'none' AND f.mitigation = 'early_flush'
+FROM pairs
 ORDER BY n.sweep, f.sweep, n.p_race DESC NULLS LAST, n.differs

@@ -1,9 +1,13 @@
--- description: p_race along each swept axis, the other swept axes held at their median values
--- A swept axis has more than one value within its sweep. The median of a numeric axis is
--- the lower middle of its distinct values; a text axis (mitigation) is held at its default
--- if swept over it, else at its first value. `held` lists the values the other axes are held at.
+-- description: p_race along each swept axis, the other axes held at their medians and the scenario axes (wait, mitigation) split out
+-- param: split=wait,mitigation comma-separated axes that are never held at a "median" but shown value by value
+-- A swept axis has more than one value within its sweep. The median of a numeric axis is the lower
+-- middle of its distinct values; a text axis is held at its default if swept over it, else at its
+-- first value. Scenario axes ($split: by default wait, the panic path 0 or the kexec path 1, and
+-- mitigation) are not nuisances to hold at a middle value: every row names its `scenario` (their
+-- values) and each axis is shown once per scenario. `held` lists the values the other axes are held
+-- at. p_race is the sweep's estimator (`estimator`); `disagree`: its cmc interval misses the counts'.
 WITH swept AS (
-    SELECT sweep, name, any_value(ord) AS ord
+    SELECT sweep, name, any_value(ord) AS ord, list_contains(string_split($split, ','), name) AS is_split
     FROM params_long
     GROUP BY sweep, name
     HAVING count(DISTINCT value) > 1
@@ -11,7 +15,8 @@ WITH swept AS (
 vals AS (
     SELECT DISTINCT l.sweep, l.name, l.value, l.num, l.is_default
     FROM params_long AS l
-    JOIN swept USING (sweep, name)
+    JOIN swept AS s USING (sweep, name)
+    WHERE NOT s.is_split
 ),
 med AS (
     SELECT
@@ -23,10 +28,13 @@ med AS (
 ),
 pl AS (
     SELECT
-        l.sweep, l.point_id, l.name, l.value, l.num,
-        CASE WHEN m.med_num IS NOT NULL THEN l.num = m.med_num ELSE l.value = m.med_value END AS at_med
+        l.sweep, l.point_id, l.name, l.value, l.num, s.ord, s.is_split,
+        CASE WHEN s.is_split THEN true
+             WHEN m.med_num IS NOT NULL THEN l.num = m.med_num
+             ELSE l.value = m.med_value END AS at_med
     FROM params_long AS l
-    JOIN med AS m USING (sweep, name)
+    JOIN swept AS s USING (sweep, name)
+    LEFT JOIN med AS m USING (sweep, name)
 ),
 off AS (
     SELECT sweep, point_id, count(*) FILTER (WHERE NOT at_med) AS n_off
@@ -34,10 +42,19 @@ off AS (
     GROUP BY sweep, point_id
 ),
 sel AS (
-    SELECT pl.sweep, pl.name AS axis, pl.value, pl.num, pl.point_id
+    SELECT pl.sweep, pl.name AS axis, pl.ord, pl.value, pl.num, pl.point_id
     FROM pl
     JOIN off USING (sweep, point_id)
     WHERE off.n_off - CASE WHEN pl.at_med THEN 0 ELSE 1 END = 0
+),
+scen AS (
+    SELECT
+        sel.sweep, sel.axis, sel.point_id,
+        coalesce(string_agg(p2.name || '=' || CASE WHEN p2.num IS NULL THEN p2.value ELSE printf('%g', p2.num) END,
+                            ' ' ORDER BY p2.ord) FILTER (WHERE p2.is_split AND p2.name <> sel.axis), '') AS scenario
+    FROM sel
+    JOIN pl AS p2 ON p2.sweep = sel.sweep AND p2.point_id = sel.point_id
+    GROUP BY sel.sweep, sel.axis, sel.point_id
 ),
 held AS (
     SELECT
@@ -55,16 +72,17 @@ SELECT
     sel.sweep,
     sel.axis,
     sel.value,
+    scen.scenario,
     coalesce(held.held, '') AS held,
-    count(*) AS points,
-    sum(o.trials)::BIGINT AS trials,
-    sum(o.race)::BIGINT AS race,
-    prob(sum(o.race), sum(o.trials)) AS p_race,
-    wilson_lo(sum(o.race), sum(o.trials)) AS p_race_lo,
-    wilson_hi(sum(o.race), sum(o.trials)) AS p_race_hi
+    o.estimator,
+    o.trials,
+    o.race,
+    o.p_race,
+    o.p_race_lo,
+    o.p_race_hi,
+    o.p_race_disagree AS disagree
 FROM sel
+JOIN scen USING (sweep, axis, point_id)
 JOIN outcomes AS o USING (sweep, point_id)
-JOIN swept AS sw ON sw.sweep = sel.sweep AND sw.name = sel.axis
 LEFT JOIN held ON held.sweep = sel.sweep AND held.axis = sel.axis
-GROUP BY sel.sweep, sel.axis, sw.ord, sel.value, sel.num, held.held
-ORDER BY sel.sweep, sw.ord, sel.num NULLS LAST, sel.value
+ORDER BY sel.sweep, sel.ord, scen.scenario, sel.num NULLS LAST, sel.value

@@ -1,0 +1,171 @@
+"""Estimates and intervals the queries report, as plain Python and as DuckDB functions.
+
+One definition each, used by the SQL views (registered on every connection by
+`register`) and callable from Python (the HTTP service, tests):
+
+- `pool_shards`: a point's cmc estimate from its shards, exactly
+  core.cmc_stats.combine (as if one pass over all trials), with the interval of
+  core.cmc_stats.estimate_interval. The `outcomes` view calls it per point.
+- `pool_strata`: one estimate from independent estimates of several points or
+  sweeps (capacity pools equal parameter sets across sweeps, plot pools the
+  points of a cell): the trial-weighted mean sum n_k m_k / N, whose variance is
+  sum n_k^2 v_k / N^2 (the estimates are independent and the weights fixed), and
+  the same estimate_interval. For one stratum it returns that stratum unchanged.
+- `ratio_interval`: the ratio of two independent estimates with a 95% interval
+  (mitigation_effect's factor p_race(none) / p_race(early_flush); see there).
+- `cmc_interval`: estimate_interval itself, for ad-hoc SQL.
+
+The interval function is never re-derived here: whatever core.cmc_stats.
+estimate_interval does (it is being refined for early_flush), every query
+reports the same interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import duckdb
+from duckdb import sqltypes as T
+
+from core.cmc_stats import combine, estimate_interval
+from core.stats import z_value
+
+__all__ = ["CONF", "RATIO_MAX_CV", "pool_shards", "pool_strata", "ratio_interval", "cmc_interval", "register"]
+
+CONF = 0.95
+"""Confidence of every interval the queries print."""
+
+RATIO_MAX_CV = 0.25
+"""Largest relative standard error of either side for the log-scale delta interval of a ratio."""
+
+
+def _parts(parts: Iterable[Mapping[str, Any]] | None) -> list[tuple[int, float, float]]:
+    """(n, mean, variance of the mean) of every part with n > 0 and a finite mean."""
+    out = []
+    for p in parts or ():
+        if p is None:
+            continue
+        n, m, v = p.get("n"), p.get("m"), p.get("v")
+        if n is None or m is None or n <= 0 or not math.isfinite(m):
+            continue
+        out.append((int(n), float(m), float(v) if v is not None and math.isfinite(v) else float("nan")))
+    return out
+
+
+def _result(n: int, m: float, v: float, y_max: float, conf: float) -> dict[str, Any]:
+    lo, hi = estimate_interval(m, v, n, conf, y_max)
+    return {"n": n, "p": m, "var": v, "lo": lo, "hi": hi}
+
+
+def pool_shards(parts: Iterable[Mapping[str, Any]] | None, y_max: float, conf: float = CONF) -> dict[str, Any] | None:
+    """{n, p, var, lo, hi} of the shards {n, m, v} of one point (core combine + estimate_interval); None if none."""
+    ps = _parts(parts)
+    if not ps:
+        return None
+    n, m, v = combine(ps)
+    return _result(n, m, v, y_max, conf)
+
+
+def pool_strata(parts: Iterable[Mapping[str, Any]] | None, y_max: float, conf: float = CONF) -> dict[str, Any] | None:
+    """{n, p, var, lo, hi} of independent estimates {n, m, v} pooled with weights n_k / N (see the module doc)."""
+    ps = _parts(parts)
+    if not ps:
+        return None
+    if len(ps) == 1:
+        return _result(*ps[0], y_max, conf)
+    big_n = sum(n for n, _, _ in ps)
+    m = sum(n * mu for n, mu, _ in ps) / big_n
+    v = sum(n * n * var for n, _, var in ps) / big_n / big_n
+    return _result(big_n, m, v, y_max, conf)
+
+
+def cmc_interval(m: float | None, v: float | None, n: int | None, y_max: float, conf: float = CONF) -> dict | None:
+    """{lo, hi}: core.cmc_stats.estimate_interval (None when m or n is missing)."""
+    if m is None or n is None:
+        return None
+    lo, hi = estimate_interval(m, float("nan") if v is None else v, n, conf, y_max)
+    return {"lo": lo, "hi": hi}
+
+
+def ratio_interval(
+    p_num: float | None, v_num: float | None, lo_num: float | None, hi_num: float | None,
+    p_den: float | None, v_den: float | None, lo_den: float | None, hi_den: float | None,
+    conf: float = CONF,
+) -> dict[str, Any] | None:
+    """{ratio, lo, hi, method} for p_num / p_den from two independent estimates.
+
+    Each side gives its estimate p, the variance v of that estimate, and an interval
+    (lo, hi) at confidence 1 - (1 - conf) / 2 (97.5% for a 95% ratio interval).
+
+    - 'delta-log' when both estimates are > 0 with relative standard error at most
+      RATIO_MAX_CV: log(ratio) = log p_num - log p_den has variance
+      v_num / p_num^2 + v_den / p_den^2 to first order (independent sides), and
+      ratio * exp(+-z sqrt(that)) is the interval. Both estimators are means of many
+      iid per-trial values, so each is close to normal; on the log scale the interval
+      stays positive and asymmetric like the ratio itself, and with relative errors
+      <= 25% the first-order term dominates (Fieller's interval differs from it by
+      O(cv^2), and only becomes unbounded when a denominator's cv approaches 1/z,
+      a case the next rule covers without a normal approximation).
+    - 'bounds' otherwise (a side is 0, has no variance, or is too uncertain): the ratio
+      of the sides' interval ends, [lo_num / hi_den, hi_num / lo_den]; with each side at
+      1 - (1 - conf) / 2 both cover together with probability >= conf (Bonferroni).
+      hi is +inf when lo_den = 0; the ratio itself is None when p_den = 0.
+    Always lo <= ratio <= hi when each side's interval holds its estimate.
+    """
+    if p_num is None or p_den is None:
+        return None
+    cv_ok = (p_num > 0 and p_den > 0 and v_num is not None and v_den is not None and v_num > 0 and v_den > 0
+             and math.sqrt(v_num) <= RATIO_MAX_CV * p_num and math.sqrt(v_den) <= RATIO_MAX_CV * p_den)
+    if cv_ok:
+        r = p_num / p_den
+        s = math.sqrt(v_num / (p_num * p_num) + v_den / (p_den * p_den))  # type: ignore[operator]
+        z = z_value(conf)
+        return {"ratio": r, "lo": min(r, r * math.exp(-z * s)), "hi": max(r, r * math.exp(z * s)),
+                "method": "delta-log"}
+    if None in (lo_num, hi_num, lo_den, hi_den):
+        return None
+    r = p_num / p_den if p_den > 0 else None  # type: ignore[assignment]
+    lo = lo_num / hi_den if hi_den > 0 else 0.0  # type: ignore[operator]
+    hi = hi_num / lo_den if lo_den > 0 else math.inf  # type: ignore[operator]
+    if r is not None:  # rounding of the divisions must not put the ratio outside
+        lo, hi = min(lo, r), max(hi, r)
+    return {"ratio": r, "lo": lo, "hi": hi, "method": "bounds"}
+
+
+_EST = duckdb.struct_type({"n": T.BIGINT, "p": T.DOUBLE, "var": T.DOUBLE, "lo": T.DOUBLE, "hi": T.DOUBLE})
+_PARTS = duckdb.list_type(duckdb.struct_type({"n": T.BIGINT, "m": T.DOUBLE, "v": T.DOUBLE}))
+_CI = duckdb.struct_type({"lo": T.DOUBLE, "hi": T.DOUBLE})
+_RATIO = duckdb.struct_type({"ratio": T.DOUBLE, "lo": T.DOUBLE, "hi": T.DOUBLE, "method": T.VARCHAR})
+
+
+def _sql_pool(fn):
+    def f(parts: Sequence[Mapping[str, Any]] | None, y_max: float | None, conf: float | None):
+        if parts is None or y_max is None or conf is None:
+            return None
+        return fn(parts, y_max, conf)
+    return f
+
+
+def _sql_ratio(p_num, v_num, lo_num, hi_num, p_den, v_den, lo_den, hi_den):
+    return ratio_interval(p_num, v_num, lo_num, hi_num, p_den, v_den, lo_den, hi_den)
+
+
+def _sql_cmc_interval(m, v, n, y_max, conf):
+    return None if y_max is None or conf is None else cmc_interval(m, v, n, y_max, conf)
+
+
+def register(con: duckdb.DuckDBPyConnection) -> None:
+    """Make the functions above callable from SQL on `con`:
+
+    cmc_pool_shards(list of {n, m, v}, y_max, conf), cmc_pool_strata(...) -> {n, p, var, lo, hi};
+    cmc_interval(m, v, n, y_max, conf) -> {lo, hi}; z_value(conf) (core.stats); ratio_interval(p, v, lo, hi, p, v, lo, hi) ->
+    {ratio, lo, hi, method}.
+    """
+    D = T.DOUBLE
+    con.create_function("cmc_pool_shards", _sql_pool(pool_shards), [_PARTS, D, D], _EST, null_handling="special")  # type: ignore[call-overload]
+    con.create_function("cmc_pool_strata", _sql_pool(pool_strata), [_PARTS, D, D], _EST, null_handling="special")  # type: ignore[call-overload]
+    con.create_function("cmc_interval", _sql_cmc_interval, [D, D, T.BIGINT, D, D], _CI, null_handling="special")  # type: ignore[call-overload]
+    con.create_function("z_value", z_value, [D], D)
+    con.create_function("ratio_interval", _sql_ratio, [D] * 8, _RATIO, null_handling="special")  # type: ignore[call-overload]
