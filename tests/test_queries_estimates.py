@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 
 from core.cmc_stats import combine, estimate_interval
 from core.histogram import N_BINS, TOP_EDGE_US, quantile
-from core.params import PARAM_NAMES
+from core.params import PARAM_NAMES, with_neutral
 from core.stats import wilson, z_value
 from queries.capacity import capacity
 from queries.db import QueryError, connect
@@ -54,7 +54,7 @@ REL = 1e-12
 def _points(d: Path) -> list[dict[str, Any]]:
     rows = []
     for f in sorted((d / "points").glob("task-*.parquet")):
-        rows.extend(pq.read_table(f).to_pylist())
+        rows.extend(with_neutral(r) for r in pq.read_table(f).to_pylist())  # release1 files lack later parameters
     return rows
 
 
