@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 
 from core.cmc_stats import combine, estimate_interval
 from core.histogram import N_BINS, TOP_EDGE_US, quantile
-from core.params import PARAM_NAMES
+from core.params import PARAM_NAMES, with_neutral
 from core.stats import wilson, z_value
 from queries.capacity import capacity
 from queries.db import QueryError, connect
@@ -71,7 +71,8 @@ def reference_estimates(d: Path) -> dict[str, dict[str, Any]]:
     for pid, rows in by.items():
         rows.sort(key=lambda r: r["shard"])
         n = sum(r["trials"] for r in rows)
-        o: dict[str, Any] = {p: rows[0][p] for p in PARAM_NAMES}
+        first = with_neutral(rows[0])  # a result dir written before a parameter existed lacks its column
+        o: dict[str, Any] = {p: first[p] for p in PARAM_NAMES}
         o["trials"] = n
         o["k_race"] = sum(r["race"] for r in rows)
         o["k_bad"] = sum(r["race"] + r["hang"] + r["timeout"] for r in rows)
