@@ -48,13 +48,13 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from core.cmc import CmcSummary, iter_chunks_cmc  # noqa: E402  (core.estimators.CMC wraps these)
-from sweeps.tuning import tune_allocator  # noqa: E402
-
 from machine import machine  # noqa: E402  (benchmarks/machine.py)
+
+from core.cmc import CmcSummary, iter_chunks_cmc  # noqa: E402  (core.estimators.CMC wraps these)
 from core.params import Params  # noqa: E402
 from core.stats import z_value  # noqa: E402
 from core.vectorized import iter_chunks, shard_seed  # noqa: E402
+from sweeps.tuning import tune_allocator  # noqa: E402
 
 N_CPUS = 512
 
