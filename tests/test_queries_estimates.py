@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 
 from core.cmc_stats import combine, estimate_interval
 from core.histogram import N_BINS, TOP_EDGE_US, quantile
-from core.params import PARAM_NAMES
+from core.params import DEFAULTS, PARAM_NAMES
 from core.stats import wilson, z_value
 from queries.capacity import capacity
 from queries.db import QueryError, connect
@@ -58,10 +58,6 @@ def _points(d: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _key(r: dict[str, Any]) -> tuple:
-    return tuple(r[n] for n in PARAM_NAMES)
-
-
 def reference_estimates(d: Path) -> dict[str, dict[str, Any]]:
     """Per point_id, from the Parquet files: naive counts with Wilson, and cmc pooled as core.combine."""
     by: dict[str, list] = defaultdict(list)
@@ -71,7 +67,8 @@ def reference_estimates(d: Path) -> dict[str, dict[str, Any]]:
     for pid, rows in by.items():
         rows.sort(key=lambda r: r["shard"])
         n = sum(r["trials"] for r in rows)
-        o: dict[str, Any] = {p: rows[0][p] for p in PARAM_NAMES}
+        # a parameter added after a result set was written is absent from its files: its neutral default
+        o: dict[str, Any] = {p: rows[0].get(p, DEFAULTS[p]) for p in PARAM_NAMES}
         o["trials"] = n
         o["k_race"] = sum(r["race"] for r in rows)
         o["k_bad"] = sum(r["race"] + r["hang"] + r["timeout"] for r in rows)
