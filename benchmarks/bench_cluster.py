@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private cluster of this process only
 
 import ray  # noqa: E402
+from machine import machine  # noqa: E402  (benchmarks/machine.py)
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from cluster.executor import run_map  # noqa: E402
@@ -53,8 +54,8 @@ from sweeps.shard import run_task  # noqa: E402
 from sweeps.spec import load_spec, parse_spec  # noqa: E402
 from sweeps.store import ResultStore  # noqa: E402
 
-from machine import machine  # noqa: E402  (benchmarks/machine.py)
 from sweep_helpers import race_spec  # noqa: E402  (tests/sweep_helpers.py)
+
 
 def noop(x: int) -> int:
     return x

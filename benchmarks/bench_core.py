@@ -25,14 +25,14 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from machine import machine  # noqa: E402  (benchmarks/machine.py)
+
 from core import reference  # noqa: E402
 from core.cost import UNIT, cpu_trials  # noqa: E402
-from core.params import Params  # noqa: E402
 from core.draws import draw_nmi_path, draw_phase1, new_generator  # noqa: E402
-from sweeps.tuning import tune_allocator  # noqa: E402
-
-from machine import machine  # noqa: E402  (benchmarks/machine.py)
+from core.params import Params  # noqa: E402
 from core.vectorized import CHUNK_ELEMS, chunk_seed, chunk_trials, evaluate, iter_chunks, shard_seed  # noqa: E402
+from sweeps.tuning import tune_allocator  # noqa: E402
 
 
 def best_rate(fn, units: float, repeat: int = 3) -> float:

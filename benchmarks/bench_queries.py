@@ -34,9 +34,10 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.dataset as ds  # noqa: E402
 
-import synthetic_results as sr  # noqa: E402
 from core.outcomes import OUTCOMES  # noqa: E402
 from queries.db import connect  # noqa: E402
+
+import synthetic_results as sr  # noqa: E402
 
 SUMS = ["trials", *OUTCOMES]
 

@@ -26,14 +26,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import machine  # noqa: E402  (benchmarks/machine.py)
+
 from cluster.connect import session  # noqa: E402
 from core.cost import UNIT  # noqa: E402
 from sweeps.grid import iter_tasks  # noqa: E402
 from sweeps.runner import run  # noqa: E402
 from sweeps.shard import run_task  # noqa: E402
 from sweeps.spec import parse_spec  # noqa: E402
-
-from machine import machine  # noqa: E402  (benchmarks/machine.py)
 
 SPEC = """
 name = "bench-sweep"

@@ -16,6 +16,16 @@ Rules (in order):
 ``connect`` returns whether this call initialised Ray, so the caller shuts
 down only what it started; ``session`` is the same as a context manager.
 
+Token auth is kept as Ray sets it up (on for a new embedded Ray, on when
+joining a cluster with a token in ``~/.ray/auth_token`` or ``RAY_AUTH_TOKEN``),
+but Ray's warning about it at every start is not printed: callers say what
+it means once (``token_auth_enabled``), e.g. in `stoprace run`'s start line.
+Joining a cluster that refuses us (no or a wrong token) makes Ray's C++ client
+log one ``gcs_client.cc`` warning per retry (~20, straight to file descriptor
+2) before ``ray.init`` raises; those are held back while connecting, so the
+caller's one-line error is all a user sees. Anything else said while
+connecting is passed on.
+
 Workers on a cluster started elsewhere cannot import this project unless it
 is installed there or shipped: pass ``runtime_env={"py_modules": [core,
 sweeps, cluster]}`` (module objects are accepted by Ray), or a
@@ -27,12 +37,23 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import tempfile
 from contextlib import contextmanager
 from typing import Any, Iterator
 
 import ray
 
-__all__ = ["connect", "disconnect", "session", "resolve_address"]
+__all__ = ["connect", "disconnect", "session", "resolve_address", "token_auth_enabled"]
+
+# Ray logs "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled
+# to opt out ..." on this logger at every ray.init() that turns token auth on by default.
+_AUTH_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def token_auth_enabled() -> bool:
+    """True when this process uses Ray token auth (Ray sets RAY_AUTH_MODE=token when it turns it on)."""
+    return os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "token"
 
 
 def resolve_address(address: str | None = None) -> str | None:
@@ -62,6 +83,7 @@ def connect(
     if ray.is_initialized():
         return False
     target = resolve_address(address)
+    logging.getLogger(_AUTH_SETUP_LOGGER).setLevel(logging.ERROR)  # said once by the caller instead
     common: dict[str, Any] = dict(
         runtime_env=runtime_env,
         log_to_driver=log_to_driver,
@@ -80,8 +102,45 @@ def connect(
                 f"num_cpus={num_cpus} applies only to an embedded Ray; "
                 f"cannot resize the cluster at {target!r} (use max_in_flight)"
             )
-        ray.init(address=target, **common)
+        with _retry_warnings_held_back():
+            ray.init(address=target, **common)
     return True
+
+
+_RETRY_WARNING = "gcs_client.cc"
+"""What Ray's C++ GCS client logs on every failed attempt to join (with its own timestamp)."""
+
+
+@contextmanager
+def _retry_warnings_held_back() -> Iterator[None]:
+    """File descriptor 2 into a temporary file while Ray joins a cluster; afterwards everything is
+    written to the real stderr except, if joining failed, the per-retry ``gcs_client.cc`` lines."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable fd 2: nothing to hold back
+        yield
+        return
+    joined = False
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+            joined = True
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode(errors="replace").splitlines(keepends=True)
+            if not joined:
+                lines = [ln for ln in lines if _RETRY_WARNING not in ln]
+            if lines:
+                sys.stderr.write("".join(lines))
+                sys.stderr.flush()
 
 
 def disconnect(started: bool) -> None:

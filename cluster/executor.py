@@ -183,6 +183,7 @@ def run_map(
     progress: bool | None = None,
     runtime_env: dict[str, Any] | None = None,
     poll_s: float = 1.0,
+    shutdown_follows: bool | None = None,
 ) -> RunStats:
     """Run ``fn(task)`` on Ray for every task; call ``on_result(task, result)`` in the driver.
 
@@ -200,7 +201,11 @@ def run_map(
     again after the next result.
     ``address``/``num_cpus``/``runtime_env`` are for ``connect`` and are
     ignored when Ray is already initialised. ``poll_s`` bounds how long the
-    driver blocks in ``ray.wait`` between checks.
+    driver blocks in ``ray.wait`` between checks. ``shutdown_follows``: the
+    session is shut down as soon as this returns or raises (True when the
+    caller connected with ``cluster.connect`` just for this call), so a stop
+    leaves in-flight tasks to that shutdown instead of cancelling them one by
+    one (see the module docstring); default: iff ``run_map`` started Ray itself.
 
     Raises the task's exception (after stopping the rest, see the module
     docstring) if ``fn`` raises, and ``RunInterrupted`` (a KeyboardInterrupt
@@ -216,6 +221,7 @@ def run_map(
     was_up = ray.is_initialized()
     try:
         started = connect(address, num_cpus, runtime_env=runtime_env)
+        cancel_on_stop = not (started or shutdown_follows)
     except KeyboardInterrupt:  # Ctrl-C while Ray starts: leave nothing half-up
         if not was_up and ray.is_initialized():
             ray.shutdown()
@@ -287,11 +293,11 @@ def run_map(
                         worker_s += secs
                         display.advance(1, w, describe() if describe is not None else None)
             except KeyboardInterrupt:
-                if not started:
+                if cancel_on_stop:
                     _cancel_all(in_flight)
                 raise RunInterrupted(stats()) from None
             except BaseException:
-                if not started:
+                if cancel_on_stop:
                     _cancel_all(in_flight)
                 raise
             finally:

@@ -14,4 +14,13 @@ class StopraceError(Exception):
 
 
 class ParamError(StopraceError):
-    """A bad model parameter (unknown name, value outside its domain): one line naming it."""
+    """A bad model parameter (unknown name, value outside its domain): one line naming it.
+
+    ``name`` and ``value`` say which parameter and value (None when no single one is at fault),
+    so a caller can name it its own way (the CLI says ``--n-cpus 1``, not ``n_cpus = 1``).
+    """
+
+    def __init__(self, message: str, name: str | None = None, value: object = None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.value = value

@@ -240,7 +240,9 @@ def make_params(values: Mapping[str, Any], where: str = "") -> Params:
     try:
         return Params(**values)
     except ValidationError as err:
-        raise ParamError(describe_error(err, where)) from None
+        loc = err.errors()[0].get("loc") or ()
+        name = str(loc[-1]) if loc and str(loc[-1]) in SPECS else None
+        raise ParamError(describe_error(err, where), name, err.errors()[0].get("input")) from None
 
 
 def canonical_dict(p: Params) -> dict[str, Any]:

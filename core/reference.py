@@ -134,8 +134,8 @@ def simulate_trial(p: Params, d: dict[str, list]) -> TrialResult:
     first_racer = None
     if not hang:
         for cpu in racers:
-            end = cpu.nmi_arrive + cpu.handler_us
-            overlap = end - T_done if overlap is None else max(overlap, end - T_done)
+            end = cpu.nmi_arrive + cpu.handler_us  # type: ignore[operator]
+            overlap = end - T_done if overlap is None else max(overlap, end - T_done)  # type: ignore[operator]
             if end > T_done + p.handoff_us:
                 cpu.races = True
                 if first_racer is None:

@@ -224,7 +224,7 @@ def _send_clock(p: Params, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             hit = ca[:, j] > clock
             sn[:, j] = hit
             clock = clock + np.where(hit, step, 0.0)
-            prev = j + 1
+            prev = j + 1  # type: ignore[assignment]
         sa[:, prev:] = clock[:, None]
         s[amb] = sa
         sent[amb] = sn

@@ -49,6 +49,7 @@ from core.stats import wilson, z_value
 
 from .db import QueryError, first_line, quote_ident, render_sql
 from .estimates import CONF
+from .sandbox import refusal
 
 __all__ = ["METRICS", "SCENARIO_AXES", "Capacity", "capacity", "wilson_trials_needed", "wilson_upper_zero"]
 
@@ -163,7 +164,7 @@ def capacity(
             try:
                 rel = rel.filter(where)
             except duckdb.Error as e:
-                raise QueryError(f"bad --where '{where}': {first_line(e)}") from None
+                raise (refusal(e) or QueryError(f"bad --where '{where}': {first_line(e)}")) from None
         rel.create_view(view, replace=True)
         cells, swept = _cells(con, view, metric, by, scenario)
     finally:
@@ -219,7 +220,7 @@ def capacity(
         fail: dict[str, Any] | None = None
         def passes(c: dict[str, Any], key: tuple = key) -> bool:
             if decided is not None:
-                return decided[(*key, c["n_cpus"])] == "below target"
+                return decided[(*key, c["n_cpus"])] == "below target"  # noqa: B023 (used within the iteration)
             return c["p_hi"] < target_p
 
         for c in cs:
@@ -346,7 +347,7 @@ def _decided_cells(con: duckdb.DuckDBPyConnection, by: list[str], metric: str, t
         return None  # no adaptive sweep among the open dirs
     if rules != [(metric, float(target_p))]:
         return None
-    if con.execute("SELECT count(*) FROM outcomes WHERE status IS NULL").fetchone()[0]:
+    if con.execute("SELECT count(*) FROM outcomes WHERE status IS NULL").fetchone()[0]:  # type: ignore[index]
         return None  # a fixed-trials sweep is mixed in: judge on the intervals
     cols = "".join(f"{quote_ident(a)}, " for a in by)
     rows = con.execute(f"""

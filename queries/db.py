@@ -96,13 +96,16 @@ def _quote_str(s: str) -> str:
 def check_result_dir(path: str | Path) -> dict:
     """Validate a result directory; return its manifest. Raises QueryError naming the problem."""
     p = Path(path)
-    if not p.exists():
-        raise QueryError(f"results dir '{path}' does not exist")
-    if not p.is_dir():
-        raise QueryError(f"'{path}' is not a directory")
     mf = p / "manifest.json"
-    if not mf.is_file():
-        raise QueryError(f"'{path}' is not a stoprace result set: no manifest.json")
+    try:
+        if not p.exists():
+            raise QueryError(f"results dir '{path}' does not exist")
+        if not p.is_dir():
+            raise QueryError(f"'{path}' is not a directory")
+        if not mf.is_file():
+            raise QueryError(f"'{path}' is not a stoprace result set: no manifest.json")
+    except OSError as e:  # e.g. a dir this user may not read
+        raise QueryError(f"cannot read results dir '{path}': {e.strerror or e}") from None
     try:
         manifest = json.loads(mf.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -252,9 +255,7 @@ def connect(*result_dirs: str | Path, threads: int | None = None) -> duckdb.Duck
     con = duckdb.connect(":memory:")
     try:
         _create_views(con, dirs, result_dirs, threads)
-        from queries.sandbox import (
-            lock_down,  # here, not at the top: sandbox imports QueryError from this module
-        )
+        from queries.sandbox import lock_down  # not at the top: sandbox imports QueryError from here
 
         lock_down(con, readable=dirs)  # last: read-only from now on (queries/sandbox.py)
     except BaseException:

@@ -120,15 +120,15 @@ def ratio_interval(
              and math.sqrt(v_num) <= RATIO_MAX_CV * p_num and math.sqrt(v_den) <= RATIO_MAX_CV * p_den)
     if cv_ok:
         r = p_num / p_den
-        s = math.sqrt(v_num / (p_num * p_num) + v_den / (p_den * p_den))
+        s = math.sqrt(v_num / (p_num * p_num) + v_den / (p_den * p_den))  # type: ignore[operator]
         z = z_value(conf)
         return {"ratio": r, "lo": min(r, r * math.exp(-z * s)), "hi": max(r, r * math.exp(z * s)),
                 "method": "delta-log"}
     if None in (lo_num, hi_num, lo_den, hi_den):
         return None
-    r = p_num / p_den if p_den > 0 else None
-    lo = lo_num / hi_den if hi_den > 0 else 0.0
-    hi = hi_num / lo_den if lo_den > 0 else math.inf
+    r = p_num / p_den if p_den > 0 else None  # type: ignore[assignment]
+    lo = lo_num / hi_den if hi_den > 0 else 0.0  # type: ignore[operator]
+    hi = hi_num / lo_den if lo_den > 0 else math.inf  # type: ignore[operator]
     if r is not None:  # rounding of the divisions must not put the ratio outside
         lo, hi = min(lo, r), max(hi, r)
     return {"ratio": r, "lo": lo, "hi": hi, "method": "bounds"}
@@ -164,8 +164,8 @@ def register(con: duckdb.DuckDBPyConnection) -> None:
     {ratio, lo, hi, method}.
     """
     D = T.DOUBLE
-    con.create_function("cmc_pool_shards", _sql_pool(pool_shards), [_PARTS, D, D], _EST, null_handling="special")
-    con.create_function("cmc_pool_strata", _sql_pool(pool_strata), [_PARTS, D, D], _EST, null_handling="special")
-    con.create_function("cmc_interval", _sql_cmc_interval, [D, D, T.BIGINT, D, D], _CI, null_handling="special")
+    con.create_function("cmc_pool_shards", _sql_pool(pool_shards), [_PARTS, D, D], _EST, null_handling="special")  # type: ignore[call-overload]
+    con.create_function("cmc_pool_strata", _sql_pool(pool_strata), [_PARTS, D, D], _EST, null_handling="special")  # type: ignore[call-overload]
+    con.create_function("cmc_interval", _sql_cmc_interval, [D, D, T.BIGINT, D, D], _CI, null_handling="special")  # type: ignore[call-overload]
     con.create_function("z_value", z_value, [D], D)
-    con.create_function("ratio_interval", _sql_ratio, [D] * 8, _RATIO, null_handling="special")
+    con.create_function("ratio_interval", _sql_ratio, [D] * 8, _RATIO, null_handling="special")  # type: ignore[call-overload]

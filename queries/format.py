@@ -48,14 +48,30 @@ def _is_prob(name: str) -> bool:
     return name.startswith("p_") or name.endswith(_PROB_SUFFIXES) or "ratio" in name or name.endswith("_fraction")
 
 
-def _num(v: float, digits: int) -> str:
+_INTEGRAL_BELOW = 10**7
+"""A float column whose values are all whole numbers below this is shown as integers."""
+
+
+def integral_column(values: Sequence[Any]) -> bool:
+    """True if every finite float among `values` is a whole number below _INTEGRAL_BELOW in size.
+
+    One format per column: 1011004.0 is shown as 1011004 only if the whole column is integral,
+    so it never stands beside 1.011e6 for 1011004.5 in the same column.
+    """
+    return all(
+        not isinstance(v, float) or not math.isfinite(v) or (v.is_integer() and abs(v) < _INTEGRAL_BELOW)
+        for v in values
+    )
+
+
+def _num(v: float, digits: int, integral: bool = True) -> str:
     if math.isnan(v):
         return "nan"
     if math.isinf(v):
         return "inf" if v > 0 else "-inf"
     if v == 0:
         return "0"
-    if float(v).is_integer() and abs(v) < 10 ** 7:
+    if integral and float(v).is_integer() and abs(v) < _INTEGRAL_BELOW:
         return str(int(v))
     s = f"{v:.{digits}g}"
     if "e" in s:
@@ -64,8 +80,8 @@ def _num(v: float, digits: int) -> str:
     return s
 
 
-def format_cell(name: str, v: Any) -> str:
-    """One value as shown in a terminal table.
+def format_cell(name: str, v: Any, integral: bool = True) -> str:
+    """One value as shown in a terminal table (`integral`: its column is integral_column).
 
     A stop-time quantile (t_p50_us, ...) of +inf lies in the histogram's open top bin
     (core.histogram.quantile) and is shown as ">= 8.66e7".
@@ -79,7 +95,7 @@ def format_cell(name: str, v: Any) -> str:
     if isinstance(v, float) and v == math.inf and name.startswith("t_p") and name.endswith("_us"):
         return f">= {_num(TOP_EDGE_US, 3)}"
     if isinstance(v, float):
-        return _num(v, 3 if _is_prob(name) else 4)
+        return _num(v, 3 if _is_prob(name) else 4, integral)
     if isinstance(v, (list, tuple)):
         s = "[" + ", ".join(format_cell(name, x) for x in v[:8]) + (", …" if len(v) > 8 else "") + "]"
         return s if len(v) <= 8 else s + f" ({len(v)})"
@@ -105,8 +121,10 @@ def render_table(table: pa.Table, *, max_rows: int | None = 100, title: str | No
     for name, typ in zip(names, table.schema.types):
         t.add_column(header(name), justify="right" if _numeric(typ) else "left", no_wrap=True)
     shown = table if not max_rows or table.num_rows <= max_rows else table.slice(0, max_rows)
+    integral = {n: integral_column(shown.column(n).to_pylist()) if pa.types.is_floating(typ) else True
+                for n, typ in zip(names, shown.schema.types)}
     for row in shown.to_pylist():
-        t.add_row(*(format_cell(n, row[n]) for n in names))
+        t.add_row(*(format_cell(n, row[n], integral[n]) for n in names))
     buf = io.StringIO()
     console = Console(file=buf, width=100_000, no_color=True, highlight=False, emoji=False, markup=False,
                       force_terminal=False, soft_wrap=False)
@@ -124,7 +142,7 @@ def render_table(table: pa.Table, *, max_rows: int | None = 100, title: str | No
 def _flatten_nested(table: pa.Table) -> pa.Table:
     """List/struct/map columns as JSON text (CSV has no nested types)."""
     cols = []
-    for name, col in zip(table.column_names, table.columns):
+    for col in table.columns:
         t = col.type
         if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_struct(t) or pa.types.is_map(t) \
                 or pa.types.is_fixed_size_list(t):
@@ -155,11 +173,27 @@ def to_json_bytes(table: pa.Table) -> bytes:
     return ("[\n" + ",\n".join(rows) + ("\n" if rows else "") + "]\n").encode()
 
 
+def _umask() -> int:
+    """This process's umask (os.umask can only be read by setting it; set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, data: bytes | None = None, *, writer=None) -> None:
-    """Write bytes (or call writer(tmp_path)) to a temporary file beside `path`, fsync, rename into place."""
+    """Write bytes (or call writer(tmp_path)) to a temporary file beside `path`, fsync, rename into place.
+
+    The file gets the mode any new file of this process gets (0666 less the umask), not
+    mkstemp's 0600. A path that cannot be written (permissions, a full disk, ...) is a
+    QueryError naming it, and leaves no temporary file.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise QueryError(f"cannot write '{path}': {e.strerror or e}") from None
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
         if writer is None:
             with os.fdopen(fd, "wb") as f:
                 f.write(data or b"")
@@ -171,11 +205,13 @@ def atomic_write(path: str | Path, data: bytes | None = None, *, writer=None) ->
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError):
+            raise QueryError(f"cannot write '{path}': {e.strerror or e}") from None
         raise
 
 
@@ -200,7 +236,7 @@ def write_result(table: pa.Table, fmt: str = "table", out: str | Path | None = N
     check_output(fmt, out)
     stream = stream if stream is not None else sys.stdout
     if fmt == "parquet":
-        atomic_write(out, writer=lambda tmp: pq.write_table(table, tmp))
+        atomic_write(out, writer=lambda tmp: pq.write_table(table, tmp))  # type: ignore[arg-type]
         return
     if fmt == "table":
         data = render_table(table, max_rows=None if out is not None else max_rows, title=title,

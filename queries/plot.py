@@ -18,9 +18,8 @@ directly (no pyplot global state); the file is written atomically.
 
 from __future__ import annotations
 
-import textwrap
-
 import itertools
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,10 @@ import duckdb
 import matplotlib
 import numpy as np
 from matplotlib import colors as mcolors
-from matplotlib.lines import Line2D
-from matplotlib.patches import Rectangle
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 
 from core.histogram import TOP_EDGE_US
 from core.params import PARAM_NAMES, suggest
@@ -97,6 +96,23 @@ def _fmt_us(v: float) -> str:
     return f"{v / 1e6:.3g} s"
 
 
+MAX_PIXELS = 50_000_000
+"""Largest image drawn (width x height in pixels; e.g. 40x30 inches at 200 dpi): Agg holds
+4 bytes per pixel and more while drawing, so 99x99 inches at 1200 dpi would need ~57 GB."""
+MAX_SIDE_PIXELS = 2**16 - 1
+"""Agg refuses images this wide or tall (a ValueError deep inside matplotlib)."""
+
+
+def check_pixels(size: tuple[float, float], dpi: float) -> None:
+    """QueryError (one line) if a figure of `size` inches at `dpi` is above the pixel budget."""
+    w, h = size[0] * dpi, size[1] * dpi
+    if w * h > MAX_PIXELS or max(w, h) > MAX_SIDE_PIXELS:
+        raise QueryError(
+            f"a {size[0]:g}x{size[1]:g} inch figure at {dpi:g} dpi is {w:,.0f}x{h:,.0f} pixels, above the "
+            f"{MAX_PIXELS / 1e6:g} million pixel budget (at most {MAX_SIDE_PIXELS:,} a side): lower --size or --dpi"
+        )
+
+
 def plot(
     con: duckdb.DuckDBPyConnection,
     out: str | Path,
@@ -133,6 +149,7 @@ def plot(
         raise QueryError(f"plot axes must differ: {', '.join(keys)}")
     if not all(s > 0 for s in size) or dpi <= 0:
         raise QueryError("plot size and dpi must be positive")
+    check_pixels(size, dpi)
 
     view = f"plot_src_{next(_view_ids)}"
     try:

@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The `stoprace` argument parser with every subcommand registered."""
     parser = argparse.ArgumentParser(
         prog="stoprace",
+        allow_abbrev=False,
         description=(
             "Parameter sweeps of the x86 Linux stop-other-CPUs race: when does a late REBOOT-IPI "
             "answer plus an NMI make a CPU run old-kernel code and WBINVD during kexec hand-over?"
@@ -41,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         import_module(name).register(sub)
+    for command in sub.choices.values():
+        # no prefix matching: `--n-cpu 4` must be an error, not `--n-cpus 4` (nor, later, the
+        # first of two options that share the prefix)
+        command.allow_abbrev = False
     return parser
 
 

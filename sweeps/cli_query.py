@@ -31,8 +31,8 @@ def _size(text: str) -> tuple[float, float]:
         w, h = (float(s) for s in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not WIDTHxHEIGHT in inches, e.g. 8x6") from None
-    if not (w > 0 and h > 0 and w * h < 10_000):
-        raise argparse.ArgumentTypeError(f"'{text}': width and height must be positive (inches)")
+    if not (math.isfinite(w) and math.isfinite(h) and w > 0 and h > 0):
+        raise argparse.ArgumentTypeError(f"'{text}': width and height must be positive numbers (inches)")
     return w, h
 
 
@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Run SQL over one or more result directories with DuckDB. Views: points (one row per point and "
             "shard), events (one row per race/hang/timeout trial), outcomes (one row per point: parameters, "
-            "estimator, counts, p_race/p_hang/p_timeout/p_bad with 95%% bounds *_lo/*_hi (p_race/p_bad: cmc where "
+            "estimator, counts, p_race/p_hang/p_timeout/p_bad with 95% bounds *_lo/*_hi (p_race/p_bad: cmc where "
             "the sweep ran cmc, else Wilson), stop-time mean/p50/p99/p999 "
             "in µs), differs (parameters that differ from the defaults), defaults. "
             "Example: stoprace query results/ --named hang_conditions --param threshold=1e-4"
@@ -66,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "capacity",
         help="largest n_cpus under a target per-kexec failure probability; fleet failure rates",
         description=(
-            "For a target per-kexec failure probability, judged on the 95%% upper bound (the cmc interval where "
+            "For a target per-kexec failure probability, judged on the 95% upper bound (the cmc interval where "
             "the sweep ran cmc, else Wilson on the counts), the largest n_cpus that stays under it for each "
             "combination of the --by axes (default: every other swept axis; swept axes not in --by are taken "
             "worst case, except the scenario axes wait and mitigation and any --split axis, which are always "
@@ -97,7 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="heatmap or line plot of a metric over the swept axes",
         description=(
             "Plot a metric of the outcomes view: with --y a heatmap (log colour scale, cells with a wide "
-            "95%% interval or 0 events hatched), with --lines one line per value of that axis with Wilson error "
+            "95% interval or 0 events hatched), with --lines one line per value of that axis with Wilson error "
             "bars, with neither a single line. Points that share a cell are aggregated (counts summed) and the "
             "title says so. Example: stoprace plot results/ --x n_cpus --y wbinvd_us --metric p_race -o fig.png"
         ),
@@ -187,10 +187,11 @@ def cmd_capacity(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """`stoprace plot`: render a heatmap or line plot to a file."""
-    from queries.plot import plot
+    from queries.plot import check_pixels, plot
 
     if args.dpi <= 0 or args.dpi > 1200:
         raise UsageError(f"--dpi {args.dpi} must be in 1..1200")
+    check_pixels(args.size, args.dpi)  # before reading anything
     con = _connect(args.dirs)
     check_output_path(args.output, args.dirs)
     res = plot(con, args.output, x=args.x, y=args.y, metric=args.metric, lines=args.lines, where=args.where,

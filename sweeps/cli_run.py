@@ -6,17 +6,24 @@ import argparse
 import os
 import sys
 
-from sweeps.errors import UsageError
 from sweeps.cli_simulate import count_arg
-
-
+from sweeps.errors import UsageError
+from sweeps.guards import MAX_CPU_TRIALS, MAX_TASKS, approx
+from sweeps.spec import MAX_POINTS
 
 
 def add_scheduling_options(p: argparse.ArgumentParser) -> None:
     """Options `run` and `submit` share: how much is in flight, retries, the point-count guard."""
     p.add_argument("--max-in-flight", type=count_arg, metavar="N", help="tasks submitted at once (default 2 x cluster CPUs)")
     p.add_argument("--retries", type=int, default=3, metavar="N", help="retries of a task whose worker or node died (default 3)")
-    p.add_argument("--force", action="store_true", help="allow more than 10 million points")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help=(
+            f"allow a sweep above the size guards: more than {approx(MAX_POINTS)} points, "
+            f"{approx(MAX_CPU_TRIALS)} CPU-trials (n_cpus x trials) or {approx(MAX_TASKS)} tasks"
+        ),
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,10 +74,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_cmd(args: argparse.Namespace) -> int:
     """Carry out the subcommand from parsed arguments; returns the exit code."""
+    from cluster.connect import resolve_address
+    from sweeps.guards import machine_cpus
     from sweeps.runner import SweepInterrupted, run
     from sweeps.spec import load_spec
-
-    from cluster.connect import resolve_address
     from sweeps.store import is_uri
 
     target = resolve_address(args.address)
@@ -82,6 +89,11 @@ def run_cmd(args: argparse.Namespace) -> int:
         )
     if args.retries < 0:
         raise UsageError(f"--retries must be >= 0, got {args.retries}")
+    workers = args.workers
+    if workers is not None and workers > machine_cpus():
+        workers = machine_cpus()  # more Ray workers than CPUs only oversubscribes them
+        print(f"stoprace run: --workers {args.workers} is more than this machine's {workers} CPUs: using {workers}",
+              file=sys.stderr)
     out = args.out
     if out is not None and not is_uri(out):
         out = os.path.expanduser(out)  # also when no shell expanded it (a Ray Job's entrypoint)
@@ -91,17 +103,17 @@ def run_cmd(args: argparse.Namespace) -> int:
             spec,
             out,
             address=args.address,
-            num_cpus=args.workers,
+            num_cpus=workers,
             max_in_flight=args.max_in_flight,
             retries=args.retries,
             progress=False if args.no_progress else None,
             ship=not args.no_ship,
+            force=args.force,
+            announce=lambda plan: print(f"stoprace run: {plan.line()}", file=sys.stderr, flush=True),
         )
     except SweepInterrupted as e:
         print(f"stoprace run: {e}", file=sys.stderr)
         return 130
-    except ConnectionError as e:  # ray.init could not join the cluster (auth, version, ...)
-        raise UsageError(_connection_problem(target, e)) from None
     rate = rep.cpu_trials / rep.seconds if rep.seconds > 0 else 0.0
     print(
         f"{spec.name}: {rep.n_tasks} tasks ({rep.tasks_run} run, {rep.tasks_skipped} already stored) "
@@ -112,19 +124,3 @@ def run_cmd(args: argparse.Namespace) -> int:
         flag = "" if row["monotone"] else "  NOT MONOTONE in n_cpus"
         print(f"  {axes or '(all)'}: {row['result']} ({row['probes']} probes){flag}")
     return 0
-
-
-def _connection_problem(target: str | None, e: BaseException) -> str:
-    """One line for a failed ray.init: the token-auth case gets its fix spelled out."""
-    chain, seen = [], set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        chain.append(" ".join(str(e).split()))
-        e = e.__cause__ or e.__context__
-    text = " ".join(chain)
-    if "Authentication" in text or "AuthToken" in text or "Unauthenticated" in text:
-        return (
-            f"the Ray cluster at {target} requires its auth token: export RAY_AUTH_MODE=token and provide the "
-            f"cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
-        )
-    return f"cannot connect to the Ray cluster at {target}: {chain[0] if chain else 'connection failed'}"

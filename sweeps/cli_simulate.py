@@ -9,11 +9,14 @@ import sys
 import time
 
 from core.cost import cpu_trials
+from core.errors import ParamError
 from core.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
 from core.histogram import TOP_EDGE_US
-from core.params import DEFAULTS, PARAM_NAMES, PARAM_SPECS, Params, make_params
+from core.params import DEFAULTS, PARAM_NAMES, PARAM_SPECS, Params, domain, make_params
 from core.vectorized import shard_seed
 from sweeps.errors import UsageError
+from sweeps.guards import MAX_CPU_TRIALS, approx, format_seconds, simulate_eta_s, size_problem
+from sweeps.spec import MAX_TRIALS
 
 
 def count_arg(text: str) -> int:
@@ -44,7 +47,12 @@ def add_param_options(parser: argparse.ArgumentParser) -> None:
 def params_from_args(args: argparse.Namespace) -> Params:
     """The point given on the command line (unset options take the model defaults)."""
     given = {n: getattr(args, n) for n in PARAM_NAMES if getattr(args, n, None) is not None}
-    return make_params(given, where="option")
+    try:
+        return make_params(given)
+    except ParamError as e:
+        if e.name not in given:  # not one option's fault (a rule across parameters)
+            raise
+        raise UsageError(f"--{e.name.replace('_', '-')} {given[e.name]} is not allowed: {domain(e.name)}") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,11 +62,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="simulate one parameter point here (no Ray, no store)",
         description=(
             "Simulate one point of the stop-race model and print outcome counts, probabilities "
-            "with 95%% Wilson intervals, stop-time mean/p50/p99 and throughput. "
+            "with 95% Wilson intervals, stop-time mean/p50/p99 and throughput. "
             "Example: stoprace simulate --n-cpus 256 --p-stall 0.01 --trials 1e6"
         ),
     )
-    p.add_argument("--trials", type=count_arg, default=100_000, help="trials to run (default 1e5; 1e6 style accepted)")
+    p.add_argument("--trials", type=count_arg, default=100_000,
+                   help=f"trials to run (default 1e5; 1e6 style accepted; at most {approx(MAX_TRIALS)}, as in a spec)")
+    p.add_argument("--force", action="store_true",
+                   help=f"allow more than {approx(MAX_CPU_TRIALS)} CPU-trials (n_cpus x trials: hours to days here)")
     p.add_argument("--seed", type=int, default=0, help="seed; same seed and parameters give identical results")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument(
@@ -80,6 +91,16 @@ def run(args: argparse.Namespace) -> int:
     if args.seed < 0 or args.seed >= 2**64:
         raise UsageError(f"--seed = {args.seed} is not allowed: integer in [0, 2**64)")
     est = ESTIMATORS[getattr(args, "estimator", DEFAULT_ESTIMATOR)]
+    if args.trials > MAX_TRIALS:
+        raise UsageError(f"--trials {approx(args.trials)} is above {approx(MAX_TRIALS)}, the bound a spec's trials has too")
+    work = cpu_trials(params.n_cpus, args.trials)
+    why = None if getattr(args, "force", False) else size_problem(work)
+    if why:
+        raise UsageError(f"{why}; lower --trials, or pass --force")
+    eta = simulate_eta_s(work, est.name)
+    if eta > 10:  # say so before a long silence
+        print(f"stoprace simulate: {approx(work)} CPU-trials in this process, ETA {format_seconds(eta, about=True)}",
+              file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     acc = est.run_shard(params, args.trials, shard_seed(args.seed, 0))
     wall = time.perf_counter() - t0

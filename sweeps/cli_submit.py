@@ -28,8 +28,8 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-from sweeps.errors import ClusterError, UsageError
 from sweeps.cli_run import add_scheduling_options
+from sweeps.errors import ClusterError, UsageError
 
 STOP_GRACE_S = 30
 """Seconds Ray gives a stopped job's driver between SIGTERM and SIGKILL (Ray's default is 3):
@@ -176,12 +176,14 @@ def entrypoint(
 def submit_cmd(args: argparse.Namespace) -> int:
     """`stoprace submit`: send the sweep to a cluster as a Ray Job; prints its id."""
     from cluster.jobs import JobsClient, shipping_runtime_env
+    from sweeps.guards import check_size
     from sweeps.runner import package_dirs
     from sweeps.spec import load_spec
 
     if args.retries < 0:
         raise UsageError(f"--retries must be >= 0, got {args.retries}")
     spec = load_spec(args.spec, force=args.force)
+    check_size(spec, force=args.force)  # refused here, not minutes later in the job
     out = args.out or DEFAULT_REMOTE_OUT.format(name=spec.name)
     client = JobsClient(args.address)
     job_id = args.job_id or f"stoprace-{spec.name}-{uuid.uuid4().hex[:8]}"

@@ -18,25 +18,30 @@ from __future__ import annotations
 import functools
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
 
-from cluster.connect import resolve_address
+from cluster.connect import connect, disconnect, resolve_address, token_auth_enabled
 from cluster.executor import WAIT, RunInterrupted, RunStats, run_map
 from cluster.jobs import in_ray_job, shipping_runtime_env
 from core.cost import cpu_trials
 from sweeps.errors import ClusterError
 from sweeps.grid import Task, iter_tasks, plan_signature, total_cpu_trials
+from sweeps.guards import RunPlan, check_size, estimated_tasks
 from sweeps.search import BoundarySearch
 from sweeps.shard import TaskResult, run_task
 from sweeps.spec import SweepSpec, load_spec
+from sweeps.storage import StoreError, locate, one_line
 from sweeps.store import ResultStore, is_uri
 from sweeps.waves import STATS_COLUMNS, WavePlan, wave_plan_signature
 
+EXACT_TASK_COUNT_POINTS = 50_000
+"""Up to this many points the start line counts tasks exactly (planning them takes < 0.5 s); above, it estimates."""
 SHIPPED_PACKAGES = ("core", "sweeps", "cluster")
 """What workers import: sweeps.shard.run_task, core (the model), cluster.executor (the task wrapper)."""
 
@@ -84,30 +89,83 @@ def run(
     force: bool = False,
     runtime_env: dict[str, Any] | None = None,
     ship: bool = True,
+    announce: Callable[[RunPlan], None] | None = None,
 ) -> RunReport:
     """Run (or resume) a sweep into `out`; returns once every task is stored.
 
     `spec` is a SweepSpec or a path to a TOML spec; `out` a directory or a URI.
-    Raises a StopraceError (one line) for a bad spec (SpecError), a results dir
-    holding another spec (StoreError), or `num_cpus` with a cluster address (ClusterError) (a cluster's size is fixed; bound
-    the work with `max_in_flight`); SweepInterrupted on Ctrl-C (tasks finished
-    so far are kept). `ship` (cluster runs only, see the module docstring):
-    upload the packages as `py_modules` unless `runtime_env` is given.
+    Raises a StopraceError (one line) for a bad spec or one above the size
+    guards without `force` (SpecError, see sweeps.guards), a results dir holding
+    another spec (StoreError), `num_cpus` with a cluster address or a cluster
+    that cannot be joined (ClusterError; a cluster's size is fixed: bound the
+    work with `max_in_flight`); SweepInterrupted on Ctrl-C (tasks finished so
+    far are kept). `ship` (cluster runs only, see the module docstring): upload
+    the packages as `py_modules` unless `runtime_env` is given. `announce` gets
+    the RunPlan (size, tasks, CPUs, ETA) once Ray is up, before any task runs.
+
+    A new results dir is created only once Ray is up, so a failed connection
+    leaves nothing behind; an existing one is opened first, so a finished run
+    returns at once without starting Ray.
     """
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec, force=force)
     runtime_env = _cluster_runtime_env(address, num_cpus, runtime_env, ship)
+    check_size(spec, force)
     if out is None:
         out_path: Path | str = default_out(spec)
     else:
         out_path = str(out) if is_uri(out) else Path(out)
+    plan = wave_plan_signature() if spec.precision is not None else plan_signature()
+    store = None
+    try:
+        exists = locate(out_path, None).kind() is not None
+    except OSError as e:  # e.g. an object store refusing our credentials
+        raise StoreError(f"{out_path}: cannot access results location: {one_line(e)}") from None
+    if exists:  # opening what exists creates nothing
+        with _writing(out_path):
+            store = ResultStore.create_or_open(out_path, spec, plan=plan)
+        if store.complete:
+            found = search_report(store) if spec.search is not None else None
+            store.close()
+            return RunReport(out_path, store.n_tasks, 0, len(store.done_tasks()), 0.0, 0, True, search=found)
+        try:
+            _check_writable(out_path)  # before starting Ray, not at the first task
+        except BaseException:
+            store.close()
+            raise
+    target = resolve_address(address)
+    where = "the Ray session already up" if ray.is_initialized() else f"the cluster at {target}" if target else "embedded Ray"
+    try:
+        started = _connect(address, num_cpus, runtime_env)
+    except BaseException:
+        if store is not None:
+            store.close()
+        raise
+    try:
+        if store is None:
+            with _writing(out_path):
+                store = ResultStore.create_or_open(out_path, spec, plan=plan)
+        return _run_on_ray(spec, store, out_path, started, where, announce=announce, max_in_flight=max_in_flight,
+                           retries=retries, progress=progress)
+    finally:
+        disconnect(started)
+
+
+def _run_on_ray(
+    spec: SweepSpec,
+    store: ResultStore,
+    out_path: Path | str,
+    started: bool,
+    where: str,
+    *,
+    announce: Callable[[RunPlan], None] | None,
+    max_in_flight: int | None,
+    retries: int,
+    progress: bool | None,
+) -> RunReport:
+    """The tasks `store` lacks, on the Ray session that is up; stores every result as it arrives."""
     adaptive = spec.precision is not None
-    store = ResultStore.create_or_open(out_path, spec, plan=wave_plan_signature() if adaptive else plan_signature())
     done = store.done_tasks()
-    if store.complete:
-        found = search_report(store) if spec.search is not None else None
-        store.close()
-        return RunReport(out_path, store.n_tasks, 0, len(done), 0.0, 0, True, search=found)
     counter = _Counter()
     waves: WavePlan | None = None
     search: BoundarySearch | None = None
@@ -126,10 +184,13 @@ def run(
         total = total_cpu_trials(spec)
         stored = store.cpu_trials_done
         remaining = max(total - (stored if stored is not None else _stored_cpu_trials(store)), 0)
+    if announce is not None:
+        announce(_plan(spec, store, remaining, len(done), where))
 
     def on_result(task: Task, result: TaskResult) -> None:
         events = result.events if result.events.num_rows else None
-        store.write_task(task.task_id, result.points, events)
+        with _writing(out_path):
+            store.write_task(task.task_id, result.points, events)
         if waves is not None:
             waves.task_done(result.points)
 
@@ -138,8 +199,6 @@ def run(
             functools.partial(run_task, sweep=spec.name, estimator=spec.estimator),
             todo,
             on_result=on_result,
-            address=address,
-            num_cpus=num_cpus,
             max_in_flight=max_in_flight,
             retries=retries,
             weight=lambda t: t.cpu_trials,
@@ -148,16 +207,19 @@ def run(
             describe=describe,
             unit="CPU-trials",
             progress=progress,
-            runtime_env=runtime_env,
+            shutdown_follows=started,
         )
     except RunInterrupted:
-        store.flush()
+        with _writing(out_path):
+            store.flush()
         raise SweepInterrupted(out_path, len(store.done_tasks()), store.n_tasks) from None
     finally:
-        store.flush()
+        with _writing(out_path):
+            store.flush()
     n_tasks = counter.seen if waves is None else len(store.done_tasks())
-    store.finish(n_tasks)
-    store.close()
+    with _writing(out_path):
+        store.finish(n_tasks)
+        store.close()
     return RunReport(
         out=out_path,
         n_tasks=n_tasks,
@@ -169,6 +231,82 @@ def run(
         stats=stats,
         search=search.report() if waves is not None and search is not None else None,
     )
+
+
+def _check_writable(out: Path | str) -> None:
+    """StoreError (one line) if a local results dir, or a subdirectory of it, may not be written
+    by this process (``os.access`` follows its real permissions and capabilities)."""
+    if not isinstance(out, Path):
+        return  # a URI: the object store says so at the first write (also one line, see _writing)
+    for d in (out, *(p for p in out.iterdir() if p.is_dir())):
+        if not os.access(d, os.W_OK | os.X_OK):
+            raise StoreError(f"{out}: cannot write results: Permission denied ({d} is not writable)")
+
+
+@contextmanager
+def _writing(out: Path | str) -> Iterator[None]:
+    """An OSError while writing the results dir (permissions, a full disk, a lost mount) as one
+    StoreError line; every task stored before it stays committed, and the same command resumes."""
+    try:
+        yield
+    except OSError as e:
+        raise StoreError(f"{out}: cannot write results: {one_line(e)}") from None
+
+
+def _connect(address: str | None, num_cpus: int | None, runtime_env: dict[str, Any] | None) -> bool:
+    """Ray up (embedded, or the cluster's session); a cluster that cannot be joined is a ClusterError."""
+    target = None if ray.is_initialized() else resolve_address(address)
+    try:
+        return connect(address, num_cpus, runtime_env=runtime_env)
+    except KeyboardInterrupt:  # Ctrl-C while Ray starts: leave nothing half-up (nothing is stored yet)
+        if ray.is_initialized():
+            ray.shutdown()
+        raise
+    except Exception as e:  # ray.init could not join the cluster (auth, version, ...)
+        if target is None:
+            raise  # the embedded Ray failed to start: not the user's input, keep the traceback
+        raise ClusterError(connection_problem(target, e)) from None
+
+
+def connection_problem(target: str | None, e: BaseException) -> str:
+    """One line for a failed ray.init: the token-auth case gets its fix spelled out."""
+    chain, seen = [], set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        chain.append(" ".join(str(cur).split()))
+        cur = cur.__cause__ or cur.__context__
+    text = " ".join(chain)
+    if "Authentication" in text or "AuthToken" in text or "Unauthenticated" in text:
+        return (
+            f"the Ray cluster at {target} requires its auth token: export RAY_AUTH_MODE=token and provide the "
+            f"cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
+        )
+    return f"cannot connect to the Ray cluster at {target}: {chain[0] if chain else 'connection failed'}"
+
+
+def _plan(spec: SweepSpec, store: ResultStore, remaining: int | None, n_stored: int, where: str) -> RunPlan:
+    """What the run is about to do (sweeps.guards.RunPlan), on the session that is up.
+
+    An adaptive run (trials = "auto") is sized at its most: every point at max_trials.
+    """
+    total = total_cpu_trials(spec)
+    if remaining is None:  # adaptive: what is stored counts against the most it may run
+        stored = store.cpu_trials_done
+        remaining = max(total - (stored if stored is not None else _stored_cpu_trials(store)), 0)
+    n_tasks, exact = store.n_tasks, True
+    if spec.precision is not None:
+        n_tasks, exact = estimated_tasks(spec), False
+    elif n_tasks is None:
+        if spec.n_points <= EXACT_TASK_COUNT_POINTS:
+            n_tasks = sum(1 for _ in iter_tasks(spec))
+        else:
+            n_tasks, exact = estimated_tasks(spec), False
+    if token_auth_enabled():
+        where += "; token auth: only holders of ~/.ray/auth_token or $RAY_AUTH_TOKEN may join"
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return RunPlan(spec.name, spec.n_points, total, remaining, n_tasks, exact, n_stored, cpus, where, spec.estimator,
+                   adaptive=spec.precision is not None)
 
 
 def package_dirs(names: tuple[str, ...] = SHIPPED_PACKAGES) -> list[Path]:

@@ -49,7 +49,7 @@ def run_task(task: Task, sweep: str, estimator: str = "naive") -> TaskResult:
             t0 = time.perf_counter()
             acc = est.run_shard(
                 params, item.shard_size(k), shard_seed(point.point_seed, k),
-                lambda chunk: _collect_events(ev, sweep, point.point_id, k, chunk),
+                lambda chunk: _collect_events(ev, sweep, point.point_id, k, chunk),  # noqa: B023 (called in run_shard)
             )
             row = _points_row(sweep, point, k, acc, time.perf_counter() - t0)
             for name, value in row.items():

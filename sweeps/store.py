@@ -46,8 +46,8 @@ import pyarrow.fs as pafs
 
 from core.cost import cpu_trials
 from sweeps.schema import EVENTS_SCHEMA, POINTS_SCHEMA
-from sweeps.storage import TMP_SUFFIX, StoreError, LocalDir, RemoteDir, locate, one_line, is_uri
 from sweeps.spec import SpecError, SweepSpec, load_spec, parse_spec
+from sweeps.storage import TMP_SUFFIX, LocalDir, RemoteDir, StoreError, is_uri, locate, one_line
 
 __all__ = [
     "StoreError",

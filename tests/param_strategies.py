@@ -11,7 +11,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from core.params import PARAM_SPECS, SPECS, ParamSpec, Params
+from core.params import PARAM_SPECS, SPECS, Params, ParamSpec
 
 INT_SPAN = 30
 """Generic int strategies cover [ge, ge + INT_SPAN] (n_cpus sizes the trial arrays)."""

@@ -119,7 +119,7 @@ def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[str, str]:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, 9)
         out, err = proc.communicate()
-        raise AssertionError(f"timed out after {timeout} s: {err[-2000:]}")
+        raise AssertionError(f"timed out after {timeout} s: {err[-2000:]}") from None
     assert proc.returncode == 0, f"rc {proc.returncode}: {err[-3000:]}"
     return out, err
 

@@ -9,15 +9,15 @@ import signal
 
 import pyarrow.parquet as pq
 import pytest
-from precision_helpers import naive_status, pooled, status
-from sweep_helpers import cli, read_dir, same_results, stored, wait_for, write_spec
 
 import queries
-from cluster.connect import session
 from sweeps import run
 from sweeps.grid import iter_points
 from sweeps.spec import load_spec
 from sweeps.waves import wave_bounds
+
+from precision_helpers import naive_status, pooled, status
+from sweep_helpers import cli, read_dir, same_results, stored, wait_for, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -93,13 +93,6 @@ p_stall = [1e-3, 1e-2]
 Z_METRIC_COUNTS = {"p_bad": ("race", "hang", "timeout"), "p_race": ("race",)}
 
 
-@pytest.fixture(scope="module")
-def ray2():
-    with session(num_cpus=2) as started:
-        assert started
-        yield
-
-
 def _run(tmp_path_factory, name: str, text: str):
     tmp = tmp_path_factory.mktemp(name)
     spec = write_spec(tmp, text)
@@ -109,17 +102,17 @@ def _run(tmp_path_factory, name: str, text: str):
 
 
 @pytest.fixture(scope="module")
-def naive_run(ray2, tmp_path_factory):
+def naive_run(ray_session, tmp_path_factory):
     return _run(tmp_path_factory, "naive", NAIVE_SPEC)
 
 
 @pytest.fixture(scope="module")
-def slow_run(ray2, tmp_path_factory):
+def slow_run(ray_session, tmp_path_factory):
     return _run(tmp_path_factory, "slow", SLOW_SPEC)
 
 
 @pytest.fixture(scope="module")
-def cmc_run(ray2, tmp_path_factory):
+def cmc_run(ray_session, tmp_path_factory):
     return _run(tmp_path_factory, "cmc", CMC_SPEC)
 
 

@@ -377,15 +377,14 @@ def test_submit_entrypoint_is_a_real_run_command():
 
 
 def test_runtime_env_for_cluster_runs(monkeypatch):
+    import ray
+
+    import cluster as cluster_pkg
     import core
     import sweeps
-    import cluster as cluster_pkg
-    from cluster.jobs import shipping_runtime_env
-    from cluster.jobs import JobsError
+    from cluster.jobs import JobsError, shipping_runtime_env
     from sweeps.errors import ClusterError
     from sweeps.runner import _cluster_runtime_env
-
-    import ray
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh `stoprace run` process
     monkeypatch.setattr("sweeps.runner.check_reachable", lambda address: None)
@@ -430,7 +429,7 @@ def test_jobs_address_forms(monkeypatch):
 
 def test_auth_failures_say_how_to_fix_them():
     from cluster.jobs import JobsClient
-    from sweeps.cli_run import _connection_problem
+    from sweeps.runner import connection_problem as _connection_problem
 
     try:
         try:

@@ -28,8 +28,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy import special, stats as sst
+from scipy import special
+from scipy import stats as sst
 
+from core import reference
 from core.cmc import (
     CmcSummary,
     cmc_draws,
@@ -40,11 +42,10 @@ from core.cmc import (
     replay_draws_cmc,
     simulate_cmc,
 )
-from core import reference
 from core.cmc_reference import cmc_trial_reference
 from core.draws import draw_all
 from core.outcomes import OUTCOMES
-from core.params import Params, make_params
+from core.params import make_params
 from core.stats import wilson, z_value
 from core.vectorized import shard_seed, simulate
 

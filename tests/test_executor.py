@@ -15,9 +15,8 @@ import pytest
 import ray
 import ray.cloudpickle
 
-from cluster.connect import connect, disconnect, resolve_address
+from cluster.connect import connect, resolve_address
 from cluster.executor import RunInterrupted, RunStats, run_map
-
 
 # --- task functions -------------------------------------------------------------
 # Workers cannot import this test module (tests/ is not on their sys.path), so
@@ -50,24 +49,6 @@ def sleep_unless_zero(x: int) -> int:
     if x != 0:
         time.sleep(60)
     return x
-
-
-# --- fixture -------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    """One embedded 2-CPU Ray for the whole module; run_map must leave it running."""
-    saved = os.environ.pop("RAY_ADDRESS", None)  # these tests want their own embedded Ray
-    try:
-        started = connect(num_cpus=2)
-        assert started, "Ray was already initialised before this module"
-        yield
-        disconnect(started)
-        assert not ray.is_initialized()
-    finally:
-        if saved is not None:
-            os.environ["RAY_ADDRESS"] = saved
 
 
 # --- tests ---------------------------------------------------------------------

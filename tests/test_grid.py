@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import sweeps.grid as grid_module
 from core.params import PARAM_NAMES, Params, canonical_dict, identity_dict, make_params
 from core.vectorized import STREAM_VERSION
-import sweeps.grid as grid_module
 from sweeps.grid import (
     MAX_SHARDS_PER_TASK,
     Point,

@@ -24,7 +24,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import synthetic_results as sr
 from core.errors import StopraceError
 from core.histogram import N_BINS, quantile
 from core.outcomes import EVENT_OUTCOMES, OUTCOMES
@@ -36,6 +35,8 @@ from queries.format import header, render_table
 from queries.named import list_named, load_named, run_named, run_sql
 from sweeps.cli import main
 from sweeps.schema import EVENTS_SCHEMA, POINTS_SCHEMA
+
+import synthetic_results as sr
 
 REPO = Path(__file__).resolve().parents[1]
 P_NAMES = [f"p_{o}" for o in ("race", "hang", "timeout", "bad")]

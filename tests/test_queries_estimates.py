@@ -26,13 +26,12 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import synthetic_results as sr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.cmc_stats import combine, estimate_interval
 from core.histogram import N_BINS, TOP_EDGE_US, quantile
-from core.params import DEFAULTS, PARAM_NAMES
+from core.params import NEUTRAL, PARAM_NAMES
 from core.stats import wilson, z_value
 from queries.capacity import capacity
 from queries.db import QueryError, connect
@@ -41,6 +40,8 @@ from queries.format import format_cell, render_table
 from queries.named import run_named
 from queries.plot import plot
 from sweeps.cli import main
+
+import synthetic_results as sr
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -58,6 +59,10 @@ def _points(d: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _key(r: dict[str, Any]) -> tuple:
+    return tuple(r.get(n, NEUTRAL.get(n)) for n in PARAM_NAMES)
+
+
 def reference_estimates(d: Path) -> dict[str, dict[str, Any]]:
     """Per point_id, from the Parquet files: naive counts with Wilson, and cmc pooled as core.combine."""
     by: dict[str, list] = defaultdict(list)
@@ -67,8 +72,7 @@ def reference_estimates(d: Path) -> dict[str, dict[str, Any]]:
     for pid, rows in by.items():
         rows.sort(key=lambda r: r["shard"])
         n = sum(r["trials"] for r in rows)
-        # a parameter added after a result set was written is absent from its files: its neutral default
-        o: dict[str, Any] = {p: rows[0].get(p, DEFAULTS[p]) for p in PARAM_NAMES}
+        o: dict[str, Any] = {p: rows[0].get(p, NEUTRAL.get(p)) for p in PARAM_NAMES}  # first-release rows lack later params
         o["trials"] = n
         o["k_race"] = sum(r["race"] for r in rows)
         o["k_bad"] = sum(r["race"] + r["hang"] + r["timeout"] for r in rows)

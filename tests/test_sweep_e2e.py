@@ -10,7 +10,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from cluster.connect import session
 from core.outcomes import EVENT_OUTCOMES, OUTCOMES
 from sweeps import run
 from sweeps.cli import main
@@ -20,13 +19,6 @@ from sweeps.spec import load_spec
 from sweep_helpers import SLOW_SPEC, SMALL_SPEC, cli, descendants, read_dir, wait_for, without_wall, write_spec
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def ray2():
-    with session(num_cpus=2) as started:
-        assert started
-        yield
 
 
 def run_once(tmp_path_factory, name: str, text: str):
@@ -39,7 +31,7 @@ def run_once(tmp_path_factory, name: str, text: str):
 
 
 @pytest.fixture(scope="module")
-def reference_run(ray2, tmp_path_factory):
+def reference_run(ray_session, tmp_path_factory):
     """The small spec run once, uninterrupted: the rows every other run must reproduce."""
     return run_once(tmp_path_factory, "ref", SMALL_SPEC)
 
@@ -91,7 +83,7 @@ def test_same_spec_gives_identical_rows(reference_run, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def slow_run(ray2, tmp_path_factory):
+def slow_run(ray_session, tmp_path_factory):
     return run_once(tmp_path_factory, "slow", SLOW_SPEC)
 
 
@@ -220,10 +212,10 @@ def test_replay_bad_address_exits_2(reference_run, capsys):
 
 
 def test_queries_over_a_real_run_match_a_pyarrow_aggregation(reference_run, tmp_path, capsys):
+    from test_queries import close, reference_outcomes
+
     from queries import connect
     from queries.named import list_named, run_named
-
-    from test_queries import close, reference_outcomes
 
     _, out = reference_run
     con = connect(out)
@@ -265,7 +257,7 @@ p_stall = [0.02, 0.2]
 
 
 @pytest.fixture(scope="module")
-def cmc_run(ray2, tmp_path_factory):
+def cmc_run(ray_session, tmp_path_factory):
     return run_once(tmp_path_factory, "cmc", CMC_SPEC)
 
 
