@@ -93,12 +93,16 @@ def main() -> int:
     ap.add_argument("--no-tune", action="store_true", help="leave glibc's allocator as it is (workers tune it)")
     ap.add_argument("--target", type=float, default=1e-7, help="p_race to aim for (default 1e-7)")
     ap.add_argument("--ef-trials", type=int, default=20_000, help="cmc trials per early_flush point (default 2e4)")
+    ap.add_argument("--early-flush-only", action="store_true", help="run section 5 alone")
     args = ap.parse_args()
     if not args.no_tune:
         tune_allocator()  # as sweeps.shard.run_task does in every worker
     z = z_value(0.95)
-    print("bench_rare:", machine(f"NumPy {np.__version__}"))
+    print("bench_rare:", machine(f"NumPy {np.__version__}"), f" load average {os.getloadavg()[0]:.1f}")
     print()
+    if args.early_flush_only:
+        early_flush(args.ef_trials, z)
+        return 0
 
     # 1. the point
     base = Params(n_cpus=N_CPUS)
@@ -169,13 +173,12 @@ def main() -> int:
 def early_flush(trials: int, z: float) -> None:
     """Section 5: the early_flush points at n_cpus = 512 (issue 10 targets)."""
     delays = [0.0, 1e-3] if "p_nmi_delay" in Params.model_fields else [0.0]
-    none = Params(n_cpus=N_CPUS)
-    s_none, _, _ = run_cmc(none, trials, 5)
     print(f"early_flush at n_cpus={N_CPUS}, all else default ({trials:,} cmc trials per point):")
-    print(f"  mitigation none: p_race = {s_none.mean_race:.4g}  95% [{s_none.interval('race')[0]:.4g},"
-          f" {s_none.interval('race')[1]:.4g}]")
     for pd in delays:
         kw = {"p_nmi_delay": pd} if pd else {}
+        s_none, _, _ = run_cmc(Params(n_cpus=N_CPUS, **kw), trials, 5)
+        nlo, nhi = s_none.interval("race")
+        print(f"  p_nmi_delay = {pd:g}, mitigation none: p_race = {s_none.mean_race:.4g}  95% [{nlo:.4g}, {nhi:.4g}]")
         point = Params(n_cpus=N_CPUS, mitigation="early_flush", **kw)
         rn = naive_rate(point, 30_000)
         s, t_cmc, _ = run_cmc(point, trials, 6)
@@ -185,7 +188,7 @@ def early_flush(trials: int, z: float) -> None:
         rel = z * math.sqrt(s.var_race) / p if p > 0 else math.inf
         var_trial = s.var_race * s.n
         reduction = (p * (1 - p) / rn) / (var_trial / rc) if var_trial > 0 else math.inf
-        print(f"  p_nmi_delay = {pd:g}: p_race = {p:.4g}  95% [{lo:.4g}, {hi:.4g}]  relative half-width {rel:.3g}"
+        print(f"  p_nmi_delay = {pd:g}, early_flush: p_race = {p:.4g}  95% [{lo:.4g}, {hi:.4g}]  relative half-width {rel:.3g}"
               f"  ({t_cmc:.1f} s CPU, {rc:,.0f} trials/s)")
         print(f"    none / early_flush = {s_none.mean_race / p:.3g}" if p > 0 else "    p = 0")
         print(f"    naive {rn:,.0f} trials/s; per-trial variance cmc {var_trial:.3g} vs naive p(1-p) = {p * (1 - p):.3g}"

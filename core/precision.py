@@ -205,13 +205,11 @@ class PointTally:
         ks = sorted(self.shards) if upto is None else list(range(upto))
         rows = [self.shards[k] for k in ks]
         n = sum(r.trials for r in rows)
-        cmc = metric in CMC_METRICS and bool(rows) and any(r.estimator == "cmc" for r in rows)
+        # cmc when every shard ran it (as `outcomes`: cmc_trials = trials)
+        cmc = metric in CMC_METRICS and bool(rows) and all(r.estimator == "cmc" for r in rows)
         if cmc:
             name = CMC_METRICS[metric]
-            parts = [
-                (r.trials, getattr(r, f"p_{name}_est"), getattr(r, f"p_{name}_var"))
-                for r in rows if r.estimator == "cmc"
-            ]
+            parts = [(r.trials, getattr(r, f"p_{name}_est"), getattr(r, f"p_{name}_var")) for r in rows]
             return cmc_estimate(parts, metric, self.n_cpus)
         k = sum(getattr(r, o) for r in rows for o in METRIC_OUTCOMES[metric])
         return naive_estimate(k, n)

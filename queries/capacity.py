@@ -49,6 +49,7 @@ from core.stats import wilson, z_value
 
 from .db import QueryError, first_line, quote_ident, render_sql
 from .estimates import CONF
+from .sandbox import refusal
 
 __all__ = ["METRICS", "SCENARIO_AXES", "Capacity", "capacity", "wilson_trials_needed", "wilson_upper_zero"]
 
@@ -163,7 +164,7 @@ def capacity(
             try:
                 rel = rel.filter(where)
             except duckdb.Error as e:
-                raise QueryError(f"bad --where '{where}': {first_line(e)}") from None
+                raise (refusal(e) or QueryError(f"bad --where '{where}': {first_line(e)}")) from None
         rel.create_view(view, replace=True)
         cells, swept = _cells(con, view, metric, by, scenario)
     finally:

@@ -255,9 +255,7 @@ def connect(*result_dirs: str | Path, threads: int | None = None) -> duckdb.Duck
     con = duckdb.connect(":memory:")
     try:
         _create_views(con, dirs, result_dirs, threads)
-        from queries.sandbox import (
-            lock_down,  # here, not at the top: sandbox imports QueryError from this module
-        )
+        from queries.sandbox import lock_down  # not at the top: sandbox imports QueryError from here
 
         lock_down(con, readable=dirs)  # last: read-only from now on (queries/sandbox.py)
     except BaseException:

@@ -37,7 +37,7 @@ import duckdb
 
 from .db import QueryError, first_line
 
-__all__ = ["SandboxError", "lock_down", "check_read_only", "check_output_path", "refusal", "LOCKED_SETTINGS"]
+__all__ = ["LOCKED_SETTINGS", "SandboxError", "check_output_path", "check_read_only", "lock_down", "refusal"]
 
 LOCKED_SETTINGS: dict[str, object] = {
     "autoinstall_known_extensions": False,
@@ -123,9 +123,9 @@ def check_output_path(out: str | Path, result_dirs: Iterable[str | Path] = ()) -
     """
     target = Path(os.path.realpath(os.fspath(out)))
     for d in result_dirs:
-        root = Path(os.path.realpath(os.fspath(d)))
-        if target == root or root in target.parents:
+        given = Path(os.path.realpath(os.fspath(d)))
+        if target == given or given in target.parents:
             raise SandboxError(f"refused: -o {out} is inside the result set {d}; write outputs elsewhere")
-    root = _result_set_root(target.parent)  # type: ignore[assignment]
-    if root is not None:
-        raise SandboxError(f"refused: -o {out} is inside the result set {root}; write outputs elsewhere")
+    found = _result_set_root(target.parent)
+    if found is not None:
+        raise SandboxError(f"refused: -o {out} is inside the result set {found}; write outputs elsewhere")

@@ -64,15 +64,31 @@ def serve_cmd(args: argparse.Namespace) -> int:
                          workers=args.workers, query_timeout_s=args.query_timeout, row_limit=args.row_limit,
                          trusted_hosts=None if args.token else ("127.0.0.1", "localhost", "::1", args.host))
     app = create_app(config)
+    _Server = _uvicorn_server()
     n = len(app.state.registry.all())
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"stoprace serve: http://{host}:{args.port}/ ({n} result set{'s' if n != 1 else ''}; new sweeps go to "
           f"{app.state.registry.submit_root}/)", file=sys.stderr, flush=True)
+    server = _Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        server.run()
     finally:
-        shutdown(app)
+        shutdown(app)  # a running sweep gets SIGINT and keeps its finished tasks
     return 0
+
+
+def _uvicorn_server():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, but Ctrl-C/SIGTERM end it with exit code 0 after a graceful shutdown
+        (uvicorn re-raises the signal afterwards, so the process would die of it before our cleanup)."""
+
+        def handle_exit(self, sig, frame) -> None:
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
+
+    return Server
 
 
 __all__ = ["register", "serve_cmd"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from core.estimators import ESTIMATE_COLUMNS
 from core.histogram import N_BINS
 from core.outcomes import OUTCOMES
 from core.params import PARAM_SPECS
@@ -30,10 +31,9 @@ POINTS_SCHEMA = pa.schema(
         # the sweep's estimator and, per shard, its estimate of p_race / p_bad with the variance of
         # that estimate (naive: k/n and s^2/n of the 0/1 outcomes; cmc: core.cmc); shards merge exactly
         pa.field("estimator", pa.string()),
-        pa.field("p_race_est", pa.float64()),
-        pa.field("p_race_var", pa.float64()),
-        pa.field("p_bad_est", pa.float64()),
-        pa.field("p_bad_var", pa.float64()),
+    ]
+    + [pa.field(c, pa.float64()) for c in ESTIMATE_COLUMNS]  # core.estimators decides them
+    + [
         pa.field("preflush_sum_us", pa.float64()),  # early_flush only: sum over trials of preflush_us
         pa.field("preflush_max_us", pa.float64()),
         pa.field("seed", pa.uint64()),

@@ -34,6 +34,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from core.estimators import ESTIMATE_COLUMNS
 from core.precision import DECIDED, OPEN, PointTally, ShardStats
 from sweeps.grid import (
     DEFAULT_CPU_TRIALS_PER_S,
@@ -55,7 +56,7 @@ WAVES_VERSION = 1
 """Recorded in the store's plan: another wave layout would change which tasks exist."""
 STATS_COLUMNS: tuple[str, ...] = (
     "point_id", "shard", "trials", "race", "hang", "timeout",
-    "estimator", "p_race_est", "p_race_var", "p_bad_est", "p_bad_var",
+    "estimator", *ESTIMATE_COLUMNS,
 )
 """The `points` columns the stop rule reads."""
 

@@ -379,3 +379,15 @@ def test_next_wave_of_a_point_is_queued_as_soon_as_its_own_wave_completes():
     assert nxt is not None and nxt.items[0].point.index == i and nxt.items[0].shards == range(1, 2)
     assert nxt.task_id == task_id_of(spec, i, 1)
     assert plan.take() is None  # nothing else is runnable until other results arrive
+
+
+def test_cli_refuses_a_bad_precision_table_with_exit_2_and_writes_nothing(tmp_path, capsys):
+    from sweeps.cli import main
+
+    spec = tmp_path / "s.toml"
+    spec.write_text('name = "x"\nseed = 1\ntrials = "auto"\n[precision]\ntarget = 2\nmax_trials = 10\n')
+    out = tmp_path / "never"
+    assert main(["run", str(spec), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "precision.target = 2 is not allowed" in err and len(err.splitlines()) == 1
+    assert not out.exists()

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from core.cmc_stats import combine, estimate_interval
 from core.histogram import N_BINS, TOP_EDGE_US, quantile
-from core.params import PARAM_NAMES
+from core.params import NEUTRAL, PARAM_NAMES
 from core.stats import wilson, z_value
 from queries.capacity import capacity
 from queries.db import QueryError, connect
@@ -60,7 +60,7 @@ def _points(d: Path) -> list[dict[str, Any]]:
 
 
 def _key(r: dict[str, Any]) -> tuple:
-    return tuple(r[n] for n in PARAM_NAMES)
+    return tuple(r.get(n, NEUTRAL.get(n)) for n in PARAM_NAMES)
 
 
 def reference_estimates(d: Path) -> dict[str, dict[str, Any]]:
@@ -72,7 +72,7 @@ def reference_estimates(d: Path) -> dict[str, dict[str, Any]]:
     for pid, rows in by.items():
         rows.sort(key=lambda r: r["shard"])
         n = sum(r["trials"] for r in rows)
-        o: dict[str, Any] = {p: rows[0][p] for p in PARAM_NAMES}
+        o: dict[str, Any] = {p: rows[0].get(p, NEUTRAL.get(p)) for p in PARAM_NAMES}  # first-release rows lack later params
         o["trials"] = n
         o["k_race"] = sum(r["race"] for r in rows)
         o["k_bad"] = sum(r["race"] + r["hang"] + r["timeout"] for r in rows)

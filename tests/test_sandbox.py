@@ -123,7 +123,9 @@ def test_named_parameters_cannot_smuggle_sql(world, capsys):
     """--param values are bound, never pasted: a value holding SQL is just a string."""
     rc, out, err = _run(capsys, "query", world / "rs", "--named", "hang_conditions",
                         "--param", "threshold=0); COPY (SELECT 1) TO 'x.csv'; --", "--format", "csv")
-    assert rc == 2 and not (world / "x.csv").exists()
+    # bound as a string where a number is expected: a conversion error, one line, nothing run or written
+    assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1 and "bad SQL" in err
+    assert not (world / "x.csv").exists()
 
 
 def test_reads_of_the_queried_result_sets_still_work(world, capsys):
@@ -166,7 +168,7 @@ def test_output_into_a_result_set_is_refused(world, capsys):
     cases.append(("query", rs, "--sql", "SELECT 1 AS x", "--format", "csv", "-o", world / "link" / "x.csv"))
     before = _snapshot(world)
     for argv in cases:
-        rc, out, err = _run(capsys, *argv)
+        rc, _, err = _run(capsys, *argv)
         assert rc == 2 and "is inside the result set" in err and len(err.strip().splitlines()) == 1, (argv, err)
         assert _snapshot(world) == before, argv
     # outside a result set, -o works

@@ -35,12 +35,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from core.errors import StopraceError
 from core.params import PARAM_NAMES
 from queries.format import to_json_bytes
-from sweeps.serve.pool import Pool, limited
+from sweeps.serve.pool import Answers, Pool, limited
 from sweeps.serve.registry import Conflict, NotFound, Registry, Served, ServeError, count_ranges, read_manifest
 from sweeps.serve.runs import Runner
 from sweeps.spec import SpecError, parse_spec
 
-__all__ = ["ServeConfig", "create_app", "OUTCOMES_SQL", "LOOPBACK_HOSTS"]
+__all__ = ["LOOPBACK_HOSTS", "OUTCOMES_SQL", "ServeConfig", "create_app"]
 
 log = logging.getLogger("stoprace.serve")
 
@@ -79,9 +79,13 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
 
 
+def _json_bytes(data: Any) -> bytes:
+    """As the CLI writes JSON (`capacity --format json`): default=str, no NaN."""
+    return json.dumps(data, default=str, allow_nan=False).encode()
+
+
 def _json(data: Any, status: int = 200) -> Response:
-    return Response(json.dumps(data, default=str, allow_nan=False), status_code=status,
-                    media_type="application/json")
+    return Response(_json_bytes(data), status_code=status, media_type="application/json")
 
 
 def _static_dir() -> Path:
@@ -92,6 +96,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     """The app; `app.state.runner` runs submitted sweeps and must be stopped (`shutdown(app)`)."""
     registry = Registry.from_args(config.locations)
     pool = Pool(threads=config.threads)
+    answers = Answers()
     runner = Runner(address=config.address, workers=config.workers)
     # FastAPI's /docs and /redoc pages load Swagger/ReDoc from a CDN: off (no CDN at run time).
     app = FastAPI(title="stoprace", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
@@ -258,8 +263,9 @@ def create_app(config: ServeConfig) -> FastAPI:
     def outcomes(name: str) -> Response:
         from queries.named import run_sql
 
-        table = run_query([served(name)], lambda con: run_sql(con, OUTCOMES_SQL))
-        return Response(to_json_bytes(table), media_type="application/json")
+        s = served(name)
+        body = answers.get([s], ("outcomes",), lambda: to_json_bytes(run_query([s], lambda con: run_sql(con, OUTCOMES_SQL))))
+        return Response(body, media_type="application/json")
 
     @app.get("/api/named")
     def named_list() -> Response:
@@ -274,21 +280,30 @@ def create_app(config: ServeConfig) -> FastAPI:
         from queries.named import run_named
 
         params = dict(request.query_params)
-        table = run_query([served(name)], lambda con: run_named(con, query, params))
-        return Response(to_json_bytes(table), media_type="application/json")
+        s = served(name)
+        body = answers.get([s], ("named", query, tuple(sorted(params.items()))),
+                           lambda: to_json_bytes(run_query([s], lambda con: run_named(con, query, params))))
+        return Response(body, media_type="application/json")
 
     @app.get("/api/sweeps/{name}/capacity")
     def capacity_(name: str, target_p: float, by: str | None = None, metric: str = "p_bad",
-                  hosts: float | None = None, kexecs_per_host_year: float | None = None) -> Response:
+                  hosts: float | None = None, kexecs_per_host_year: float | None = None,
+                  where: str | None = None, split: str | None = None) -> Response:
         from queries.capacity import capacity
 
         for label, v in (("target_p", target_p), ("hosts", hosts), ("kexecs_per_host_year", kexecs_per_host_year)):
             if v is not None and not math.isfinite(v):
                 raise _Error(400, f"{label} must be a finite number")
-        axes = None if by is None else [a.strip() for a in by.split(",") if a.strip()]
-        cap = run_query([served(name)], lambda con: capacity(
-            con, target_p, by=axes, metric=metric, hosts=hosts, kexecs_per_host_year=kexecs_per_host_year))
-        return _json(cap.to_dict())
+        axes = None if by is None else _names(by)
+        splits = _names(split or "")
+        where = where or None
+        s = served(name)
+        key = ("capacity", target_p, None if axes is None else tuple(axes), metric, hosts, kexecs_per_host_year,
+               where, tuple(splits))
+        body = answers.get([s], key, lambda: _json_bytes(run_query([s], lambda con: capacity(
+            con, target_p, by=axes, metric=metric, hosts=hosts, kexecs_per_host_year=kexecs_per_host_year,
+            where=where, split=splits)).to_dict()))
+        return Response(body, media_type="application/json")
 
     @app.get("/api/sweeps/{name}/plot.svg")
     def plot_svg(name: str, x: str, y: str | None = None, lines: str | None = None, metric: str = "p_race",
@@ -296,15 +311,19 @@ def create_app(config: ServeConfig) -> FastAPI:
         from queries.plot import plot
 
         s = served(name)
-        with tempfile.TemporaryDirectory(prefix="stoprace-plot-") as tmp:
-            out = Path(tmp) / "plot.svg"
 
-            def draw(con):
-                with _PLOT_LOCK:
-                    return plot(con, out, x=x, y=y, lines=lines, metric=metric, where=where or None)
+        def svg() -> bytes:
+            with tempfile.TemporaryDirectory(prefix="stoprace-plot-") as tmp:
+                out = Path(tmp) / "plot.svg"
 
-            run_query([s], draw)
-            return Response(out.read_bytes(), media_type="image/svg+xml")
+                def draw(con):
+                    with _PLOT_LOCK:
+                        return plot(con, out, x=x, y=y, lines=lines, metric=metric, where=where or None)
+
+                run_query([s], draw)
+                return out.read_bytes()
+
+        return Response(answers.get([s], ("plot", x, y, lines, metric, where), svg), media_type="image/svg+xml")
 
     @app.get("/api/sweeps/{name}/replay")
     def replay_(name: str, point: str, shard: int, trial: int) -> Response:
@@ -360,6 +379,11 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=static), name="static")
     return app
+
+
+def _names(text: str) -> list[str]:
+    """'a, b' -> ['a', 'b'] (the API's spelling of the CLI's repeated AXIS arguments)."""
+    return [a.strip() for a in text.split(",") if a.strip()]
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -28,7 +28,7 @@ from sweeps.serve.registry import Served, ServeError
 from sweeps.storage import is_uri
 from sweeps.store import MANIFEST
 
-__all__ = ["Pool", "Lease", "QueryTimeout", "limited"]
+__all__ = ["Lease", "Pool", "QueryTimeout", "limited"]
 
 T = TypeVar("T")
 _REMOTE_STAMP_S = 10.0
@@ -138,3 +138,40 @@ def limited(lease: Lease, fn: Callable[[duckdb.DuckDBPyConnection], T], seconds:
         raise
     finally:
         timer.cancel()
+
+
+class Answers:
+    """Answers of the read endpoints, kept while the result sets they came from are unchanged.
+
+    Keyed by (locations, request, manifest stamp): a complete sweep's outcomes or capacity
+    table is computed once, not once per client (the outcomes view merges every shard's
+    histogram, ~0.1-1 s on the example sweep); a running sweep's answers expire with each
+    manifest update. Concurrent requests for the same key wait for one computation.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        from collections import OrderedDict
+
+        self.size = size
+        self._data: OrderedDict[tuple, object] = OrderedDict()
+        self._locks: dict[tuple, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, served: Sequence[Served], request: tuple, compute: Callable[[], T]) -> T:
+        key = (tuple(s.location for s in served), request, _stamp(served))
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]  # type: ignore[return-value]
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            with self._lock:
+                if key in self._data:
+                    return self._data[key]  # type: ignore[return-value]
+            value = compute()  # errors are not kept: the next request tries again
+            with self._lock:
+                self._data[key] = value
+                self._locks.pop(key, None)
+                while len(self._data) > self.size:
+                    self._data.popitem(last=False)
+            return value

@@ -24,9 +24,9 @@ from typing import Any
 from core.errors import StopraceError
 from sweeps.spec import SpecError, SweepSpec, parse_spec
 from sweeps.storage import StoreError, is_uri, locate
-from sweeps.store import MANIFEST, SPEC_FILE
+from sweeps.store import MANIFEST, SPEC_FILE, RangeSet
 
-__all__ = ["Served", "Registry", "ServeError", "NotFound", "Conflict", "read_manifest", "count_ranges"]
+__all__ = ["Conflict", "NotFound", "Registry", "ServeError", "Served", "count_ranges", "read_manifest"]
 
 
 class ServeError(StopraceError):
@@ -75,8 +75,9 @@ def read_manifest(location: str) -> dict[str, Any] | None:
 
 
 def count_ranges(ranges: Any) -> int:
+    """How many tasks a manifest's tasks_done lists (inclusive [first, last] ranges, sweeps.store.RangeSet)."""
     try:
-        return sum(int(b) - int(a) for a, b in ranges)
+        return len(RangeSet(ranges))
     except (TypeError, ValueError):
         return 0
 

@@ -100,9 +100,13 @@ function rowFilter(text) {
 let current = null;     // name of the sweep shown
 let sweepInfo = null;   // GET /api/sweeps/{name}
 
+let lastList = "";
 async function refreshList() {
   let sweeps;
   try { sweeps = await api("/api/sweeps"); } catch (e) { return; }
+  const text = JSON.stringify(sweeps);
+  if (text === lastList) return;  // unchanged: keep the rows (and whatever the user is pointing at)
+  lastList = text;
   const body = $("#sweeps tbody");
   body.replaceChildren();
   for (const s of sweeps) {
@@ -207,6 +211,8 @@ async function loadCapacity() {
   const q = new URLSearchParams({ target_p: $("#target-p").value.trim(), metric: $("#cap-metric").value });
   const by = [...document.querySelectorAll(".cap-by-axis:checked")].map((c) => c.value);
   if (by.length) q.set("by", by.join(","));
+  const where = $("#cap-where").value.trim();
+  if (where) q.set("where", where);
   const hosts = $("#cap-hosts").value.trim(), kx = $("#cap-kexecs").value.trim();
   if (hosts) q.set("hosts", hosts);
   if (kx) q.set("kexecs_per_host_year", kx);
@@ -299,7 +305,7 @@ function s(tag, attrs = {}, text) {
 }
 const COLORS = { ipi: "#1e88e5", off: "#ffb74d", wbinvd: "#e53935", clear: "#2e7d32", nmi: "#8e24aa", handler: "#ce93d8", handover: "#90a4ae" };
 
-function pickCpus(r, limit = 32) {
+function pickCpus(r, limit = 24) {
   const cpus = r.cpus;
   if (cpus.length <= limit) return cpus;
   const keep = new Set(cpus.filter((c) => c.nmi_send !== null || c.racer || c.dead).map((c) => c.cpu));
@@ -316,7 +322,7 @@ function drawTimeline(r) {
     c.nmi_arrive !== null && c.handler_us !== null ? c.nmi_arrive + c.handler_us : null);
   if (r.t_done_us !== null) times.push(r.t_done_us + handoff);
   const tmax = Math.max(10, ...times.filter((t) => t !== null && t !== undefined && isFinite(t)));
-  const W = 1000, left = 70, right = 20, top = 30, rowH = 16, H = top + rowH * cpus.length + 70;
+  const W = 1000, left = 70, right = 20, top = 48, rowH = 16, H = top + rowH * cpus.length + 70;
   const L = (t) => Math.log10(1 + Math.max(t, 0));
   const X = (t) => left + (W - left - right) * L(t) / L(tmax * 1.05);
   const svg = s("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, id: "replay-svg", "data-cpus": cpus.length, "data-outcome": r.outcome });
@@ -331,14 +337,15 @@ function drawTimeline(r) {
   if (r.t_done_us !== null) {
     svg.append(s("rect", { x: X(r.t_done_us), y: top - 6, width: Math.max(2, X(r.t_done_us + handoff) - X(r.t_done_us)), height: rowH * cpus.length + 8, fill: COLORS.handover, opacity: 0.35, class: "handover" }));
   }
-  const mark = (t, label, color) => {
+  // phase marks; labels stacked (they are often a few µs apart, i.e. at the same x)
+  const mark = (t, label, color, k) => {
     if (t === null || t === undefined || !isFinite(t)) return;
-    svg.append(s("line", { x1: X(t), x2: X(t), y1: top - 10, y2: top + rowH * cpus.length, stroke: color, "stroke-dasharray": "4 3" }));
-    svg.append(s("text", { x: X(t) + 2, y: top - 12, "font-size": 10, fill: color }, label));
+    svg.append(s("line", { x1: X(t), x2: X(t), y1: top - 8 - 12 * k, y2: top + rowH * cpus.length, stroke: color, "stroke-dasharray": "4 3" }));
+    svg.append(s("text", { x: X(t) - 3, y: top - 10 - 12 * k, "font-size": 10, fill: color, "text-anchor": "end" }, label));
   };
-  mark(r.t1_us, "end of wait", "#555");
-  mark(r.t_nmi_us, "NMIs", COLORS.nmi);
-  mark(r.t_done_us, "hand-over", "#37474f");
+  mark(r.t1_us, "end of REBOOT wait", "#555", 0);
+  mark(r.t_nmi_us, "NMIs sent", COLORS.nmi, 1);
+  mark(r.t_done_us, "hand-over", "#37474f", 2);
   cpus.forEach((c, i) => {
     const y = top + i * rowH, mid = y + rowH / 2;
     const g = s("g", { class: "cpu", "data-cpu": c.cpu });
