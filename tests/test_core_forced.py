@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from core import reference
+from core.draws import draw_all
 from core.outcomes import OUTCOMES
 from core.params import make_params
-from core.draws import draw_all
 from core.vectorized import simulate, simulate_draws
 
 from core_helpers import draws_from, mismatches
