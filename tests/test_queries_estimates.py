@@ -215,8 +215,9 @@ def test_ratio_interval_rules():
 def test_pool_strata_is_the_weighted_mean_with_fixed_weight_variance():
     parts = [{"n": 100, "m": 1e-6, "v": 4e-16}, {"n": 300, "m": 3e-6, "v": 1e-16}]
     got = pool_strata(parts, 63.0)
-    assert got["n"] == 400 and got["p"] == pytest.approx((100e-6 + 900e-6) / 400, rel=1e-14)
-    assert got["var"] == pytest.approx((100**2 * 4e-16 + 300**2 * 1e-16) / 400**2, rel=1e-14)
+    assert got["n"] == 400 and got["p"] == pytest.approx((100e-6 + 900e-6) / 400, rel=1e-14, abs=0)
+    # abs=0: pytest.approx's default abs=1e-12 would accept any variance of this size
+    assert got["var"] == pytest.approx((100**2 * 4e-16 + 300**2 * 1e-16) / 400**2, rel=1e-14, abs=0)
     assert (got["lo"], got["hi"]) == estimate_interval(got["p"], got["var"], 400, 0.95, 63.0)
     one = pool_strata(parts[:1], 63.0)
     assert (one["p"], one["var"]) == (1e-6, 4e-16)  # one stratum: unchanged
