@@ -32,7 +32,6 @@ from pathlib import Path
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,8 +47,9 @@ def _with_trials(text: str, trials_line: str, shard_trials: int, extra: str = ""
 
 
 def _rows(out: Path):
-    files = sorted((out / "points").glob("*.parquet"))
-    return pq.ParquetDataset(files).read()
+    from queries.resultset.reader import ResultSet
+
+    return ResultSet.open(out).read_table("points")  # the committed rows only
 
 
 def _cpu_trials(t) -> int:

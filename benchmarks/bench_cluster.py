@@ -153,8 +153,11 @@ def write_costs(spec, result, n: int = 100) -> tuple[float, float]:
 
 
 def dir_bytes(d: Path) -> tuple[int, int]:
-    files = [f for sub in ("points", "events") for f in (d / sub).glob("*.parquet")]
-    return len(files), sum(f.stat().st_size for f in files)
+    """(files, bytes) the result set's manifest commits."""
+    from queries.resultset.reader import ResultSet
+
+    files = [f for s in ResultSet.open(d).manifest.segments for f in s.files()]
+    return len(files), sum(f.size for f in files)
 
 
 def fmt_stats(label: str, rep, wt, driver_cpu: float) -> str:

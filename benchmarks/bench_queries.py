@@ -16,6 +16,12 @@ shards, in 10 task files, same schema as the store) in a temp dir, then times:
 Prints best-of-R seconds and ratios; never passes or fails on time.
 
     python benchmarks/bench_queries.py [--rows 1000000] [--files 10] [--repeat 3]
+
+With --cluster-example: a result set the size of examples/tdx-kexec-cluster.toml
+(10,920 points x 10 shards = 109,200 points rows, as 54,600 tasks of two shards)
+is written through the real store (sweeps.store.ResultStore.write_task: segments,
+commits, merges), then a fresh process times the full `outcomes` and the capacity
+table and reports its peak RSS (targets: <= 3 s and <= 1 GiB on a 2-core machine).
 """
 
 from __future__ import annotations
@@ -29,13 +35,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
-import pyarrow.dataset as ds  # noqa: E402
 
 from core.outcomes import OUTCOMES  # noqa: E402
 from queries.db import connect  # noqa: E402
+from queries.resultset.reader import ResultSet  # noqa: E402
+
+CLUSTER_POINTS, CLUSTER_SHARDS, ROWS_PER_TASK = 10_920, 10, 2
 
 import synthetic_results as sr  # noqa: E402
 
@@ -59,7 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="DuckDB threads (0 = all cores)")
     ap.add_argument("--dir", help="use/keep this dir instead of a temp dir")
+    ap.add_argument("--cluster-example", action="store_true",
+                    help="109,200 rows written through the real store; time and peak RSS of outcomes and capacity")
+    ap.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)  # the child process of --cluster-example
     args = ap.parse_args(argv)
+    if args.measure:
+        return measure(Path(args.dir), args.repeat)
+    if args.cluster_example:
+        return cluster_example(args)
 
     tmp = None
     if args.dir:
@@ -95,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         ).fetchall()[0], args.repeat)
 
         def arrow():
-            table = ds.dataset(d / "points", format="parquet").to_table(columns=["sweep", "point_id", *SUMS])
+            table = ResultSet.open(d).read_table("points", columns=["sweep", "point_id", *SUMS])
             g = table.group_by(["sweep", "point_id"]).aggregate([(c, "sum") for c in SUMS])
             p = pc.divide(pc.cast(g["race_sum"], pa.float64()), pc.cast(g["trials_sum"], pa.float64()))
             return g.num_rows, pc.sum(p).as_py(), *(pc.sum(g[f"{c}_sum"]).as_py() for c in SUMS)
@@ -116,6 +132,109 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ratio outcomes(count) / pyarrow sums: {t_count / t_arrow:.2f}")
         print(f"ratio duckdb sums / pyarrow sums: {t_dsum / t_arrow:.2f}")
         print(f"rows/s, outcomes full: {args.rows / t_full:,.0f}")
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return 0
+
+
+def with_estimator_columns(t: pa.Table) -> pa.Table:
+    """The naive estimator's columns (as sweeps.shard writes them) and null preflush columns."""
+    n = pc.cast(t["trials"], pa.float64())
+    p_race = pc.divide(pc.cast(t["race"], pa.float64()), n)
+    bad = pc.add(pc.add(t["race"], t["hang"]), t["timeout"])
+    p_bad = pc.divide(pc.cast(bad, pa.float64()), n)
+    var = lambda p: pc.divide(pc.multiply(p, pc.subtract(1.0, p)), pc.subtract(n, 1.0))  # noqa: E731
+    cols = {"estimator": pa.array(["naive"] * t.num_rows), "p_race_est": p_race, "p_race_var": var(p_race),
+            "p_bad_est": p_bad, "p_bad_var": var(p_bad), "preflush_sum_us": pa.nulls(t.num_rows, pa.float64()),
+            "preflush_max_us": pa.nulls(t.num_rows, pa.float64())}
+    for name, col in cols.items():
+        t = t.append_column(name, col)
+    return t
+
+
+def build_through_store(d: Path) -> None:
+    """The cluster example's size through ResultStore.write_task, two shards per task, then finish."""
+    import numpy as np
+
+    from queries.resultset.schema import POINTS_SCHEMA
+    from sweeps.spec import parse_spec
+    from sweeps.store import ResultStore
+
+    rows = CLUSTER_POINTS * CLUSTER_SHARDS
+    spec = parse_spec({"name": "bulk", "seed": 0, "trials": 1000, "axes": {"n_cpus": [2, 4]}})
+    rng = np.random.default_rng(0)
+    store = ResultStore.create_or_open(d, spec)
+    t0, c0 = time.perf_counter(), time.process_time()
+    n_tasks = 0
+    for start in range(0, rows, 8192):  # build 8192 rows at a time, store them task by task
+        table = with_estimator_columns(
+            sr.bulk_rows(np.arange(start, min(start + 8192, rows)), rng, shards_per_point=CLUSTER_SHARDS))
+        table = table.select(POINTS_SCHEMA.names).cast(POINTS_SCHEMA)  # as sweeps.shard.run_task returns it
+        for off in range(0, table.num_rows, ROWS_PER_TASK):
+            store.write_task(n_tasks, table.slice(off, ROWS_PER_TASK))
+            n_tasks += 1
+    store.finish(n_tasks)
+    store.close()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    m = ResultSet.open(d).manifest
+    files = [f for seg in m.segments for f in seg.files()]
+    print(f"stored {rows:,} points rows ({CLUSTER_POINTS:,} points x {CLUSTER_SHARDS} shards) as {n_tasks:,} tasks "
+          f"through the store in {wall:.1f} s ({n_tasks / wall:,.0f} tasks/s; {cpu:.1f} CPU-s incl. building rows): "
+          f"{len(files)} committed files, {sum(f.size for f in files) / 2**20:.1f} MiB")
+
+
+def measure(d: Path, repeat: int) -> int:
+    """(child process) full outcomes and capacity over `d`: best-of-`repeat` seconds and this process's peak RSS."""
+    import json
+    import resource
+
+    from queries.capacity import capacity
+
+    t0 = time.perf_counter()
+    con = connect(d)
+    t_connect = time.perf_counter() - t0
+
+    def full():
+        return con.sql("SELECT * FROM outcomes").to_arrow_table()
+
+    c0 = time.process_time()
+    t_full, out = best(full, repeat)
+    c1 = time.process_time()
+    t_cap, cap = best(lambda: capacity(con, 1e-3), repeat)
+    c2 = time.process_time()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"connect_s": t_connect, "outcomes_s": t_full, "outcomes_rows": out.num_rows,
+                      "outcomes_cpu_s": (c1 - c0) / repeat, "capacity_cpu_s": (c2 - c1) / repeat,
+                      "capacity_s": t_cap, "capacity_rows": cap.limits.num_rows, "peak_rss_mib": rss}))
+    return 0
+
+
+def cluster_example(args) -> int:
+    import json
+    import subprocess
+
+    from machine import machine
+
+    print("# bench_queries --cluster-example ", machine())
+    tmp = None
+    if args.dir:
+        d = Path(args.dir)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="bench-queries-")
+        d = Path(tmp.name) / "r"
+    try:
+        if not (d / "manifest.json").exists():
+            build_through_store(d)
+        r = subprocess.run([sys.executable, __file__, "--measure", "--dir", str(d), "--repeat", str(args.repeat)],
+                           capture_output=True, text=True, check=True)
+        m = json.loads(r.stdout.strip().splitlines()[-1])
+        print(f"connect (manifest, checksums, views)       {m['connect_s']:8.3f} s")
+        print(f"full outcomes ({m['outcomes_rows']:,} points, every column) {m['outcomes_s']:8.3f} s   (target <= 3 s; "
+              f"{m['outcomes_cpu_s']:.3f} CPU-s in all threads)")
+        print(f"capacity table ({m['capacity_rows']} rows, target 1e-3)         {m['capacity_s']:8.3f} s   "
+              f"({m['capacity_cpu_s']:.3f} CPU-s)")
+        print(f"peak RSS of the query process              {m['peak_rss_mib']:8.0f} MiB (target <= 1024 MiB)")
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -107,14 +107,24 @@ def big_run(spec_text: str, seconds: float) -> str:
                 peak = max(peak, ps.memory_info().rss)
             except psutil.Error:
                 break
-            if first is None and (out / "points").is_dir() and any((out / "points").iterdir()):
+            if first is None and _committed(out):
                 first = time.monotonic() - t0
             time.sleep(0.2)
-        stored = len(list((out / "points").glob("*.parquet"))) if (out / "points").is_dir() else 0
+        stored = _committed(out)
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=60)
     first_s = f"{first:.1f} s (incl. Ray start-up)" if first is not None else f"> {seconds:.0f} s"
     return f"driver peak RSS {peak / 2**20:.0f} MiB over {seconds:.0f} s; first stored task after {first_s}; {stored} tasks stored"
+
+
+def _committed(out: Path) -> int:
+    """Tasks the result set's manifest commits (0 before it exists)."""
+    from queries.resultset.manifest import parse_manifest
+
+    try:
+        return len(parse_manifest((out / "manifest.json").read_bytes(), str(out)).done())
+    except (OSError, ValueError):
+        return 0
 
 
 def main() -> None:

@@ -5,10 +5,13 @@
 
 Views (all lazy, over the Parquet files, nothing is copied into memory):
 
-- `points`: the points/task-*.parquet files of every dir (union_by_name, so files
-  with extra columns, e.g. a later rare-event estimator's, mix with older ones);
-- `events`: the events/task-*.parquet files, or an empty relation with the same
-  columns when no task had a race, hang or timeout trial;
+- `points`: the points files each manifest commits (segments, or a first release's
+  per-task files), read through queries.resultset as Arrow datasets with columns
+  unified by name (files with extra columns, e.g. a later estimator's, mix with older
+  ones; a parameter a file predates reads as its neutral value);
+- `events`: the committed events files, or an empty relation with the same columns
+  when no task had a race, hang or timeout trial;
+- `result_sets`: one row per opened set: complete or not, and the problem line;
 - `outcomes`: one row per (sweep, point_id): parameters, `estimator`, summed counts,
   p_race/p_hang/p_timeout/p_bad with 95% bounds (`*_lo`, `*_hi`), mean and
   p50/p99/p999 stop time from the merged histogram (+inf: in the open top bin,
@@ -37,33 +40,28 @@ hash) given twice is refused, since its counts would be doubled.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
+import os
 from importlib import resources
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as ds
 
 from core.errors import StopraceError
-from core.outcomes import OUTCOMES
-from core.params import FIRST_RELEASE_PARAMS, NEUTRAL, PARAM_NAMES, PARAM_SPECS, SPECS
+from core.params import NEUTRAL, PARAM_NAMES, PARAM_SPECS, SPECS
+from queries.resultset.errors import StoreError
+from queries.resultset.layout import EVENTS_DIR, POINTS_DIR
+from queries.resultset.reader import ResultSet
+from queries.resultset.schema import EVENTS_SCHEMA, REQUIRED_POINTS_COLUMNS
 
 from .estimates import CONF
 from .estimates import register as register_functions
 
 __all__ = [
-    "QueryError", "connect", "check_result_dir", "read_sql", "render_sql", "quote_ident", "swept_axes", "first_line",
+    "QueryError", "connect", "check_result_dir", "open_result_set", "result_set_problems", "require_complete", "read_sql", "render_sql", "quote_ident", "swept_axes", "first_line",
     "REQUIRED_POINTS_COLUMNS",
 ]
-
-REQUIRED_POINTS_COLUMNS: tuple[str, ...] = (
-    "sweep", "point_id", "shard", *FIRST_RELEASE_PARAMS, "trials", *OUTCOMES,
-    "t_done_sum_us", "t_done_max_us", "t_done_hist", "seed", "wall_s",
-)  # wall_s stays in `points`; `outcomes` leaves it out, so that it is the same bytes run to run
-
-_GLOB_CHARS = set("*?[]{}")
-
 
 class QueryError(StopraceError):
     """Bad input to a query (missing dir, not a result set, bad SQL, unknown name): one line."""
@@ -93,52 +91,28 @@ def _quote_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def check_result_dir(path: str | Path) -> dict:
-    """Validate a result directory; return its manifest. Raises QueryError naming the problem."""
-    p = Path(path)
-    mf = p / "manifest.json"
+def open_result_set(path: str | os.PathLike[str]) -> ResultSet:
+    """Open and check a result set (local path or URI); QueryError (one line) if it is not one."""
     try:
-        if not p.exists():
-            raise QueryError(f"results dir '{path}' does not exist")
-        if not p.is_dir():
-            raise QueryError(f"'{path}' is not a directory")
-        if not mf.is_file():
-            raise QueryError(f"'{path}' is not a stoprace result set: no manifest.json")
-    except OSError as e:  # e.g. a dir this user may not read
-        raise QueryError(f"cannot read results dir '{path}': {e.strerror or e}") from None
-    try:
-        manifest = json.loads(mf.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise QueryError(f"'{mf}' is not valid JSON: {first_line(e)}") from None
-    if not isinstance(manifest, dict) or "spec_hash" not in manifest:
-        raise QueryError(f"'{mf}' has no spec_hash: not a stoprace manifest")
-    if not any((p / "points").glob("task-*.parquet")):
-        raise QueryError(f"'{path}' has no points files (points/task-*.parquet): no task has finished yet")
-    return manifest
+        rs = ResultSet.open(path)
+        rs.check()
+    except StoreError as e:
+        raise QueryError(str(e)) from None
+    if not rs.files(POINTS_DIR):
+        problem = rs.check().problem() if rs.check().damaged else None
+        if problem:
+            raise QueryError(f"'{rs.display}' has no intact points files: {problem.split(': ', 1)[1]}")
+        raise QueryError(f"'{rs.display}' has no points files: no task has finished yet")
+    return rs
 
 
-def _files_expr(dirs: Iterable[Path], sub: str) -> str | None:
-    """A DuckDB list literal of globs (or explicit files when a path has glob characters), None if empty."""
-    items: list[str] = []
-    for d in dirs:
-        files = sorted((d / sub).glob("task-*.parquet"))
-        if not files:
-            continue
-        if _GLOB_CHARS & set(str(d)):
-            items.extend(str(f) for f in files)
-        else:
-            items.append(str(d / sub / "task-*.parquet"))
-    if not items:
-        return None
-    return "[" + ", ".join(_quote_str(i) for i in items) + "]"
+def check_result_dir(path: str | os.PathLike[str]) -> dict:
+    """Validate a result set; return its manifest as a dict. Raises QueryError naming the problem."""
+    return open_result_set(path).manifest.model_dump(mode="json")
 
 
-def _read_parquet(files: str) -> str:
-    return f"SELECT * FROM read_parquet({files}, union_by_name = true, hive_partitioning = false)"
-
-
-def _read_points(files: str, columns: set[str]) -> str:
-    """The points files, with every parameter added after a file was written read as its neutral
+def _read_points(source: str, columns: set[str]) -> str:
+    """The points rows, with every parameter added after a file was written read as its neutral
     value (core.params.NEUTRAL): missing from every file, or null in the older files of a mix."""
     def neutral(n: str) -> str:
         return f"(SELECT {_quote_ident(n)} FROM {_NEUTRAL_TABLE})"
@@ -146,8 +120,7 @@ def _read_points(files: str, columns: set[str]) -> str:
     fill = [f"coalesce({_quote_ident(n)}, {neutral(n)}) AS {_quote_ident(n)}" for n in NEUTRAL if n in columns]
     add = [f"{neutral(n)} AS {_quote_ident(n)}" for n in NEUTRAL if n not in columns]
     star = f"* REPLACE ({', '.join(fill)})" if fill else "*"
-    return (f"SELECT {', '.join([star, *add])} "
-            f"FROM read_parquet({files}, union_by_name = true, hive_partitioning = false)")
+    return f"SELECT {', '.join([star, *add])} FROM {source}"
 
 
 _NEUTRAL_TABLE = "_neutral"
@@ -230,78 +203,138 @@ def _run_script(con: duckdb.DuckDBPyConnection, sql: str) -> None:
 
 
 def connect(*result_dirs: str | Path, threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the views of this module over the given result dirs.
+    """An in-memory DuckDB connection with the views of this module over the given result sets.
 
-    The connection is read-only over those dirs (queries.sandbox): it opens no
-    other file and its configuration is locked.
-    Raises QueryError (a ValueError) with one line when a dir is missing, is not a
+    Each is a local dir or any URI ``--out`` accepts (s3://..., file://...): the files the
+    manifest commits are registered as Arrow datasets, so no DuckDB extension is needed.
+    The table ``result_sets`` (dir, sweep, spec_hash, n_tasks, tasks_stored, complete,
+    problem) says which sets are incomplete or damaged; damaged files are left out.
+    The connection is read-only (queries.sandbox): it opens no file and its configuration
+    is locked. Raises QueryError with one line when a dir is missing, is not a
     result set, or its Parquet files cannot be read.
     """
     if not result_dirs:
         raise QueryError("no results dir given")
-    dirs: list[Path] = []
-    seen: dict[str, Path] = {}
+    sets: list[ResultSet] = []
+    seen: dict[str, str] = {}
     for d in result_dirs:
-        manifest = check_result_dir(d)
-        p = Path(d).resolve()
-        if p in dirs:
+        rs = open_result_set(d)
+        if any(_same_place(rs, o) for o in sets):
             raise QueryError(f"results dir '{d}' given twice")
-        h = str(manifest["spec_hash"])
+        h = rs.manifest.spec_hash
         if h in seen:
             raise QueryError(f"'{seen[h]}' and '{d}' hold the same sweep (spec_hash {h[:12]}): counts would be doubled")
-        seen[h] = Path(d)
-        dirs.append(p)
+        seen[h] = str(d)
+        sets.append(rs)
 
     con = duckdb.connect(":memory:")
     try:
-        _create_views(con, dirs, result_dirs, threads)
-        from queries.sandbox import lock_down  # not at the top: sandbox imports QueryError from here
+        _create_views(con, sets, threads)
+    except BaseException:
+        con.close()
+        raise
+    return _finish_connection(con, sets)
 
-        lock_down(con, readable=dirs)  # last: read-only from now on (queries/sandbox.py)
+
+def _same_place(a: ResultSet, b: ResultSet) -> bool:
+    pa_, pb = a.backend.path(), b.backend.path()
+    if isinstance(pa_, Path) and isinstance(pb, Path):
+        return pa_.resolve() == pb.resolve()
+    return a.display == b.display
+
+
+def _finish_connection(con: duckdb.DuckDBPyConnection, sets: list[ResultSet]) -> duckdb.DuckDBPyConnection:
+    """The one place a connection is completed before it is handed out: locked down read-only.
+
+    The views read registered Arrow datasets and need no file access; user SQL may still
+    read the local result sets being queried themselves (e.g. ``read_parquet('DIR/points/*.parquet')``).
+    """
+    from queries.sandbox import lock_down  # here, not at the top: sandbox imports QueryError from this module
+
+    try:
+        lock_down(con, readable=[rs.backend.path() for rs in sets if rs.backend.local])
     except BaseException:
         con.close()
         raise
     return con
 
 
-def _create_views(con: duckdb.DuckDBPyConnection, dirs: list[Path], result_dirs: tuple, threads: int | None) -> None:
+def result_set_problems(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """One line per open result set that is incomplete or damaged (from the ``result_sets`` table)."""
+    return [r[0] for r in con.execute("SELECT problem FROM result_sets WHERE problem IS NOT NULL ORDER BY dir").fetchall()]
+
+
+def require_complete(con: duckdb.DuckDBPyConnection, what: str, partial: bool) -> list[str]:
+    """Refuse (QueryError) to answer ``what`` from an incomplete or damaged set unless ``partial``.
+
+    Returns the notes an answer given with ``partial`` must carry (empty when every set is complete).
+    """
+    problems = result_set_problems(con)
+    if problems and not partial:
+        raise QueryError(f"{problems[0]}; {what} needs every point: finish the run (the same `stoprace run` "
+                         "resumes and recomputes damaged tasks) or pass --partial to answer from what is stored")
+    return [f"PARTIAL: {p}" for p in problems]
+
+
+def _status_table(sets: list[ResultSet]) -> pa.Table:
+    rows = []
+    for rs in sets:
+        i = rs.check()
+        rows.append({"dir": rs.display, "sweep": rs.manifest.sweep, "spec_hash": rs.manifest.spec_hash,
+                     "n_tasks": i.n_tasks, "tasks_stored": len(i.intact), "complete": i.complete,
+                     "problem": i.problem()})
+    return pa.Table.from_pylist(rows, schema=pa.schema([
+        ("dir", pa.string()), ("sweep", pa.string()), ("spec_hash", pa.string()), ("n_tasks", pa.int64()),
+        ("tasks_stored", pa.int64()), ("complete", pa.bool_()), ("problem", pa.string())]))
+
+
+def _union(sets: list[ResultSet], table: str) -> ds.Dataset | None:
+    """One Arrow dataset over ``table`` of every set (columns unified by name; absent ones read as null)."""
+    parts = [d for d in (rs.dataset(table) for rs in sets) if d is not None]
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    schema = pa.unify_schemas([p.schema for p in parts], promote_options="permissive")
+    return ds.dataset([ds.dataset(p.files, schema=schema, format="parquet", filesystem=p.filesystem)
+                       for p in parts])
+
+
+def _create_views(con: duckdb.DuckDBPyConnection, sets: list[ResultSet], threads: int | None) -> None:
+    con.execute("SET enable_progress_bar = false")  # DuckDB's bar would add lines to every command's stderr
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     defaults, params = _params_tables()
     con.register("defaults", defaults)
     con.register("params", params)
+    con.register("result_sets", _status_table(sets))
     con.register(_NEUTRAL_TABLE, _neutral_table())
+    where = ", ".join(rs.display for rs in sets)
 
-    points = _files_expr(dirs, "points")
-    assert points is not None  # check_result_dir saw at least one per dir
+    points = _union(sets, POINTS_DIR)
+    assert points is not None  # open_result_set saw at least one points file per set
+    con.register("_points_files", points)
     try:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW points AS {_read_parquet(points)}")
-        columns = {r[0] for r in con.execute("SELECT column_name FROM (DESCRIBE points)").fetchall()}
-        con.execute(f"CREATE OR REPLACE TEMP VIEW points AS {_read_points(points, columns)}")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW points AS {_read_points('_points_files', set(points.schema.names))}")
     except duckdb.Error as e:
-        raise QueryError(f"cannot read points files of {', '.join(map(str, result_dirs))}: {first_line(e)}") from None
+        raise QueryError(f"cannot read points files of {where}: {first_line(e)}") from None
     columns = {r[0] for r in con.execute("SELECT column_name FROM (DESCRIBE points)").fetchall()}
     missing = [c for c in REQUIRED_POINTS_COLUMNS if c not in columns]
     if missing:
-        raise QueryError(f"points files of {', '.join(map(str, result_dirs))} lack column(s) {', '.join(missing)}: "
+        raise QueryError(f"points files of {where} lack column(s) {', '.join(missing)}: "
                          "not a stoprace result set of this version")
 
-    events = _files_expr(dirs, "events")
-    events_sql = _read_parquet(events) if events else read_sql("_events_empty")
-    try:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW events AS {events_sql}")
-    except duckdb.Error as e:
-        raise QueryError(f"cannot read events files: {first_line(e)}") from None
+    events = _union(sets, EVENTS_DIR)
+    con.register("_events_files", events if events is not None else EVENTS_SCHEMA.empty_table())
+    con.execute("CREATE OR REPLACE TEMP VIEW events AS SELECT * FROM _events_files")
 
     register_functions(con)
     _run_script(con, read_sql("_macros"))
     _run_script(con, _template("_views", columns))
     _run_script(con, _template("_outcomes", columns))
-    from .precision import (
-        install as install_precision,  # trials = "auto" sweeps: status per point
-    )
+    from .precision import install as install_precision  # trials = "auto" sweeps: status per point
 
-    install_precision(con, dirs, _run_script)
+    install_precision(con, sets, _run_script)
 
 
 def swept_axes(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -27,6 +25,7 @@ from rich.table import Table
 from core.histogram import TOP_EDGE_US
 
 from .db import QueryError
+from .resultset.storage import atomic_write_file
 
 __all__ = ["FORMATS", "header", "format_cell", "render_table", "to_csv_bytes", "to_json_bytes",
            "atomic_write", "write_result", "check_output"]
@@ -173,46 +172,17 @@ def to_json_bytes(table: pa.Table) -> bytes:
     return ("[\n" + ",\n".join(rows) + ("\n" if rows else "") + "]\n").encode()
 
 
-def _umask() -> int:
-    """This process's umask (os.umask can only be read by setting it; set straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write(path: str | Path, data: bytes | None = None, *, writer=None) -> None:
-    """Write bytes (or call writer(tmp_path)) to a temporary file beside `path`, fsync, rename into place.
+    """Write bytes (or call writer(tmp_path)) to `path` atomically (queries.resultset.storage.atomic_write_file).
 
     The file gets the mode any new file of this process gets (0666 less the umask), not
     mkstemp's 0600. A path that cannot be written (permissions, a full disk, ...) is a
     QueryError naming it, and leaves no temporary file.
     """
-    path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        atomic_write_file(path, data, writer=writer)
     except OSError as e:
         raise QueryError(f"cannot write '{path}': {e.strerror or e}") from None
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        if writer is None:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data or b"")
-                f.flush()
-                os.fsync(f.fileno())
-        else:
-            os.close(fd)
-            writer(tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(e, OSError):
-            raise QueryError(f"cannot write '{path}': {e.strerror or e}") from None
-        raise
 
 
 def check_output(fmt: str, out: str | Path | None) -> None:

@@ -19,6 +19,8 @@ import duckdb
 import pyarrow as pa
 
 from core.precision import Precision
+from queries.resultset.errors import StoreError
+from queries.resultset.reader import ResultSet
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,12 +30,15 @@ else:  # pragma: no cover
 __all__ = ["install", "read_rule"]
 
 
-def read_rule(result_dir: str | Path) -> tuple[str, Precision] | None:
-    """(sweep name, stop rule) from a results dir's spec.toml, None for a fixed-trials sweep."""
-    path = Path(result_dir) / "spec.toml"
+def read_rule(result_dir: str | Path | ResultSet) -> tuple[str, Precision] | None:
+    """(sweep name, stop rule) from a result set's spec.toml, None for a fixed-trials sweep."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        if isinstance(result_dir, ResultSet):
+            text = result_dir.spec_text()
+        else:
+            text = (Path(result_dir) / "spec.toml").read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, StoreError):
         return None  # the dir's other checks report an unreadable spec
     table = raw.get("precision")
     if raw.get("trials") != "auto" or not isinstance(table, dict):
@@ -41,7 +46,7 @@ def read_rule(result_dir: str | Path) -> tuple[str, Precision] | None:
     return str(raw.get("name")), Precision(**table)
 
 
-def install(con: duckdb.DuckDBPyConnection, result_dirs: Iterable[str | Path], run_script) -> bool:
+def install(con: duckdb.DuckDBPyConnection, result_dirs: Iterable[str | Path | ResultSet], run_script) -> bool:
     """Add `precision` and `outcomes.status` when some dir has a rule; returns whether it did."""
     rules: dict[str, Precision] = {}
     for d in result_dirs:

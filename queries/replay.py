@@ -15,7 +15,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from core.draws import Draws
 from core.estimators import get_estimator
@@ -23,7 +22,8 @@ from core.outcomes import OUTCOMES
 from core.params import PARAM_NAMES, Params, make_params, with_neutral
 from core.reference import TrialResult, simulate_trial
 from core.vectorized import shard_seed
-from queries.db import QueryError, check_result_dir, first_line
+from queries.db import QueryError, first_line, open_result_set
+from queries.resultset.reader import ResultSet
 
 
 @dataclass
@@ -70,20 +70,18 @@ def replay_json(r: Replay) -> dict[str, Any]:
     return _plain(r.to_json())
 
 
-def load_shard_row(result_dir: str | Path, point_id: str, shard: int) -> dict[str, Any]:
+def load_shard_row(result_dir: str | Path | ResultSet, point_id: str, shard: int) -> dict[str, Any]:
     """The stored `points` row of (point, shard); QueryError (one line) if absent."""
-    check_result_dir(result_dir)
+    rs = result_dir if isinstance(result_dir, ResultSet) else open_result_set(result_dir)
     try:
-        dset = ds.dataset(str(Path(result_dir) / "points"), format="parquet")
-        # files written by different versions differ in columns: read every one, not the first's
-        dset = ds.dataset(dset.files, format="parquet",
-                          schema=pa.unify_schemas([f.physical_schema for f in dset.get_fragments()]))
+        dset = rs.dataset("points")  # the committed files, columns unified across versions
+        assert dset is not None  # open_result_set refuses a set without points files
         cols = [c for c in (*PARAM_NAMES, "seed", "trials", "shard", "point_id", "estimator") if c in dset.schema.names]
         t = dset.to_table(columns=cols, filter=pc.field("point_id") == point_id)
-    except (pa.ArrowException, OSError) as e:  # a damaged or unreadable points file
-        raise QueryError(f"cannot read points files of {result_dir}: {first_line(e)}") from None
+    except (pa.ArrowException, OSError) as e:  # a file that became unreadable after the check
+        raise QueryError(f"cannot read points files of {rs.display}: {first_line(e)}") from None
     if t.num_rows == 0:
-        raise QueryError(f"point '{point_id}' is not in {result_dir} (list ids: stoprace query {result_dir} --sql \"select point_id from outcomes\")")
+        raise QueryError(f"point '{point_id}' is not in {rs.display} (list ids: stoprace query {rs.display} --sql \"select point_id from outcomes\")")
     rows = t.filter(pc.equal(t["shard"], shard)).to_pylist()
     if not rows:
         shards = sorted(set(t["shard"].to_pylist()))
@@ -91,17 +89,18 @@ def load_shard_row(result_dir: str | Path, point_id: str, shard: int) -> dict[st
     return with_neutral(rows[0])  # a file written before a parameter existed lacks its column
 
 
-def replay(result_dir: str | Path, point_id: str, shard: int, trial: int) -> Replay:
+def replay(result_dir: str | Path | ResultSet, point_id: str, shard: int, trial: int) -> Replay:
     """Rebuild trial `trial` of shard `shard` of point `point_id` exactly."""
     row = load_shard_row(result_dir, point_id, shard)
-    params = make_params({n: row[n] for n in PARAM_NAMES}, where=str(result_dir))
+    where = result_dir.display if isinstance(result_dir, ResultSet) else str(result_dir)
+    params = make_params({n: row[n] for n in PARAM_NAMES}, where=where)
     if not 0 <= trial < row["trials"]:
         raise QueryError(f"--trial {trial} is outside shard {shard}'s trials 0..{row['trials'] - 1}")
     seed = shard_seed(row["seed"], shard)
     try:  # each estimator has its own stream layout (cmc draws the NMI path eagerly)
         est = get_estimator(row.get("estimator"))
     except KeyError as e:
-        raise QueryError(f"{result_dir}: point {point_id} shard {shard}: {e.args[0]}") from None
+        raise QueryError(f"{where}: point {point_id} shard {shard}: {e.args[0]}") from None
     r = est.replay(params, row["trials"], seed, trial)
     result = simulate_trial(params, r.draws.to_lists())
     return Replay(point_id, shard, trial, params, row["seed"], r.draws, result, OUTCOMES[r.batch.outcome[0]])

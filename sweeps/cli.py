@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sweeps.cli_query",
     "sweeps.cli_submit",
     "sweeps.cli_serve",
+    "sweeps.cli_compact",
 )
 
 

@@ -9,7 +9,7 @@ import sys
 
 import duckdb
 
-from queries.db import QueryError, connect, first_line
+from queries.db import QueryError, connect, first_line, require_complete, result_set_problems
 from queries.format import FORMATS, check_output, render_table, write_result
 from queries.named import list_named, parse_params, run_named, run_sql
 from queries.sandbox import check_output_path
@@ -60,6 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("-o", "--output", metavar="FILE", help="write to FILE (atomically) instead of stdout")
     q.add_argument("--max-rows", type=int, default=100, metavar="N",
                    help="rows shown in a terminal table (default 100, 0 = all)")
+    q.add_argument("--partial", action="store_true",
+                   help="let hang_conditions answer from an incomplete or damaged result set (it says so)")
     q.set_defaults(func=cmd_query)
 
     c = sub.add_parser(
@@ -90,6 +92,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--hosts", type=_positive_float, metavar="H", help="hosts in the fleet")
     c.add_argument("--kexecs-per-host-year", type=_positive_float, metavar="K", help="kexecs (or reboots) per host per year")
     c.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
+    c.add_argument("--partial", action="store_true",
+                   help="answer from an incomplete or damaged result set (refused otherwise); the output says so")
     c.set_defaults(func=cmd_capacity)
 
     p = sub.add_parser(
@@ -117,10 +121,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_plot)
 
 
-def _connect(dirs: list[str]):
+_NEEDS_COMPLETE = frozenset({"hang_conditions"})
+"""Named queries whose answer is wrong, not just smaller, on an incomplete set (they say "nowhere")."""
+
+
+def _connect(dirs: list[str], command: str, warn: bool = True):
+    """Connect; print one stderr line per incomplete or damaged set (unless the caller reports it)."""
     if not dirs:
         raise UsageError("give at least one results DIR")
-    return connect(*dirs)
+    con = connect(*dirs)
+    if warn:
+        for p in result_set_problems(con):
+            print(f"stoprace {command}: warning: {p}", file=sys.stderr)
+    return con
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -132,15 +145,21 @@ def cmd_query(args: argparse.Namespace) -> int:
                 default = "(required)" if prm.default is None else f"default {prm.default}"
                 print(f"{'':<20}   --param {prm.name}=…  {default}" + (f"; {prm.help}" if prm.help else ""))
         print("\nviews: points, events, outcomes, point_params, params_long, differs, point_bins; tables: defaults, params")
-        print("macros: wilson_lo(k, n), wilson_hi(k, n), prob(k, n), hist_x(b, c, h, target), hist_us(x)")
+        print("macros: wilson_lo(k, n), wilson_hi(k, n), prob(k, n), hist_x(b, c, h, target), hist_us(x), osum(x, order); "
+              "functions: cmc_interval(m, v, n, y_max, conf), cmc_pool_shards/cmc_pool_strata(list of {n, m, v}, "
+              "y_max, conf), ratio_interval(p, v, lo, hi, p, v, lo, hi), z_value(conf)")
         return 0
     if args.max_rows < 0:
         raise UsageError("--max-rows must be >= 0")
     check_output(args.format, args.output)
     params = parse_params(args.param)
-    con = _connect(args.dirs)
+    needs_all = args.named in _NEEDS_COMPLETE
+    con = _connect(args.dirs, "query", warn=not needs_all)
     if args.output:
         check_output_path(args.output, args.dirs)
+    notes = require_complete(con, f"--named {args.named}", args.partial) if needs_all else []
+    for n in notes:
+        print(f"stoprace query: warning: {n}", file=sys.stderr)
     # a terminal table shows --max-rows rows: fetch one more to know whether there are more
     limit = args.max_rows + 1 if args.format == "table" and not args.output and args.max_rows else None
     try:
@@ -153,7 +172,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     except duckdb.Error as e:  # anything run_* did not already turn into a QueryError
         raise QueryError(first_line(e)) from None
     write_result(table, args.format, args.output, max_rows=args.max_rows or None, title=title,
-                 total_known=limit is None)
+                 total_known=limit is None, notes=notes)
     if args.output:
         print(f"wrote {table.num_rows} rows to {args.output}", file=sys.stderr)
     return 0
@@ -163,13 +182,19 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     """`stoprace capacity`: the largest safe n_cpus per group and the fleet table."""
     from queries.capacity import capacity
 
-    con = _connect(args.dirs)
+    con = _connect(args.dirs, "capacity", warn=False)
+    partial = require_complete(con, "capacity", args.partial)
+    for n in partial:
+        print(f"stoprace capacity: warning: {n}", file=sys.stderr)
     cap = capacity(con, args.target_p, by=args.by, metric=args.metric, hosts=args.hosts,
                    kexecs_per_host_year=args.kexecs_per_host_year, where=args.where, split=args.split)
     if args.format == "json":
-        sys.stdout.write(json.dumps(cap.to_dict(), default=str, allow_nan=False, indent=1) + "\n")
+        d = cap.to_dict()
+        if partial:
+            d["partial"] = partial
+        sys.stdout.write(json.dumps(d, default=str, allow_nan=False, indent=1) + "\n")
         return 0
-    out = []
+    out = [n + "\n\n" for n in partial]
     unresolved = [n for n in cap.notes if n.startswith("CANNOT RESOLVE")]
     for n in unresolved:
         out.append(n + "\n\n")
@@ -192,12 +217,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if args.dpi <= 0 or args.dpi > 1200:
         raise UsageError(f"--dpi {args.dpi} must be in 1..1200")
     check_pixels(args.size, args.dpi)  # before reading anything
-    con = _connect(args.dirs)
+    con = _connect(args.dirs, "plot")
     check_output_path(args.output, args.dirs)
     res = plot(con, args.output, x=args.x, y=args.y, metric=args.metric, lines=args.lines, where=args.where,
                title=args.title, size=args.size, dpi=args.dpi)
     note = f" ({res.title.splitlines()[1]})" if "\n" in res.title else ""
-    print(f"wrote {res.kind} of {args.metric} over {res.n_points} points, {res.size_px[0]}x{res.size_px[1]} px, "
+    est = sorted({c["estimator"] for c in res.cells if c.get("estimator")})
+    what = f"{args.metric} ({' and '.join(est)} estimate)" if est else args.metric
+    print(f"wrote {res.kind} of {what} over {res.n_points} points, {res.size_px[0]}x{res.size_px[1]} px, "
           f"to {res.path}{note}")
     return 0
 

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "racer marks, T_done. Event rows (stoprace query DIR --sql 'select * from events') give addresses."
         ),
     )
-    p.add_argument("dir", metavar="DIR", help="results dir")
+    p.add_argument("dir", metavar="DIR", help="results dir (a path or a URI like --out)")
     p.add_argument("--point", required=True, metavar="ID", help="point_id")
     p.add_argument("--shard", required=True, type=int, metavar="K")
     p.add_argument("--trial", required=True, type=int, metavar="T", help="trial index within the shard")
@@ -29,9 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_cmd(args: argparse.Namespace) -> int:
     """Carry out the subcommand from parsed arguments; returns the exit code."""
+    from queries.db import open_result_set
     from queries.replay import format_timeline, replay, replay_json
 
-    r = replay(args.dir, args.point, args.shard, args.trial)
+    rs = open_result_set(args.dir)
+    problem = rs.check().problem()
+    if problem:
+        print(f"stoprace replay: warning: {problem}", file=sys.stderr)
+    r = replay(rs, args.point, args.shard, args.trial)
     if args.json:
         json.dump(replay_json(r), sys.stdout, allow_nan=False)
         print()

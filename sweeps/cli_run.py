@@ -67,6 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     add_scheduling_options(p)
+    p.add_argument("--break-lock", action="store_true",
+                   help="take --out's writer lock even if another run holds it (only if that run is gone, e.g. "
+                        "on another host that crashed)")
     p.add_argument("--resume", action="store_true", help="resume into an existing --out (the default; accepted for clarity)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off anyway when stderr is not a terminal)")
     p.set_defaults(func=run_cmd)
@@ -110,10 +113,15 @@ def run_cmd(args: argparse.Namespace) -> int:
             ship=not args.no_ship,
             force=args.force,
             announce=lambda plan: print(f"stoprace run: {plan.line()}", file=sys.stderr, flush=True),
+            break_lock=args.break_lock,
         )
     except SweepInterrupted as e:
         print(f"stoprace run: {e}", file=sys.stderr)
         return 130
+    for d in rep.repaired[:3]:
+        print(f"stoprace run: {d.path} {d.reason}: ran its tasks {d.tasks.describe()} again", file=sys.stderr)
+    if len(rep.repaired) > 3:
+        print(f"stoprace run: and {len(rep.repaired) - 3} more damaged files, their tasks ran again", file=sys.stderr)
     rate = rep.cpu_trials / rep.seconds if rep.seconds > 0 else 0.0
     print(
         f"{spec.name}: {rep.n_tasks} tasks ({rep.tasks_run} run, {rep.tasks_skipped} already stored) "

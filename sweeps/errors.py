@@ -1,6 +1,6 @@
 """The errors `sweeps` raises for bad input that no narrower module owns (all StopraceErrors).
 
-SpecError (sweeps.spec) and StoreError (sweeps.storage) live beside the code they check;
+SpecError (sweeps.spec) and StoreError (queries.resultset.errors) live beside the code they check;
 these two are for the command line and for the cluster boundary.
 """
 

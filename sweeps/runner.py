@@ -30,13 +30,15 @@ from cluster.connect import connect, disconnect, resolve_address, token_auth_ena
 from cluster.executor import WAIT, RunInterrupted, RunStats, run_map
 from cluster.jobs import in_ray_job, shipping_runtime_env
 from core.cost import cpu_trials
+from queries.resultset.errors import StoreError, one_line
+from queries.resultset.reader import Damage
+from queries.resultset.storage import locate
 from sweeps.errors import ClusterError
 from sweeps.grid import Task, iter_tasks, plan_signature, total_cpu_trials
 from sweeps.guards import RunPlan, check_size, estimated_tasks
 from sweeps.search import BoundarySearch
 from sweeps.shard import TaskResult, run_task
 from sweeps.spec import SweepSpec, load_spec
-from sweeps.storage import StoreError, locate, one_line
 from sweeps.store import ResultStore, is_uri
 from sweeps.waves import STATS_COLUMNS, WavePlan, wave_plan_signature
 
@@ -61,6 +63,8 @@ class RunReport:
     """What cluster.executor measured (worker seconds, overhead per task, utilization); None if nothing ran."""
     search: list[dict[str, Any]] | None = None
     """A [search] spec: one row per combination of the other axes (sweeps.search.BoundarySearch.report)."""
+    repaired: tuple[Damage, ...] = ()
+    """Stored files found damaged or missing on resume; their tasks were run again."""
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -90,6 +94,7 @@ def run(
     runtime_env: dict[str, Any] | None = None,
     ship: bool = True,
     announce: Callable[[RunPlan], None] | None = None,
+    break_lock: bool = False,
 ) -> RunReport:
     """Run (or resume) a sweep into `out`; returns once every task is stored.
 
@@ -104,8 +109,10 @@ def run(
     the RunPlan (size, tasks, CPUs, ETA) once Ray is up, before any task runs.
 
     A new results dir is created only once Ray is up, so a failed connection
-    leaves nothing behind; an existing one is opened first, so a finished run
-    returns at once without starting Ray.
+    leaves nothing behind; an existing one is opened first (its writer lock taken,
+    every committed file verified), so a finished run returns at once without
+    starting Ray and another run writing `out` is refused at once (StoreError naming
+    it) unless `break_lock`. Tasks of damaged or missing files run again (`repaired`).
     """
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec, force=force)
@@ -123,8 +130,8 @@ def run(
         raise StoreError(f"{out_path}: cannot access results location: {one_line(e)}") from None
     if exists:  # opening what exists creates nothing
         with _writing(out_path):
-            store = ResultStore.create_or_open(out_path, spec, plan=plan)
-        if store.complete:
+            store = ResultStore.create_or_open(out_path, spec, plan=plan, break_lock=break_lock)
+        if store.complete and not store.repaired:
             found = search_report(store) if spec.search is not None else None
             store.close()
             return RunReport(out_path, store.n_tasks, 0, len(store.done_tasks()), 0.0, 0, True, search=found)
@@ -144,10 +151,15 @@ def run(
     try:
         if store is None:
             with _writing(out_path):
-                store = ResultStore.create_or_open(out_path, spec, plan=plan)
+                store = ResultStore.create_or_open(out_path, spec, plan=plan, break_lock=break_lock)
         return _run_on_ray(spec, store, out_path, started, where, announce=announce, max_in_flight=max_in_flight,
                            retries=retries, progress=progress)
     finally:
+        if store is not None:
+            try:
+                store.close()  # idempotent; releases the writer lock whatever happened
+            except OSError:
+                pass
         disconnect(started)
 
 
@@ -230,6 +242,7 @@ def _run_on_ray(
         complete=store.complete,
         stats=stats,
         search=search.report() if waves is not None and search is not None else None,
+        repaired=tuple(store.repaired),
     )
 
 
@@ -391,15 +404,12 @@ def search_report(store: ResultStore) -> list[dict[str, Any]]:
 
 
 def _stored_rows(store: ResultStore, done: set[int]) -> Iterator[Any]:
-    """The stop rule's columns of every committed task's points rows (what an adaptive resume decides on)."""
-    for tid in sorted(done):
-        yield store.read_points(tid, columns=list(STATS_COLUMNS))
+    """The stop rule's columns of every committed points row (what an adaptive resume decides on)."""
+    if done:
+        yield store.read_points(columns=list(STATS_COLUMNS))
 
 
 def _stored_cpu_trials(store: ResultStore) -> int:
     """n_cpus x trials already stored, read from the files (manifests without cpu_trials_done)."""
-    total = 0
-    for tid in store.done_tasks():
-        t = store.read_points(tid, columns=["n_cpus", "trials"])
-        total += sum(cpu_trials(a, b) for a, b in zip(t["n_cpus"].to_pylist(), t["trials"].to_pylist()))
-    return total
+    t = store.read_points(columns=["n_cpus", "trials"])
+    return sum(cpu_trials(a, b) for a, b in zip(t["n_cpus"].to_pylist(), t["trials"].to_pylist()))

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,12 +38,14 @@ def write_spec(tmp: Path, text: str = SMALL_SPEC, name: str = "spec.toml") -> Pa
     return p
 
 
-def read_dir(d: Path, what: str = "points") -> pa.Table:
-    """Every row of points/ or events/, sorted so runs compare regardless of task order."""
-    files = sorted((d / what).glob("*.parquet"))
-    if not files:
+def read_dir(d: Path | str, what: str = "points") -> pa.Table:
+    """Every committed row of points or events (read through the manifest), sorted so runs compare
+    regardless of task order and of how rows are grouped into files."""
+    from queries.resultset.reader import ResultSet
+
+    t = ResultSet.open(d).read_table(what)
+    if t.num_rows == 0:
         return pa.table({})
-    t = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")  # versions differ in columns
     keys = [("point_id", "ascending"), ("shard", "ascending")]
     if what == "events":
         keys.append(("trial", "ascending"))
@@ -107,9 +108,14 @@ SLOW_SPEC = race_spec("e2e-slow", 11, 20000, 2000, 0.1)
 CLUSTER_SPEC = race_spec("cluster-slow", 13, 40000, 4000, 0.5)
 
 
-def stored(d: Path, what: str = "points") -> int:
-    """How many task files a results dir holds (0 if it does not exist yet)."""
-    return len(list((Path(d) / what).glob("*.parquet")))
+def stored(d: Path) -> int:
+    """How many tasks a results dir's manifest commits (0 if it does not exist yet or is being created)."""
+    from queries.resultset.manifest import parse_manifest
+
+    try:
+        return len(parse_manifest((Path(d) / "manifest.json").read_bytes(), str(d)).done())
+    except (OSError, ValueError):
+        return 0
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[str, str]:

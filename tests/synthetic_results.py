@@ -212,8 +212,10 @@ def write_results(
 
 
 def _append(schema: pa.Schema, fields: Sequence[pa.Field]) -> pa.Schema:
+    """`schema` plus `fields` (a field already there is replaced, never duplicated)."""
     for f in fields:
-        schema = schema.append(f)
+        i = schema.get_field_index(f.name)
+        schema = schema.set(i, f) if i >= 0 else schema.append(f)
     return schema
 
 
@@ -266,6 +268,55 @@ def _write_manifest(path: Path, sweep: str, seed: int, n_points: int, n_tasks: i
 # --------------------------------------------------------------------------- bulk (benchmarks)
 
 
+def bulk_rows(chunk: np.ndarray, rng: np.random.Generator, *, shards_per_point: int = 8,
+              sweep: str = "bulk") -> pa.Table:
+    """Points rows number `chunk` (row i is shard i % shards_per_point of point i // shards_per_point),
+    in the store's schema; see write_bulk."""
+    n = len(chunk)
+    cpus = np.array([2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], np.int32)
+    pidx = chunk // shards_per_point
+    shard = (chunk % shards_per_point).astype(np.int32)
+    cols: dict[str, pa.Array] = {
+        "sweep": pa.array(np.full(n, sweep, object), pa.string()),
+        "point_id": pa.array(np.char.mod("%016x", pidx.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)).astype(object), pa.string()),
+        "shard": pa.array(shard),
+    }
+    for name in PARAM_NAMES:
+        v = DEFAULTS[name]
+        if name == "n_cpus":
+            arr = pa.array(cpus[pidx % len(cpus)])
+        elif name == "wbinvd_us":
+            arr = pa.array(10.0 ** (2 + (pidx // len(cpus)) % 50 / 10.0))
+        else:
+            arr = pa.array([v] * n)
+        cols[name] = arr.cast(PARAM_TYPES[name])
+    trials = np.full(n, 100_000, np.int64)
+    race = rng.poisson(2.0, n).astype(np.int64)
+    hang = rng.poisson(0.2, n).astype(np.int64)
+    timeout = np.zeros(n, np.int64)
+    nmi_clean = rng.poisson(100.0, n).astype(np.int64)
+    clean = trials - race - hang - timeout - nmi_clean
+    cols["trials"] = pa.array(trials)
+    for name, a in zip(OUTCOMES, (clean, nmi_clean, timeout, race, hang)):
+        cols[name] = pa.array(a)
+    hist = np.zeros((n, N_BINS), np.int64)
+    centre = (BINS_PER_DECADE * np.log10(cols["wbinvd_us"].to_numpy())).astype(int) + 1
+    for d, share in ((-2, 0.1), (-1, 0.2), (0, 0.4), (1, 0.2), (2, 0.1)):
+        hist[np.arange(n), np.clip(centre + d, 0, N_BINS - 1)] += (clean * share).astype(np.int64)
+    hist[np.arange(n), np.clip(centre, 0, N_BINS - 1)] += clean - hist.sum(axis=1)
+    hist[:, 96] += nmi_clean + race
+    finite = hist.sum(axis=1)
+    cols["t_done_sum_us"] = pa.array((hist * _MID).sum(axis=1))
+    cols["t_done_max_us"] = pa.array(np.where(finite > 0, _MID[96], np.nan))
+    cols["t_done_hist"] = pa.ListArray.from_arrays(
+        pa.array(np.arange(0, (n + 1) * N_BINS, N_BINS, dtype=np.int32)), pa.array(hist.ravel()))
+    cols["seed"] = pa.array(pidx.astype(np.uint64))
+    cols["wall_s"] = pa.array(np.full(n, 0.5))
+    table = pa.Table.from_pydict(cols)
+    table = table.cast(pa.schema([POINTS_SCHEMA.field(n) for n in table.column_names]))
+    return table
+
+
 def write_bulk(
     path: str | Path,
     n_rows: int,
@@ -285,49 +336,8 @@ def write_bulk(
     (path / "events").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     n_points = math.ceil(n_rows / shards_per_point)
-    cpus = np.array([2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], np.int32)
     for f, chunk in enumerate(np.array_split(np.arange(n_rows), n_files)):
-        n = len(chunk)
-        pidx = chunk // shards_per_point
-        shard = (chunk % shards_per_point).astype(np.int32)
-        cols: dict[str, pa.Array] = {
-            "sweep": pa.array(np.full(n, sweep, object), pa.string()),
-            "point_id": pa.array(np.char.mod("%016x", pidx.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)).astype(object), pa.string()),
-            "shard": pa.array(shard),
-        }
-        for name in PARAM_NAMES:
-            v = DEFAULTS[name]
-            if name == "n_cpus":
-                arr = pa.array(cpus[pidx % len(cpus)])
-            elif name == "wbinvd_us":
-                arr = pa.array(10.0 ** (2 + (pidx // len(cpus)) % 50 / 10.0))
-            else:
-                arr = pa.array([v] * n)
-            cols[name] = arr.cast(PARAM_TYPES[name])
-        trials = np.full(n, 100_000, np.int64)
-        race = rng.poisson(2.0, n).astype(np.int64)
-        hang = rng.poisson(0.2, n).astype(np.int64)
-        timeout = np.zeros(n, np.int64)
-        nmi_clean = rng.poisson(100.0, n).astype(np.int64)
-        clean = trials - race - hang - timeout - nmi_clean
-        cols["trials"] = pa.array(trials)
-        for name, a in zip(OUTCOMES, (clean, nmi_clean, timeout, race, hang)):
-            cols[name] = pa.array(a)
-        hist = np.zeros((n, N_BINS), np.int64)
-        centre = (BINS_PER_DECADE * np.log10(cols["wbinvd_us"].to_numpy())).astype(int) + 1
-        for d, share in ((-2, 0.1), (-1, 0.2), (0, 0.4), (1, 0.2), (2, 0.1)):
-            hist[np.arange(n), np.clip(centre + d, 0, N_BINS - 1)] += (clean * share).astype(np.int64)
-        hist[np.arange(n), np.clip(centre, 0, N_BINS - 1)] += clean - hist.sum(axis=1)
-        hist[:, 96] += nmi_clean + race
-        finite = hist.sum(axis=1)
-        cols["t_done_sum_us"] = pa.array((hist * _MID).sum(axis=1))
-        cols["t_done_max_us"] = pa.array(np.where(finite > 0, _MID[96], np.nan))
-        cols["t_done_hist"] = pa.ListArray.from_arrays(
-            pa.array(np.arange(0, (n + 1) * N_BINS, N_BINS, dtype=np.int32)), pa.array(hist.ravel()))
-        cols["seed"] = pa.array(pidx.astype(np.uint64))
-        cols["wall_s"] = pa.array(np.full(n, 0.5))
-        table = pa.Table.from_pydict(cols)
-        table = table.cast(pa.schema([POINTS_SCHEMA.field(n) for n in table.column_names]))
+        table = bulk_rows(chunk, rng, shards_per_point=shards_per_point, sweep=sweep)
         _atomic_write_table(table, path / "points" / f"task-{f:06d}.parquet")
     (path / "spec.toml").write_text(f'name = "{sweep}"\nseed = {seed}\ntrials = {100_000 * shards_per_point}\n')
     _write_manifest(path, sweep, seed, n_points, n_files)

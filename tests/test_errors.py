@@ -52,7 +52,7 @@ def test_every_public_error_of_ours_derives_from_stoprace_error():
     for pkg in (core, sweeps, queries):
         classes.update(_public_exception_classes(pkg))
     # the ones the issue names must be among those found (else the walk itself is broken)
-    for expected in ("core.errors.ParamError", "sweeps.spec.SpecError", "sweeps.storage.StoreError",
+    for expected in ("core.errors.ParamError", "sweeps.spec.SpecError", "queries.resultset.errors.StoreError",
                      "queries.db.QueryError", "sweeps.errors.UsageError", "sweeps.errors.ClusterError"):
         assert expected in classes
     wrong = [n for n, c in classes.items() if n not in NOT_ERRORS and not issubclass(c, StopraceError)]
@@ -139,10 +139,13 @@ def test_internal_error_exits_1_with_its_traceback(exc):
 
 
 def test_damaged_points_file_in_replay_is_one_line(tmp_path, stoprace):
-    """pyarrow's ArrowInvalid is a ValueError: replay must turn a damaged file into a QueryError itself."""
+    """A damaged file is reported in one warning line and left out; the error is one more line, no traceback."""
     d = tmp_path / "r"
     shutil.copytree(FIXTURES / "release1-naive", d)
     f = sorted((d / "points").glob("task-*.parquet"))[3]
     f.write_bytes(f.read_bytes()[:500])
     r = stoprace("replay", d, "--point", "0" * 16, "--shard", "0", "--trial", "0")
-    assert r.one_line_error("replay").startswith("cannot read points files")
+    assert r.rc == 2 and "Traceback" not in r.err
+    warning, error = r.err.splitlines()
+    assert warning.startswith("stoprace replay: warning: ") and "points/task-000003.parquet is unreadable" in warning
+    assert error.startswith("stoprace replay: error: point '0000000000000000' is not in")

@@ -11,6 +11,7 @@ decides a type on its own fails here.
 
 from __future__ import annotations
 
+import json
 import math
 
 import duckdb
@@ -160,6 +161,9 @@ def test_sql_views_read_a_set_written_before_later_parameters(tmp_path):
     assert row == tuple(NEUTRAL.values())
     pq.write_table(t.set_column(t.schema.get_field_index("n_cpus"), "n_cpus", pa.array([16] * t.num_rows, pa.int32()))
                    .replace_schema_metadata(None), old / "points" / "task-000001.parquet")
+    m = json.loads((old / "manifest.json").read_text())
+    m["tasks_done"], m["n_tasks"] = [[0, 1]], 2  # commit it: a file the manifest does not list is not read
+    (old / "manifest.json").write_text(json.dumps(m))
     rows = connect(old).execute(f"SELECT n_cpus, {', '.join(NEUTRAL)} FROM points ORDER BY n_cpus").fetchall()
     assert rows == [(8, *NEUTRAL.values()), (16, *NEUTRAL.values())]
 

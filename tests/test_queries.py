@@ -30,7 +30,7 @@ from core.outcomes import EVENT_OUTCOMES, OUTCOMES
 from core.params import DEFAULTS, PARAM_NAMES
 from core.stats import trials_needed, wilson
 from queries.capacity import capacity, wilson_trials_needed
-from queries.db import QueryError, connect, swept_axes
+from queries.db import QueryError, connect, result_set_problems, swept_axes
 from queries.format import header, render_table
 from queries.named import list_named, load_named, run_named, run_sql
 from sweeps.cli import main
@@ -45,16 +45,25 @@ P_NAMES = [f"p_{o}" for o in ("race", "hang", "timeout", "bad")]
 # --------------------------------------------------------------------------- reference (python) aggregation
 
 
+def _committed_files(d: Path, what: str) -> list[Path]:
+    """The files a manifest commits, found without queries.resultset: segments (format 2) or task files."""
+    m = json.loads((d / "manifest.json").read_text())
+    files = [d / s[what]["path"] for s in m.get("segments", []) if s.get(what)]
+    tasks = m.get("legacy_tasks", m.get("tasks_done", []))
+    ids = sorted({t for r in tasks for t in ([r] if isinstance(r, int) else range(r[0], r[1] + 1))})
+    return files + [f for f in (d / what / f"task-{t:06d}.parquet" for t in ids) if f.exists()]
+
+
 def _read_points(d: Path) -> list[dict[str, Any]]:
     rows = []
-    for f in sorted((d / "points").glob("task-*.parquet")):
+    for f in _committed_files(d, "points"):
         rows.extend(pq.read_table(f).to_pylist())
     return rows
 
 
 def _read_events(d: Path) -> list[dict[str, Any]]:
     rows = []
-    for f in sorted((d / "events").glob("task-*.parquet")):
+    for f in _committed_files(d, "events"):
         rows.extend(pq.read_table(f).to_pylist())
     return rows
 
@@ -257,13 +266,20 @@ def test_query_errors_reach_the_user_as_one_line_and_exit_2(capsys, tmp_path):
         assert rc == 2 and out == "" and needle in err and len(err.strip().splitlines()) == 1, (rc, out, err)
 
 
-def test_unreadable_points_file_is_a_query_error(tmp_path, noevents_dir):
+def test_unreadable_points_file_is_left_out_and_reported(tmp_path, noevents_dir):
     d = tmp_path / "r"
     shutil.copytree(noevents_dir, d)
+    full = connect(noevents_dir).execute("SELECT count(*) FROM points").fetchone()[0]
+    lost = pq.read_table(d / "points" / "task-000000.parquet").num_rows
     (d / "points" / "task-000000.parquet").write_bytes(b"not parquet")
-    with pytest.raises(QueryError):
-        c = connect(d)
-        c.execute("SELECT * FROM outcomes").fetchall()
+    c = connect(d)
+    assert c.execute("SELECT count(*) FROM points").fetchone()[0] == full - lost  # the rest still answers
+    (problem,) = result_set_problems(c)
+    assert "damaged: points/task-000000.parquet is unreadable" in problem and "(tasks 0)" in problem
+    for f in (d / "points").glob("*.parquet"):
+        f.write_bytes(b"not parquet")
+    with pytest.raises(QueryError, match="no intact points files"):
+        connect(d)
 
 
 # --------------------------------------------------------------------------- outcomes vs core
@@ -741,6 +757,6 @@ def test_sql_files_are_package_data():
     from importlib import resources
 
     files = {p.name for p in resources.files("queries").joinpath("sql").iterdir()}
-    assert {"_macros.sql", "_views.sql", "_outcomes.sql", "_events_empty.sql", "hang_conditions.sql"} <= files
+    assert {"_macros.sql", "_views.sql", "_outcomes.sql", "hang_conditions.sql"} <= files
     toml = (REPO / "pyproject.toml").read_text()
     assert 'queries = ["sql/*.sql"]' in toml

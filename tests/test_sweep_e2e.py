@@ -16,7 +16,7 @@ from sweeps.cli import main
 from sweeps.grid import iter_points
 from sweeps.spec import load_spec
 
-from sweep_helpers import SLOW_SPEC, SMALL_SPEC, cli, descendants, read_dir, wait_for, without_wall, write_spec
+from sweep_helpers import SLOW_SPEC, SMALL_SPEC, cli, descendants, read_dir, stored, wait_for, without_wall, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -92,23 +92,23 @@ def test_interrupted_run_resumes_to_identical_rows(slow_run, tmp_path, sig):
     spec, ref_out = slow_run
     out = tmp_path / "out"
     proc = cli("run", str(spec), "--out", str(out), "--workers", "1", "--no-progress")
-    wait_for(lambda: len(list((out / "points").glob("*.parquet"))) >= 2, 120, "two stored tasks", proc)
+    wait_for(lambda: stored(out) >= 2, 120, "two stored tasks", proc)
     os.killpg(proc.pid, sig)
     _, err = proc.communicate(timeout=60)
     if sig == signal.SIGINT:
         assert proc.returncode == 130, err
         assert "run the same command again to resume" in err
         assert not list(out.rglob("*.tmp")), "a clean stop left a partial file behind"
-    # SIGKILL may land mid-write and leave a *.tmp, but never a partial *.parquet: every
-    # visible file reads back whole, and the resume below removes the leftovers
+    # SIGKILL may land mid-write and leave a hidden temp file or an uncommitted segment, but never
+    # a partial *.parquet: every visible file reads back whole, and the resume removes the leftovers
     for f in out.rglob("*.parquet"):
         pq.read_table(f)
-    kept = len(list((out / "points").glob("*.parquet")))
-    n_tasks = sum(1 for _ in (ref_out / "points").glob("*.parquet"))
+    kept = stored(out)
+    n_tasks = stored(ref_out)
     assert 2 <= kept < n_tasks, "interrupt came too late to test resume"
     rep = run(spec, out, progress=False)
-    assert rep.complete and rep.tasks_run < rep.n_tasks
-    assert not list(out.rglob("*.tmp"))
+    assert rep.complete and rep.tasks_run == rep.n_tasks - kept  # exactly the uncommitted tasks ran
+    assert not list(out.rglob("*.tmp")) and not (out / "writer.lock").exists()
     assert without_wall(read_dir(out)).equals(without_wall(read_dir(ref_out)))
     assert read_dir(out, "events").equals(read_dir(ref_out, "events"))
 
@@ -321,3 +321,40 @@ def test_replay_of_a_cmc_sweep_uses_its_stream(cmc_run):
         r = replay(out, e["point_id"], e["shard"], e["trial"])
         assert r.result.outcome == r.vectorized_outcome == e["outcome"]
         assert r.result.nmi_sent == e["nmi_sent"]
+
+
+def test_two_concurrent_runs_one_exits_2_at_once(slow_run, tmp_path):
+    """Two real drivers on one --out: the second is refused at once naming the first; the first is unharmed."""
+    spec, ref_out = slow_run
+    out = tmp_path / "out"
+    first = cli("run", str(spec), "--out", str(out), "--workers", "1", "--no-progress")
+    wait_for(lambda: (out / "writer.lock").exists() and stored(out) >= 1, 120, "the first run storing", first)
+    second = cli("run", str(spec), "--out", str(out), "--workers", "1", "--no-progress")
+    _, err = second.communicate(timeout=60)
+    assert second.returncode == 2, err
+    (line,) = err.strip().splitlines()
+    assert f"is being written by pid {first.pid} on " in line and "--break-lock" in line
+    _, err1 = first.communicate(timeout=300)
+    assert first.returncode == 0, err1
+    assert without_wall(read_dir(out)).equals(without_wall(read_dir(ref_out)))
+
+
+def test_damaged_segment_is_recomputed_by_run_and_reported_by_query(reference_run, tmp_path, capsys):
+    import json
+
+    spec, ref_out = reference_run
+    out = tmp_path / "out"
+    shutil.copytree(ref_out, out)
+    m = json.loads((out / "manifest.json").read_text())
+    seg = m["segments"][0]
+    victim = out / seg["points"]["path"]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 3])  # truncated
+    assert main(["query", str(out), "--sql", "select count(*) from points"]) in (0, 2)
+    err = capsys.readouterr().err
+    assert seg["points"]["path"] in err and len(err.strip().splitlines()) == 1
+    assert main(["run", str(spec), "--out", str(out), "--no-progress"]) == 0
+    out_text, err = capsys.readouterr()
+    assert f"{seg['points']['path']} has" in err and "ran its tasks" in err
+    assert without_wall(read_dir(out)).equals(without_wall(read_dir(ref_out)))
+    assert read_dir(out, "events").equals(read_dir(ref_out, "events"))

@@ -24,8 +24,8 @@ from typing import TypeVar
 import duckdb
 
 from queries import connect
+from queries.resultset.storage import is_uri
 from sweeps.serve.registry import Served, ServeError
-from sweeps.storage import is_uri
 from sweeps.store import MANIFEST
 
 __all__ = ["Lease", "Pool", "QueryTimeout", "limited"]

@@ -14,7 +14,6 @@ A sweep is addressed in the API by its *key*: the result set's directory name
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from dataclasses import dataclass, field
@@ -22,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import StopraceError
+from queries.resultset.errors import StoreError
+from queries.resultset.manifest import parse_manifest
+from queries.resultset.storage import is_uri, locate
 from sweeps.spec import SpecError, SweepSpec, parse_spec
-from sweeps.storage import StoreError, is_uri, locate
 from sweeps.store import MANIFEST, SPEC_FILE, RangeSet
 
 __all__ = ["Conflict", "NotFound", "Registry", "ServeError", "Served", "count_ranges", "read_manifest"]
@@ -64,14 +65,17 @@ def _read(location: str, name: str) -> bytes | None:
 
 
 def read_manifest(location: str) -> dict[str, Any] | None:
+    """The manifest (any format version, migrated) as a dict with `tasks_done` ranges; None if unreadable."""
     data = _read(location, MANIFEST)
     if data is None:
         return None
     try:
-        m = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        m = parse_manifest(data, location)
+    except StoreError:
         return None
-    return m if isinstance(m, dict) and "spec_hash" in m else None
+    d = m.model_dump(mode="json")
+    d["tasks_done"] = m.done().ranges()
+    return d
 
 
 def count_ranges(ranges: Any) -> int:
