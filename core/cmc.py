@@ -14,6 +14,10 @@ estimator", for the derivation; in short, per trial:
     bad      = 1{hang or timeout} + sum_i P(A_i and no hang/timeout | X_{-i})
     race_sum = sum_i P(R_i | X_{-i}),   R_i = "CPU i meets the race condition"
 
+A CPU whose NMI-path handler is shorter than the hand-over (every CPU under early_flush)
+races only if its NMI is late; for it the NMI latency is integrated out as well
+(`late_nmi_cpus`, `nu_threshold`, `late_strata`; core/README.md, "Late NMIs").
+
 The A_i are disjoint with union {race}, so E[race] = P(race) and E[bad] = P(race or
 hang or timeout) exactly (no bias). `race_sum` is the plain per-CPU version: E[race_sum]
 = E[N] >= P(race) with N the number of CPUs meeting the race condition; its bias

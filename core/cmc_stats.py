@@ -86,7 +86,7 @@ def combine(parts: Iterable[tuple[int, float, float]]) -> tuple[int, float, floa
 
 
 def estimate_interval(
-    mean: float, var_of_mean: float, n: int, conf: float = 0.95, y_max: float = 1.0, event_bound: bool = False
+    mean: float, var_of_mean: float, n: int, conf: float = 0.95, y_max: float = 1.0, event_bound: bool = True
 ) -> tuple[float, float]:
     """Confidence interval (lo, hi) for E[Y] from n iid per-trial values Y in [0, y_max].
 
@@ -106,7 +106,9 @@ def estimate_interval(
     happens in the sampled trial (race, bad: the conditional probability of what was
     seen is positive), so E[Y] <= P(Y > 0). An all-zero sample then bounds E[Y] by q,
     exactly the Clopper-Pearson bound of 0 events in n trials, instead of y_max q: never
-    wider than the naive interval of the same trials.
+    wider than the naive interval of the same trials. True by default: p_race and p_bad
+    are the only probabilities stored and queried; pass False for expected counts
+    (race_sum, excess), whose per-trial values need not be > 0 with an event.
     """
     if y_max <= 0:
         raise ValueError(f"y_max = {y_max} must be > 0")

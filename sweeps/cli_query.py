@@ -145,7 +145,9 @@ def cmd_query(args: argparse.Namespace) -> int:
                 default = "(required)" if prm.default is None else f"default {prm.default}"
                 print(f"{'':<20}   --param {prm.name}=…  {default}" + (f"; {prm.help}" if prm.help else ""))
         print("\nviews: points, events, outcomes, point_params, params_long, differs, point_bins; tables: defaults, params")
-        print("macros: wilson_lo(k, n), wilson_hi(k, n), prob(k, n), hist_x(b, c, h, target), hist_us(x)")
+        print("macros: wilson_lo(k, n), wilson_hi(k, n), prob(k, n), hist_x(b, c, h, target), hist_us(x), osum(x, order); "
+              "functions: cmc_interval(m, v, n, y_max, conf), cmc_pool_shards/cmc_pool_strata(list of {n, m, v}, "
+              "y_max, conf), ratio_interval(p, v, lo, hi, p, v, lo, hi), z_value(conf)")
         return 0
     if args.max_rows < 0:
         raise UsageError("--max-rows must be >= 0")
@@ -220,7 +222,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     res = plot(con, args.output, x=args.x, y=args.y, metric=args.metric, lines=args.lines, where=args.where,
                title=args.title, size=args.size, dpi=args.dpi)
     note = f" ({res.title.splitlines()[1]})" if "\n" in res.title else ""
-    print(f"wrote {res.kind} of {args.metric} over {res.n_points} points, {res.size_px[0]}x{res.size_px[1]} px, "
+    est = sorted({c["estimator"] for c in res.cells if c.get("estimator")})
+    what = f"{args.metric} ({' and '.join(est)} estimate)" if est else args.metric
+    print(f"wrote {res.kind} of {what} over {res.n_points} points, {res.size_px[0]}x{res.size_px[1]} px, "
           f"to {res.path}{note}")
     return 0
 

@@ -275,7 +275,7 @@ p_stall = [0.01]
 """
 
 
-def test_boundary_search_end_to_end(ray2, tmp_path):
+def test_boundary_search_end_to_end(ray_session, tmp_path):
     """A [search] spec on Ray: the boundary is bracketed by stored probes decided below / not below
     the target (recomputed from the rows), the replayed report equals the run's, a rerun is identical."""
     from sweeps.runner import search_report

@@ -475,6 +475,16 @@ def test_cli_capacity_where_and_split(capsys, fold_dir):
     assert rc == 2 and err.count("\n") == 1 and "n_cpus" in err
 
 
+def test_cli_plot_names_the_estimator(capsys, fold_dir, tmp_path):
+    f = tmp_path / "p.png"
+    assert main(["plot", str(fold_dir), "--x", "n_cpus", "--metric", "p_race", "--where", "wait = 1",
+                 "--size", "3x2", "--dpi", "30", "-o", str(f)]) == 0
+    assert "of p_race (cmc estimate)" in capsys.readouterr().out
+    assert main(["plot", str(fold_dir), "--x", "n_cpus", "--metric", "p_hang", "--size", "3x2", "--dpi", "30",
+                 "-o", str(f)]) == 0
+    assert "of p_hang (naive estimate)" in capsys.readouterr().out
+
+
 def test_capacity_reports_disagreement_with_the_cmc_numbers(tmp_path):
     """Issue 10: 1 race in 20,000 (Wilson [8.8e-6, 2.8e-4]) beside cmc 9.12e-7 +- 1e-9: the row shows the
     cmc estimate with its own interval (ordered), flagged, not the empty intersection."""

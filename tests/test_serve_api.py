@@ -371,8 +371,11 @@ def test_a_stopped_run_is_resumed_by_submitting_its_spec_again(tmp_path):
     after = _snapshot(root / "release1-naive" / "points")
     assert {k: v for k, v in after.items() if k in before} == before and len(before) == 10
     assert all(k.startswith("seg-") for k in after if k not in before)  # the 6 missing tasks went into segments
-    assert without_wall(read_dir(root / "release1-naive")).equals(without_wall(read_dir(FIXTURES / "release1-naive")))
-    assert read_dir(root / "release1-naive", "events").equals(read_dir(FIXTURES / "release1-naive", "events"))
+    new, old = without_wall(read_dir(root / "release1-naive")), without_wall(read_dir(FIXTURES / "release1-naive"))
+    # the first release's files lack parameters added since; the resumed tasks hold them at neutral values
+    assert new.num_rows == old.num_rows and new.select(old.column_names).to_pylist() == old.to_pylist()
+    assert (without_wall(read_dir(root / "release1-naive", "events")).to_pylist()
+            == without_wall(read_dir(FIXTURES / "release1-naive", "events")).to_pylist())
 
 
 def test_answers_are_kept_until_the_manifest_changes(tmp_path):
@@ -420,3 +423,52 @@ def test_serve_cli_refuses_a_busy_port(capsys, root):
         s.listen()
         port = s.getsockname()[1]
         assert "cannot listen on 127.0.0.1" in _cli_error(capsys, "serve", str(root), "--port", str(port))
+
+
+def test_stopping_the_server_keeps_finished_tasks_and_a_resubmission_resumes(tmp_path):
+    """shutdown (what SIGTERM/Ctrl-C of `stoprace serve` runs) sends the running child SIGINT: it stores
+    what finished and stops; the same spec submitted to a new server runs only the rest."""
+    from sweep_helpers import SLOW_SPEC
+
+    root = tmp_path / "results"
+    root.mkdir()
+    a = create_app(ServeConfig(locations=[str(root)], workers=1))
+    try:
+        c = TestClient(a, base_url="http://127.0.0.1")
+        assert c.post("/api/sweeps", json={"spec": SLOW_SPEC}).status_code == 202
+        t0 = time.monotonic()
+        while True:
+            s = c.get("/api/sweeps/e2e-slow").json()
+            if s["tasks_done"] >= 1:
+                break
+            assert s["status"] in ("queued", "running"), s
+            assert time.monotonic() - t0 < 240, s
+            time.sleep(0.1)
+    finally:
+        shutdown(a)
+    run = a.state.runner.runs["e2e-slow"]
+    m = json.loads((root / "e2e-slow" / "manifest.json").read_text())
+    kept = sum(b - a_ + 1 for a_, b in m["tasks_done"])
+    if m["n_tasks"] is not None and kept == m["n_tasks"]:
+        pytest.skip("the sweep finished before the server could stop it (a very fast machine)")
+    assert run.state == "stopped" and run.returncode == 130, (run.state, run.returncode, run.message)
+    assert kept >= 1
+    listed = {f"task-{t:06d}.parquet" for a_, b_ in m["tasks_done"] for t in range(a_, b_ + 1)}
+    stored = {k: v for k, v in _snapshot(root / "e2e-slow" / "points").items() if k in listed}
+    assert len(stored) == kept  # every task the manifest lists has its file
+    b = create_app(ServeConfig(locations=[str(root)], workers=1))
+    try:
+        c = TestClient(b, base_url="http://127.0.0.1")
+        s = c.get("/api/sweeps/e2e-slow").json()
+        assert s["status"] == "partial" and s["tasks_done"] == kept
+        assert c.post("/api/sweeps", json={"spec": SLOW_SPEC}).status_code == 202
+        final = _wait_done(c, "e2e-slow")[-1]
+        assert final["tasks_done"] == final["tasks_total"]
+        total = c.post("/api/query", json={"sql": "SELECT sum(trials)::BIGINT AS t, count(*) AS n FROM outcomes",
+                                           "sweeps": ["e2e-slow"]}).json()["rows"][0]
+        assert total == {"t": 8 * 20000, "n": 8}  # 2 n_cpus x 2 p_stall x 2 wait points, 20000 trials each
+    finally:
+        shutdown(b)
+    after = _snapshot(root / "e2e-slow" / "points")
+    # tasks stored before the stop were not recomputed (their files are byte-identical)
+    assert {k: v for k, v in after.items() if k in stored} == stored

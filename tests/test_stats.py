@@ -50,6 +50,12 @@ def test_histogram_bins_follow_schema():
     assert bin_index(t[:5]).tolist() == [0, 0, 16, 96, 127]
     h = histogram(t)
     assert h.sum() == 5 and h[0] == 2 and h[127] == 1
+    # inside a bin, not on its lower edge: floor, not round (16 log10 = 0.66, 47.99, 96.66)
+    assert bin_index(np.array([1.1, 999.0, 1.1e6])).tolist() == [0, 47, 96]
+    # every stop time lies in its bin: 10^(b/16) <= t < 10^((b+1)/16) (edges are 1 ulp-safe here)
+    x = 10 ** np.random.default_rng(5).uniform(0.001, 7.9, 20_000)
+    b = bin_index(x)
+    assert np.all(10 ** (b / 16) <= x * (1 + 1e-12)) and np.all(x < 10 ** ((b + 1) / 16) * (1 + 1e-12))
 
 
 def test_quantile_within_one_bin_of_the_sample_quantile():
