@@ -94,10 +94,8 @@ def estimated_tasks(spec: SweepSpec) -> int:
     per_value = spec.n_points // len(values)  # points with each n_cpus value
     tasks = 0.0
     for v in values:
-        if v * spec.shard_trials >= budget:
-            tasks += per_value * spec.n_shards_per_point
-        else:
-            tasks += per_value * v * spec.trials / budget
+        shards_per_task = max(1, min(int(budget // (v * spec.shard_trials)), MAX_SHARDS_PER_TASK))
+        tasks += per_value * spec.n_shards_per_point / shards_per_task  # tasks hold whole shards
     return int(min(shards, max(math.ceil(tasks), math.ceil(shards / MAX_SHARDS_PER_TASK), 1)))
 
 
