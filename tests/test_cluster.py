@@ -143,13 +143,13 @@ def _n_tasks(spec: Path) -> int:
     return sum(1 for _ in iter_tasks(load_spec(spec)))
 
 
-def _manifest(out: Path) -> dict:
-    return json.loads((out / "manifest.json").read_text())
-
-
 def _assert_complete(out: Path, n: int) -> None:
-    m = _manifest(out)
-    assert m["n_tasks"] == n and m["tasks_done"] == [[0, n - 1]]
+    """All n planned tasks committed, every committed file intact, no temporary file left."""
+    from queries.resultset.reader import ResultSet
+
+    check = ResultSet.open(out).check()
+    assert check.n_tasks == n and check.complete, check.problem()
+    assert list(check.intact) == list(range(n))
     assert stored(out) == n and not list(out.rglob("*.tmp"))
 
 

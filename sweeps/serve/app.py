@@ -111,8 +111,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def _plain_error(_: Request, e: _Error) -> JSONResponse:
         return _error(e.status, str(e))
 
-    @app.exception_handler(StopraceError)
-    @app.exception_handler(ValueError)  # QueryError, SpecError, StoreError (ValueErrors until issue 9 lands)
+    @app.exception_handler(StopraceError)  # QueryError, SpecError, StoreError, ...: the user's input
     async def _user_error(_: Request, e: Exception) -> JSONResponse:
         return _error(400, str(e))
 
