@@ -34,7 +34,6 @@ is one row per cell.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,14 +48,13 @@ from core.stats import wilson, z_value
 
 from .db import QueryError, first_line, quote_ident, render_sql
 from .estimates import CONF
-from .sandbox import refusal
+from .sandbox import filtered_outcomes
 
 __all__ = ["METRICS", "SCENARIO_AXES", "Capacity", "capacity", "wilson_trials_needed", "wilson_upper_zero"]
 
 SCENARIO_AXES: tuple[str, ...] = ("wait", "mitigation")
 """Axes that describe which situation a kexec is in, not a nuisance to take the worst of."""
 
-_view_ids = itertools.count()
 
 METRICS: dict[str, str] = {"p_bad": "bad", "p_race": "race", "p_hang": "hang", "p_timeout": "timeout"}
 """Metric name -> count column of `outcomes`."""
@@ -157,18 +155,8 @@ def capacity(
             if a == "n_cpus":
                 raise QueryError("--by n_cpus: n_cpus is the axis the limit is found on, it cannot be a --by axis")
 
-    view = f"capacity_src_{next(_view_ids)}"
-    try:
-        rel = con.sql("SELECT * FROM outcomes")
-        if where:
-            try:
-                rel = rel.filter(where)
-            except duckdb.Error as e:
-                raise (refusal(e) or QueryError(f"bad --where '{where}': {first_line(e)}")) from None
-        rel.create_view(view, replace=True)
+    with filtered_outcomes(con, where, "capacity_src") as view:
         cells, swept = _cells(con, view, metric, by, scenario)
-    finally:
-        con.execute(f"DROP VIEW IF EXISTS {view}")
     if cells.num_rows == 0:
         raise QueryError("no points" + (f" where {where}" if where else ""))
     by_list, split_out, worst_over = _axes(swept, by, scenario)

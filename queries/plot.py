@@ -18,7 +18,6 @@ directly (no pyplot global state); the file is written atomically.
 
 from __future__ import annotations
 
-import itertools
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,7 @@ from .capacity import METRICS as PROB_METRICS
 from .db import QueryError, first_line, quote_ident, render_sql
 from .estimates import CONF
 from .format import atomic_write, header
-from .sandbox import refusal
+from .sandbox import filtered_outcomes, refusal
 
 __all__ = ["TIME_METRICS", "METRIC_NAMES", "PlotResult", "plot", "WIDE_RATIO"]
 
@@ -50,7 +49,6 @@ WIDE_RATIO = 10.0
 """A cell is hatched when its upper/lower bound ratio exceeds this (or it has 0 events)."""
 
 _FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
-_view_ids = itertools.count()
 
 
 @dataclass
@@ -151,18 +149,8 @@ def plot(
         raise QueryError("plot size and dpi must be positive")
     check_pixels(size, dpi)
 
-    view = f"plot_src_{next(_view_ids)}"
-    try:
-        rel = con.sql("SELECT * FROM outcomes")
-        if where:
-            try:
-                rel = rel.filter(where)
-            except duckdb.Error as e:
-                raise (refusal(e) or QueryError(f"bad --where '{where}': {first_line(e)}")) from None
-        rel.create_view(view, replace=True)
+    with filtered_outcomes(con, where, "plot_src") as view:
         cells, varying, n_points = _cells(con, view, keys, metric)
-    finally:
-        con.execute(f"DROP VIEW IF EXISTS {view}")
     if not cells:
         raise QueryError("no points to plot" + (f" where {where}" if where else ""))
 

@@ -28,9 +28,11 @@ CLI, HTTP 400 from the server.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -129,3 +131,24 @@ def check_output_path(out: str | Path, result_dirs: Iterable[str | Path] = ()) -
     found = _result_set_root(target.parent)
     if found is not None:
         raise SandboxError(f"refused: -o {out} is inside the result set {found}; write outputs elsewhere")
+
+
+_view_ids = itertools.count()
+
+
+@contextmanager
+def filtered_outcomes(con: duckdb.DuckDBPyConnection, where: str | None, prefix: str) -> Iterator[str]:
+    """The name of a temporary view of `outcomes` filtered by a user's `--where` (refused like any
+    SQL of theirs: one line), dropped on exit. capacity and plot read their cells from it."""
+    view = f"{prefix}_{next(_view_ids)}"
+    try:
+        rel = con.sql("SELECT * FROM outcomes")
+        if where:
+            try:
+                rel = rel.filter(where)
+            except duckdb.Error as e:
+                raise (refusal(e) or QueryError(f"bad --where '{where}': {first_line(e)}")) from None
+        rel.create_view(view, replace=True)
+        yield view
+    finally:
+        con.execute(f"DROP VIEW IF EXISTS {view}")
