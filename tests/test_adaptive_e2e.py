@@ -190,7 +190,9 @@ def test_sigkill_then_resume_is_row_identical(slow_run, tmp_path):
     spec, ref_out = slow_run
     out = tmp_path / "out"
     n_tasks = stored(ref_out)
-    proc = cli("run", str(spec), "--out", str(out), "--workers", "1", "--no-progress")
+    # commits every 0.2 s instead of 2 s: on an idle machine this sweep takes about one default
+    # commit interval, so a kill after the first commit would come too late
+    proc = cli("run", str(spec), "--out", str(out), "--workers", "1", "--no-progress", env={"STOPRACE_COMMIT_S": "0.2"})
     wait_for(lambda: stored(out) >= n_tasks // 2, 180, "half the tasks stored", proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)

@@ -29,6 +29,7 @@ One ``SetWriter`` owns a result set while it holds the writer lock (queries.resu
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -67,7 +68,9 @@ SEGMENT_BYTES = 64 << 20
 ROW_GROUP_ROWS = 32_768
 BUFFER_BYTES = 32 << 20
 """Arrow bytes of task results buffered in the writer before it writes a segment (the driver's memory bound)."""
-FLUSH_S = 2.0
+FLUSH_S = float(os.environ.get("STOPRACE_COMMIT_S", "2.0"))
+"""Seconds between segment commits: what a crash can lose. STOPRACE_COMMIT_S overrides it (tests that
+kill a short run mid-way use 0.2; a larger value means fewer, larger segments before merging)."""
 MERGE_FANOUT = 8
 _LEVEL_BASE = 64 << 10
 _TASK_OVERHEAD = 16 << 10
