@@ -216,6 +216,24 @@ def test_cmc_tally_pools_like_one_pass_over_all_trials(seed):
     assert t.estimate("p_hang").estimator == "naive"
 
 
+def test_cmc_zero_variance_interval_is_bounded_by_the_metrics_largest_value():
+    """Every trial gave the same v > 0 (zero sample variance): the interval is the distribution-free
+    one of core/README.md, [v (1 - q), v + (y_max - v) q] with q = 1 - 0.025^(1/n), where y_max is
+    the largest per-trial value: n_cpus - 1 racing CPUs for p_race, n_cpus for p_bad."""
+    n, v, n_cpus = 400, 1e-7, 8
+    t = PointTally(n_cpus=n_cpus)
+    t.add(0, ShardStats(n, 0, 0, 0, "cmc", v, 0.0, v, 0.0))
+    q = 1.0 - 0.025 ** (1.0 / n)  # ~9.2e-3: the hand-computed fraction of trials not seen
+    fp = 1e-9 * v  # core.cmc_stats.FP_REL: floating-point floor on the half-width
+    for metric, y_max in (("p_race", n_cpus - 1), ("p_bad", n_cpus)):
+        e = t.estimate(metric)
+        assert e.estimator == "cmc" and e.p == v
+        assert e.hi == pytest.approx(v + (y_max - v) * q + fp, rel=1e-12), metric
+        assert e.lo == pytest.approx(v * (1.0 - q) - fp, rel=1e-9), metric
+    # the two upper ends differ by exactly q (one more unit of range): the bound is the metric's
+    assert t.estimate("p_bad").hi - t.estimate("p_race").hi == pytest.approx(q, rel=1e-9)
+
+
 # ---- B: the SQL twin ---------------------------------------------------------------------
 
 
