@@ -141,13 +141,10 @@ def _write_local(path: Path, tmp: Path, write: Callable[[IO[bytes]], object]) ->
     try:
         with open(tmp, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    _finish_written(path, tmp)
 
 
 def atomic_write_file(path: str | os.PathLike[str], data: bytes | None = None, *,
