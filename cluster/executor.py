@@ -129,7 +129,7 @@ def _timed(fn: Callable[[T], R]) -> Callable[[T], tuple[R, float]]:
         return result, time.perf_counter() - t0
 
     # Ray's logs name a task by its function: show the caller's, not ours.
-    name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "task")
+    name = str(getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "task"))
     timed_call.__name__ = timed_call.__qualname__ = name
     return timed_call
 

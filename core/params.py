@@ -21,9 +21,20 @@ import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from annotated_types import Interval
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    create_model,
+)
 
 from core.errors import ParamError
 
@@ -95,10 +106,45 @@ class ParamSpec:
             return Literal[self.choices]  # type: ignore[valid-type]
         return self.py_type
 
+    def written(self) -> Any:
+        """The pydantic type of a value as *written* in a sweep spec (TOML or JSON), for
+        sweeps.spec: the kind is strict (no bools, no numeric strings; an int parameter also
+        takes an integral float such as 8.0, a float one an int), the domain is ge/le/choices,
+        and the value comes back in canonical type. `Params` itself stays lax (typed callers)."""
+        meta: list[Any] = [Interval(ge=self.ge, le=self.le)]
+        if self.choices is not None:
+            meta.append(AfterValidator(_one_of(self.choices)))
+        if self.kind == "int":
+            return Annotated[(int, BeforeValidator(integral), Strict(), *meta)]
+        if self.kind == "float":
+            return Annotated[(float, Strict(), AllowInfNan(False), AfterValidator(_no_negative_zero), *meta)]
+        return Annotated[(str, Strict(), *meta)]
+
     def field(self) -> Any:
         """The pydantic Field with default, bounds and description."""
         extra: dict[str, Any] = {"allow_inf_nan": False} if self.kind == "float" else {}
         return Field(self.default, ge=self.ge, le=self.le, description=self.help, **extra)
+
+
+def integral(v: Any) -> Any:
+    """8.0 -> 8 (a whole float written for an integer); anything else unchanged, for the
+    strict int check after it to accept or refuse."""
+    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+        return int(v)
+    return v
+
+
+def _no_negative_zero(v: float) -> float:
+    return v + 0.0
+
+
+def _one_of(choices: tuple[Any, ...]) -> Any:
+    def check(v: Any) -> Any:
+        if v not in choices:
+            raise ValueError(f"not one of {choices}")
+        return v
+
+    return check
 
 
 def _us(name: str, default: float, help: str, ge: float = 0.0, neutral: float | None = None) -> ParamSpec:

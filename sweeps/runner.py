@@ -181,7 +181,7 @@ def _run_on_ray(
     counter = _Counter()
     waves: WavePlan | None = None
     search: BoundarySearch | None = None
-    describe = None
+    describe: Callable[[], str] | None = None
     if adaptive:  # trials = "auto": per-point waves decided from the stored rows (sweeps.waves)
         search = BoundarySearch(spec) if spec.search is not None else None
         waves = search.plan if search is not None else WavePlan(spec)
@@ -215,7 +215,7 @@ def _run_on_ray(
             retries=retries,
             weight=lambda t: t.cpu_trials,
             total_weight=remaining,
-            description=spec.name if waves is None else describe(),
+            description=spec.name if describe is None else describe(),
             describe=describe,
             unit="CPU-trials",
             progress=progress,
@@ -326,7 +326,7 @@ def package_dirs(names: tuple[str, ...] = SHIPPED_PACKAGES) -> list[Path]:
     """The directories of this stoprace's packages, as shipped to a cluster."""
     from importlib import import_module
 
-    return [Path(import_module(n).__file__).resolve().parent for n in names]
+    return [Path(str(import_module(n).__file__)).resolve().parent for n in names]
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:

@@ -72,9 +72,10 @@ class BoundarySearch:
     """Drives a dynamic WavePlan: probes are added as earlier probes are decided."""
 
     def __init__(self, spec: SweepSpec, **plan_kw: Any) -> None:
-        if spec.search is None:
-            raise ValueError("BoundarySearch needs a spec with [search]")
+        if spec.search is None or spec.precision is None:
+            raise ValueError("BoundarySearch needs a spec with [search] and [precision]")
         self.spec = spec
+        self.rule = spec.precision
         self.lo, self.hi = spec.search.lo, spec.search.hi
         self.width = self.hi - self.lo + 1
         self.plan = WavePlan(spec, dynamic=True, on_decided=self._decided, **plan_kw)
@@ -103,7 +104,7 @@ class BoundarySearch:
         n = self.lo + off
         b = self.brackets[ci]
         b.pending.discard(n)
-        b.probes[n] = (status, self.plan.tallies[point.index].estimate(self.spec.precision.metric))
+        b.probes[n] = (status, self.plan.tallies[point.index].estimate(self.rule.metric))
         if b.pending:
             return  # both ends first
         if self.lo not in b.passing() or self.hi in b.passing():
@@ -118,8 +119,8 @@ class BoundarySearch:
     # ---- results ---------------------------------------------------------------------------
     def report(self) -> list[dict[str, Any]]:
         """One row per combination: the other axes, the boundary, its bracket, the probes, the flags."""
-        metric = self.spec.precision.metric
-        target = self.spec.precision.target
+        metric = self.rule.metric
+        target = self.rule.target
         rows = []
         for ci in sorted(self.brackets):
             b = self.brackets[ci]

@@ -47,29 +47,41 @@ parameter added after the first release is left out of the canonical form (and
 spec.toml) while it has its neutral value (core.params.NEUTRAL), so adding one
 changes no spec hash.
 
+Validation is one pass of pydantic models over the spec as written
+(sweeps.spec_input: the field types, what each allows, the axis forms each
+parameter kind admits); `SweepSpec` below is the canonical value it produces.
 Every error is a SpecError (a StopraceError) with one line naming the file, the
-field, the offending value and what is allowed.
+field, the offending value and what is allowed, e.g.
+``spec.toml: axes.n_cpus[1] = 1 is not allowed: integer in [2, 65536]``.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import math
-import re
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from core.errors import ParamError, StopraceError
-from core.estimators import DEFAULT_ESTIMATOR
+from core.errors import StopraceError
 from core.estimators import ESTIMATORS as _ESTIMATOR_REGISTRY
-from core.params import DEFAULTS, PARAM_NAMES, SPECS, domain, is_neutral, make_params, suggest
+from core.params import is_neutral
 from core.precision import Precision
+from sweeps.precision import Search, precision_toml, search_toml
+from sweeps.spec_input import (
+    DEFAULT_SHARD_TRIALS,
+    DEFAULT_TASK_SECONDS,
+    MAX_POINTS,
+    MAX_TRIALS,
+    TOP_LEVEL_KEYS,
+    SpecInput,
+    one_line,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -83,31 +95,17 @@ __all__ = [
     "load_spec",
     "parse_spec",
     "MAX_POINTS",
+    "MAX_TRIALS",
     "DEFAULT_SHARD_TRIALS",
     "DEFAULT_TASK_SECONDS",
     "ESTIMATORS",
     "TOP_LEVEL_KEYS",
 ]
 
-MAX_POINTS = 10_000_000
-"""More points than this is refused unless force=True."""
-DEFAULT_SHARD_TRIALS = 100_000
-DEFAULT_TASK_SECONDS = 2.0
 ESTIMATORS: tuple[str, ...] = tuple(_ESTIMATOR_REGISTRY)
 """Names of the estimators a spec may ask for (core.estimators is the registry)."""
-MAX_TRIALS = 10**15
-"""Upper bound of trials/shard_trials (int64 columns; far beyond anything runnable)."""
-UINT64_MAX = 2**64 - 1
 SPEC_FORMAT = 1
 """Version of the canonical form; part of the hash."""
-
-TOP_LEVEL_KEYS: tuple[str, ...] = (
-    "name", "seed", "trials", "shard_trials", "estimator", "task_seconds", "base", "axes", "precision",
-    "search",
-)
-_REQUIRED = ("name", "seed", "trials")
-_NAME_RE = re.compile(r"[a-z0-9_-]+")
-_AXIS_FORMS = ("linspace", "logspace", "range")
 
 
 class SpecError(StopraceError):
@@ -124,32 +122,30 @@ class Axis(BaseModel):
 
 
 class SweepSpec(BaseModel):
-    """A validated sweep spec in canonical form (see the module docstring)."""
+    """A validated sweep spec in canonical form (see the module docstring).
+
+    A value object: parse_spec/load_spec build it from sweeps.spec_input.SpecInput, the one
+    place a spec is validated; it is not validated again here.
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    name: str = Field(pattern=r"^[a-z0-9_-]+$")
-    seed: int = Field(ge=0, le=UINT64_MAX)
-    trials: int = Field(ge=1, le=MAX_TRIALS)
-    shard_trials: int = Field(DEFAULT_SHARD_TRIALS, ge=1, le=MAX_TRIALS)
-    estimator: str = DEFAULT_ESTIMATOR
+    name: str
+    seed: int
+    trials: int
+    """Per point; with `precision`, its max_trials."""
+    shard_trials: int = DEFAULT_SHARD_TRIALS
+    estimator: str
     """A name in core.estimators.ESTIMATORS."""
-    task_seconds: float = Field(DEFAULT_TASK_SECONDS, gt=0, allow_inf_nan=False)
+    task_seconds: float = DEFAULT_TASK_SECONDS
     base: dict[str, Any]
     """Every non-axis parameter (defaults filled in), canonical types, PARAM_NAMES order."""
     axes: tuple[Axis, ...] = ()
     """Swept parameters in PARAM_NAMES order; the first varies slowest."""
     precision: Precision | None = None
-    """`trials = "auto"`: the stop rule (sweeps.precision); `trials` is then its max_trials."""
-    search: Any = None
-    """`[search]`: bisection on n_cpus (sweeps.precision.Search, run by sweeps.search), or None."""
-
-    @field_validator("estimator")
-    @classmethod
-    def _known_estimator(cls, v: str) -> str:
-        if v not in _ESTIMATOR_REGISTRY:
-            raise ValueError(f"estimator = {v!r} is not allowed: one of {', '.join(_ESTIMATOR_REGISTRY)}")
-        return v
+    """`trials = "auto"`: the stop rule (core.precision); `trials` is then its max_trials."""
+    search: Search | None = None
+    """`[search]`: bisection on n_cpus (run by sweeps.search), or None."""
 
     # ---- derived -------------------------------------------------------------------
     @property
@@ -239,8 +235,6 @@ class SweepSpec(BaseModel):
                 lines += ["    " + ", ".join(vals[i : i + 8]) + "," for i in range(0, len(vals), 8)]
                 lines.append("]")
         if self.precision is not None:
-            from sweeps.precision import precision_toml, search_toml
-
             lines += ["", *precision_toml(self.precision)]
             if self.search is not None:
                 lines += ["", *search_toml(self.search)]
@@ -250,7 +244,7 @@ class SweepSpec(BaseModel):
 # ---- parsing ---------------------------------------------------------------------------
 
 
-def load_spec(path: str | Path, force: bool = False) -> SweepSpec:
+def load_spec(path: str | os.PathLike[str], force: bool = False) -> SweepSpec:
     """Read and validate a TOML spec file; SpecError (one line) on any problem."""
     p = Path(path)
     try:
@@ -283,307 +277,15 @@ def parse_spec(text_or_dict: str | bytes | Mapping[str, Any], where: str = "spec
         raw = text_or_dict
     else:
         raise SpecError(f"{where}: expected TOML text or a dict, got {type(text_or_dict).__name__}")
-    return _Parser(where, force).parse(raw)
-
-
-class _Parser:
-    def __init__(self, where: str, force: bool) -> None:
-        self.where = where
-        self.force = force
-
-    def err(self, msg: str) -> SpecError:
-        return SpecError(f"{self.where}: {msg}")
-
-    # ---- top level -------------------------------------------------------------------
-    def parse(self, raw: Mapping[str, Any]) -> SweepSpec:
-        for key in raw:
-            if key not in TOP_LEVEL_KEYS:
-                raise self.err(self._unknown_top(str(key)))
-        for key in _REQUIRED:
-            if key not in raw:
-                raise self.err(f"missing required key '{key}' (top-level keys: {', '.join(TOP_LEVEL_KEYS)})")
-
-        name = raw["name"]
-        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-            raise self.err(f"name = {name!r} is not allowed: a non-empty string of [a-z0-9_-]")
-        seed = raw["seed"]
-        if not _is_int(seed) or not 0 <= seed <= UINT64_MAX:
-            raise self.err(f"seed = {seed!r} is not allowed: an integer in [0, 2**64 - 1]")
-        shard_trials = self._count("shard_trials", raw.get("shard_trials", DEFAULT_SHARD_TRIALS))
-        precision = self._precision(raw, shard_trials)
-        trials = precision.max_trials if precision is not None else self._count("trials", raw["trials"])
-        estimator = raw.get("estimator", DEFAULT_ESTIMATOR)
-        if not isinstance(estimator, str) or estimator not in ESTIMATORS:
-            raise self.err(f"estimator = {estimator!r} is not allowed: one of {', '.join(ESTIMATORS)}")
-        ts = raw.get("task_seconds", DEFAULT_TASK_SECONDS)
-        if not _is_number(ts) or not math.isfinite(_float(ts)) or ts <= 0:
-            raise self.err(f"task_seconds = {ts!r} is not allowed: a finite number > 0")
-
-        base_raw = self._table("base", raw.get("base", {}))
-        axes_raw = self._table("axes", raw.get("axes", {}))
-        for key in base_raw:
-            if key not in PARAM_NAMES:
-                raise self.err(f"base: unknown parameter '{key}'{suggest(str(key))}")
-        for key in axes_raw:
-            if key not in PARAM_NAMES:
-                raise self.err(f"axes: unknown parameter '{key}'{suggest(str(key))}")
-        for key in base_raw:
-            if key in axes_raw:
-                raise self.err(f"parameter '{key}' is in both [base] and [axes]; put it in one of them")
-
-        base_given = {k: self._scalar(f"base.{k}", k, v) for k, v in base_raw.items()}
-        # validate the base values together (also catches anything cross-field in the future)
-        try:
-            make_params(base_given, where=f"{self.where}: base")
-        except ParamError as e:
-            raise SpecError(str(e)) from None
-
-        ordered_axes = [k for k in PARAM_NAMES if k in axes_raw]
-        # bound the size before expanding anything
-        sizes = {k: self._axis_len_bound(k, axes_raw[k]) for k in ordered_axes}
-        bound = math.prod(sizes.values())
-        if bound > MAX_POINTS and not self.force:
-            self._too_many(bound, sizes)
-        axes = tuple(Axis.model_construct(name=k, values=self._axis(k, axes_raw[k])) for k in ordered_axes)
-        n_points = math.prod(len(a.values) for a in axes)
-        if n_points > MAX_POINTS and not self.force:  # pragma: no cover - bound is exact or larger
-            self._too_many(n_points, {a.name: len(a.values) for a in axes})
-
-        base = {k: base_given.get(k, SPECS[k].canon(DEFAULTS[k])) for k in PARAM_NAMES if k not in axes_raw}
-        return SweepSpec(
-            name=name,
-            seed=int(seed),
-            trials=trials,
-            shard_trials=shard_trials,
-            estimator=estimator,
-            task_seconds=float(ts),
-            base=base,
-            axes=axes,
-            precision=precision,
-            search=self._search(raw, precision, axes_raw, base_raw),
-        )
-
-    def _search(self, raw: Mapping[str, Any], precision: Precision | None, axes: Mapping[str, Any], base: Mapping[str, Any]):
-        """`[search]` (sweeps.precision.parse_search), else None."""
-        if "search" not in raw:
-            return None
-        from sweeps.precision import parse_search
-
-        try:
-            return parse_search(raw["search"], precision, axes, base, self.where)
-        except ValueError as e:
-            raise SpecError(str(e)) from None
-
-    def _precision(self, raw: Mapping[str, Any], shard_trials: int) -> Precision | None:
-        """`trials = "auto"` with its [precision] table (sweeps.precision), else None."""
-        from sweeps.precision import parse_precision
-
-        if raw["trials"] != "auto":
-            if isinstance(raw["trials"], str):
-                raise self.err(f"trials = {raw['trials']!r} is not allowed: an integer in [1, 10**15] or \"auto\"")
-            if "precision" in raw:
-                raise self.err('[precision] needs trials = "auto" (it sets the trials per point)')
-            return None
-        try:
-            return parse_precision(raw.get("precision"), shard_trials, self.where)
-        except ValueError as e:
-            raise SpecError(str(e)) from None
-
-    def _unknown_top(self, key: str) -> str:
-        if key in PARAM_NAMES:
-            return f"unknown top-level key '{key}': model parameters go under [base] or [axes]"
-        close = difflib.get_close_matches(key, TOP_LEVEL_KEYS, n=1, cutoff=0.6)
-        if close:
-            hint = f" (did you mean '{close[0]}'?)"
-        else:
-            param = suggest(key)
-            hint = f"{param[:-2]} under [base] or [axes]?)" if param else ""
-        return f"unknown top-level key '{key}'{hint}; allowed: {', '.join(TOP_LEVEL_KEYS)}"
-
-    def _too_many(self, n: int, sizes: Mapping[str, int]) -> None:
-        detail = " x ".join(f"{k}:{v}" for k, v in sizes.items())
-        raise self.err(f"axes make {n:,} points ({detail}), more than {MAX_POINTS:,}; use force=True (--force) to run it anyway")
-
-    def _count(self, key: str, v: Any) -> int:
-        if _is_int(v):
-            iv = int(v)
-        elif isinstance(v, float) and math.isfinite(v) and v.is_integer():
-            iv = int(v)
-        else:
-            iv = None
-        if iv is None or not 1 <= iv <= MAX_TRIALS:
-            raise self.err(f"{key} = {v!r} is not allowed: an integer in [1, 10**15]")
-        return iv
-
-    def _table(self, key: str, v: Any) -> Mapping[str, Any]:
-        if not isinstance(v, Mapping):
-            raise self.err(f"{key} = {v!r} is not allowed: [{key}] must be a table of parameter = value")
-        return v
-
-    # ---- values ----------------------------------------------------------------------
-    def _scalar(self, loc: str, name: str, v: Any) -> Any:
-        """Type-check one parameter value and return it in canonical type (domain checked later)."""
-        bad = SpecError(f"{self.where}: {loc}: {name} = {v!r} is not allowed: {domain(name)}")
-        kind = SPECS[name].kind
-        if kind == "str":
-            if not isinstance(v, str):
-                raise bad
-            return v
-        if not _is_number(v):
-            raise bad
-        if kind == "int":
-            if isinstance(v, float):
-                if not (math.isfinite(v) and v.is_integer()):
-                    raise bad
-                return int(v)
-            return int(v)
-        f = _float(v)
-        if not math.isfinite(f) and isinstance(v, int):
-            raise bad
-        return f + 0.0  # + 0.0 turns -0.0 into 0.0
-
-    def _check(self, loc: str, name: str, v: Any) -> None:
-        """Domain-check one canonical value of `name` with every other parameter at its default."""
-        try:
-            make_params({name: v}, where=f"{self.where}: {loc}")
-        except ParamError as e:
-            raise SpecError(str(e)) from None
-
-    def _axis_form(self, name: str, spec: Mapping[str, Any]) -> tuple[str, Any]:
-        keys = set(spec)
-        forms = [f for f in _AXIS_FORMS if f in keys]
-        if len(forms) != 1:
-            raise self.err(
-                f"axes.{name} = {dict(spec)!r} is not allowed: a list or a table with exactly one of "
-                "linspace = [a, b], logspace = [a, b] (with num = k), or range = [a, b, step]"
-            )
-        form = forms[0]
-        allowed = {form, "num"} if form != "range" else {"range"}
-        extra = sorted(keys - allowed)
-        if extra:
-            raise self.err(f"axes.{name}: unknown key '{extra[0]}' in a {form} axis (allowed: {', '.join(sorted(allowed))})")
-        return form, spec[form]
-
-    def _num(self, name: str, spec: Mapping[str, Any], form: str) -> int:
-        if "num" not in spec:
-            raise self.err(f"axes.{name}: {form} needs num = <number of values>, e.g. {{ {form} = [a, b], num = 5 }}")
-        k = spec["num"]
-        if not _is_int(k) or k < 1:
-            raise self.err(f"axes.{name}.num = {k!r} is not allowed: an integer >= 1")
-        return int(k)
-
-    def _ends(self, name: str, form: str, ab: Any) -> tuple[float, float]:
-        if not isinstance(ab, list) or len(ab) != 2 or not all(_is_number(x) for x in ab):
-            raise self.err(f"axes.{name}.{form} = {ab!r} is not allowed: two numbers [a, b]")
-        a, b = _float(ab[0]), _float(ab[1])
-        if not (math.isfinite(a) and math.isfinite(b)):
-            raise self.err(f"axes.{name}.{form} = {ab!r} is not allowed: finite numbers")
-        if form == "logspace" and not (a > 0 and b > 0):
-            raise self.err(f"axes.{name}.logspace = {ab!r} is not allowed: both ends must be > 0 (they are values, not exponents)")
-        return a, b
-
-    def _range_args(self, name: str, r: Any) -> tuple[int, int, int]:
-        if SPECS[name].kind != "int":
-            ints = sorted(n for n, s in SPECS.items() if s.kind == "int")
-            raise self.err(
-                f"axes.{name}: range is only for integer parameters ({', '.join(ints)}); "
-                "use linspace or logspace"
-            )
-        if not isinstance(r, list) or len(r) not in (2, 3) or not all(_is_int(x) for x in r):
-            raise self.err(f"axes.{name}.range = {r!r} is not allowed: integers [a, b] or [a, b, step] (b excluded)")
-        a, b, step = (int(r[0]), int(r[1]), int(r[2]) if len(r) == 3 else 1)
-        if step == 0:
-            raise self.err(f"axes.{name}.range = {r!r} is not allowed: step must not be 0")
-        return a, b, step
-
-    def _axis_len_bound(self, name: str, spec: Any) -> int:
-        """Number of values before de-duplication, without expanding (for the points bound)."""
-        if isinstance(spec, list):
-            return len(spec)
-        if isinstance(spec, Mapping):
-            form, arg = self._axis_form(name, spec)
-            if form == "range":
-                return len(range(*self._range_args(name, arg)))
-            return self._num(name, spec, form)
-        raise self.err(
-            f"axes.{name} = {spec!r} is not allowed: a list of values or "
-            "{ linspace|logspace = [a, b], num = k } or { range = [a, b, step] }; fixed values go in [base]"
-        )
-
-    def _axis(self, name: str, spec: Any) -> tuple[Any, ...]:
-        if isinstance(spec, list):
-            if not spec:
-                raise self.err(f"axes.{name} = [] is empty: give at least one value")
-            vals = []
-            seen: dict[Any, int] = {}
-            for i, v in enumerate(spec):
-                loc = f"axes.{name}[{i}]"
-                cv = self._scalar(loc, name, v)
-                self._check(loc, name, cv)
-                if cv in seen:
-                    raise self.err(f"{loc} = {v!r} repeats axes.{name}[{seen[cv]}]: each value may appear once")
-                seen[cv] = i
-                vals.append(cv)
-            return tuple(vals)
-
-        form, arg = self._axis_form(name, spec)
-        if form == "range":
-            r = range(*self._range_args(name, arg))
-            if len(r) == 0:
-                raise self.err(f"axes.{name}.range = {arg!r} is empty (Python range: a included, b excluded)")
-            self._check(f"axes.{name}.range", name, r[0])
-            self._check(f"axes.{name}.range", name, r[-1])
-            return tuple(r)
-
-        if SPECS[name].kind == "str":
-            raise self.err(f"axes.{name}: {form} needs a numeric parameter; give a list of values ({domain(name)})")
-        k = self._num(name, spec, form)
-        a, b = self._ends(name, form, arg)
-        rnd = (lambda x: math.floor(x + 0.5)) if SPECS[name].kind == "int" else (lambda x: x + 0.0)
-        # values are monotone between the two ends and every domain is an interval,
-        # so checking the (rounded) ends checks them all
-        self._check(f"axes.{name}.{form}", name, rnd(a))
-        self._check(f"axes.{name}.{form}", name, rnd(b))
-        vals = [rnd(x) for x in (_linspace(a, b, k) if form == "linspace" else _logspace(a, b, k))]
-        if not all(map(math.isfinite, vals)):  # pragma: no cover - ends are finite and in domain
-            raise self.err(f"axes.{name}.{form} = {arg!r}: values overflow")
-        return tuple(dict.fromkeys(vals))
-
-
-def _linspace(a: float, b: float, k: int) -> list[float]:
-    if k == 1:
-        return [a]
-    out = [a + (b - a) * i / (k - 1) for i in range(k)]
-    out[-1] = b
-    return out
-
-
-def _logspace(a: float, b: float, k: int) -> list[float]:
-    if k == 1:
-        return [a]
-    la, lb = math.log10(a), math.log10(b)
-    out = [10.0 ** (la + (lb - la) * i / (k - 1)) for i in range(k)]
-    out[0], out[-1] = a, b
-    return out
+    try:
+        fields = SpecInput.model_validate(raw, context={"force": force}).canonical
+    except ValidationError as e:
+        raise SpecError(f"{where}: {one_line(e)}") from None
+    axes = tuple(Axis.model_construct(name=k, values=v) for k, v in fields.pop("axes"))
+    return SweepSpec.model_construct(axes=axes, **fields)
 
 
 # ---- helpers ---------------------------------------------------------------------------
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _float(v: int | float) -> float:
-    """float(v), with ints too large for a float giving inf instead of OverflowError."""
-    try:
-        return float(v)
-    except OverflowError:
-        return math.inf
 
 
 def _toml_value(v: Any) -> str:

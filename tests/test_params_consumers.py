@@ -97,7 +97,8 @@ def test_spec_parsing(name):
         lin = spec_of(axes={name: {"linspace": [lo, lo + 1], "num": 3}}).axes[0].values
         assert lin == (lo, lo + 1) and all(type(v) is int for v in lin)  # lo, lo+0.5 -> lo+1 (half up), lo+1
     else:
-        with pytest.raises(SpecError, match=f"axes.{name}: range is only for integer parameters"):
+        why = "range is only for integer parameters" if s.kind == "float" else "range need a numeric parameter"
+        with pytest.raises(SpecError, match=rf"axes\.{name} = \{{'range': \[0, 2\]\}} is not allowed: .*{why}"):
             spec_of(axes={name: {"range": [0, 2]}})
 
 

@@ -110,9 +110,9 @@ def test_base_values_canonical():
     "body, needles",
     [
         ("[base]\nwbinvd = 5\n", ["base: unknown parameter 'wbinvd'", "did you mean 'wbinvd_us'"]),
-        ("[base]\nwbinvd_us = -5\n", ["base: wbinvd_us = -5.0 is not allowed", "[0, 1e+12]"]),
-        ("[base]\nn_cpus = 1\n", ["base: n_cpus = 1 is not allowed", "[2, 65536]"]),
-        ("[base]\nn_cpus = 8.5\n", ["base.n_cpus: n_cpus = 8.5", "integer"]),
+        ("[base]\nwbinvd_us = -5\n", ["base.wbinvd_us = -5 is not allowed", "[0, 1e+12]"]),
+        ("[base]\nn_cpus = 1\n", ["base.n_cpus = 1 is not allowed", "[2, 65536]"]),
+        ("[base]\nn_cpus = 8.5\n", ["base.n_cpus = 8.5 is not allowed", "integer"]),
         ("[base]\nwait = 2\n", ["wait = 2", "0 or 1"]),
         ("[base]\nwait = true\n", ["wait = True", "0 or 1"]),
         ('[base]\nwbinvd_us = "100"\n', ["wbinvd_us = '100'", "number"]),
@@ -190,28 +190,28 @@ def test_range_axis():
         ("n_cpu = [8]\n", ["axes: unknown parameter 'n_cpu'", "did you mean 'n_cpus'"]),
         ("n_cpus = []\n", ["axes.n_cpus = [] is empty"]),
         ("n_cpus = 8\n", ["axes.n_cpus = 8 is not allowed", "[base]"]),
-        ("n_cpus = [8, 1]\n", ["axes.n_cpus[1]: n_cpus = 1 is not allowed", "[2, 65536]"]),
-        ("n_cpus = [8, 8.0]\n", ["axes.n_cpus[1] = 8.0 repeats axes.n_cpus[0]"]),
-        ("wbinvd_us = [100, -1]\n", ["axes.wbinvd_us[1]: wbinvd_us = -1.0 is not allowed", "[0, 1e+12]"]),
-        ('wbinvd_us = [100, "1e3"]\n', ["axes.wbinvd_us[1]: wbinvd_us = '1e3'"]),
-        ("wbinvd_us = [true]\n", ["axes.wbinvd_us[0]: wbinvd_us = True"]),
-        ('mitigation = ["none", "late"]\n', ["axes.mitigation[1]: mitigation = 'late'", "none, early_flush"]),
-        ("p_stall = [0.5, 2]\n", ["axes.p_stall[1]: p_stall = 2.0", "[0, 1]"]),
+        ("n_cpus = [8, 1]\n", ["axes.n_cpus[1] = 1 is not allowed", "[2, 65536]"]),
+        ("n_cpus = [8, 8.0]\n", ["axes.n_cpus[1] = 8 repeats axes.n_cpus[0]"]),
+        ("wbinvd_us = [100, -1]\n", ["axes.wbinvd_us[1] = -1 is not allowed", "[0, 1e+12]"]),
+        ('wbinvd_us = [100, "1e3"]\n', ["axes.wbinvd_us[1] = '1e3' is not allowed", "finite number"]),
+        ("wbinvd_us = [true]\n", ["axes.wbinvd_us[0] = True is not allowed"]),
+        ('mitigation = ["none", "late"]\n', ["axes.mitigation[1] = 'late' is not allowed", "none, early_flush"]),
+        ("p_stall = [0.5, 2]\n", ["axes.p_stall[1] = 2 is not allowed", "[0, 1]"]),
         ("wbinvd_us = { linspace = [0, 10], num = 0 }\n", ["axes.wbinvd_us.num = 0", ">= 1"]),
         ("wbinvd_us = { linspace = [0, 10], num = 2.5 }\n", ["axes.wbinvd_us.num = 2.5"]),
         ("wbinvd_us = { linspace = [0, 10] }\n", ["axes.wbinvd_us: linspace needs num"]),
         ("wbinvd_us = { linspace = [-1, 10], num = 3 }\n", ["axes.wbinvd_us.linspace: wbinvd_us = -1.0 is not allowed"]),
-        ("wbinvd_us = { linspace = [0, 1, 2], num = 3 }\n", ["axes.wbinvd_us.linspace = [0, 1, 2]", "two numbers"]),
+        ("wbinvd_us = { linspace = [0, 1, 2], num = 3 }\n", ["axes.wbinvd_us.linspace = [0, 1, 2]", "two finite numbers"]),
         ("wbinvd_us = { logspace = [0, 100], num = 3 }\n", ["axes.wbinvd_us.logspace = [0, 100]", "> 0"]),
         ("p_stall = { logspace = [1e-3, 10], num = 3 }\n", ["axes.p_stall.logspace: p_stall = 10.0 is not allowed"]),
         ("wbinvd_us = { linspace = [0, 1], num = 3, step = 1 }\n", ["axes.wbinvd_us: unknown key 'step'"]),
         ("wbinvd_us = { linspace = [0, 1], logspace = [1, 2], num = 3 }\n", ["axes.wbinvd_us", "exactly one of"]),
-        ("wbinvd_us = { range = [0, 10, 2] }\n", ["axes.wbinvd_us: range is only for integer parameters"]),
-        ("n_cpus = { range = [8, 8] }\n", ["axes.n_cpus.range = [8, 8] is empty"]),
+        ("wbinvd_us = { range = [0, 10, 2] }\n", ["axes.wbinvd_us = {'range': [0, 10, 2]} is not allowed", "range is only for integer parameters (n_cpus, wait)"]),
+        ("n_cpus = { range = [8, 8] }\n", ["axes.n_cpus.range = [8, 8] is not allowed: it is empty"]),
         ("n_cpus = { range = [8, 64, 0] }\n", ["axes.n_cpus.range = [8, 64, 0]", "step must not be 0"]),
         ("n_cpus = { range = [8.0, 64] }\n", ["axes.n_cpus.range = [8.0, 64]", "integers"]),
         ("n_cpus = { range = [1, 4] }\n", ["axes.n_cpus.range: n_cpus = 1 is not allowed"]),
-        ('mitigation = { linspace = [0, 1], num = 2 }\n', ["axes.mitigation: linspace needs a numeric parameter"]),
+        ('mitigation = { linspace = [0, 1], num = 2 }\n', ["axes.mitigation = {'linspace': [0, 1], 'num': 2} is not allowed", "need a numeric parameter"]),
     ],
 )
 def test_axis_errors(body, needles):
@@ -355,3 +355,42 @@ def test_round_trip_random(wb, cpus, seed, trials):
     s = parse_spec(d)
     s2 = parse_spec(s.to_toml())
     assert s2 == s and s2.spec_hash == s.spec_hash
+
+
+# ---- one validation path: any input is a spec or one line naming what is wrong -----------
+
+junk = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8)
+    | st.sampled_from(["auto", "naive", "cmc", "early_flush", "p_bad", "linspace", "range"]),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.sampled_from(["linspace", "logspace", "range", "num", "n_cpus", "wbinvd_us",
+                                       "mitigation", "target", "max_trials", "x"]), inner, max_size=3),
+    max_leaves=8,
+)
+VALID = {
+    "name": "t", "seed": 1, "trials": "auto", "shard_trials": 10, "estimator": "cmc", "task_seconds": 1.0,
+    "base": {"wait": 0}, "axes": {"wbinvd_us": {"logspace": [1, 100], "num": 3}, "mitigation": ["none", "early_flush"]},
+    "precision": {"target": 0.01, "max_trials": 100},
+}
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(sorted(VALID)), st.sampled_from(["", *PARAM_NAMES]), junk)
+def test_any_input_is_a_spec_or_one_line_naming_the_field(top, param, value):
+    """Replace one top-level field (or one parameter under base/axes) of a valid spec by anything:
+    parse_spec returns a spec or raises SpecError with one line that names the field and never
+    pydantic's own wording (every field says what it allows)."""
+    raw = json.loads(json.dumps(VALID))
+    if top in ("base", "axes") and param:
+        raw[top][param] = value
+        named = param
+    else:
+        raw[top] = value
+        named = top
+    try:
+        parse_spec(raw, where="s.toml")
+    except SpecError as e:
+        msg = str(e)
+        assert "\n" not in msg and msg.startswith("s.toml: "), msg
+        assert named in msg or (top == "trials" and "precision" in msg), msg
+        assert "Input should" not in msg and "Field required" not in msg, msg
