@@ -12,14 +12,14 @@ the driver and Ray's daemons) and drives it from this process, as
    per task: Ray scheduling and transfer, the driver's writes, ramp-up and
    tail); the two runs' rows are checked identical. For scale, the same tasks
    in 1 vs 2 plain processes (no Ray): what two cores of this machine give;
-2. the driver's own time per result: ResultStore.write_task (Parquet encode,
-   fsync, rename, batched manifest), measured by wrapping it during the runs,
-   and on an idle driver with and without fsync;
+2. the driver's own time per result: ResultStore.write_task (rows buffered
+   into segments, committed with the manifest every few seconds), measured by
+   wrapping it during the runs, and on an idle driver with and without fsync;
 3. Ray's cost per task with no work: no-op tasks through run_map on the
    2 nodes, at the default in-flight bound (2 x CPUs) and with a deep queue,
    i.e. how many tasks/s the driver and Ray sustain when the work is free;
-4. bytes per task: a pickled TaskResult (what crosses the object store),
-   Parquet bytes and files written per task;
+4. bytes per task: a pickled TaskResult (what crosses the object store), and
+   the committed Parquet bytes per task and segment files of the whole set;
 
 then what a 1000-CPU cluster would need from the driver. Never passes or
 fails on time. Usage: python benchmarks/bench_cluster.py [--quick]
@@ -48,6 +48,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 from cluster.executor import run_map  # noqa: E402
 from core.cost import UNIT  # noqa: E402
+from queries.resultset.writer import SEGMENT_BYTES  # noqa: E402
 from sweeps.grid import DEFAULT_CPU_TRIALS_PER_S, iter_tasks  # noqa: E402
 from sweeps.runner import run  # noqa: E402
 from sweeps.shard import run_task  # noqa: E402
@@ -257,11 +258,11 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"per task: pickled TaskResult {sum(pickled) / len(pickled) / 1024:.1f} KiB "
             f"({sum(pickled) / rows / 1024:.2f} KiB per points row, {rows / len(sample):.1f} rows per task); "
-            f"Parquet {nbytes / len(tasks) / 1024:.1f} KiB in {files / len(tasks):.2f} files "
-            f"(events: {ev_rows} rows in the whole sweep)"
+            f"Parquet {nbytes / len(tasks) / 1024:.1f} KiB; the whole set is {files} committed segment files "
+            f"for {len(tasks)} tasks (events: {ev_rows} rows in the whole sweep)"
         )
         print(
-            f"driver write per result (points + events file, {heavy.points.num_rows} + {heavy.events.num_rows} rows): "
+            f"driver write per result (buffered into segments, {heavy.points.num_rows} + {heavy.events.num_rows} rows): "
             f"{w_sync:.2f} ms with fsync, {w_nosync:.2f} ms with fsync a no-op (fsync is "
             f"{1 - w_nosync / w_sync:.0%} of it on this disk)"
         )
@@ -293,8 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"object store: ~{kib:.1f} KiB per result ({big_shards / big:.2f} points rows per task) plus event rows "
-            f"-> {need * kib / 1024:.1f} MiB/s into the driver at {need:.0f} results/s; files: {big} points files "
-            f"+ one events file per task that has bad trials, {need:.0f}-{2 * need:.0f} file creations/s"
+            f"-> {need * kib / 1024:.1f} MiB/s into the driver at {need:.0f} results/s; files: segments, not one "
+            f"per task: {big} tasks commit into <= ceil(bytes / {SEGMENT_BYTES >> 20} MiB) + 1 files per table when finished"
         )
     finally:
         if ray.is_initialized():

@@ -15,6 +15,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
+from wave_helpers import drive_plan, fake_rows
 
 from core.precision import (
     ABOVE,
@@ -32,7 +33,7 @@ from core.precision import (
 from queries.db import read_sql
 from sweeps.grid import iter_points
 from sweeps.spec import SpecError, parse_spec
-from sweeps.waves import STATS_COLUMNS, WavePlan, task_id_of, wave_bounds
+from sweeps.waves import WavePlan, task_id_of, wave_bounds
 
 from precision_helpers import Z95, naive_status, pooled, status, wilson95
 
@@ -291,43 +292,16 @@ def test_wave_bounds_grow_geometrically_to_the_budget():
     assert wave_bounds(s2) == [3, 6, 11]  # last shard of 50 trials
 
 
-def fake_rows(task) -> pa.Table:
-    """Deterministic rows per (point, shard): bad ~ Binomial(trials, p_stall), as a shard would be."""
-    rows = {c: [] for c in STATS_COLUMNS}
-    for it in task.items:
-        for k in it.shards:
-            n = it.shard_size(k)
-            rng = np.random.default_rng([it.point.point_seed, k])
-            bad = int(rng.binomial(n, it.point.values["p_stall"]))
-            for c, v in zip(STATS_COLUMNS, (it.point.point_id, k, n, 0, bad, 0, "naive", 0.0, 0.0, bad / n, 0.0)):
-                rows[c].append(v)
-    return pa.table(rows)
+def p_stall_of(values: dict) -> float:
+    return values["p_stall"]
 
 
 def drive(spec, order_seed: int, limit: int, stored: list | None = None, kill_after: int | None = None):
-    """Run the planner with tasks finishing in a random order; returns (stored tables, plan, killed)."""
-    stored = [] if stored is None else list(stored)
+    """Run the planner with tasks finishing in a random order; returns (stored tables, plan, killed).
+    Synthetic shards: bad ~ Binomial(trials, p_stall)."""
     plan = WavePlan(spec)
-    for t in stored:
-        plan.add_rows(t)
-    rng = random.Random(order_seed)
-    flight = []
-    ids = set()
-    while True:
-        while len(flight) < limit and (t := plan.take()) is not None:
-            assert t.task_id not in ids, "a task was handed out twice"
-            ids.add(t.task_id)
-            flight.append(t)
-        if not flight:
-            break
-        t = flight.pop(rng.randrange(len(flight)))
-        table = fake_rows(t)
-        stored.append(table)
-        plan.task_done(table)
-        if kill_after is not None and len(stored) >= kill_after:
-            return stored, plan, True
-    assert plan.finished
-    return stored, plan, False
+    tables, killed = drive_plan(plan, p_stall_of, order_seed, limit, stored or (), kill_after)
+    return tables, plan, killed
 
 
 def keys(tables) -> list:
@@ -392,7 +366,7 @@ def test_next_wave_of_a_point_is_queued_as_soon_as_its_own_wave_completes():
     # finish only the wave-0 task of an open point (p_stall = 0.011 is open after 100 trials)
     i = next(p.index for p in plan.points.values() if p.values["p_stall"] == 0.011)
     task = next(t for t in wave0 if any(it.point.index == i for it in t.items))
-    plan.task_done(fake_rows(task))
+    plan.task_done(fake_rows(task, p_stall_of))
     nxt = plan.take()
     assert nxt is not None and nxt.items[0].point.index == i and nxt.items[0].shards == range(1, 2)
     assert nxt.task_id == task_id_of(spec, i, 1)

@@ -5,15 +5,12 @@ kill-and-resume point."""
 
 from __future__ import annotations
 
-import random
-
-import numpy as np
 import pyarrow as pa
 import pytest
+from wave_helpers import drive_plan
 
 from sweeps.search import BoundarySearch, midpoint, resolved
 from sweeps.spec import SpecError, parse_spec
-from sweeps.waves import STATS_COLUMNS
 
 SPEC = """
 name = "s"
@@ -39,37 +36,11 @@ def p_of(values: dict) -> float:
     return min(1.0, s * n)
 
 
-def fake_rows(task) -> pa.Table:
-    rows = {c: [] for c in STATS_COLUMNS}
-    for it in task.items:
-        for k in it.shards:
-            n = it.shard_size(k)
-            bad = int(np.random.default_rng([it.point.point_seed, k]).binomial(n, p_of(it.point.values)))
-            for c, v in zip(STATS_COLUMNS, (it.point.point_id, k, n, 0, bad, 0, "naive", 0.0, 0.0, bad / n, 0.0)):
-                rows[c].append(v)
-    return pa.table(rows)
-
-
 def drive(spec, seed: int, limit: int, stored=(), kill_after=None):
-    stored = list(stored)
+    """Run a search with probes finishing in a random order; returns (stored tables, search)."""
     search = BoundarySearch(spec)
-    for t in stored:
-        search.plan.add_rows(t)
-    rng = random.Random(seed)
-    flight = []
-    while True:
-        while len(flight) < limit and (t := search.plan.take()) is not None:
-            flight.append(t)
-        if not flight:
-            break
-        t = flight.pop(rng.randrange(len(flight)))
-        table = fake_rows(t)
-        stored.append(table)
-        search.plan.task_done(table)
-        if kill_after is not None and len(stored) >= kill_after:
-            return stored, search
-    assert search.plan.finished
-    return stored, search
+    tables, _ = drive_plan(search.plan, p_of, seed, limit, stored, kill_after)
+    return tables, search
 
 
 def keys(tables):
