@@ -349,7 +349,7 @@ else:
         "BaseInput",
         __base__=_Input,
         __doc__="`[base]`: fixed parameters, each in its kind and domain (core.params); absent = default.",
-        **{s.name: (Annotated[s.written(), allowed(s.domain())] | None, None) for s in PARAM_SPECS},
+        **{s.name: (Annotated[s.written(), allowed(s.domain())], None) for s in PARAM_SPECS},  # None: absent
     )
     AxesInput = create_model(
         "AxesInput",
@@ -443,9 +443,9 @@ class SpecInput(_Input):
         for key in base_given:
             if key in axes_given:
                 raise problem(f"parameter '{key}' is in both [base] and [axes]; put it in one of them")
-        try:  # the base values together (anything cross-field)
+        try:  # the base values together (anything cross-field; each one passed alone above)
             make_params(base_given, where="base")
-        except ParamError as e:  # pragma: no cover - no cross-field rule yet; each value passed alone
+        except ParamError as e:  # pragma: no cover - Params has no cross-field rule yet
             raise problem(str(e)) from None
         sizes = {k: _size(a) for k, a in axes_given.items()}  # bound the size before expanding anything
         if math.prod(sizes.values()) > MAX_POINTS and not force:

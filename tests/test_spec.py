@@ -329,6 +329,11 @@ def test_load_spec_file_and_errors(tmp_path):
 def test_parse_dict():
     d = {"name": "t", "seed": 1, "trials": 10, "axes": {"n_cpus": [2, 4]}}
     assert parse_spec(d) == spec_of("[axes]\nn_cpus = [2, 4]\n")
+    # JSON null is not "absent" for a parameter (it would silently mean the default)
+    with pytest.raises(SpecError, match=r"^spec: base\.n_cpus = None is not allowed: integer in \[2, 65536\]$"):
+        parse_spec({**d, "base": {"n_cpus": None}})
+    with pytest.raises(SpecError, match=r"^spec: axes\.n_cpus = None is not allowed: a list of values"):
+        parse_spec({**d, "axes": {"n_cpus": None}})
 
 
 def test_examples_sizes():
