@@ -246,6 +246,15 @@ def test_malformed_requests_get_json_4xx(client):
         _err(r, status)
 
 
+def test_json_bodies_say_what_they_must_be(client):
+    """Both JSON endpoints answer a bad body with a 400 that says what was wrong and what to send."""
+    j = {"content-type": "application/json"}
+    for path, usage in [("/api/query", 'body must be {"sql": '), ("/api/sweeps", 'JSON body must be {"spec": ')]:
+        assert _err(client.post(path, content=b"{not json", headers=j), 400).startswith("body is not JSON: ")
+        for body in ([1, 2], {"other": "x"}, {"sql": 1, "spec": 1}):
+            assert _err(client.post(path, json=body), 400).startswith(usage)
+
+
 def test_host_header_checked_without_token(app):
     evil = TestClient(app, base_url="http://attacker.example")
     assert "refused" in _err(evil.get("/api/sweeps"), 403)

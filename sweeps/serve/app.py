@@ -220,13 +220,7 @@ def create_app(config: ServeConfig) -> FastAPI:
                               f"(or JSON {{\"spec\": \"...\"}}), not '{ctype or 'none'}'")
         body = await _read_body(request, config.max_body_bytes)
         if ctype == "application/json":
-            try:
-                obj = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise _Error(400, f"body is not JSON: {e}") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get("spec"), str):
-                raise _Error(400, 'JSON body must be {"spec": "<TOML text>"}')
-            text: str | bytes = obj["spec"]
+            text: str | bytes = _json_object(body, "spec", 'JSON body must be {"spec": "<TOML text>"}')["spec"]
         else:
             text = body
         return _json(*submit_spec(text))
@@ -337,12 +331,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.post("/api/query")
     async def post_query(request: Request) -> Response:
         body = await _read_body(request, config.max_body_bytes)
-        try:
-            obj = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise _Error(400, f"body is not JSON: {e}") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("sql"), str):
-            raise _Error(400, 'body must be {"sql": "...", "sweeps": ["name", ...], "params": {...}}')
+        obj = _json_object(body, "sql", 'body must be {"sql": "...", "sweeps": ["name", ...], "params": {...}}')
         names = obj.get("sweeps")
         if names is None:
             targets = registry.all()
@@ -396,6 +385,17 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise _Error(413, f"body is over the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _json_object(body: bytes, key: str, usage: str) -> dict[str, Any]:
+    """The body as a JSON object whose `key` is a string, else a 400 saying `usage`."""
+    try:
+        obj = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _Error(400, f"body is not JSON: {e}") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get(key), str):
+        raise _Error(400, usage)
+    return obj
 
 
 async def _in_thread(fn):
