@@ -27,10 +27,12 @@ table and reports its peak RSS (targets: <= 3 s and <= 1 GiB on a 2-core machine
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -77,13 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cluster_example:
         return cluster_example(args)
 
-    tmp = None
-    if args.dir:
-        d = Path(args.dir)
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="bench-queries-")
-        d = Path(tmp.name) / "r"
-    try:
+    with result_dir(args.dir) as d:
         if not (d / "manifest.json").exists():
             t0 = time.perf_counter()
             sr.write_bulk(d, args.rows, shards_per_point=args.shards, n_files=args.files)
@@ -132,9 +128,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ratio outcomes(count) / pyarrow sums: {t_count / t_arrow:.2f}")
         print(f"ratio duckdb sums / pyarrow sums: {t_dsum / t_arrow:.2f}")
         print(f"rows/s, outcomes full: {args.rows / t_full:,.0f}")
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
     return 0
 
 
@@ -210,6 +203,16 @@ def measure(d: Path, repeat: int) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def result_dir(given: str | None) -> Iterator[Path]:
+    """--dir if given (kept for the next run), else a temporary dir removed at the end."""
+    if given:
+        yield Path(given)
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-queries-") as t:
+        yield Path(t) / "r"
+
+
 def cluster_example(args) -> int:
     import json
     import subprocess
@@ -217,13 +220,7 @@ def cluster_example(args) -> int:
     from machine import machine
 
     print("# bench_queries --cluster-example ", machine())
-    tmp = None
-    if args.dir:
-        d = Path(args.dir)
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="bench-queries-")
-        d = Path(tmp.name) / "r"
-    try:
+    with result_dir(args.dir) as d:
         if not (d / "manifest.json").exists():
             build_through_store(d)
         r = subprocess.run([sys.executable, __file__, "--measure", "--dir", str(d), "--repeat", str(args.repeat)],
@@ -235,9 +232,6 @@ def cluster_example(args) -> int:
         print(f"capacity table ({m['capacity_rows']} rows, target 1e-3)         {m['capacity_s']:8.3f} s   "
               f"({m['capacity_cpu_s']:.3f} CPU-s)")
         print(f"peak RSS of the query process              {m['peak_rss_mib']:8.0f} MiB (target <= 1024 MiB)")
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
     return 0
 
 
