@@ -39,7 +39,7 @@ from core.outcomes import OUTCOMES  # noqa: E402
 from core.params import DEFAULTS, PARAM_NAMES  # noqa: E402
 from queries.resultset.reader import ResultSet  # noqa: E402
 from queries.resultset.schema import EVENTS_SCHEMA, POINTS_SCHEMA  # noqa: E402
-from queries.resultset.writer import BUFFER_BYTES  # noqa: E402
+from queries.resultset.writer import BUFFER_BYTES, ROW_GROUP_ROWS  # noqa: E402
 from sweeps.spec import parse_spec  # noqa: E402
 from sweeps.store import ResultStore  # noqa: E402
 
@@ -102,6 +102,7 @@ def bench_store(d: Path, n_tasks: int, shards: int) -> dict:
     warm.finish(200)
     warm.close()
     rss0 = peak_rss_mib()
+    arrow0 = pa.total_allocated_bytes()
     store = ResultStore.create_or_open(d, SPEC)
     t0, c0 = time.perf_counter(), time.process_time()
     for tid, pts, ev in results:
@@ -113,7 +114,10 @@ def bench_store(d: Path, n_tasks: int, shards: int) -> dict:
     files, size, on_disk = summary(d)
     return {"tasks": n_tasks, "rows": n_tasks * shards, "write_s": t_write, "total_s": t_all, "cpu_s": cpu,
             "results_per_s": n_tasks / t_all, "results_per_cpu_s": n_tasks / cpu, "files": files, "bytes": size,
-            "files_on_disk": on_disk, "peak_rss_growth_mib": peak_rss_mib() - rss0}
+            "files_on_disk": on_disk, "peak_rss_growth_mib": peak_rss_mib() - rss0,
+            # Arrow's own high-water mark (the pool's max_memory) above what was allocated before
+            # the store ran: the part of the RSS growth that is live Arrow data (buffers, merges)
+            "arrow_peak_mib": (pa.default_memory_pool().max_memory() - arrow0) / 2**20}
 
 
 def _worker(args: tuple[int, int]):
@@ -157,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
               f"(write_task loop {r['write_s']:.2f} s): {r['results_per_s']:,.0f} results/s; driver CPU "
               f"{r['cpu_s']:.2f} s: {r['results_per_cpu_s']:,.0f} results per driver CPU-second; "
               f"{r['files']} committed files, {r['bytes'] / 2**20:.1f} MiB ({r['files_on_disk']} on disk until the "
-              f"grace period ends); driver peak RSS growth {r['peak_rss_growth_mib']:.0f} MiB "
-              f"(buffer bound {BUFFER_BYTES >> 20} MiB)")
+              f"grace period ends); driver peak RSS growth {r['peak_rss_growth_mib']:.0f} MiB, of which live "
+              f"Arrow data at most {r['arrow_peak_mib']:.0f} MiB (write buffer bound {BUFFER_BYTES >> 20} MiB; "
+              f"a merge holds one {ROW_GROUP_ROWS:,}-row row group)")
         out = {"store": r}
         if args.ray:
             q = bench_ray(Path(tmp) / "ray", args.ray_tasks, args.shards_per_task, args.workers)

@@ -66,6 +66,9 @@ __all__ = ["SetWriter", "SEGMENT_BYTES", "ROW_GROUP_ROWS", "BUFFER_BYTES", "FLUS
 SEGMENT_BYTES = 64 << 20
 """Target size of a segment's points file; segments at least this big are never merged again."""
 ROW_GROUP_ROWS = 32_768
+READ_BATCH_ROWS = 4_096
+"""Rows per batch a merge reads: a merge holds one row group of pending batches (~36 MiB of points
+rows) plus one batch being read, rather than a decoded row group and its copy as well."""
 BUFFER_BYTES = 32 << 20
 """Arrow bytes of task results buffered in the writer before it writes a segment (the driver's memory bound)."""
 FLUSH_S = float(os.environ.get("STOPRACE_COMMIT_S", "2.0"))
@@ -128,7 +131,9 @@ class _TableOut:
 
     def _write(self) -> None:
         if self.pending:
-            t = pa.Table.from_batches(self.pending, self.schema).combine_chunks()  # many tiny chunks write slowly
+            t = pa.Table.from_batches(self.pending, self.schema)
+            if len(self.pending) > 1 and self.pending_rows < 1024 * len(self.pending):
+                t = t.combine_chunks()  # many tiny chunks (one per task) write slowly; big ones need no copy
             self.w.write_table(t, row_group_size=ROW_GROUP_ROWS)
             self.rows += t.num_rows
             self.pending, self.pending_rows = [], 0
@@ -451,7 +456,7 @@ class SetWriter:
 
     def _batches(self, rel: str) -> Iterator[pa.RecordBatch]:
         with self.backend.open_input(rel) as f:
-            yield from pq.ParquetFile(f).iter_batches(batch_size=ROW_GROUP_ROWS)
+            yield from pq.ParquetFile(f).iter_batches(batch_size=READ_BATCH_ROWS)
 
     # ---- garbage and leftovers -------------------------------------------------------------------
     def collect_garbage(self, grace_s: float | None = None) -> int:
