@@ -59,6 +59,7 @@ TIES = "tests/test_core_ties.py"
 ROWS = "tests/test_shard_rows.py"
 CMC_T = "tests/test_cmc.py"
 QE = "tests/test_queries_estimates.py::"
+SPEC_T = ("tests/test_spec.py", "tests/test_params_consumers.py")
 CAPACITY_T = ("tests/test_queries.py", *(QE + t for t in (
     "test_capacity_against_an_independent_worst_case", "test_capacity_splits_scenario_axes_or_takes_them_fixed",
     "test_capacity_reports_disagreement_with_the_cmc_numbers")))
@@ -253,6 +254,26 @@ MUTANTS: list[Mutant] = [
       "hold[held] = lognormal(rng, p.nmi_delay_median_us, p.nmi_delay_sigma, k)",
       "hold[held] = lognormal(rng, 2 * p.nmi_delay_median_us, p.nmi_delay_sigma, k)",
       "tests/test_holdoffs.py", "hold-offs twice as long as their law says"),
+    # ---------------------------------------------------------------- spec validation (issue 9)
+    M("spec_round_to_even", "spec", "sweeps/spec_input.py",
+      "return math.floor(x + 0.5) if is_int else x + 0.0", "return round(x) if is_int else x + 0.0",
+      SPEC_T, "integer axes round half to even instead of half up"),
+    M("spec_points_bound_off_by_one", "spec", "sweeps/spec_input.py",
+      "if math.prod(sizes.values()) > MAX_POINTS and not force:", "if math.prod(sizes.values()) >= MAX_POINTS and not force:",
+      SPEC_T, "a spec of exactly MAX_POINTS points is refused"),
+    M("spec_repeats_allowed", "spec", "sweeps/spec_input.py",
+      "            if v in seen:", "            if v in seen and False:",
+      SPEC_T, "a value repeated in a list axis is accepted (the point would run twice)"),
+    M("spec_missing_before_unknown", "spec", "sweeps/spec_input.py",
+      'errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")', "errors = err.errors()",
+      SPEC_T, "a typo of a required key is reported as the key missing, not as the typo"),
+    M("spec_linspace_last_not_exact", "spec", "sweeps/spec_input.py",
+      "        out[-1] = b\n", "",
+      SPEC_T, "the last linspace/logspace value is computed instead of exactly b"),
+    M("spec_min_above_max", "spec", "sweeps/spec_input.py",
+      "if self.min_trials is not None and self.min_trials > self.max_trials:",
+      "if self.min_trials is not None and self.min_trials > self.max_trials + 1:",
+      "tests/test_precision.py", "min_trials one above max_trials is accepted"),
 ]
 
 

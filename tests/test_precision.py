@@ -105,7 +105,7 @@ BAD = [
     ('trials = "auto"\n[precision]\nmetric = "p_ok"\ntarget = 0.1\nmax_trials = 10\n', "precision.metric = 'p_ok'"),
     ('trials = "auto"\n[precision]\ntarget = 0.1\nmax_trials = 0\n', "precision.max_trials = 0"),
     ('trials = "auto"\n[precision]\ntarget = 0.1\nmax_trials = 2.5\n', "precision.max_trials = 2.5"),
-    ('trials = "auto"\n[precision]\ntarget = 0.1\nmax_trials = 10\nmin_trials = 20\n', "at most max_trials = 10"),
+    ('trials = "auto"\n[precision]\ntarget = 0.1\nmax_trials = 10\nmin_trials = 11\n', "min_trials = 11 is not allowed: at most max_trials = 10"),
     ('trials = "auto"\n[precision]\ntarget = 0.1\nmax_trials = 10\nmax_trails = 3\n', "unknown key 'max_trails'"),
 ]
 

@@ -175,6 +175,11 @@ def test_integer_axes_rounded_and_deduplicated():
     assert axis(s, "n_cpus") == (2, 3)
 
 
+def test_integer_rounding_is_half_up_not_to_even():
+    # 4.5 -> 5 (half up, SCHEMA.md); Python's round() would give 4
+    assert axis(spec_of("[axes]\nn_cpus = { linspace = [2, 7], num = 3 }\n"), "n_cpus") == (2, 5, 7)
+
+
 def test_range_axis():
     s = spec_of("[axes]\nn_cpus = { range = [8, 64, 8] }\n")
     assert axis(s, "n_cpus") == (8, 16, 24, 32, 40, 48, 56)  # b excluded, like Python
@@ -226,6 +231,15 @@ def test_too_many_points():
     assert "10,005,000 points" in msg and "more than 10,000,000" in msg and "force" in msg
     assert spec_of(body, force=True).n_points == 10_005_000
     assert MAX_POINTS == 10_000_000
+    assert spec_of(body.replace("2001", "2000")).n_points == MAX_POINTS  # the bound itself is allowed
+
+
+def test_unknown_keys_are_reported_before_missing_ones():
+    # a typo of a required key is both unknown and missing: the typo is what the user must fix
+    msg = err_of('name = "t"\nseed = 1\ntrails = 10\n')
+    assert "unknown top-level key 'trails' (did you mean 'trials'?)" in msg, msg
+    msg = err_of(HEAD + 'trials_x = 1\n[base]\nwbinvdus = 3\nn_cpus = 1\n')
+    assert "unknown" in msg and "missing" not in msg and "not allowed" not in msg, msg
 
 
 # ---- canonical form, hash, round trip --------------------------------------------------

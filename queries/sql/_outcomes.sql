@@ -42,8 +42,11 @@ est AS (
     SELECT
         agg.*,
         coalesce(cmc_trials = trials AND cmc_trials > 0, false) AS is_cmc,
-        cmc_pool_shards(race_parts, (n_cpus - 1)::DOUBLE, @@conf@@) AS race_cmc,
-        cmc_pool_shards(bad_parts, n_cpus::DOUBLE, @@conf@@) AS bad_cmc
+        -- CASE: DuckDB then calls the Python function only for points that have cmc shards
+        -- (pool_shards of no shards is NULL anyway), not once per naive point
+        CASE WHEN race_parts IS NOT NULL THEN cmc_pool_shards(race_parts, (n_cpus - 1)::DOUBLE, @@conf@@) END
+            AS race_cmc,
+        CASE WHEN bad_parts IS NOT NULL THEN cmc_pool_shards(bad_parts, n_cpus::DOUBLE, @@conf@@) END AS bad_cmc
     FROM agg
 )
 SELECT
