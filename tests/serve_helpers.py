@@ -98,3 +98,21 @@ class Server:
         out = self.output()
         self.log.close()
         return self.proc.returncode, out
+
+
+def wait_done(client, name: str, timeout: float = 240) -> list[dict]:
+    """Poll GET /api/sweeps/{name} (a TestClient or httpx client) until the sweep is complete and its
+    run done; return every reading. Fails at once on a status or run state that is not on the way."""
+    seen = []
+    t0 = time.monotonic()
+    while True:
+        r = client.get(f"/api/sweeps/{name}")
+        if r.status_code == 200:
+            s = r.json()
+            seen.append(s)
+            if s["status"] == "complete" and s.get("run", {}).get("state") in (None, "done"):
+                return seen
+            assert s["status"] in ("queued", "running", "partial", "complete"), s
+            assert s.get("run", {}).get("state") not in ("failed", "stopped"), s
+        assert time.monotonic() - t0 < timeout, seen[-3:]
+        time.sleep(0.2)

@@ -223,6 +223,42 @@ def test_driver_killed_then_resumed_on_cluster(two_nodes, refs, tmp_path):
     _assert_complete(out, n)
 
 
+# ---- `stoprace serve --address`: a spec POSTed to the service runs as a Ray Job -----------------
+
+
+@pytest.mark.slow
+def test_served_submission_runs_as_a_ray_job(two_nodes, refs, tmp_path):
+    """The service with `--address` hands a submitted spec to the cluster as a Ray Job (the Runner's
+    `submit --wait` child); its progress is served while it runs and the stored rows equal the
+    embedded run's."""
+    from fastapi.testclient import TestClient
+    from serve_helpers import wait_done
+
+    from sweeps.serve import ServeConfig, create_app, shutdown
+
+    spec, ref = refs["small"]
+    n = _n_tasks(spec)
+    root = tmp_path / "served"
+    root.mkdir()
+    app = create_app(ServeConfig(locations=[str(root)], address=two_nodes.dashboard))
+    try:
+        c = TestClient(app, base_url="http://127.0.0.1")
+        r = c.post("/api/sweeps", content=spec.read_bytes(), headers={"content-type": "application/toml"})
+        assert r.status_code == 202, r.text
+        name = r.json()["name"]
+        final = wait_done(c, name)[-1]
+        assert final["tasks_done"] == final["tasks_total"] == n
+    finally:
+        shutdown(app)
+    out = root / name
+    same_results(out, ref)
+    _assert_complete(out, n)
+    # it ran as a job on the cluster, named for the sweep and writing where the service said
+    listed, _ = finish(cli("status", "--address", two_nodes.dashboard, "--json", env=DRIVER_ENV))
+    jobs = [j for j in json.loads(listed) if j.get("metadata", {}).get("stoprace_out") == str(out)]
+    assert len(jobs) == 1 and jobs[0]["status"] == "SUCCEEDED", jobs
+
+
 # ---- a submitted job stopped mid-sweep, then submitted again: resumes ------------------------
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from serve_helpers import FIXTURES as FIXTURES_DIR
-from serve_helpers import TINY_SPEC, results_root
+from serve_helpers import TINY_SPEC, results_root, wait_done
 
 from sweeps.cli import main
 from sweeps.serve import ServeConfig, create_app, shutdown
@@ -311,22 +311,6 @@ def test_bad_specs_get_the_cli_message_and_write_nothing(client, root, tmp_path,
     assert {s["name"] for s in client.get("/api/sweeps").json()} == {"naive", "cmc"}
 
 
-def _wait_done(client, name: str, timeout: float = 240) -> list[dict]:
-    """Poll GET /api/sweeps/{name} until done; return every reading."""
-    seen = []
-    t0 = time.monotonic()
-    while True:
-        r = client.get(f"/api/sweeps/{name}")
-        if r.status_code == 200:
-            s = r.json()
-            seen.append(s)
-            if s["status"] == "complete" and s.get("run", {}).get("state") in (None, "done"):
-                return seen
-            assert s["status"] in ("queued", "running", "partial", "complete"), s
-        assert time.monotonic() - t0 < timeout, seen[-3:]
-        time.sleep(0.2)
-
-
 def test_submit_runs_in_background_with_progress_and_resumes(client, root, capsys):
     text = TINY_SPEC.format(name="tiny")
     r = client.post("/api/sweeps", content=text.encode(), headers={"content-type": "application/toml"})
@@ -335,7 +319,7 @@ def test_submit_runs_in_background_with_progress_and_resumes(client, root, capsy
     assert body["name"] == "tiny" and body["location"] == str(root / "tiny") and body["status"] in ("queued", "running")
     # a second submission of the same sweep while it runs is a conflict
     assert "already" in _err(client.post("/api/sweeps", json={"spec": text}), 409)
-    seen = _wait_done(client, "tiny")
+    seen = wait_done(client, "tiny")
     progress = [s["progress"] for s in seen]
     assert progress == sorted(progress) and progress[-1] == 1.0
     final = seen[-1]
@@ -374,7 +358,7 @@ def test_a_stopped_run_is_resumed_by_submitting_its_spec_again(tmp_path):
         spec = (FIXTURES / "release1-partial" / "spec.toml").read_text()
         r = c.post("/api/sweeps", content=spec.encode(), headers={"content-type": "application/toml"})
         assert r.status_code == 202, r.text
-        _wait_done(c, "release1-naive")
+        wait_done(c, "release1-naive")
     finally:
         shutdown(a)
     after = _snapshot(root / "release1-naive" / "points")
@@ -473,7 +457,7 @@ def test_stopping_the_server_keeps_finished_tasks_and_a_resubmission_resumes(tmp
         s = c.get("/api/sweeps/e2e-slow").json()
         assert s["status"] == "partial" and s["tasks_done"] == kept
         assert c.post("/api/sweeps", json={"spec": SLOW_SPEC}).status_code == 202
-        final = _wait_done(c, "e2e-slow")[-1]
+        final = wait_done(c, "e2e-slow")[-1]
         assert final["tasks_done"] == final["tasks_total"]
         total = c.post("/api/query", json={"sql": "SELECT sum(trials)::BIGINT AS t, count(*) AS n FROM outcomes",
                                            "sweeps": ["e2e-slow"]}).json()["rows"][0]
