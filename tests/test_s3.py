@@ -106,6 +106,38 @@ def test_compact_first_release_dir_on_s3(s3, capsys):
     assert read_dir(uri).equals(read_dir(FIXTURES / "release1-naive"))
 
 
+def test_service_serves_a_set_on_s3_like_the_cli(s3, capsys, tmp_path, monkeypatch):
+    """`stoprace serve s3://...`: the sweep is listed under the last part of its path (not the
+    endpoint in the query string), and outcomes and replay answer as the CLI does on the same URI."""
+    monkeypatch.chdir(tmp_path)  # no ./results here: the URI is the only set served
+    from fastapi.testclient import TestClient
+
+    from sweeps.serve import ServeConfig, create_app, shutdown
+
+    bucket = s3.bucket("served")
+    upload(s3, FIXTURES / "release1-naive", bucket, "team/naive")
+    uri = s3.uri(bucket, "team/naive")
+    ev = read_dir(uri, "events").sort_by([("point_id", "ascending"), ("shard", "ascending"), ("trial", "ascending")])
+    e = ev.slice(0, 1).to_pylist()[0]
+    assert main(["replay", uri, "--point", e["point_id"], "--shard", str(e["shard"]), "--trial", str(e["trial"]),
+                 "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    app = create_app(ServeConfig(locations=[uri]))
+    try:
+        c = TestClient(app, base_url="http://127.0.0.1")
+        (listed,) = c.get("/api/sweeps").json()
+        assert listed["location"] == uri and listed["status"] == "complete" and listed["tasks_done"] == 16
+        key = listed["name"]
+        assert key == "naive", key
+        r = c.get(f"/api/sweeps/{key}/replay", params={"point": e["point_id"], "shard": e["shard"], "trial": e["trial"]})
+        assert r.status_code == 200, r.text
+        assert r.json() == cli and cli["outcome"] == e["outcome"]
+        outcomes = c.get(f"/api/sweeps/{key}/outcomes").json()
+        assert len(outcomes) == connect(uri).sql("select count(*) from outcomes").fetchall()[0][0] > 0
+    finally:
+        shutdown(app)
+
+
 @pytest.mark.slow
 def test_cli_run_interrupt_resume_and_read_on_s3(s3, tmp_path):
     """A real sweep (embedded Ray) to S3: interrupted, resumed, identical to a local run; every reader takes the URI."""

@@ -322,10 +322,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     def replay_(name: str, point: str, shard: int, trial: int) -> Response:
         from queries.replay import replay, replay_json
 
-        s = served(name)
-        if s.local is None:
-            raise _Error(400, f"replay reads local result sets only; {s.location} is a URI")
-        r = replay(s.location, point, shard, trial)
+        r = replay(served(name).location, point, shard, trial)  # a local dir or a URI, as the CLI
         return _json(replay_json(r))
 
     @app.post("/api/query")

@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from core.errors import StopraceError
 from queries.resultset.errors import StoreError
@@ -54,6 +55,17 @@ class Served:
     @property
     def local(self) -> Path | None:
         return None if is_uri(self.location) else Path(self.location)
+
+
+def _key_base(location: str) -> str:
+    """A set's key in the API: the last component of its path (a URI's query string, e.g. an S3
+    endpoint, is not part of it; a bare bucket is its name)."""
+    if is_uri(location):
+        parts = urlsplit(location)
+        path = parts.path.strip("/") or parts.netloc
+    else:
+        path = location.rstrip("/")
+    return path.rsplit("/", 1)[-1] or "results"
 
 
 def _read(location: str, name: str) -> bytes | None:
@@ -131,7 +143,7 @@ class Registry:
         seen: dict[str, int] = {}
         out = []
         for loc in dict.fromkeys(locations):
-            base = loc.rstrip("/").rsplit("/", 1)[-1] or "results"
+            base = _key_base(loc)
             n = seen.get(base, 0) + 1
             seen[base] = n
             out.append(Served(base if n == 1 else f"{base}-{n}", loc))
