@@ -278,7 +278,7 @@ def parse_spec(text_or_dict: str | bytes | Mapping[str, Any], where: str = "spec
     else:
         raise SpecError(f"{where}: expected TOML text or a dict, got {type(text_or_dict).__name__}")
     try:
-        fields = SpecInput.model_validate(raw, context={"force": force}).canonical
+        fields = SpecInput.model_validate(dict(raw), context={"force": force}).canonical
     except ValidationError as e:
         raise SpecError(f"{where}: {one_line(e)}") from None
     axes = tuple(Axis.model_construct(name=k, values=v) for k, v in fields.pop("axes"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 from hypothesis import given, settings
@@ -343,6 +344,7 @@ def test_load_spec_file_and_errors(tmp_path):
 def test_parse_dict():
     d = {"name": "t", "seed": 1, "trials": 10, "axes": {"n_cpus": [2, 4]}}
     assert parse_spec(d) == spec_of("[axes]\nn_cpus = [2, 4]\n")
+    assert parse_spec(MappingProxyType(d)) == parse_spec(d)  # any Mapping, as the signature says
     # JSON null is not "absent" for a parameter (it would silently mean the default)
     with pytest.raises(SpecError, match=r"^spec: base\.n_cpus = None is not allowed: integer in \[2, 65536\]$"):
         parse_spec({**d, "base": {"n_cpus": None}})
