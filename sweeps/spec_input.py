@@ -23,7 +23,7 @@ import difflib
 import math
 from collections.abc import Callable, Mapping
 from functools import cache
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 from annotated_types import Ge, Gt, Interval
 from pydantic import (
@@ -206,27 +206,19 @@ class PrecisionInput(_Input):
         )
 
 
-def _lo_below_hi(v: tuple[int, int]) -> tuple[int, int]:
-    if not v[0] < v[1]:
-        raise ValueError("lo >= hi")
+SEARCH_BOUNDS = f"[lo, hi], integers with 2 <= lo < hi <= {MAX_CPUS}"
+
+
+def _search_bounds(v: tuple[int, int]) -> tuple[int, int]:
+    if not 2 <= v[0] < v[1] <= MAX_CPUS:
+        raise ValueError(SEARCH_BOUNDS)
     return v
 
 
 class SearchInput(_Input):
     """`[search] n_cpus = [lo, hi]`: bisection on n_cpus per combination (sweeps.search)."""
 
-    n_cpus: Annotated[
-        tuple[StrictInt, StrictInt],
-        AfterValidator(_lo_below_hi),
-        allowed(f"[lo, hi], integers with 2 <= lo < hi <= {MAX_CPUS} (only n_cpus is searched)"),
-    ]
-
-    @field_validator("n_cpus")
-    @classmethod
-    def _in_range(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if not (2 <= v[0] and v[1] <= MAX_CPUS):
-            raise not_allowed(f"[lo, hi], integers with 2 <= lo < hi <= {MAX_CPUS}")
-        return v
+    n_cpus: Annotated[tuple[StrictInt, StrictInt], AfterValidator(_search_bounds), allowed(SEARCH_BOUNDS)]
 
 
 # ---- axes ---------------------------------------------------------------------------------------
@@ -235,20 +227,17 @@ class SearchInput(_Input):
 class _Spaced(_Input):
     """linspace/logspace: two ends and a number of values."""
 
+    FORM: ClassVar[str]
     num: Annotated[StrictInt, Ge(1), allowed("an integer >= 1")] | None = None
 
     @model_validator(mode="after")
     def _needs_num(self) -> _Spaced:
         if self.num is None:
-            form = self.form()
-            raise problem(f"{form} needs num = <number of values>, e.g. {{ {form} = [a, b], num = 5 }}")
+            raise problem(f"{self.FORM} needs num = <number of values>, e.g. {{ {self.FORM} = [a, b], num = 5 }}")
         return self
 
-    def form(self) -> str:
-        return "linspace" if isinstance(self, LinspaceAxis) else "logspace"
-
     def ends(self) -> tuple[float, float]:
-        return getattr(self, self.form())  # type: ignore[no-any-return]
+        return getattr(self, self.FORM)  # type: ignore[no-any-return]
 
     def size(self) -> int:
         """Values before rounding and de-duplication (bounds the point count before expanding)."""
@@ -256,29 +245,38 @@ class _Spaced(_Input):
         return self.num
 
     def values(self) -> list[float]:
+        """The k values, the first and last exactly a and b."""
         a, b = self.ends()
         k = self.size()
         if k == 1:
             return [a]
-        if isinstance(self, LinspaceAxis):
-            out = [a + (b - a) * i / (k - 1) for i in range(k)]
-        else:
-            la, lb = math.log10(a), math.log10(b)
-            out = [10.0 ** (la + (lb - la) * i / (k - 1)) for i in range(k)]
-            out[0] = a
+        out = self._spaced(a, b, k)
+        out[0] = a
         out[-1] = b
         return out
 
+    def _spaced(self, a: float, b: float, k: int) -> list[float]:
+        raise NotImplementedError
+
 
 class LinspaceAxis(_Spaced):
+    FORM = "linspace"
     linspace: Annotated[tuple[FiniteFloat, FiniteFloat], allowed("two finite numbers [a, b]")]
+
+    def _spaced(self, a: float, b: float, k: int) -> list[float]:
+        return [a + (b - a) * i / (k - 1) for i in range(k)]
 
 
 class LogspaceAxis(_Spaced):
+    FORM = "logspace"
     logspace: Annotated[
         tuple[Annotated[FiniteFloat, Gt(0)], Annotated[FiniteFloat, Gt(0)]],
         allowed("two finite numbers [a, b], both > 0 (they are values, not exponents)"),
     ]
+
+    def _spaced(self, a: float, b: float, k: int) -> list[float]:
+        la, lb = math.log10(a), math.log10(b)
+        return [10.0 ** (la + (lb - la) * i / (k - 1)) for i in range(k)]
 
 
 class RangeAxis(_Input):
@@ -395,7 +393,7 @@ def _expand(name: str, axis: AxisAsWritten) -> tuple[Any, ...]:
 
     # values are monotone between the two ends and every domain is an interval,
     # so checking the (rounded) ends checks them all
-    where = f"axes.{name}.{axis.form()}"
+    where = f"axes.{name}.{axis.FORM}"
     for end in axis.ends():
         _in_domain(where, name, rnd(end))
     return tuple(dict.fromkeys(rnd(x) for x in axis.values()))
