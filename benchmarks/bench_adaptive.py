@@ -30,9 +30,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 import pyarrow.compute as pc
 from machine import machine
+
+from sweep_helpers import race_spec  # noqa: E402  (tests/sweep_helpers.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,29 +133,10 @@ def report(r: dict) -> None:
         print(f"    fixed {f:>16} / adaptive {a:>16}: {n}")
 
 
-SEARCH_SPEC = """
-name = "bench-search"
-seed = 3
-trials = "auto"
-shard_trials = 500
-task_seconds = 0.1
-
-[precision]
-metric = "p_bad"
-target = 0.01
-max_trials = {max_trials}
-
-{search}
-
-[base]
-stall_median_us = 1.0e6
-stall_sigma = 0.05
-nmi_jitter_us = 1000.0
-
-[axes]
-{grid}p_stall = [0.001, 0.01]
-wait = [0, 1]
-"""
+def search_spec(max_trials: int, search: str | None, grid: str) -> str:
+    """The adaptive sweep of the search comparison: with a [search] table, or as a grid over n_cpus."""
+    return race_spec("bench-search", 3, "auto", 500, 0.1, precision=f'metric = "p_bad"\ntarget = 0.01\nmax_trials = {max_trials}',
+                     search=search, axes=f"{grid}p_stall = [0.001, 0.01]\nwait = [0, 1]")
 
 
 def grid_values(lo: int, hi: int) -> list[int]:
@@ -169,8 +153,8 @@ def search_vs_grid(lo: int, hi: int, max_trials: int) -> None:
     from sweeps.spec import parse_spec
 
     vals = grid_values(lo, hi)
-    search_text = SEARCH_SPEC.format(max_trials=max_trials, search=f"[search]\nn_cpus = [{lo}, {hi}]", grid="")
-    grid_text = SEARCH_SPEC.format(max_trials=max_trials, search="", grid=f"n_cpus = {vals}\n")
+    search_text = search_spec(max_trials, f"n_cpus = [{lo}, {hi}]", "")
+    grid_text = search_spec(max_trials, None, f"n_cpus = {vals}\n")
     print(f"\n== boundary search vs n_cpus grid: n_cpus in [{lo}, {hi}], {len(vals)} grid values, p_bad < 0.01, "
           f"max_trials {max_trials}, 4 combinations")
     with tempfile.TemporaryDirectory() as tmp:

@@ -78,25 +78,31 @@ def wait_for(cond, timeout: float, what: str, proc: subprocess.Popen | None = No
 
 
 # Big enough (~1e8 CPU-trials, ~34 tasks) that a run on one worker can be interrupted part-way.
-def race_spec(name: str, seed: int, trials: int, shard_trials: int, task_seconds: float) -> str:
+RACE_AXES = "n_cpus = [256, 1024]\np_stall = [0.001, 0.01]\nwait = [0, 1]"
+
+
+def race_spec(name: str, seed: int, trials: int | str, shard_trials: int, task_seconds: float, *,
+              precision: str | None = None, search: str | None = None, base: str = "", axes: str = RACE_AXES) -> str:
     """A sweep with every outcome (stalls near the 1 s deadline, slow NMIs, both wait paths)
-    over n_cpus 256 and 1024: the workhorse of the resume, node-loss and driver-loss tests."""
+    over n_cpus 256 and 1024: the workhorse of the resume, node-loss and driver-loss tests.
+    With trials = "auto", `precision` (and `search`) are the bodies of those tables; `base`
+    adds lines to [base], `axes` replaces the axes."""
+    trials_line = f'trials = "{trials}"' if isinstance(trials, str) else f"trials = {trials}"
+    tables = "".join(f"\n[{t}]\n{body}\n" for t, body in (("precision", precision), ("search", search)) if body)
     return f"""
 name = "{name}"
 seed = {seed}
-trials = {trials}
+{trials_line}
 shard_trials = {shard_trials}
 task_seconds = {task_seconds}
-
+{tables}
 [base]
 stall_median_us = 1.0e6
 stall_sigma = 0.05
 nmi_jitter_us = 1000.0
-
+{base}
 [axes]
-n_cpus = [256, 1024]
-p_stall = [0.001, 0.01]
-wait = [0, 1]
+{axes}
 """
 
 

@@ -17,7 +17,7 @@ from sweeps.spec import load_spec
 from sweeps.waves import wave_bounds
 
 from precision_helpers import naive_status, pooled, status
-from sweep_helpers import cli, read_dir, same_results, stored, wait_for, write_spec
+from sweep_helpers import cli, race_spec, read_dir, same_results, stored, wait_for, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -46,28 +46,8 @@ wait = [0, 1]
 """
 
 # ~2e7 CPU-trials in ~20 tasks over 6 waves: long enough on one worker to be killed part-way
-SLOW_SPEC = """
-name = "e2e-adaptive-slow"
-seed = 23
-trials = "auto"
-shard_trials = 1000
-task_seconds = 0.1
-
-[precision]
-metric = "p_race"
-target = 0.002
-max_trials = 32000
-
-[base]
-stall_median_us = 1.0e6
-stall_sigma = 0.05
-nmi_jitter_us = 1000.0
-
-[axes]
-n_cpus = [256, 1024]
-p_stall = [0.001, 0.01]
-wait = [0, 1]
-"""
+SLOW_SPEC = race_spec("e2e-adaptive-slow", 23, "auto", 1000, 0.1,
+                      precision='metric = "p_race"\ntarget = 0.002\nmax_trials = 32000')
 
 CMC_SPEC = """
 name = "e2e-adaptive-cmc"
@@ -251,30 +231,9 @@ def test_capacity_uses_the_decided_status(naive_run):
     assert not any("adaptive sweep" in n for n in other.notes)
 
 
-SEARCH_SPEC = """
-name = "e2e-search"
-seed = 3
-trials = "auto"
-shard_trials = 500
-task_seconds = 0.1
-
-[precision]
-metric = "p_bad"
-target = 0.01
-max_trials = 4000
-
-[search]
-n_cpus = [2, 1024]
-
-[base]
-stall_median_us = 1.0e6
-stall_sigma = 0.05
-nmi_jitter_us = 1000.0
-wait = 1
-
-[axes]
-p_stall = [0.01]
-"""
+SEARCH_SPEC = race_spec("e2e-search", 3, "auto", 500, 0.1,
+                        precision='metric = "p_bad"\ntarget = 0.01\nmax_trials = 4000',
+                        search="n_cpus = [2, 1024]", base="wait = 1", axes="p_stall = [0.01]")
 
 
 def test_boundary_search_end_to_end(ray_session, tmp_path):
