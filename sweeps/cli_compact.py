@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from queries.resultset.writer import GC_GRACE_S
+from queries.resultset.writer import GC_GRACE_S, SEGMENT_BYTES
 
 
 def _seconds(text: str) -> float:
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="rewrite a results dir into few large segments (old per-task dirs too)",
         description=(
             "Rewrite every per-task file (the first release's layout) and every small segment of DIR into "
-            "segments of about 64 MiB, atomically: one manifest commit swaps old files for new, so queries "
+            f"segments of about {SEGMENT_BYTES >> 20} MiB, atomically: one manifest commit swaps old files for new, so queries "
             "running meanwhile see the old set or the new one, never a mix. The old files are deleted "
             f"--grace seconds later (default {GC_GRACE_S:g}) by the next compact or run on DIR. DIR is a path "
             "or a URI like --out (s3://bucket/prefix?endpoint_override=HOST:PORT&scheme=http). Needs the "
