@@ -401,7 +401,7 @@ def test_workers_with_cluster_address_is_refused(tmp_path, capsys, monkeypatch):
 
 
 def test_submit_entrypoint_is_a_real_run_command():
-    from sweeps.cli_submit import entrypoint
+    from sweeps.cli.submit import entrypoint
 
     for ship in (True, False):
         cmd = shlex.split(entrypoint("s.toml", "s3://b/p", ship=ship, max_in_flight=8, retries=5, force=True))

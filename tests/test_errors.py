@@ -108,7 +108,7 @@ def test_param_error_is_the_one_make_params_raises():
 
 def test_internal_value_error_in_a_command_propagates(monkeypatch):
     """main() catches StopraceError only: a ValueError from inside is a bug and is not swallowed."""
-    import sweeps.cli_simulate as sim
+    import sweeps.cli.simulate as sim
 
     def boom(*a, **k):
         raise ValueError("operands could not be broadcast together with shapes (3,) (4,)")
@@ -125,7 +125,7 @@ def test_internal_value_error_in_a_command_propagates(monkeypatch):
 def test_internal_error_exits_1_with_its_traceback(exc):
     """The console script (`sys.exit(main())`) shows the bug's traceback and exits 1, not a user-error line."""
     code = (
-        "import sys, sweeps.cli_simulate as m\n"
+        "import sys, sweeps.cli.simulate as m\n"
         f"def boom(*a, **k): raise {exc}\n"
         "m.shard_seed = boom\n"
         "from sweeps.cli import main\n"

@@ -55,7 +55,7 @@ _PLOT_LOCK = threading.Lock()  # matplotlib's font cache and text layout are not
 
 @dataclass
 class ServeConfig:
-    """What `stoprace serve` was told (see sweeps/cli_serve.py for the options)."""
+    """What `stoprace serve` was told (see sweeps/cli/serve.py for the options)."""
 
     locations: list[str] = field(default_factory=list)
     token: str | None = None

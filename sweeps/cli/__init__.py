@@ -20,13 +20,13 @@ __all__ = ["COMMAND_MODULES", "UsageError", "build_parser", "main"]
 # Each module has `register(subparsers)` that adds its subcommand(s) with
 # `set_defaults(func=...)`; func(args) returns the exit code.
 COMMAND_MODULES: tuple[str, ...] = (
-    "sweeps.cli_simulate",
-    "sweeps.cli_run",
-    "sweeps.cli_replay",
-    "sweeps.cli_query",
-    "sweeps.cli_submit",
-    "sweeps.cli_serve",
-    "sweeps.cli_compact",
+    "sweeps.cli.simulate",
+    "sweeps.cli.run",
+    "sweeps.cli.replay",
+    "sweeps.cli.query",
+    "sweeps.cli.submit",
+    "sweeps.cli.serve",
+    "sweeps.cli.compact",
 )
 
 
@@ -65,10 +65,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"stoprace {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    # `python -m sweeps.cli`: run the imported module's main, not __main__'s twin.
-    from sweeps.cli import main as _main
-
-    sys.exit(_main())

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from sweeps.cli_simulate import count_arg
+from sweeps.cli.simulate import count_arg
 from sweeps.errors import UsageError
 from sweeps.guards import MAX_CPU_TRIALS, MAX_TASKS, approx
 from sweeps.spec import MAX_POINTS

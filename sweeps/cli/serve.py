@@ -7,7 +7,7 @@ import socket
 import sys
 
 from sweeps.cli import UsageError
-from sweeps.cli_simulate import count_arg
+from sweeps.cli.simulate import count_arg
 
 DEFAULT_PORT = 8470
 

@@ -28,7 +28,7 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-from sweeps.cli_run import add_scheduling_options
+from sweeps.cli.run import add_scheduling_options
 from sweeps.errors import ClusterError, UsageError
 
 STOP_GRACE_S = 30
