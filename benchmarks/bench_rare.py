@@ -1,4 +1,4 @@
-"""Rare events: conditional Monte Carlo (core/cmc.py) vs naive Monte Carlo at p_race ~ 1e-7.
+"""Rare events: conditional Monte Carlo (core/estimators/cmc/walk.py) vs naive Monte Carlo at p_race ~ 1e-7.
 
 1. Finds a point at n_cpus = 512 with p_race near 1e-7: the defaults with p_stall scaled
    down (at these rates p_race is proportional to p_stall: one stalled CPU whose
@@ -50,7 +50,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from machine import machine  # noqa: E402  (benchmarks/machine.py)
 
-from core.cmc import CmcSummary, iter_chunks_cmc  # noqa: E402  (core.estimators.CMC wraps these)
+from core.estimators.cmc.walk import CmcSummary, iter_chunks_cmc  # noqa: E402  (core.estimators.CMC wraps these)
 from core.params import Params  # noqa: E402
 from core.stats import z_value  # noqa: E402
 from core.vectorized import iter_chunks, shard_seed  # noqa: E402

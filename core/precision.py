@@ -5,7 +5,7 @@ and by `queries` (the `precision_status` SQL macro is written to match
 `decide` operation for operation, and tested against it):
 
 - the estimate and 95% interval are exactly what `outcomes` reports for the
-  metric: the pooled cmc estimate (`cmc_stats.combine` + `estimate_interval`)
+  metric: the pooled cmc estimate (`core.estimators.cmc.stats.combine` + `estimate_interval`)
   where the sweep ran cmc and the metric is one cmc estimates (p_race, p_bad),
   otherwise k/n with the Wilson interval of `stats.wilson`;
 - a point with fewer than `min_trials` trials is open; after that, in this order:
@@ -26,7 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .cmc_stats import combine, estimate_interval
+from .estimators.cmc.stats import combine, estimate_interval
 from .stats import wilson
 
 __all__ = [

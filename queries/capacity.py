@@ -108,7 +108,7 @@ class Capacity:
 
 
 CMC_METRICS = ("p_race", "p_bad")
-"""Metrics the cmc estimator (core.cmc) estimates; capacity uses its interval where present."""
+"""Metrics the cmc estimator (core.estimators.cmc.walk) estimates; capacity uses its interval where present."""
 
 
 def _check_axis(name: str, what: str) -> None:

@@ -4,8 +4,8 @@ One definition each, used by the SQL views (registered on every connection by
 `register`) and callable from Python (the HTTP service, tests):
 
 - `pool_shards`: a point's cmc estimate from its shards, exactly
-  core.cmc_stats.combine (as if one pass over all trials), with the interval of
-  core.cmc_stats.estimate_interval. The `outcomes` view calls it per point.
+  core.estimators.cmc.stats.combine (as if one pass over all trials), with the interval of
+  core.estimators.cmc.stats.estimate_interval. The `outcomes` view calls it per point.
 - `pool_strata`: one estimate from independent estimates of several points or
   sweeps (capacity pools equal parameter sets across sweeps, plot pools the
   points of a cell): the trial-weighted mean sum n_k m_k / N, whose variance is
@@ -15,7 +15,7 @@ One definition each, used by the SQL views (registered on every connection by
   (mitigation_effect's factor p_race(none) / p_race(early_flush); see there).
 - `cmc_interval`: estimate_interval itself, for ad-hoc SQL.
 
-The interval function is never re-derived here: whatever core.cmc_stats.
+The interval function is never re-derived here: whatever core.estimators.cmc.stats.
 estimate_interval does (it is being refined for early_flush), every query
 reports the same interval.
 """
@@ -29,7 +29,7 @@ from typing import Any
 import duckdb
 from duckdb import sqltypes as T
 
-from core.cmc_stats import combine, estimate_interval
+from core.estimators.cmc.stats import combine, estimate_interval
 from core.stats import z_value
 
 __all__ = ["CONF", "RATIO_MAX_CV", "pool_shards", "pool_strata", "ratio_interval", "cmc_interval", "register"]
@@ -82,7 +82,7 @@ def pool_strata(parts: Iterable[Mapping[str, Any]] | None, y_max: float, conf: f
 
 
 def cmc_interval(m: float | None, v: float | None, n: int | None, y_max: float, conf: float = CONF) -> dict | None:
-    """{lo, hi}: core.cmc_stats.estimate_interval (None when m or n is missing)."""
+    """{lo, hi}: core.estimators.cmc.stats.estimate_interval (None when m or n is missing)."""
     if m is None or n is None:
         return None
     lo, hi = estimate_interval(m, float("nan") if v is None else v, n, conf, y_max)

@@ -1,4 +1,4 @@
-"""The conditional Monte Carlo (cmc) rare-event estimator, core/cmc.py.
+"""The conditional Monte Carlo (cmc) rare-event estimator, core/estimators/cmc/walk.py.
 
 (a) Same draws: the vectorized cmc values of a trial equal those of the scalar
     reference `cmc_trial_reference`, which integrates the reference model over a
@@ -32,7 +32,9 @@ from scipy import special
 from scipy import stats as sst
 
 from core import reference
-from core.cmc import (
+from core.draws import draw_all
+from core.estimators.cmc.reference import cmc_trial_reference
+from core.estimators.cmc.walk import (
     CmcSummary,
     cmc_draws,
     combine,
@@ -42,8 +44,6 @@ from core.cmc import (
     replay_draws_cmc,
     simulate_cmc,
 )
-from core.cmc_reference import cmc_trial_reference
-from core.draws import draw_all
 from core.outcomes import OUTCOMES
 from core.params import make_params
 from core.stats import wilson, z_value

@@ -35,10 +35,10 @@ import pytest
 from scipy import integrate
 from scipy import stats as sst
 
-from core.cmc import cmc_draws, draw_holdoffs, iter_chunks_cmc, simulate_cmc
-from core.cmc_reference import _integrate_off, _with, cmc_trial_reference, ref_nu_threshold
-from core.cmc_stats import CmcSummary
 from core.draws import draw_all
+from core.estimators.cmc.reference import _integrate_off, _with, cmc_trial_reference, ref_nu_threshold
+from core.estimators.cmc.stats import CmcSummary
+from core.estimators.cmc.walk import cmc_draws, draw_holdoffs, iter_chunks_cmc, simulate_cmc
 from core.outcomes import OUTCOMES
 from core.params import make_params
 from core.stats import clopper_pearson, wilson, z_value

@@ -26,8 +26,8 @@ import pytest
 from scipy import stats as sst
 
 from core import reference
-from core.cmc import draw_chunk_cmc, simulate_cmc
 from core.draws import draw_nmi_path, exponential, lognormal, new_generator
+from core.estimators.cmc.walk import draw_chunk_cmc, simulate_cmc
 from core.outcomes import OUTCOMES
 from core.params import make_params
 from core.vectorized import replay_draws, shard_seed, simulate, simulate_draws

@@ -225,7 +225,7 @@ def test_cmc_zero_variance_interval_is_bounded_by_the_metrics_largest_value():
     t = PointTally(n_cpus=n_cpus)
     t.add(0, ShardStats(n, 0, 0, 0, "cmc", v, 0.0, v, 0.0))
     q = 1.0 - 0.025 ** (1.0 / n)  # ~9.2e-3: the hand-computed fraction of trials not seen
-    fp = 1e-9 * v  # core.cmc_stats.FP_REL: floating-point floor on the half-width
+    fp = 1e-9 * v  # core.estimators.cmc.stats.FP_REL: floating-point floor on the half-width
     for metric, y_max in (("p_race", n_cpus - 1), ("p_bad", n_cpus)):
         e = t.estimate(metric)
         assert e.estimator == "cmc" and e.p == v

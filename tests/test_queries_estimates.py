@@ -1,7 +1,7 @@
 """Queries speak the sweep's estimator: cmc estimates and intervals wherever the sweep ran cmc.
 
 Checked against independent computations over the same Parquet files (pyarrow
-reads, numpy/python aggregation, core.cmc_stats.combine / estimate_interval as the
+reads, numpy/python aggregation, core.estimators.cmc.stats.combine / estimate_interval as the
 definition of the cmc pooling, core.stats.wilson for counts), plus:
 
 - property tests (hypothesis) over synthetic result dirs with random counts and cmc
@@ -29,7 +29,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.cmc_stats import combine, estimate_interval
+from core.estimators.cmc.stats import combine, estimate_interval
 from core.histogram import N_BINS, TOP_EDGE_US, quantile
 from core.params import NEUTRAL, PARAM_NAMES
 from core.stats import wilson, z_value
@@ -46,7 +46,7 @@ import synthetic_results as sr
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
 
-# Tolerances: the SQL calls the same Python functions (queries.estimates -> core.cmc_stats) on the same
+# Tolerances: the SQL calls the same Python functions (queries.estimates -> core.estimators.cmc.stats) on the same
 # doubles, and sums shards in shard order like combine, so cmc columns agree to rounding (1e-12
 # relative). Wilson in SQL mirrors core.stats.wilson operation for operation (1e-12, as test_queries).
 REL = 1e-12

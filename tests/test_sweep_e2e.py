@@ -262,7 +262,7 @@ def cmc_run(ray_session, tmp_path_factory):
 
 
 def test_cmc_sweep_outcomes_merge_shards_exactly(cmc_run):
-    from core.cmc import combine, estimate_interval
+    from core.estimators.cmc.walk import combine, estimate_interval
     from queries import connect
 
     _, out = cmc_run

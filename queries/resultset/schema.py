@@ -31,7 +31,7 @@ POINTS_SCHEMA = pa.schema(
         pa.field("t_done_max_us", pa.float64()),
         pa.field("t_done_hist", pa.list_(pa.int64())),
         # the sweep's estimator and, per shard, its estimate of p_race / p_bad with the variance of
-        # that estimate (naive: k/n and s^2/n of the 0/1 outcomes; cmc: core.cmc); shards merge exactly
+        # that estimate (naive: k/n and s^2/n of the 0/1 outcomes; cmc: core.estimators.cmc.walk); shards merge exactly
         pa.field("estimator", pa.string()),
         pa.field("p_race_est", pa.float64()),
         pa.field("p_race_var", pa.float64()),

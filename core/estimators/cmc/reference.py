@@ -1,6 +1,6 @@
 """The scalar reference of the cmc estimator: one trial, by integrating the reference model over off_i.
 
-Independent of core.cmc's closed forms: it re-runs core.reference.simulate_trial with
+Independent of core.estimators.cmc.walk's closed forms: it re-runs core.reference.simulate_trial with
 CPU i's irqs-off time replaced at the points where the outcome can change and sums
 the probability mass of the irqs-off law between them. Slow; used by the tests.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 
-from . import reference
-from .params import Params
+from core import reference
+from core.params import Params
 
 INF = math.inf
 

@@ -3,7 +3,7 @@
 Per-trial cmc values (`CmcBatch`) are bounded (0 <= Y <= n_cpus) and mostly tiny; these
 helpers fold chunks into running moments, merge shards into exactly what one pass over
 all trials gives, and turn (mean, variance of the mean, n) into an interval that is
-never negative and never of zero width. See core.cmc for the estimator itself.
+never negative and never of zero width. See core.estimators.cmc.walk for the estimator itself.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .stats import z_value
+from core.stats import z_value
 
 FP_REL = 1e-9
 """Relative floor of every cmc interval half-width (see `estimate_interval`)."""

@@ -1,19 +1,7 @@
-"""The estimators a sweep can run, behind one interface, and their registry.
+"""The one interface every estimator implements (`Estimator`), what a chunk and a replayed
+trial carry, and the per-shard accumulator with its stored estimate columns.
 
-An estimator decides, for one point and one shard, how trials are drawn and
-simulated in chunks, what is accumulated per shard, which estimate of p_race and
-p_bad is stored (the `p_race_est`, `p_race_var`, `p_bad_est`, `p_bad_var` columns:
-an unbiased estimate and the variance of that estimate, so shards combine with
-`core.cmc_stats.combine`), and how one trial is replayed from its address:
-
-- `naive`: count outcomes (core.vectorized, NMI-path draws made lazily);
-  the estimate is k/n with variance s^2/n of the 0/1 outcomes.
-- `cmc`: conditional Monte Carlo (core.cmc): the same outcome counts from an
-  eager random stream, plus per-trial conditional probabilities whose mean is
-  unbiased with a far smaller variance for rare races.
-
-Spec validation, `stoprace simulate`, the shard runner and replay look estimators
-up by name in `ESTIMATORS` instead of switching on strings.
+The registry and each estimator's description are in core/estimators/__init__.py.
 """
 
 from __future__ import annotations
@@ -25,12 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from .cmc import iter_chunks_cmc, replay_draws_cmc
-from .cmc_stats import CmcBatch, CmcSummary
-from .draws import Draws
-from .params import Params
-from .summary import Summary
-from .vectorized import TrialBatch, iter_chunks, replay_draws
+from core.draws import Draws
+from core.estimators.cmc.stats import CmcBatch, CmcSummary
+from core.params import Params
+from core.summary import Summary
+from core.vectorized import TrialBatch
 
 ESTIMATE_COLUMNS: tuple[str, ...] = ("p_race_est", "p_race_var", "p_bad_est", "p_bad_var")
 """The stored per-shard estimate columns every estimator fills (SCHEMA: points)."""
@@ -123,56 +110,3 @@ class Estimator(ABC):
                 on_chunk(chunk)
             acc.add(chunk)
         return acc
-
-
-class NaiveEstimator(Estimator):
-    name = "naive"
-    help = "count outcomes (default)"
-
-    def chunks(self, p: Params, n_trials: int, seed: np.random.SeedSequence) -> Iterator[Chunk]:
-        for start, batch in iter_chunks(p, n_trials, seed):
-            yield Chunk(start, batch)
-
-    def new_summary(self) -> ShardSummary:
-        return ShardSummary(self.name)
-
-    def replay(self, p: Params, n_trials: int, seed: np.random.SeedSequence, trial: int) -> Replayed:
-        draws, batch = replay_draws(p, n_trials, seed, trial)
-        return Replayed(draws, batch)
-
-
-class CmcEstimator(Estimator):
-    name = "cmc"
-    help = (
-        "also estimate p_race and p_bad by conditional Monte Carlo, unbiased with a 95% interval "
-        "even when no race is seen (rare events, core/README.md); the naive counts then come from "
-        "the cmc random stream"
-    )
-
-    def chunks(self, p: Params, n_trials: int, seed: np.random.SeedSequence) -> Iterator[Chunk]:
-        for start, batch, values in iter_chunks_cmc(p, n_trials, seed):
-            yield Chunk(start, batch, values)
-
-    def new_summary(self) -> ShardSummary:
-        return ShardSummary(self.name, cmc=CmcSummary())
-
-    def replay(self, p: Params, n_trials: int, seed: np.random.SeedSequence, trial: int) -> Replayed:
-        draws, batch, values = replay_draws_cmc(p, n_trials, seed, trial)
-        return Replayed(draws, batch, values)
-
-
-NAIVE = NaiveEstimator()
-CMC = CmcEstimator()
-
-ESTIMATORS: dict[str, Estimator] = {e.name: e for e in (NAIVE, CMC)}
-"""Every estimator by name; the first is the default."""
-
-DEFAULT_ESTIMATOR = NAIVE.name
-
-
-def get_estimator(name: str | None) -> Estimator:
-    """The estimator called `name` (None: the default, as in result dirs that predate the column)."""
-    est = ESTIMATORS.get(DEFAULT_ESTIMATOR if name is None else name)
-    if est is None:
-        raise KeyError(f"unknown estimator {name!r}: one of {', '.join(ESTIMATORS)}")
-    return est

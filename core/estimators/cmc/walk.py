@@ -32,7 +32,7 @@ on these same draws (`core.vectorized.simulate_draws`), so a cmc run reports nai
 counts too; they are a different sample from `core.vectorized.simulate` with the same
 seed (which draws the NMI path lazily).
 
-This module is the estimator's arithmetic; `core.estimators.CMC` is its interface
+This module is the estimator's arithmetic; `core.estimators.CMC` (core/estimators/cmc/estimator.py) is its interface
 (chunks, per-shard summary, replay, stored columns). Pure NumPy plus `math` (no scipy),
 like the rest of `core`.
 """
@@ -45,12 +45,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cmc_stats import FP_REL, CmcBatch, CmcSummary, combine, estimate_interval
-from .draws import Draws, draw_nmi_path, draw_phase1, lognormal, new_generator
-from .numerics import ndtr_diff
-from .offlaw import OffLaw
-from .params import Params
-from .vectorized import TrialBatch, chunk_layout, chunk_seed, final_clear, locate_trial, simulate_draws
+from core.draws import Draws, draw_nmi_path, draw_phase1, lognormal, new_generator
+from core.estimators.cmc.stats import FP_REL, CmcBatch, CmcSummary, combine, estimate_interval
+from core.numerics import ndtr_diff
+from core.offlaw import OffLaw
+from core.params import Params
+from core.vectorized import TrialBatch, chunk_layout, chunk_seed, final_clear, locate_trial, simulate_draws
 
 INF = math.inf
 
