@@ -39,6 +39,7 @@ from sweeps.serve.pool import Answers, Pool, limited
 from sweeps.serve.registry import Conflict, NotFound, Registry, Served, ServeError, count_ranges, read_manifest
 from sweeps.serve.runs import Runner
 from sweeps.spec import SpecError, parse_spec
+from sweeps.store import SPEC_FILE, resume_refusal
 
 __all__ = ["LOOPBACK_HOSTS", "OUTCOMES_SQL", "ServeConfig", "create_app"]
 
@@ -51,6 +52,14 @@ SPEC_TYPES = ("application/toml", "text/toml", "text/x-toml", "application/json"
 """Content types POST /api/sweeps accepts. Not text/plain or a form: those are "simple" requests a
 foreign web page could send to a server on this machine without a CORS preflight."""
 _PLOT_LOCK = threading.Lock()  # matplotlib's font cache and text layout are not thread-safe
+
+
+def _spec_text(d: Path) -> str | None:
+    """A result set's spec.toml, or None if unreadable (resume_refusal then says only "different spec")."""
+    try:
+        return (d / SPEC_FILE).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 @dataclass
@@ -244,9 +253,8 @@ def create_app(config: ServeConfig) -> FastAPI:
             if m is None:
                 if not p.is_dir() or any(p.iterdir()):
                     raise Conflict(f"{location} exists and is not a stoprace result set")
-            elif m.get("spec_hash") != spec.spec_hash:
-                raise Conflict(f"{location} holds results of a different spec named '{spec.name}' "
-                               f"(hash {str(m.get('spec_hash'))[:12]}…, this spec {spec.spec_hash[:12]}…)")
+            elif (why := resume_refusal(location, str(m.get("spec_hash")), _spec_text(p), spec)) is not None:
+                raise Conflict(why)  # the rule `stoprace run` applies (sweeps.store), e.g. model_rev
             elif m.get("n_tasks") is not None and count_ranges(m.get("tasks_done") or []) >= int(m["n_tasks"]):
                 return {"name": spec.name, "location": location, "status": "complete"}, 200
         run = runner.submit(spec.name, location, spec.to_toml())
