@@ -41,6 +41,7 @@ class CpuTimeline:
     flush_ipi: float | None = None  # revision 2's early flush: ipi'_i (None without that IPI)
     flush_off: float | None = None  # off'_i
     flush_done: float | None = None  # when CPU i finished the flush function (inf if dead)
+    flush_flagged: bool | None = None  # whether it flushed there (its flag would be set)
 
 
 @dataclass
@@ -85,7 +86,7 @@ def simulate_trial(p: Params, d: dict[str, Any]) -> TrialResult:
 
     # Mitigation early_flush: WBINVD before the stop; no dirty CPU in the stop.
     preflush = None
-    flush: list[tuple[float, float, float]] = []  # revision 2: (ipi', off', done) per remote CPU
+    flush: list[tuple[float, float, float, bool]] = []  # revision 2: (ipi', off', done, flagged) per CPU
     cpu0_dirty = cpu0_w = None
     if early_flush and not rev2:  # revision 1: all in parallel at once, no IPI
         preflush = 0.0
@@ -99,7 +100,7 @@ def simulate_trial(p: Params, d: dict[str, Any]) -> TrialResult:
         for i in range(p.n_cpus - 1):
             took = max(d["ipi_pre"][i], d["off_pre"][i])
             done = INF if d["dead"][i] else took + (d["w"][i] if d["dirty"][i] else 0.0)
-            flush.append((d["ipi_pre"][i], d["off_pre"][i], done))
+            flush.append((d["ipi_pre"][i], d["off_pre"][i], done, bool(d["dirty"][i])))
             preflush = max(preflush, done)
     elif rev2 and p.wait == 1:
         cpu0_dirty = bool(d["dirty0"])
@@ -115,7 +116,7 @@ def simulate_trial(p: Params, d: dict[str, Any]) -> TrialResult:
         c = INF if dead else e + p.prologue_us + w
         cpus.append(CpuTimeline(i + 1, d["ipi"][i], d["off"][i], dirty, dead, e, w, c, final_clear=c))
         if flush:
-            cpus[-1].flush_ipi, cpus[-1].flush_off, cpus[-1].flush_done = flush[i]
+            cpus[-1].flush_ipi, cpus[-1].flush_off, cpus[-1].flush_done, cpus[-1].flush_flagged = flush[i]
 
     if preflush == INF:  # a dead CPU never took the flush IPI: the kexec hangs there, no stop
         dead_cpu = next(cpu.cpu for cpu in cpus if cpu.dead)

@@ -153,3 +153,34 @@ def test_simulate_prints_the_preflush_statistics(capsys):
     assert main([*argv, "--model-rev", "1"]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("preflush (µs):"))
     assert "hung" not in line
+
+
+def test_replay_shows_cpu0s_flush_and_the_flush_ipi(result_set, capsys):
+    # a stored revision-2 hang in the early flush and a revision-2 kexec race, replayed from their address
+    _, d = result_set
+    con = connect(d)
+
+    def event(where: str) -> tuple:
+        return con.execute(f"SELECT e.point_id, e.shard, e.trial FROM events e JOIN outcomes o USING (point_id) "
+                           f"WHERE {where} ORDER BY e.point_id, e.shard, e.trial LIMIT 1").fetchone()
+
+    hang = event("o.model_rev = 2 AND o.wait = 1 AND o.mitigation = 'early_flush' AND e.outcome = 'hang'")
+    race = event("o.model_rev = 2 AND o.wait = 1 AND o.mitigation = 'none' AND e.outcome = 'race'")
+    assert hang is not None and race is not None
+    for (pid, shard, trial) in (hang, race):
+        argv = ["replay", str(d), "--point", pid, "--shard", str(shard), "--trial", str(trial)]
+        assert main([*argv, "--all"]) == 0
+        text = capsys.readouterr().out
+        assert "WARNING" not in text and "model_rev 2" in text
+        assert main([*argv, "--json"]) == 0
+        js = json.loads(capsys.readouterr().out)
+        if (pid, shard, trial) == hang:
+            dead = [c["cpu"] for c in js["cpus"] if c["dead"]]
+            assert js["hung_in_flush"] == dead[0] and js["nmi_sent"] == 0 and js["preflush_us"] is None
+            assert f"HUNG in the early flush: CPU {dead[0]} never took its IPI" in text
+            assert "early flush (on_each_cpu IPI" in text and "(never took it)" in text
+        else:
+            assert js["hung_in_flush"] is None and js["cpu0_dirty"] is True  # incoherent_fraction = 1
+            assert js["handover_us"] == 100.0 + js["cpu0_wbinvd_us"]
+            assert f"hand-over H: {js['handover_us']:,.2f} (handoff 100.00 + CPU 0's WBINVD" in text
+            assert "in relocate_kernel()" in text
