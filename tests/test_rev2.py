@@ -67,6 +67,9 @@ REGIMES = {
                                stall_sigma=0.002, p_nmi_delay=0.2, nmi_delay_median_us=300.0),
     "early_flush_panic": dict(n_cpus=8, mitigation="early_flush", wait=0, p_stall=0.7, stall_median_us=1.001e6,
                               stall_sigma=0.01, nmi_jitter_us=2e4, p_unresponsive=0.02),
+    # every WBINVD 1000 µs: h = 1005 < H = 1100 on every CPU, so only a late NMI races (cmc integrates it)
+    "none_all_late": dict(n_cpus=6, wbinvd_sigma=0.0, p_stall=0.8, stall_median_us=1.001e6, stall_sigma=0.002,
+                          nmi_jitter_us=300.0),
     "smi_udelay": dict(n_cpus=8, udelay_factor=0.5, p_stall=0.5, stall_median_us=5.005e5, stall_sigma=0.01,
                        nmi_jitter_us=1e3, incoherent_fraction=0.7),
 }
@@ -99,7 +102,7 @@ def test_the_regimes_exercise_every_revision2_item():
     assert np.any(b.outcome == RACE)
 
 
-CMC_REGIMES = ("none_cpu0_mixed", "none_short_handoff", "flush_ipi", "early_flush_panic")
+CMC_REGIMES = ("none_cpu0_mixed", "none_short_handoff", "flush_ipi", "early_flush_panic", "none_all_late")
 
 
 @pytest.mark.parametrize("name", CMC_REGIMES)

@@ -240,13 +240,19 @@ def cmc_trial_reference(p: Params, d: dict[str, list], detail: bool = False, hol
     ho = reference.handover_us(p, d)
     race = race_sum = 0.0
     random_nmi = p.nmi_jitter_us > 0 or p.p_nmi_delay > 0
+
+    def handler(j: int) -> float:
+        return p.prologue_us + (d["w2"][j] if bool(d["dirty"][j]) and not early else 0.0)
+
+    # revision 2 integrates a late CPU's NMI latency only in trials where no CPU has h_j >= H
+    direct = p.model_rev == 2 and any(not d["dead"][j] and handler(j) >= ho for j in range(m))
     for i in range(m):
         if d["dead"][i]:
             continue
         dirty = bool(d["dirty"][i]) and not early
         k_i = p.prologue_us + (d["w"][i] if dirty else 0.0)
         h_i = p.prologue_us + (d["w2"][i] if dirty else 0.0)
-        if random_nmi and h_i < ho:
+        if random_nmi and h_i < ho and not direct:
             nu0 = ref_nu_threshold(p, d, i, k_i, h_i)
             tot = [0.0, 0.0, 0.0]
             if math.isfinite(nu0):

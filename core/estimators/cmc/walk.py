@@ -292,7 +292,25 @@ class _Cpu:
     ho: np.ndarray  # H, the hand-over of i's trial (handoff_us, + CPU 0's WBINVD in revision 2)
 
     def take(self, sel: np.ndarray) -> "_Cpu":
-        return _Cpu(*(getattr(self, f)[sel] for f in self.__dataclass_fields__))
+        """The CPUs where `sel`, as flat arrays (in row-major order, as boolean indexing gives)."""
+        if sel.ndim != 2:
+            return _Cpu(*(getattr(self, f)[sel] for f in self.__dataclass_fields__))
+        rows, cols = np.nonzero(sel)  # once, not once per field
+        return _Cpu(*(_gather(getattr(self, f), rows, cols) for f in self.__dataclass_fields__))
+
+
+def _gather(a: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """a[rows, cols] for a 2-D array, by its memory layout: the chunk's draws are CPU-major
+    (transposed views), H is one value per trial (broadcast); a flat take is ~5x faster than
+    fancy or boolean indexing on those layouts."""
+    n, m = a.shape
+    if a.strides[1] == 0:  # broadcast along CPUs
+        return a[:, 0][rows]
+    if a.flags.c_contiguous:
+        return a.ravel()[rows * m + cols]
+    if a.flags.f_contiguous:
+        return a.T.ravel()[cols * n + rows]
+    return a[rows, cols]
 
 
 @dataclass
@@ -399,10 +417,16 @@ def _terms(p: Params, law: OffLaw, g: _Cpu, nmi: np.ndarray, keep: np.ndarray | 
 def late_nmi_cpus(p: Params, g: _Cpu) -> np.ndarray:
     """CPUs whose NMI latency is integrated out too (core/README.md, "Late NMIs"): those
     whose NMI-path handler is shorter than the hand-over (h_i < H: they race only if the NMI
-    comes late), when the latency is random at all."""
+    comes late), when the latency is random at all. Model revision 2: only in trials where no
+    CPU has h_j >= H (core/README.md, "Revision 2 in the cmc estimator": where one has, the
+    sampled latency serves, unbiased, for a fraction of the cost). `g` is (trials x CPUs)."""
     if p.nmi_jitter_us == 0 and p.p_nmi_delay == 0:
         return np.zeros(g.h.shape, dtype=bool)
-    return ~g.dead & (g.h < g.ho)
+    late = ~g.dead & (g.h < g.ho)
+    if p.model_rev == 2:
+        direct = (~g.dead & ~late).any(axis=1)  # a CPU that races with its sampled latency
+        late &= ~direct[:, None]
+    return late
 
 
 def nu_threshold(p: Params, g: _Cpu) -> np.ndarray:
