@@ -424,7 +424,7 @@ def late_nmi_cpus(p: Params, g: _Cpu) -> np.ndarray:
         return np.zeros(g.h.shape, dtype=bool)
     late = ~g.dead & (g.h < g.ho)
     if p.model_rev == 2:
-        direct = (~g.dead & ~late).any(axis=1)  # a CPU that races with its sampled latency
+        direct = np.asarray((~g.dead & ~late).any(axis=1))  # a CPU that races with its sampled latency
         late &= ~direct[:, None]
     return late
 
