@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +58,7 @@ class Comparison:
     by_construction: dict[str, list[Any]]
     """Parameter -> [value in A, value in B] for those left out because they differ throughout."""
     held: dict[str, Any]
-    """Matched parameters with one value in every matched row (not repeated as row columns)."""
+    """Matched parameters with one value throughout A and B (not repeated as row columns)."""
     rows: pa.Table
     matched: int
     unmatched_a: int
@@ -81,8 +82,13 @@ def compare(con_a: duckdb.DuckDBPyConnection, con_b: duckdb.DuckDBPyConnection, 
     check_metric(metric)
     if on is not None:
         check_axes(on, "--on axis")
-    return compare_points(point_estimates(con_a, metric, where), point_estimates(con_b, metric, where),
-                          metric=metric, on=on, where=where, labels=labels)
+    if con_a is con_b:  # one connection runs one query at a time
+        ta = tb = point_estimates(con_a, metric, where)
+    else:  # two connections: both sides at once (DuckDB releases the GIL while it works)
+        with ThreadPoolExecutor(2) as ex:
+            fa, fb = (ex.submit(point_estimates, c, metric, where) for c in (con_a, con_b))
+            ta, tb = fa.result(), fb.result()
+    return compare_points(ta, tb, metric=metric, on=on, where=where, labels=labels)
 
 
 def _values(t: pa.Table, name: str) -> list[Any]:
@@ -127,17 +133,17 @@ def compare_points(a: pa.Table, b: pa.Table, *, metric: str, on: Sequence[str] |
                    a.var AS var_a, a.lo975 AS lo975_a, a.hi975 AS hi975_a,
                    b.var AS var_b, b.lo975 AS lo975_b, b.hi975 AS hi975_b
             FROM a JOIN b USING ({using})""").to_arrow_table()
-        unmatched_a = con.execute(f"SELECT count(*) FROM a ANTI JOIN b USING ({using})").fetchone()[0]  # type: ignore[index]
-        unmatched_b = con.execute(f"SELECT count(*) FROM b ANTI JOIN a USING ({using})").fetchone()[0]  # type: ignore[index]
     finally:
         con.close()
+    unmatched_a, unmatched_b = a.num_rows - joined.num_rows, b.num_rows - joined.num_rows  # keys are unique per side
     if joined.num_rows == 0:
         disjoint = [n for n in key if not set(constant[n][0]) & set(constant[n][1])]
         why = f" (they share no value of {', '.join(disjoint)})" if disjoint else ""
         raise QueryError(f"no point of {la} matches a point of {lb} on {', '.join(key) or 'nothing'}{why}; "
                          "name the axes to match with --on")
     rows = _ratios(joined, key)
-    held = {n: rows.column(n)[0].as_py() for n in key if _distinct(rows, n) == 1}
+    # a row shows the matched parameters that are swept on either side; the others are `held`
+    held = {n: rows.column(n)[0].as_py() for n in key if len(set(constant[n][0]) | set(constant[n][1])) == 1}
     shown = [n for n in key if n not in held]
     rows = rows.select([*shown, *[c for c in rows.column_names if c not in key]])
     changed = int(pc.sum(pc.cast(rows["changed"], pa.int64())).as_py() or 0)

@@ -64,8 +64,7 @@ def run_cmd(args: argparse.Namespace) -> int:
             d["partial"] = partial
         sys.stdout.write(json.dumps(d, default=str, allow_nan=False, indent=1) + "\n")
         return 0
-    title = (f"{c.metric}: B / A at {c.matched} matched points (A = {c.a}, B = {c.b}); "
-             f"unmatched {c.unmatched_a} of A, {c.unmatched_b} of B")
+    title = f"{c.metric}: B / A at {c.matched} matched points"
     table = c.rows.select([n for n in c.rows.column_names if n not in HIDDEN])
     changed_held = {k: v for k, v in c.held.items() if DEFAULTS.get(k) != v}
     held = (f"matched on {len(c.on)} parameters; the same at every matched point: "
@@ -73,7 +72,7 @@ def run_cmd(args: argparse.Namespace) -> int:
             + f"{len(c.held) - len(changed_held)} more at their defaults (--format json lists them)")
     out = [n + "\n\n" for n in partial]
     out.append(render_table(table, max_rows=args.max_rows or None, title=title))
-    out.append("\n" + c.verdict + "\n\n" + "\n".join([*c.notes, held]) + "\n")
+    out.append("\n" + c.verdict + "\n\n" + "\n".join([f"A = {c.a}, B = {c.b}", *c.notes, held]) + "\n")
     sys.stdout.write("".join(out))
     return 0
 
