@@ -355,6 +355,10 @@ def create_app(config: ServeConfig) -> FastAPI:
         return Response(head[:-1].encode() + b', "rows": ' + to_json_bytes(table) + b"}",
                         media_type="application/json")
 
+    from sweeps.serve.analysis import add_routes as add_analysis_routes  # importance, compare (issue 21)
+
+    add_analysis_routes(app, served=served, run_query=run_query, answers=answers, json_bytes=_json_bytes, names=_names)
+
     # ---- dashboard -------------------------------------------------------------------------
     static = _static_dir()
 
