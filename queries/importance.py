@@ -256,6 +256,9 @@ def _verdict(rows: list[dict[str, Any]], metric: str, gi: GridIndices) -> str:
     """One line: the leading axis, the next, interactions and noise, and the zero points."""
     n, zero = rows[0]["points"], rows[0]["zero_points"]
     zero_note = (f"; {zero} of {n} points have {metric} = 0 and enter at their 95% upper bound" if zero else "")
+    if 2 * zero > n:
+        zero_note += (" (most of the grid is bounds, not estimates: the ranking says where events were seen; "
+                      "more trials or the cmc estimator measure it)")
     if zero == n:
         return (f"all {n} points have {metric} = 0 (each enters at its 95% upper bound, which only the trial count "
                 "moves): nothing to rank")

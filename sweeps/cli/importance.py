@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+import pyarrow.compute as pc
+
 from queries.format import render_table
 
 TABLE_COLUMNS = ("sweep", "scenario", "axis", "levels", "first_order", "total", "first_order_raw", "total_raw",
@@ -60,8 +62,10 @@ def run_cmd(args: argparse.Namespace) -> int:
         return 0
     cols = [c for c in TABLE_COLUMNS if c != "sweep" or len(set(imp.rows.column("sweep").to_pylist())) > 1]
     title = f"importance of each swept axis for log10 {imp.metric}" + (f", where {imp.where}" if imp.where else "")
+    # scenarios where every point is 0 have only NULL indices: their verdict line says so, the table skips them
+    rows = imp.rows.filter(pc.less(imp.rows["zero_points"], imp.rows["points"]))
     out = [n + "\n\n" for n in partial]
-    out.append(render_table(imp.rows.select(cols), max_rows=None, title=title))
+    out.append(render_table(rows.select(cols), max_rows=None, title=title))
     out.append("\n" + "\n".join(imp.verdicts) + "\n\n" + "\n".join(imp.notes) + "\n")
     sys.stdout.write("".join(out))
     return 0
