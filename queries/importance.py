@@ -177,7 +177,7 @@ def importance(
             g = sub.take(pa.array(idx))
             scen = dict(zip(scen_axes, key))
             scenario = " ".join(f"{a}={_label(v)}" for a, v in scen.items())
-            rows, verdict = _group(g, axes, metric, sweep, scen, scenario, where)
+            rows, verdict = _group(g, axes, metric, sweep, scen, scenario)
             out += rows
             lead = f"{who}{scenario}: " if scenario else who
             verdicts.append(lead + verdict)
@@ -204,8 +204,8 @@ def _groups(t: pa.Table, axes: list[str]) -> list[tuple[tuple, np.ndarray]]:
     return [(k, np.array(keys[k])) for k in sorted(keys)]
 
 
-def _group(g: pa.Table, axes: list[str], metric: str, sweep: str, scen: dict[str, Any], scenario: str,
-           where: str | None) -> tuple[list[dict[str, Any]], str]:
+def _group(g: pa.Table, axes: list[str], metric: str, sweep: str, scen: dict[str, Any],
+           scenario: str) -> tuple[list[dict[str, Any]], str]:
     """The rows and the verdict of one (sweep, scenario): the grid's indices, sorted by total."""
     codes, shape = [], []
     for a in axes:
