@@ -16,13 +16,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's subcommand(s) to the `stoprace` parser."""
     p = sub.add_parser(
         "compare",
-        help="two result sets point by point: ratio B / A of a metric with its 95% interval, changed points flagged",
+        help="two result sets point by point: ratio B / A of a metric with its 95%% interval, changed points flagged",
         description=(
             "Match the points of result sets A and B on their parameters (all of them, except those that differ "
             "by construction: one value throughout A and another throughout B, e.g. model_rev; or only the --on "
             "axes) and give ratio = p_B / p_A of the metric with its 95% interval (the method of mitigation_effect: "
-            "delta-log, or bounds from the 97.5%% interval ends where a side is 0 or too uncertain). changed: the "
-            "two points' 95%% intervals do not overlap. Unmatched points are counted on each side. A and B may be "
+            "delta-log, or bounds from the 97.5% interval ends where a side is 0 or too uncertain). changed: the "
+            "two points' 95% intervals do not overlap. Unmatched points are counted on each side. A and B may be "
             "local paths or URIs (s3://...), and may be the same set. Example: stoprace compare results/rev1 "
             "results/rev2 --metric p_race"
         ),

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "is not importance; noise_share is the part of the observed variance that is noise (first_order_raw, "
             "total_raw: uncorrected). Scenario axes (wait, mitigation, model_rev, and every --by axis) are never "
             "folded in: each combination of their values is ranked on its own. A point whose estimate is 0 enters "
-            "at its 95%% upper bound (counted in zero_points). Example: stoprace importance results/tdx "
+            "at its 95% upper bound (counted in zero_points). Example: stoprace importance results/tdx "
             "--metric p_bad --where \"n_cpus >= 64\""
         ),
     )
