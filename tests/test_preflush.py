@@ -184,3 +184,28 @@ def test_replay_shows_cpu0s_flush_and_the_flush_ipi(result_set, capsys):
             assert js["handover_us"] == 100.0 + js["cpu0_wbinvd_us"]
             assert f"hand-over H: {js['handover_us']:,.2f} (handoff 100.00 + CPU 0's WBINVD" in text
             assert "in relocate_kernel()" in text
+
+
+def test_the_answer_plot_reads_mitigation_effect_and_draws(result_set, tmp_path):
+    # examples/plot_factor.py (README "The answer"): pairs keyed by what `differs` names
+    import importlib.util
+
+    from sweep_helpers import ROOT
+
+    spec = importlib.util.spec_from_file_location("plot_factor", ROOT / "examples" / "plot_factor.py")
+    mod = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(mod)
+    _, d = result_set
+    rows = mod.factors(str(d))
+    assert len(rows) == 4 and {(r["n_cpus"], r["p_nmi_delay"], r["median"]) for r in rows} == {(8, 0.0, 200.0)}
+    assert sorted(r["model_rev"] for r in rows) == [1, 1, 2, 2]
+    out = tmp_path / "f.png"
+    import sys
+
+    argv, sys.argv = sys.argv, ["plot_factor.py", str(d), "-o", str(out)]
+    try:
+        assert mod.main() == 0
+    finally:
+        sys.argv = argv
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
