@@ -3,6 +3,9 @@
 Terminal tables show units in the headers (a column `t_p99_us` is headed
 `t_p99 (µs)`), probabilities with 3 significant digits, other floats with 4, and
 lists shortened; CSV/JSON/Parquet keep the raw column names and full values.
+
+pyarrow, rich and DuckDB are imported where a result is written, not here: `stoprace query
+--help` reads FORMATS without loading them.
 """
 
 from __future__ import annotations
@@ -13,19 +16,12 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
-
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
-from rich import box
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any, TextIO
 
 from core.histogram import TOP_EDGE_US
 
-from .db import QueryError
-from .resultset.storage import atomic_write_file
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["FORMATS", "header", "format_cell", "render_table", "to_csv_bytes", "to_json_bytes",
            "atomic_write", "write_result", "check_output"]
@@ -104,6 +100,8 @@ def format_cell(name: str, v: Any, integral: bool = True) -> str:
 
 
 def _numeric(t: pa.DataType) -> bool:
+    import pyarrow as pa
+
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
 
 
@@ -114,6 +112,11 @@ def render_table(table: pa.Table, *, max_rows: int | None = 100, title: str | No
     total_known=False: the table was fetched with LIMIT max_rows + 1, so only
     "more rows" can be said, not how many.
     """
+    import pyarrow as pa
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
     t = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", show_edge=False, pad_edge=False,
               highlight=False)
     names = table.column_names
@@ -140,6 +143,8 @@ def render_table(table: pa.Table, *, max_rows: int | None = 100, title: str | No
 
 def _flatten_nested(table: pa.Table) -> pa.Table:
     """List/struct/map columns as JSON text (CSV has no nested types)."""
+    import pyarrow as pa
+
     cols = []
     for col in table.columns:
         t = col.type
@@ -151,6 +156,8 @@ def _flatten_nested(table: pa.Table) -> pa.Table:
 
 
 def to_csv_bytes(table: pa.Table) -> bytes:
+    import pyarrow.csv as pacsv
+
     buf = io.BytesIO()
     pacsv.write_csv(_flatten_nested(table), buf)
     return buf.getvalue()
@@ -179,6 +186,9 @@ def atomic_write(path: str | Path, data: bytes | None = None, *, writer=None) ->
     mkstemp's 0600. A path that cannot be written (permissions, a full disk, ...) is a
     QueryError naming it, and leaves no temporary file.
     """
+    from .db import QueryError
+    from .resultset.storage import atomic_write_file
+
     try:
         atomic_write_file(path, data, writer=writer)
     except OSError as e:
@@ -187,6 +197,8 @@ def atomic_write(path: str | Path, data: bytes | None = None, *, writer=None) ->
 
 def check_output(fmt: str, out: str | Path | None) -> None:
     """Refuse a bad format/output combination before any work is done."""
+    from .db import QueryError
+
     if fmt not in FORMATS:
         raise QueryError(f"unknown format '{fmt}': one of {', '.join(FORMATS)}")
     if fmt == "parquet" and out is None:
@@ -206,6 +218,8 @@ def write_result(table: pa.Table, fmt: str = "table", out: str | Path | None = N
     check_output(fmt, out)
     stream = stream if stream is not None else sys.stdout
     if fmt == "parquet":
+        import pyarrow.parquet as pq
+
         atomic_write(out, writer=lambda tmp: pq.write_table(table, tmp))  # type: ignore[arg-type]
         return
     if fmt == "table":

@@ -6,9 +6,10 @@ import argparse
 import socket
 import sys
 
-from sweeps.cli import UsageError
-from sweeps.cli.simulate import count_arg
+from sweeps.cli.args import count_arg
+from sweeps.errors import UsageError
 
+COMMANDS = {"serve": "HTTP API and web dashboard over result sets; submit sweeps from the browser"}
 DEFAULT_PORT = 8470
 
 
@@ -16,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's subcommand(s) to the `stoprace` parser."""
     p = sub.add_parser(
         "serve",
-        help="HTTP API and web dashboard over result sets; submit sweeps from the browser",
+        help=COMMANDS["serve"],
         description=(
             "Serve result sets over HTTP: a JSON API (the same numbers and columns as the CLI's --format json) "
             "and a dashboard at /. Each DIR_OR_URI is a result set, or a directory holding result sets (rescanned, "
@@ -33,14 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=count_arg, metavar="N", help="CPUs of the embedded Ray of each submitted run")
     p.add_argument("--query-timeout", type=float, default=10.0, metavar="S", help="time limit of one API query (default 10 s)")
     p.add_argument("--row-limit", type=count_arg, default=10_000, metavar="N", help="rows returned by POST /api/query (default 10000)")
-    p.set_defaults(func=serve_cmd)
+    p.set_defaults(func=handle)
 
 
 def _loopback(host: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
 
 
-def serve_cmd(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
     """Check the options, build the app, run uvicorn until Ctrl-C/SIGTERM, then stop background runs."""
     import uvicorn
 
@@ -91,4 +92,4 @@ def _uvicorn_server():
     return Server
 
 
-__all__ = ["register", "serve_cmd"]
+__all__ = ["COMMANDS", "handle", "register"]

@@ -13,7 +13,7 @@ from queries.format import to_json_bytes
 from sweeps.serve.deps import ServedDep, Services, ServicesDep
 from sweeps.serve.errors import ApiError, NotFound
 from sweeps.serve.registry import Served
-from sweeps.serve.responses import json_response
+from sweeps.serve.responses import PARTIAL_PARAM, flag, json_response, partial_headers
 from sweeps.serve.security import json_object, read_body
 
 __all__ = ["OUTCOMES_SQL", "router"]
@@ -37,19 +37,29 @@ def outcomes(served: ServedDep, svc: ServicesDep) -> Response:
 def named_list() -> Response:
     from queries.named import list_named
 
-    return json_response([{"name": q.name, "description": q.description,
-                           "params": [{"name": p.name, "default": p.default, "help": p.help} for p in q.params]}
+    return json_response([{"name": q.name, "description": q.description, "needs_complete": q.needs_complete,
+                           "params": [{"name": p.name, "default": p.default, "kind": p.kind, "help": p.help}
+                                      for p in q.params]}
                           for q in list_named()])
 
 
 @router.get("/sweeps/{name}/named/{query}")
 def named(query: str, request: Request, served: ServedDep, svc: ServicesDep) -> Response:
-    from queries.named import run_named
+    """The named query's rows as `stoprace query DIR --named QUERY --format json`; every URL parameter but
+    `partial` is one of its parameters. A query that needs every point is refused on an incomplete set
+    unless `partial=true` (the CLI's --partial); such an answer says so in PARTIAL_HEADER."""
+    from queries.answers import named_answer
 
     params = dict(request.query_params)
-    body = svc.answers.get([served], ("named", query, tuple(sorted(params.items()))),
-                           lambda: to_json_bytes(svc.query([served], lambda con: run_named(con, query, params))))
-    return Response(body, media_type="application/json")
+    partial = flag(params.pop("partial", None), "partial")
+
+    def compute() -> tuple[bytes, list[str]]:
+        ans = svc.query([served], lambda con: named_answer(con, query, params, partial=partial,
+                                                           partial_flag=PARTIAL_PARAM))
+        return to_json_bytes(ans.table), ans.partial
+
+    body, marks = svc.answers.get([served], ("named", query, partial, tuple(sorted(params.items()))), compute)
+    return Response(body, media_type="application/json", headers=partial_headers(marks))
 
 
 @router.post("/query")
