@@ -7,7 +7,9 @@ The Python API (the same functions `stoprace query`, `capacity` and `replay` cal
     queries.named_answer(con, "hang_conditions")            # .table, .partial, .warnings
     queries.capacity_answer(con, 1e-6, where="wait = 1")    # refused on an incomplete set
 
-Names are imported on first use (PEP 562), so `import queries.resultset.layout` (the engine's
+`queries.capacity` and `queries.replay` are modules (their functions of the same name: the
+capacity table without the complete-set rule, and one trial's timeline). Names are imported on
+first use (PEP 562), so `import queries.resultset.layout` (the engine's
 writer uses the format subpackage) loads neither DuckDB nor pyarrow.
 """
 
@@ -20,10 +22,10 @@ from core.errors import StopraceError
 
 if TYPE_CHECKING:
     from queries.answers import Answer, CapacityAnswer, capacity_answer, named_answer, sql_answer
-    from queries.capacity import Capacity, capacity
+    from queries.capacity import Capacity
     from queries.db import QueryError, connect
     from queries.named import list_named, run_named, run_sql
-    from queries.replay import Replay, replay
+    from queries.replay import Replay
 
 __all__ = [
     "Answer",
@@ -32,12 +34,10 @@ __all__ = [
     "QueryError",
     "Replay",
     "StopraceError",
-    "capacity",
     "capacity_answer",
     "connect",
     "list_named",
     "named_answer",
-    "replay",
     "run_named",
     "run_sql",
     "sql_answer",
@@ -46,10 +46,10 @@ __all__ = [
 _WHERE = {
     "Answer": "queries.answers", "CapacityAnswer": "queries.answers", "capacity_answer": "queries.answers",
     "named_answer": "queries.answers", "sql_answer": "queries.answers",
-    "Capacity": "queries.capacity", "capacity": "queries.capacity",
+    "Capacity": "queries.capacity",
     "QueryError": "queries.db", "connect": "queries.db",
     "list_named": "queries.named", "run_named": "queries.named", "run_sql": "queries.named",
-    "Replay": "queries.replay", "replay": "queries.replay",
+    "Replay": "queries.replay",
 }
 
 
