@@ -23,7 +23,7 @@ from core.histogram import TOP_EDGE_US
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["FORMATS", "header", "format_cell", "render_table", "to_csv_bytes", "to_json_bytes",
+__all__ = ["FORMATS", "header", "format_cell", "render_table", "to_csv_bytes", "to_json_bytes", "to_json_bytes_within",
            "atomic_write", "write_result", "check_output"]
 
 FORMATS: tuple[str, ...] = ("table", "csv", "json", "parquet")
@@ -173,10 +173,29 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+def _json_rows(table: pa.Table) -> list[str]:
+    return [json.dumps(_jsonable(r), default=str, allow_nan=False) for r in table.to_pylist()]
+
+
+def _json_array(rows: Sequence[str]) -> bytes:
+    return ("[\n" + ",\n".join(rows) + ("\n" if rows else "") + "]\n").encode()
+
+
 def to_json_bytes(table: pa.Table) -> bytes:
     """A JSON array of one object per row (NaN/inf as null), one row per line."""
-    rows = [json.dumps(_jsonable(r), default=str, allow_nan=False) for r in table.to_pylist()]
-    return ("[\n" + ",\n".join(rows) + ("\n" if rows else "") + "]\n").encode()
+    return _json_array(_json_rows(table))
+
+
+def to_json_bytes_within(table: pa.Table, max_bytes: int) -> tuple[bytes, int]:
+    """to_json_bytes of the first rows whose array fits in `max_bytes` (at least "[]"); (bytes, rows kept)."""
+    rows = _json_rows(table)
+    size, kept = len(_json_array([])), 0
+    for r in rows:  # json.dumps escapes non-ASCII: characters are bytes
+        size += len(r) + (2 if kept else 1)
+        if size > max_bytes:
+            break
+        kept += 1
+    return _json_array(rows[:kept]), kept
 
 
 def atomic_write(path: str | Path, data: bytes | None = None, *, writer=None) -> None:

@@ -15,7 +15,7 @@ router = APIRouter(prefix="/api/sweeps", tags=["capacity"])
 
 
 @router.get("/{name}/capacity")
-def capacity_(served: ServedDep, svc: ServicesDep, target_p: float, by: str | None = None, metric: str = "p_bad",
+async def capacity_(served: ServedDep, svc: ServicesDep, target_p: float, by: str | None = None, metric: str = "p_bad",
               hosts: float | None = None, kexecs_per_host_year: float | None = None,
               where: str | None = None, split: str | None = None, partial: str | None = None) -> Response:
     """As `stoprace capacity DIR --format json`: refused on an incomplete set unless `partial=true`
@@ -38,5 +38,5 @@ def capacity_(served: ServedDep, svc: ServicesDep, target_p: float, by: str | No
             kexecs_per_host_year=kexecs_per_host_year, where=where, split=splits))
         return json_bytes(ans.to_dict()), ans.partial
 
-    body, marks = svc.answers.get([served], key, compute)
+    body, marks = await svc.answer([served], key, compute)
     return Response(body, media_type="application/json", headers=partial_headers(marks))
