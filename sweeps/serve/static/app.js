@@ -217,9 +217,10 @@ async function loadCapacity() {
   const hosts = $("#cap-hosts").value.trim(), kx = $("#cap-kexecs").value.trim();
   if (hosts) q.set("hosts", hosts);
   if (kx) q.set("kexecs_per_host_year", kx);
+  if ($("#cap-partial").checked) q.set("partial", "true");
   try {
     capData = await api(`/api/sweeps/${encodeURIComponent(current)}/capacity?${q}`);
-    $("#cap-notes").textContent = capData.notes.join(" ");
+    $("#cap-notes").textContent = [...(capData.partial || []), ...capData.notes].join(" ");
     drawCap();
   } catch (e) { msg.textContent = e.message; capData = null; $("#cap-table").replaceChildren(); }
 }
