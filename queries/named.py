@@ -33,6 +33,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from .capacity import METRICS
 from .db import QueryError, first_line
 from .sandbox import check_read_only, refusal
 
@@ -66,6 +67,12 @@ def _axes(value: Any) -> str:
     return ",".join(names)
 
 
+def _metric(value: Any) -> str:
+    if value not in METRICS:
+        raise ValueError
+    return value
+
+
 @dataclass(frozen=True)
 class ParamKind:
     """How a named query's parameter value is checked and converted (`says` is its domain in words)."""
@@ -79,6 +86,7 @@ PARAM_KINDS: dict[str, ParamKind] = {k.name: k for k in (
     ParamKind("probability", "a number in [0, 1]", _probability),
     ParamKind("number", "a finite number", _number),
     ParamKind("axes", "comma-separated parameter names, e.g. wait,mitigation", _axes),
+    ParamKind("metric", "one of " + ", ".join(METRICS), _metric),
 )}
 """The kinds a `-- param:` line may declare as `[kind]`."""
 

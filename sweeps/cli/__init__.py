@@ -32,6 +32,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sweeps.cli.query",
     "sweeps.cli.capacity",
     "sweeps.cli.plot",
+    "sweeps.cli.importance",
+    "sweeps.cli.compare",
     "sweeps.cli.submit",
     "sweeps.cli.serve",
     "sweeps.cli.compact",
