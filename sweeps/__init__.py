@@ -8,7 +8,8 @@ The Python API (what `stoprace run` calls):
     sweeps.check_size(spec)                                     # the size guard `run` applies without force
 
 Every error raised for bad input is a `StopraceError` (SpecError, StoreError, ClusterError, ...);
-Ctrl-C during `run` raises `SweepInterrupted` (finished tasks kept). Names are imported on first use
+Ctrl-C during `run` raises `sweeps.runner.SweepInterrupted`, a KeyboardInterrupt (finished tasks kept;
+not exported here: every exported error is a StopraceError). Names are imported on first use
 (PEP 562): `import sweeps` loads neither Ray nor pydantic, so the CLI starts fast.
 """
 
@@ -22,7 +23,7 @@ from sweeps.errors import ClusterError, UsageError
 
 if TYPE_CHECKING:
     from sweeps.guards import RunPlan, check_size
-    from sweeps.runner import RunReport, SweepInterrupted, run
+    from sweeps.runner import RunReport, run
     from sweeps.spec import SpecError, SweepSpec, load_spec, parse_spec
 
 __all__ = [
@@ -31,7 +32,6 @@ __all__ = [
     "RunReport",
     "SpecError",
     "StopraceError",
-    "SweepInterrupted",
     "SweepSpec",
     "UsageError",
     "check_size",
@@ -42,7 +42,7 @@ __all__ = [
 
 _WHERE = {
     "RunPlan": "sweeps.guards", "check_size": "sweeps.guards",
-    "RunReport": "sweeps.runner", "SweepInterrupted": "sweeps.runner", "run": "sweeps.runner",
+    "RunReport": "sweeps.runner", "run": "sweeps.runner",
     "SpecError": "sweeps.spec", "SweepSpec": "sweeps.spec", "load_spec": "sweeps.spec", "parse_spec": "sweeps.spec",
 }
 

@@ -19,8 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 PUBLIC = {
-    "sweeps": ["ClusterError", "RunPlan", "RunReport", "SpecError", "StopraceError", "SweepInterrupted", "SweepSpec",
-               "UsageError", "check_size", "load_spec", "parse_spec", "run"],
+    "sweeps": ["ClusterError", "RunPlan", "RunReport", "SpecError", "StopraceError", "SweepSpec", "UsageError",
+               "check_size", "load_spec", "parse_spec", "run"],
     "queries": ["Answer", "Capacity", "CapacityAnswer", "QueryError", "Replay", "StopraceError", "capacity_answer",
                 "connect", "list_named", "named_answer", "run_named", "run_sql", "sql_answer"],
 }
