@@ -52,7 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _loopback(host: str) -> bool:
-    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+    from sweeps.serve.config import LOOPBACK_HOSTS
+
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -60,6 +62,7 @@ def handle(args: argparse.Namespace) -> int:
     import uvicorn
 
     from sweeps.serve import ServeConfig, create_app, shutdown
+    from sweeps.serve.config import LOOPBACK_HOSTS
 
     if not _loopback(args.host) and not args.token:
         raise UsageError(f"--host {args.host} exposes the server beyond this machine: give --token T "
@@ -78,7 +81,7 @@ def handle(args: argparse.Namespace) -> int:
     config = ServeConfig(locations=list(args.locations), token=args.token, address=args.address,
                          workers=args.workers, query_timeout_s=args.query_timeout, row_limit=args.row_limit,
                          byte_limit=args.byte_limit, heavy_slots=args.heavy,
-                         trusted_hosts=None if args.token else ("127.0.0.1", "localhost", "::1", args.host))
+                         trusted_hosts=None if args.token else (*LOOPBACK_HOSTS, args.host))
     app = create_app(config)
     _Server = _uvicorn_server()
     n = len(app.state.services.registry.all())
