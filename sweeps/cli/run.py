@@ -14,7 +14,7 @@ from sweeps.spec import MAX_POINTS
 
 def add_scheduling_options(p: argparse.ArgumentParser) -> None:
     """Options `run` and `submit` share: how much is in flight, retries, the point-count guard."""
-    p.add_argument("--max-in-flight", type=count_arg, metavar="N", help="tasks submitted at once (default 2 x cluster CPUs)")
+    p.add_argument("--max-in-flight", type=count_arg, metavar="N", help="Ray calls submitted at once (default 2 x cluster CPUs; tiny tasks share a call)")
     p.add_argument("--retries", type=int, default=3, metavar="N", help="retries of a task whose worker or node died (default 3)")
     p.add_argument(
         "--force",
