@@ -22,6 +22,9 @@ With --cluster-example: a result set the size of examples/tdx-kexec-cluster.toml
 is written through the real store (sweeps.store.ResultStore.write_task: segments,
 commits, merges), then a fresh process times the full `outcomes` and the capacity
 table and reports its peak RSS (targets: <= 3 s and <= 1 GiB on a 2-core machine).
+``--scales 1,2,4`` does the same at 1x, 2x and 4x that size (4x: 43,680 points, 436,800
+rows) and prints how the query process's peak RSS (ru_maxrss, after `outcomes` and after
+the capacity table) and times grow with the rows (issue 22 item 6: <= 1 GiB at 4x, linear).
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", help="use/keep this dir instead of a temp dir")
     ap.add_argument("--cluster-example", action="store_true",
                     help="109,200 rows written through the real store; time and peak RSS of outcomes and capacity")
+    ap.add_argument("--scales", help="with --cluster-example: comma-separated multiples of its size, e.g. 1,2,4")
     ap.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)  # the child process of --cluster-example
     args = ap.parse_args(argv)
     if args.measure:
@@ -146,15 +150,15 @@ def with_estimator_columns(t: pa.Table) -> pa.Table:
     return t
 
 
-def build_through_store(d: Path) -> None:
-    """The cluster example's size through ResultStore.write_task, two shards per task, then finish."""
+def build_through_store(d: Path, scale: int = 1) -> None:
+    """`scale` x the cluster example's size through ResultStore.write_task, two shards per task, then finish."""
     import numpy as np
 
     from queries.resultset.schema import POINTS_SCHEMA
     from sweeps.spec import parse_spec
     from sweeps.store import ResultStore
 
-    rows = CLUSTER_POINTS * CLUSTER_SHARDS
+    rows = CLUSTER_POINTS * scale * CLUSTER_SHARDS
     spec = parse_spec({"name": "bulk", "seed": 0, "trials": 1000, "axes": {"n_cpus": [2, 4]}})
     rng = np.random.default_rng(0)
     store = ResultStore.create_or_open(d, spec)
@@ -172,7 +176,7 @@ def build_through_store(d: Path) -> None:
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     m = ResultSet.open(d).manifest
     files = [f for seg in m.segments for f in seg.files()]
-    print(f"stored {rows:,} points rows ({CLUSTER_POINTS:,} points x {CLUSTER_SHARDS} shards) as {n_tasks:,} tasks "
+    print(f"stored {rows:,} points rows ({CLUSTER_POINTS * scale:,} points x {CLUSTER_SHARDS} shards) as {n_tasks:,} tasks "
           f"through the store in {wall:.1f} s ({n_tasks / wall:,.0f} tasks/s; {cpu:.1f} CPU-s incl. building rows): "
           f"{len(files)} committed files, {sum(f.size for f in files) / 2**20:.1f} MiB")
 
@@ -191,15 +195,21 @@ def measure(d: Path, repeat: int) -> int:
     def full():
         return con.sql("SELECT * FROM outcomes").to_arrow_table()
 
+    def peak() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    rss_connect = peak()
     c0 = time.process_time()
     t_full, out = best(full, repeat)
     c1 = time.process_time()
+    rss_outcomes = peak()
     t_cap, cap = best(lambda: capacity(con, 1e-3), repeat)
     c2 = time.process_time()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak()
     print(json.dumps({"connect_s": t_connect, "outcomes_s": t_full, "outcomes_rows": out.num_rows,
                       "outcomes_cpu_s": (c1 - c0) / repeat, "capacity_cpu_s": (c2 - c1) / repeat,
-                      "capacity_s": t_cap, "capacity_rows": cap.limits.num_rows, "peak_rss_mib": rss}))
+                      "capacity_s": t_cap, "capacity_rows": cap.limits.num_rows, "peak_rss_mib": rss,
+                      "rss_connect_mib": rss_connect, "rss_outcomes_mib": rss_outcomes}))
     return 0
 
 
@@ -214,24 +224,56 @@ def result_dir(given: str | None) -> Iterator[Path]:
 
 
 def cluster_example(args) -> int:
-    import json
-    import subprocess
-
     from machine import machine
 
     print("# bench_queries --cluster-example ", machine())
+    if args.scales:
+        return scaling(args, [int(x) for x in args.scales.split(",")])
     with result_dir(args.dir) as d:
         if not (d / "manifest.json").exists():
             build_through_store(d)
-        r = subprocess.run([sys.executable, __file__, "--measure", "--dir", str(d), "--repeat", str(args.repeat)],
-                           capture_output=True, text=True, check=True)
-        m = json.loads(r.stdout.strip().splitlines()[-1])
+        m = measure_in_subprocess(d, args.repeat)
         print(f"connect (manifest, checksums, views)       {m['connect_s']:8.3f} s")
         print(f"full outcomes ({m['outcomes_rows']:,} points, every column) {m['outcomes_s']:8.3f} s   (target <= 3 s; "
               f"{m['outcomes_cpu_s']:.3f} CPU-s in all threads)")
         print(f"capacity table ({m['capacity_rows']} rows, target 1e-3)         {m['capacity_s']:8.3f} s   "
               f"({m['capacity_cpu_s']:.3f} CPU-s)")
         print(f"peak RSS of the query process              {m['peak_rss_mib']:8.0f} MiB (target <= 1024 MiB)")
+    return 0
+
+
+def measure_in_subprocess(d: Path, repeat: int) -> dict:
+    """`measure` in a fresh process (its own peak RSS), as a dict."""
+    import json
+    import subprocess
+
+    r = subprocess.run([sys.executable, __file__, "--measure", "--dir", str(d), "--repeat", str(repeat)],
+                       capture_output=True, text=True, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def scaling(args, scales: list[int]) -> int:
+    """The cluster example at each scale: build (once, kept with --dir), then measure each in a fresh process."""
+    with result_dir(args.dir) as base:
+        dirs = {}
+        for k in scales:
+            d = base.parent / f"{base.name}-x{k}"
+            if not (d / "manifest.json").exists():
+                build_through_store(d, k)
+            dirs[k] = d
+        print(f"{'scale':>5} {'rows':>8} {'points':>7} {'outcomes s':>10} {'CPU s':>6} {'capacity s':>10} "
+              f"{'RSS connect':>11} {'RSS outcomes':>12} {'RSS peak':>9}  (MiB; target <= 1024 at 4x)")
+        ms = {}
+        for k, d in dirs.items():
+            m = ms[k] = measure_in_subprocess(d, args.repeat)
+            print(f"{k:>4}x {CLUSTER_POINTS * k * CLUSTER_SHARDS:>8,} {m['outcomes_rows']:>7,} {m['outcomes_s']:>10.3f} "
+                  f"{m['outcomes_cpu_s']:>6.2f} {m['capacity_s']:>10.3f} {m['rss_connect_mib']:>11.0f} "
+                  f"{m['rss_outcomes_mib']:>12.0f} {m['peak_rss_mib']:>9.0f}")
+        lo, hi = min(ms), max(ms)
+        if hi > lo:
+            grow = lambda key: (ms[hi][key] - ms[lo][key]) / (hi - lo)  # noqa: E731
+            print(f"per 1x more rows ({CLUSTER_POINTS * CLUSTER_SHARDS:,}): RSS after outcomes +{grow('rss_outcomes_mib'):.0f} MiB, "
+                  f"peak +{grow('peak_rss_mib'):.0f} MiB, outcomes +{grow('outcomes_s'):.3f} s")
     return 0
 
 
