@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cluster-example", action="store_true",
                     help="109,200 rows written through the real store; time and peak RSS of outcomes and capacity")
     ap.add_argument("--scales", help="with --cluster-example: comma-separated multiples of its size, e.g. 1,2,4")
+    ap.add_argument("--estimator", choices=["naive", "cmc"], default="naive",
+                    help="with --scales: the estimator the rows say they ran (cmc: outcomes pools every point "
+                         "through the Python functions of queries.estimates, as for the real cluster example)")
     ap.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)  # the child process of --cluster-example
     args = ap.parse_args(argv)
     if args.measure:
@@ -135,14 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def with_estimator_columns(t: pa.Table) -> pa.Table:
-    """The naive estimator's columns (as sweeps.shard writes them) and null preflush columns."""
+def with_estimator_columns(t: pa.Table, estimator: str = "naive") -> pa.Table:
+    """The estimator's columns (as sweeps.shard writes them; for "cmc" the same per-shard mean and
+    variance, so `outcomes` pools them through queries.estimates) and null preflush columns."""
     n = pc.cast(t["trials"], pa.float64())
     p_race = pc.divide(pc.cast(t["race"], pa.float64()), n)
     bad = pc.add(pc.add(t["race"], t["hang"]), t["timeout"])
     p_bad = pc.divide(pc.cast(bad, pa.float64()), n)
     var = lambda p: pc.divide(pc.multiply(p, pc.subtract(1.0, p)), pc.subtract(n, 1.0))  # noqa: E731
-    cols = {"estimator": pa.array(["naive"] * t.num_rows), "p_race_est": p_race, "p_race_var": var(p_race),
+    cols = {"estimator": pa.array([estimator] * t.num_rows), "p_race_est": p_race, "p_race_var": var(p_race),
             "p_bad_est": p_bad, "p_bad_var": var(p_bad), "preflush_sum_us": pa.nulls(t.num_rows, pa.float64()),
             "preflush_max_us": pa.nulls(t.num_rows, pa.float64())}
     for name, col in cols.items():
@@ -150,7 +154,7 @@ def with_estimator_columns(t: pa.Table) -> pa.Table:
     return t
 
 
-def build_through_store(d: Path, scale: int = 1) -> None:
+def build_through_store(d: Path, scale: int = 1, estimator: str = "naive") -> None:
     """`scale` x the cluster example's size through ResultStore.write_task, two shards per task, then finish."""
     import numpy as np
 
@@ -166,7 +170,7 @@ def build_through_store(d: Path, scale: int = 1) -> None:
     n_tasks = 0
     for start in range(0, rows, 8192):  # build 8192 rows at a time, store them task by task
         table = with_estimator_columns(
-            sr.bulk_rows(np.arange(start, min(start + 8192, rows)), rng, shards_per_point=CLUSTER_SHARDS))
+            sr.bulk_rows(np.arange(start, min(start + 8192, rows)), rng, shards_per_point=CLUSTER_SHARDS), estimator)
         table = table.select(POINTS_SCHEMA.names).cast(POINTS_SCHEMA)  # as sweeps.shard.run_task returns it
         for off in range(0, table.num_rows, ROWS_PER_TASK):
             store.write_task(n_tasks, table.slice(off, ROWS_PER_TASK))
@@ -257,10 +261,11 @@ def scaling(args, scales: list[int]) -> int:
     with result_dir(args.dir) as base:
         dirs = {}
         for k in scales:
-            d = base.parent / f"{base.name}-x{k}"
+            d = base.parent / f"{base.name}-x{k}" if args.estimator == "naive" else base.parent / f"{base.name}-x{k}-cmc"
             if not (d / "manifest.json").exists():
-                build_through_store(d, k)
+                build_through_store(d, k, args.estimator)
             dirs[k] = d
+        print(f"estimator: {args.estimator}")
         print(f"{'scale':>5} {'rows':>8} {'points':>7} {'outcomes s':>10} {'CPU s':>6} {'capacity s':>10} "
               f"{'RSS connect':>11} {'RSS outcomes':>12} {'RSS peak':>9}  (MiB; target <= 1024 at 4x)")
         ms = {}
