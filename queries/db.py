@@ -292,7 +292,7 @@ SCAN_OPTIONS = {"batch_size": 4096, "batch_readahead": 1, "fragment_readahead": 
 """How every DuckDB scan of the registered datasets reads the Parquet files. pyarrow's defaults
 (batches of 131,072 rows, 16 batches and 4 files read ahead, row groups decoded on all cores) let a
 scan decode up to 16 row groups ahead of DuckDB: the 128-bin histograms are ~1 KiB a points row
-decoded, so at 4x the cluster example (436,800 rows, 14 row groups) a scan of `t_done_hist`
+decoded, so at 4x the cluster example (436,800 rows, 19 row groups) a scan of `t_done_hist`
 buffered the whole column, ~450 MiB, and `outcomes` peaked at 1.2 GiB. With these, a scan decodes
 one row group at a time (the dataset scan decodes whole row groups: ~45 MiB of histograms for the
 store's 32,768 rows) and holds one or two, whatever the size of the set; DuckDB's own threads still
