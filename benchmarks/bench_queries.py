@@ -25,6 +25,8 @@ table and reports its peak RSS (targets: <= 3 s and <= 1 GiB on a 2-core machine
 ``--scales 1,2,4`` does the same at 1x, 2x and 4x that size (4x: 43,680 points, 436,800
 rows) and prints how the query process's peak RSS (ru_maxrss, after `outcomes` and after
 the capacity table) and times grow with the rows (issue 22 item 6: <= 1 GiB at 4x, linear).
+``--estimator cmc`` writes the rows as cmc shards, as the real cluster example's are, so
+`outcomes` pools every point through the Python functions of queries.estimates.
 """
 
 from __future__ import annotations
