@@ -18,21 +18,25 @@ Prints best-of-R seconds and ratios; never passes or fails on time.
     python benchmarks/bench_queries.py [--rows 1000000] [--files 10] [--repeat 3]
 
 With --cluster-example: a result set the size of examples/tdx-kexec-cluster.toml
-(10,920 points x 10 shards = 109,200 points rows, as 54,600 tasks of two shards)
-is written through the real store (sweeps.store.ResultStore.write_task: segments,
-commits, merges), then a fresh process times the full `outcomes` and the capacity
-table and reports its peak RSS (targets: <= 3 s and <= 1 GiB on a 2-core machine).
-``--scales 1,2,4`` does the same at 1x, 2x and 4x that size (4x: 43,680 points, 436,800
-rows) and prints how the query process's peak RSS (ru_maxrss, after `outcomes` and after
-the capacity table) and times grow with the rows (issue 22 item 6: <= 1 GiB at 4x, linear).
-``--estimator cmc`` writes the rows as cmc shards, as the real cluster example's are, so
-`outcomes` pools every point through the Python functions of queries.estimates.
+(10,920 points x 10 shards = 109,200 points rows, as 54,600 tasks of two shards; the
+points are the example's full grid, 10 n_cpus x 13 wbinvd_us x 6 ipi_jitter_us x 7
+p_stall x 2 mitigation) is written through the real store (sweeps.store.ResultStore.write_task:
+segments, commits, merges), and a second set B of the same grid with other counts is written
+directly; then a fresh process times the full `outcomes`, the capacity table, `importance`
+(p_race) and `compare` A vs B, and reports its peak RSS (targets: outcomes <= 3 s, importance
+and compare <= 1 s each, <= 1 GiB on a 2-core machine).
+``--scales 1,2,4`` writes 1x, 2x and 4x that size (4x: 43,680 points, 436,800 rows; point j has
+the parameters of grid cell j mod 10,920) and prints, for each in a fresh process, how its peak
+RSS (ru_maxrss, after `outcomes` and after the capacity table) and times grow with the rows
+(issue 22 item 6: <= 1 GiB at 4x, linear). ``--estimator cmc`` writes the rows as cmc shards, as
+the real cluster example's are, so `outcomes` pools every point through queries.estimates.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 import tempfile
@@ -52,6 +56,16 @@ from queries.db import connect  # noqa: E402
 from queries.resultset.reader import ResultSet  # noqa: E402
 
 CLUSTER_POINTS, CLUSTER_SHARDS, ROWS_PER_TASK = 10_920, 10, 2
+CLUSTER_SPEC = Path(__file__).resolve().parents[1] / "examples" / "tdx-kexec-cluster.toml"
+
+
+def cluster_axes() -> dict[str, tuple]:
+    """The swept axes of examples/tdx-kexec-cluster.toml and their values (its full grid is CLUSTER_POINTS cells)."""
+    from sweeps.spec import load_spec
+
+    axes = {a.name: a.values for a in load_spec(CLUSTER_SPEC).axes}
+    assert math.prod(len(v) for v in axes.values()) == CLUSTER_POINTS, axes
+    return axes
 
 import synthetic_results as sr  # noqa: E402
 
@@ -82,9 +96,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --scales: the estimator the rows say they ran (cmc: outcomes pools every point "
                          "through the Python functions of queries.estimates, as for the real cluster example)")
     ap.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)  # the child process of --cluster-example
+    ap.add_argument("--dir-b", help=argparse.SUPPRESS)  # its set B for compare
     args = ap.parse_args(argv)
     if args.measure:
-        return measure(Path(args.dir), args.repeat)
+        return measure(Path(args.dir), Path(args.dir_b) if args.dir_b else None, args.repeat)
     if args.cluster_example:
         return cluster_example(args)
 
@@ -167,12 +182,14 @@ def build_through_store(d: Path, scale: int = 1, estimator: str = "naive") -> No
     rows = CLUSTER_POINTS * scale * CLUSTER_SHARDS
     spec = parse_spec({"name": "bulk", "seed": 0, "trials": 1000, "axes": {"n_cpus": [2, 4]}})
     rng = np.random.default_rng(0)
+    axes = cluster_axes()
     store = ResultStore.create_or_open(d, spec)
     t0, c0 = time.perf_counter(), time.process_time()
     n_tasks = 0
     for start in range(0, rows, 8192):  # build 8192 rows at a time, store them task by task
         table = with_estimator_columns(
-            sr.bulk_rows(np.arange(start, min(start + 8192, rows)), rng, shards_per_point=CLUSTER_SHARDS), estimator)
+            sr.bulk_rows(np.arange(start, min(start + 8192, rows)), rng, shards_per_point=CLUSTER_SHARDS, axes=axes),
+            estimator)
         table = table.select(POINTS_SCHEMA.names).cast(POINTS_SCHEMA)  # as sweeps.shard.run_task returns it
         for off in range(0, table.num_rows, ROWS_PER_TASK):
             store.write_task(n_tasks, table.slice(off, ROWS_PER_TASK))
@@ -187,22 +204,26 @@ def build_through_store(d: Path, scale: int = 1, estimator: str = "naive") -> No
           f"{len(files)} committed files, {sum(f.size for f in files) / 2**20:.1f} MiB")
 
 
-def measure(d: Path, repeat: int) -> int:
-    """(child process) full outcomes and capacity over `d`: best-of-`repeat` seconds and this process's peak RSS."""
+def measure(d: Path, d_b: Path | None, repeat: int) -> int:
+    """(child process) full outcomes, capacity, importance over `d` and compare `d` vs `d_b` (without `d_b`:
+    outcomes and capacity only): best-of-`repeat` seconds and this process's peak RSS, also after connecting
+    and after outcomes."""
     import json
     import resource
 
     from queries.capacity import capacity
+    from queries.compare import compare
+    from queries.importance import importance
 
     t0 = time.perf_counter()
     con = connect(d)
     t_connect = time.perf_counter() - t0
 
-    def full():
-        return con.sql("SELECT * FROM outcomes").to_arrow_table()
-
     def peak() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def full():
+        return con.sql("SELECT * FROM outcomes").to_arrow_table()
 
     rss_connect = peak()
     c0 = time.process_time()
@@ -211,11 +232,21 @@ def measure(d: Path, repeat: int) -> int:
     rss_outcomes = peak()
     t_cap, cap = best(lambda: capacity(con, 1e-3), repeat)
     c2 = time.process_time()
-    rss = peak()
-    print(json.dumps({"connect_s": t_connect, "outcomes_s": t_full, "outcomes_rows": out.num_rows,
-                      "outcomes_cpu_s": (c1 - c0) / repeat, "capacity_cpu_s": (c2 - c1) / repeat,
-                      "capacity_s": t_cap, "capacity_rows": cap.limits.num_rows, "peak_rss_mib": rss,
-                      "rss_connect_mib": rss_connect, "rss_outcomes_mib": rss_outcomes}))
+    m = {"connect_s": t_connect, "outcomes_s": t_full, "outcomes_rows": out.num_rows,
+         "outcomes_cpu_s": (c1 - c0) / repeat, "capacity_cpu_s": (c2 - c1) / repeat,
+         "capacity_s": t_cap, "capacity_rows": cap.limits.num_rows,
+         "rss_connect_mib": rss_connect, "rss_outcomes_mib": rss_outcomes}
+    if d_b is not None:
+        con_b = connect(d_b)
+        t_imp, imp = best(lambda: importance(con, "p_race"), repeat)
+        c3 = time.process_time()
+        t_cmp, cmp_ = best(lambda: compare(con, con_b, metric="p_race"), repeat)
+        c4 = time.process_time()
+        m.update({"importance_s": t_imp, "importance_cpu_s": (c3 - c2) / repeat,
+                  "importance_points": imp.rows.column("points")[0].as_py(), "importance_rows": imp.rows.num_rows,
+                  "compare_s": t_cmp, "compare_cpu_s": (c4 - c3) / repeat, "compare_matched": cmp_.matched})
+    m["peak_rss_mib"] = peak()
+    print(json.dumps(m))
     return 0
 
 
@@ -238,22 +269,33 @@ def cluster_example(args) -> int:
     with result_dir(args.dir) as d:
         if not (d / "manifest.json").exists():
             build_through_store(d)
-        m = measure_in_subprocess(d, args.repeat)
+        d_b = d.with_name(d.name + "-b")
+        if not (d_b / "manifest.json").exists():
+            sr.write_bulk(d_b, CLUSTER_POINTS * CLUSTER_SHARDS, shards_per_point=CLUSTER_SHARDS, n_files=4,
+                          sweep="bulk-b", seed=1, axes=cluster_axes())
+        m = measure_in_subprocess(d, args.repeat, d_b)
         print(f"connect (manifest, checksums, views)       {m['connect_s']:8.3f} s")
         print(f"full outcomes ({m['outcomes_rows']:,} points, every column) {m['outcomes_s']:8.3f} s   (target <= 3 s; "
               f"{m['outcomes_cpu_s']:.3f} CPU-s in all threads)")
         print(f"capacity table ({m['capacity_rows']} rows, target 1e-3)         {m['capacity_s']:8.3f} s   "
               f"({m['capacity_cpu_s']:.3f} CPU-s)")
+        print(f"importance p_race ({m['importance_rows']} rows, {m['importance_points']:,}-point grids)  "
+              f"{m['importance_s']:8.3f} s   (target <= 1 s; {m['importance_cpu_s']:.3f} CPU-s)")
+        print(f"compare A vs B ({m['compare_matched']:,} matched points)          {m['compare_s']:8.3f} s   "
+              f"(target <= 1 s; {m['compare_cpu_s']:.3f} CPU-s)")
+        print(f"ratio importance / full outcomes: {m['importance_s'] / m['outcomes_s']:.2f}; "
+              f"compare / full outcomes: {m['compare_s'] / m['outcomes_s']:.2f}")
         print(f"peak RSS of the query process              {m['peak_rss_mib']:8.0f} MiB (target <= 1024 MiB)")
     return 0
 
 
-def measure_in_subprocess(d: Path, repeat: int) -> dict:
+def measure_in_subprocess(d: Path, repeat: int, d_b: Path | None = None) -> dict:
     """`measure` in a fresh process (its own peak RSS), as a dict."""
     import json
     import subprocess
 
-    r = subprocess.run([sys.executable, __file__, "--measure", "--dir", str(d), "--repeat", str(repeat)],
+    extra = ["--dir-b", str(d_b)] if d_b is not None else []
+    r = subprocess.run([sys.executable, __file__, "--measure", "--dir", str(d), *extra, "--repeat", str(repeat)],
                        capture_output=True, text=True, check=True)
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -263,7 +305,7 @@ def scaling(args, scales: list[int]) -> int:
     with result_dir(args.dir) as base:
         dirs = {}
         for k in scales:
-            d = base.parent / f"{base.name}-x{k}" if args.estimator == "naive" else base.parent / f"{base.name}-x{k}-cmc"
+            d = base.parent / (f"{base.name}-x{k}" + ("" if args.estimator == "naive" else f"-{args.estimator}"))
             if not (d / "manifest.json").exists():
                 build_through_store(d, k, args.estimator)
             dirs[k] = d
@@ -278,9 +320,12 @@ def scaling(args, scales: list[int]) -> int:
                   f"{m['rss_outcomes_mib']:>12.0f} {m['peak_rss_mib']:>9.0f}")
         lo, hi = min(ms), max(ms)
         if hi > lo:
-            grow = lambda key: (ms[hi][key] - ms[lo][key]) / (hi - lo)  # noqa: E731
-            print(f"per 1x more rows ({CLUSTER_POINTS * CLUSTER_SHARDS:,}): RSS after outcomes +{grow('rss_outcomes_mib'):.0f} MiB, "
-                  f"peak +{grow('peak_rss_mib'):.0f} MiB, outcomes +{grow('outcomes_s'):.3f} s")
+            def grow(key: str) -> float:
+                return (ms[hi][key] - ms[lo][key]) / (hi - lo)
+
+            print(f"per 1x more rows ({CLUSTER_POINTS * CLUSTER_SHARDS:,}): RSS after outcomes "
+                  f"+{grow('rss_outcomes_mib'):.0f} MiB, peak +{grow('peak_rss_mib'):.0f} MiB, "
+                  f"outcomes +{grow('outcomes_s'):.3f} s")
     return 0
 
 
