@@ -130,3 +130,30 @@ def test_release1_rows_are_reproduced_by_run_task():
             stored = pq.read_table(f)
             cols = [c for c in stored.column_names if c != "wall_s"]
             assert table.select(cols).to_pylist() == stored.select(cols).to_pylist(), (what, t.task_id)
+
+
+def test_a_task_result_crosses_pickle_unchanged(rows):
+    """What a worker sends (TaskResult pickled as Arrow IPC batches) is rebuilt to the same tables:
+    same schema, same values, nulls and all; the points and events of every task of the fixture."""
+    import pickle
+
+    from sweeps.schema import EVENTS_SCHEMA, POINTS_SCHEMA
+    from sweeps.shard import TaskResult
+
+    spec, _, _, _ = rows
+    results = [run_task(t, spec.name) for t in iter_tasks(spec, min_tasks=1)]
+    assert sum(r.events.num_rows for r in results) > 0  # the events path is exercised
+    for r in results:
+        wire = r.__reduce__()[1]
+        assert isinstance(wire[1], bytes) and isinstance(wire[2], bytes)  # the IPC path, not Arrow's pickling
+        back = pickle.loads(pickle.dumps(r, protocol=5))
+        assert (back.task_id, back.cpu_trials) == (r.task_id, r.cpu_trials)
+        for got, want, schema in ((back.points, r.points, POINTS_SCHEMA), (back.events, r.events, EVENTS_SCHEMA)):
+            assert got.schema.equals(schema) and got.num_rows == want.num_rows
+            assert got.to_pylist() == want.to_pylist()  # NaN-free columns (NaNs are stored as nulls)
+    # an empty events table and a table of another schema come back as they went
+    empty = TaskResult(7, results[0].points, EVENTS_SCHEMA.empty_table(), 1)
+    assert pickle.loads(pickle.dumps(empty)).events.equals(EVENTS_SCHEMA.empty_table())
+    other = pa.table({"x": [1, 2]})
+    odd = pickle.loads(pickle.dumps(TaskResult(8, other, other, 2)))
+    assert odd.points.equals(other) and odd.events.equals(other)

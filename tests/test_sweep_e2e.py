@@ -82,6 +82,36 @@ def test_same_spec_gives_identical_rows(reference_run, tmp_path):
     assert read_dir(tmp_path / "again", "events").equals(read_dir(out, "events"))
 
 
+def test_tiny_tasks_batched_into_ray_calls_store_the_rows_of_run_task(ray_session, tmp_path, monkeypatch):
+    """One ~1 ms shard per task (the runner packs them into shared Ray calls, issue 22 item 5):
+    every stored row equals what sweeps.shard.run_task gives for that task in this process."""
+    import pyarrow as pa
+
+    import sweeps.runner
+    from sweeps.grid import iter_tasks
+    from sweeps.shard import run_task
+    from sweeps.spec import parse_spec
+
+    text = SMALL_SPEC.replace("shard_trials = 1000", "shard_trials = 100").replace("task_seconds = 0.05",
+                                                                                    "task_seconds = 0.00001")
+    spec = parse_spec(text)
+    tasks = list(iter_tasks(spec))
+    assert len(tasks) == spec.n_points * spec.n_shards_per_point == 240  # one shard per task
+    # batches of up to 10 s of tasks, so they are batched even when a loaded machine slows each to 50 ms
+    monkeypatch.setattr(sweeps.runner, "BATCH_S", 10.0)
+    rep = run(spec, tmp_path / "out", progress=False)
+    assert rep.complete and rep.stats is not None and rep.stats.tasks == 240
+    assert rep.stats.calls < rep.stats.tasks / 2  # tasks really shared Ray calls
+    direct = [run_task(t, spec.name) for t in tasks]
+    for what in ("points", "events"):
+        got = read_dir(tmp_path / "out", what)
+        want = pa.concat_tables([getattr(r, what) for r in direct])
+        assert want.num_rows > 0 and got.num_rows == want.num_rows
+        keys = [("point_id", "ascending"), ("shard", "ascending")] + ([("trial", "ascending")] if what == "events" else [])
+        want = without_wall(want.sort_by(keys))
+        assert without_wall(got).select(want.column_names).to_pylist() == want.to_pylist(), what
+
+
 @pytest.fixture(scope="module")
 def slow_run(ray_session, tmp_path_factory):
     return run_once(tmp_path_factory, "slow", SLOW_SPEC)
