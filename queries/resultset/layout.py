@@ -6,20 +6,32 @@
       manifest.json                       # the commit point (queries.resultset.manifest)
       spec.toml                           # the spec as run
       writer.lock                         # while a writer holds the set (queries.resultset.lock)
-      points/seg-<token>-<n>.parquet      # segments: rows of many tasks
-      events/seg-<token>-<n>.parquet      # the same tasks' race/hang/timeout trials (if any)
-      points/task-000042.parquet          # first release (format 1): one file per task
-      events/task-000042.parquet
+      points -> .views/points-<token>-<n> # what outside readers see: exactly the committed files
+      events -> .views/events-<token>-<n>
+      .data/points/seg-<token>-<n>.parquet   # segments: rows of many tasks (format 3)
+      .data/events/seg-<token>-<n>.parquet   # the same tasks' race/hang/timeout trials (if any)
+      .data/points/task-000042.parquet    # first release (format 1): one file per task
+      .views/points-<token>-<n>/seg-....parquet -> ../../.data/points/seg-....parquet
 
 ``token`` is a random id of the writer session that wrote the file, so two
 writers (or a writer and the leftovers of a killed one) never pick the same
 name. Temporary files are ``.<final name>.<token>.tmp`` beside their final name.
+
+The manifest names a file by table and name (``points/seg-...parquet``); it lies at
+``physical(data_dir, path)``: under ``.data/`` in format 3, in ``points/`` itself in sets
+written before (format 1 and 2, or on object stores, which have no links: there the
+superseded files stay beside the committed ones until the grace period ends).
+``points`` and ``events`` are symbolic links to a view directory of links to the
+committed files, replaced atomically after every commit (queries.resultset.view), so a
+plain ``read_parquet('DIR/points/*.parquet')`` sees one committed state, never in-flight
+or superseded files; dataset discovery (pyarrow, pandas, polars) skips the dot-directories.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
+from typing import Final
 
 MANIFEST = "manifest.json"
 SPEC_FILE = "spec.toml"
@@ -28,6 +40,10 @@ POINTS_DIR = "points"
 EVENTS_DIR = "events"
 TABLES: tuple[str, str] = (POINTS_DIR, EVENTS_DIR)
 TMP_SUFFIX = ".tmp"
+DATA_DIR: Final = ".data"
+"""Where format 3 keeps every table file (never looked at by dataset discovery)."""
+VIEWS_DIR = ".views"
+"""Where the views that ``points``/``events`` link to live."""
 
 _SEGMENT_RE = re.compile(r"^seg-([0-9a-f]+)-(\d+)\.parquet$")
 _TMP_RE = re.compile(r"^\.(.+)\.([0-9a-f]+)\.tmp$")
@@ -49,6 +65,25 @@ def task_id_of(file_name: str) -> int | None:
         return None
     digits = file_name[5:-8]
     return int(digits) if digits.isdigit() else None
+
+
+def physical(data_dir: str, rel: str) -> str:
+    """Where the file the manifest calls ``rel`` (``points/NAME``) lies, relative to the set."""
+    return f"{data_dir}/{rel}" if data_dir else rel
+
+
+def view_dir(table: str, token: str, seq: int) -> str:
+    """Path (relative to the set) of a view of ``table`` published by writer ``token``."""
+    return f"{VIEWS_DIR}/{table}-{token}-{seq:06d}"
+
+
+_VIEW_RE = re.compile(r"^(points|events)-([0-9a-f]+)-(\d+)$")
+
+
+def view_token(name: str) -> str | None:
+    """The writer token in a view directory's name, else None."""
+    m = _VIEW_RE.match(name)
+    return m.group(2) if m else None
 
 
 def segment_file(table: str, token: str, seq: int) -> str:

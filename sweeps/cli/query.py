@@ -12,6 +12,7 @@ import duckdb
 from queries.db import QueryError, connect, first_line, require_complete, result_set_problems
 from queries.format import FORMATS, check_output, render_table, write_result
 from queries.named import list_named, parse_params, run_named, run_sql
+from queries.resultset.errors import StoreError
 from queries.sandbox import check_output_path
 from sweeps.errors import UsageError
 
@@ -126,10 +127,17 @@ _NEEDS_COMPLETE = frozenset({"hang_conditions"})
 
 
 def _connect(dirs: list[str], command: str, warn: bool = True):
-    """Connect; print one stderr line per incomplete or damaged set (unless the caller reports it)."""
+    """Connect to the sets as sweeps.integrity judges them (the verdict the HTTP API gives too); print
+    one stderr line per incomplete or damaged set (unless the caller reports it)."""
+    from sweeps.integrity import check_result_set
+
     if not dirs:
         raise UsageError("give at least one results DIR")
-    con = connect(*dirs)
+    try:
+        sets = [check_result_set(d).result_set for d in dirs]
+    except StoreError as e:
+        raise QueryError(str(e)) from None
+    con = connect(*sets)
     if warn:
         for p in result_set_problems(con):
             print(f"stoprace {command}: warning: {p}", file=sys.stderr)
