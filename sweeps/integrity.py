@@ -97,7 +97,8 @@ def plan_expectation(spec: SweepSpec, manifest: Manifest) -> Expect | None:
                 break
             if task.task_id in legacy:
                 want[task.task_id] = Expected({(it.point.point_id, k): (it.point.point_seed, it.shard_size(k))
-                                               for it in task.items for k in it.shards})
+                                               for it in task.items for k in it.shards},
+                                              {it.point.point_id: it.point.values for it in task.items})
     except (KeyError, TypeError, ValueError):  # a plan this planner cannot read: no plan check
         return None
     return want.get

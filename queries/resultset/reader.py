@@ -16,6 +16,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -49,9 +50,11 @@ class Damage:
 
 @dataclass(frozen=True)
 class Expected:
-    """What one first-release task file must hold, from the task plan: (point_id, shard) -> (seed, trials)."""
+    """What one first-release task file must hold, from the task plan: (point_id, shard) -> (seed,
+    trials), and each point's parameter values (point_id -> name -> value; its id is their hash)."""
 
     rows: Mapping[tuple[str, int], tuple[int, int]]
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 Expect = Callable[[int], "Expected | None"]
@@ -108,6 +111,41 @@ class Integrity:
         """One line saying what is incomplete or damaged (None if the set is complete and intact)."""
         parts = self.reasons()
         return f"{self.display}: " + "; ".join(parts) if parts else None
+
+
+def _statistics_problem(md: pq.FileMetaData, t: pa.Table) -> str | None:
+    """Why a file's column statistics disagree with its decoded rows (None if they agree).
+
+    Scans skip row groups by these minima and maxima, so a wrong one (a flipped bit in the
+    footer) would drop rows from a filtered query although every row decodes.
+    """
+    import pyarrow.compute as pc
+
+    start = 0
+    for g in range(md.num_row_groups):
+        rg = md.row_group(g)
+        part = t.slice(start, rg.num_rows)
+        start += rg.num_rows
+        for i in range(rg.num_columns):
+            c = rg.column(i)
+            st = c.statistics
+            name = c.path_in_schema.split(".", 1)[0]
+            if name not in part.column_names:  # the Parquet schema and the Arrow schema in the footer disagree
+                return f"has a column {name!r} in its Parquet schema that its Arrow schema does not name"
+            if st is None:
+                continue
+            col = part[name]
+            if pa.types.is_list(col.type):
+                col = pc.list_flatten(col)
+            if st.has_null_count and "." not in c.path_in_schema and st.null_count != col.null_count:
+                return f"has statistics of column {name} that do not match its rows (null count)"
+            if not st.has_min_max:
+                continue
+            vals = col.filter(pc.invert(pc.is_nan(col))) if pa.types.is_floating(col.type) else col
+            mm = pc.min_max(vals).as_py()
+            if (mm["min"], mm["max"]) != (st.min, st.max):
+                return f"has statistics of column {name} that do not match its rows"
+    return None
 
 
 def probe(location: str | os.PathLike[str], filesystem: pafs.FileSystem | None = None) -> tuple[Backend, str | None]:
@@ -254,9 +292,12 @@ class ResultSet:
                 try:
                     with fs.open_input(self.physical(r)) as f:
                         if verify:
-                            t = pq.read_table(f)  # every page decoded: no checksum says the bytes are intact
+                            # every page decoded (no checksum says the bytes are intact); one thread: the files are small
+                            pf = pq.ParquetFile(f)
+                            t = pf.read(use_threads=False)
                             schema = t.schema
-                            why = self._legacy_content(table, tid, t, keys, seen, expect)
+                            why = _statistics_problem(pf.metadata, t) or self._legacy_content(table, tid, t, keys,
+                                                                                                 seen, expect)
                         else:
                             schema = pq.read_schema(f)
                 except (OSError, pa.ArrowException) as e:
@@ -283,6 +324,22 @@ class ResultSet:
         the plan's (point, shard) pairs with their seeds and trial counts. Events (where the file
         is there at all): the sweep, only that task's shards, one row per race/hang/timeout trial.
         """
+        from queries.resultset.schema import SCHEMAS
+
+        want_schema = SCHEMAS[table]
+        for f in t.schema:  # the first release wrote a subset of today's columns, with today's types
+            i = want_schema.get_field_index(f.name)
+            if i < 0:
+                return f"has a column {f.name!r} that no stoprace release writes"
+            if want_schema.field(i).type != f.type:
+                return f"has column {f.name} of type {f.type}, not {want_schema.field(i).type}"
+        try:
+            return self._legacy_rows(table, tid, t, keys, seen, expect)
+        except (TypeError, ValueError, KeyError, pa.ArrowException) as e:  # contents no writer produces
+            return f"has contents no stoprace writes ({type(e).__name__}: {one_line(e)})"
+
+    def _legacy_rows(self, table: str, tid: int, t: pa.Table, keys: set[tuple[str, int]],
+                     seen: Counter[tuple[str, int]], expect: Expect | None) -> str | None:
         from queries.resultset.schema import REQUIRED_POINTS_COLUMNS
 
         sweep = self.manifest.sweep
@@ -306,8 +363,14 @@ class ResultSet:
                 keys.add(k)
             want = expect(tid) if expect is not None else None
             if want is not None:
-                for r in rows:
+                names = [n for n in next(iter(want.params.values()), {}) if n in t.column_names]
+                for r, vals in zip(rows, t.select(names).to_pylist()):
                     k = (r["point_id"], r["shard"])
+                    if k[0] in want.params:
+                        bad = next((n for n in names if vals[n] != want.params[k[0]][n]), None)
+                        if bad is not None:
+                            return (f"holds point {k[0]} with {bad} = {vals[bad]!r}, the point's id says "
+                                    f"{want.params[k[0]][bad]!r}")
                     if k not in want.rows:
                         return f"holds point {k[0]} shard {k[1]}, which the plan does not put in task {tid}"
                     if (r["seed"], r["trials"]) != want.rows[k]:
