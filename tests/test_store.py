@@ -78,15 +78,19 @@ def stored_rows(d, what: str = "points") -> pa.Table:
 
 
 TASKS = list(iter_tasks(SPEC, cpu_trials_per_s=1))  # one shard per task: 6 tasks
+LAYOUT = [".current", ".data", ".views", "events", "manifest.json", "points", "spec.toml"]
+"""A set's top level (queries.resultset.layout) once its writer is done."""
 
 
 def test_create_layout_and_manifest(tmp_path):
     out = tmp_path / "a" / "b" / "res"
     store = ResultStore.create_or_open(out, SPEC, plan=plan_signature())
-    assert sorted(os.listdir(out)) == [".data", ".views", "events", "manifest.json", "points", "spec.toml", "writer.lock"]
-    # the tables' files live under .data; points/ and events/ are links to (empty) views of the committed ones
+    assert sorted(os.listdir(out)) == LAYOUT + ["writer.lock"]
+    # the tables' files live under .data; manifest.json, points/ and events/ are links through .current,
+    # the generation the last commit made (the views of points and events: empty yet)
     assert sorted(os.listdir(out / ".data")) == ["events", "points"]
     assert all((out / t).is_symlink() and os.listdir(out / t) == [] for t in ("points", "events"))
+    assert os.readlink(out / "manifest.json") == ".current/manifest.json" and (out / ".current").is_symlink()
     lock = json.loads((out / "writer.lock").read_text())
     assert lock["pid"] == os.getpid() and lock["host"] and lock["started"]
     assert parse_spec((out / "spec.toml").read_text()) == SPEC
@@ -96,7 +100,7 @@ def test_create_layout_and_manifest(tmp_path):
     assert m["plan"] == plan_signature()
     assert store.done_tasks() == set()
     store.close()
-    assert sorted(os.listdir(out)) == [".data", ".views", "events", "manifest.json", "points", "spec.toml"]  # lock released
+    assert sorted(os.listdir(out)) == LAYOUT  # lock released
 
 
 def test_segments_hold_many_tasks_and_read_back_exactly(tmp_path):
@@ -357,7 +361,7 @@ def test_file_uri_is_the_local_store(tmp_path):
     store = ResultStore.create_or_open(uri, SPEC, plan=plan_signature())
     assert store.path == tmp_path / "r"
     _fill(store, TASKS)
-    assert sorted(os.listdir(tmp_path / "r")) == [".data", ".views", "events", "manifest.json", "points", "spec.toml"]
+    assert sorted(os.listdir(tmp_path / "r")) == LAYOUT
     by_path, by_uri = ResultStore.open_existing(tmp_path / "r"), ResultStore.open_existing(uri)
     assert by_path.done_tasks() == by_uri.done_tasks() == set(range(6)) and by_uri.complete
     assert by_uri.read_points().sort_by("n_cpus").equals(by_path.read_points().sort_by("n_cpus"))

@@ -3,15 +3,16 @@
 ::
 
     DIR/
-      manifest.json                       # the commit point (queries.resultset.manifest)
       spec.toml                           # the spec as run
       writer.lock                         # while a writer holds the set (queries.resultset.lock)
-      points -> .views/points-<token>-<n> # what outside readers see: exactly the committed files
-      events -> .views/events-<token>-<n>
+      manifest.json -> .current/manifest.json   # the commit point (queries.resultset.manifest)
+      points -> .current/points           # what outside readers see: exactly the committed files
+      events -> .current/events
+      .current -> .views/<token>-<n>      # the current generation (queries.resultset.view)
+      .views/<token>-<n>/manifest.json, points/seg-....parquet -> ../../../.data/points/seg-....parquet
       .data/points/seg-<token>-<n>.parquet   # segments: rows of many tasks (format 3)
       .data/events/seg-<token>-<n>.parquet   # the same tasks' race/hang/timeout trials (if any)
       .data/points/task-000042.parquet    # first release (format 1): one file per task
-      .views/points-<token>-<n>/seg-....parquet -> ../../.data/points/seg-....parquet
 
 ``token`` is a random id of the writer session that wrote the file, so two
 writers (or a writer and the leftovers of a killed one) never pick the same
@@ -19,12 +20,12 @@ name. Temporary files are ``.<final name>.<token>.tmp`` beside their final name.
 
 The manifest names a file by table and name (``points/seg-...parquet``); it lies at
 ``physical(data_dir, path)``: under ``.data/`` in format 3, in ``points/`` itself in sets
-written before (format 1 and 2, or on object stores, which have no links: there the
-superseded files stay beside the committed ones until the grace period ends).
-``points`` and ``events`` are symbolic links to a view directory of links to the
-committed files, replaced atomically after every commit (queries.resultset.view), so a
-plain ``read_parquet('DIR/points/*.parquet')`` sees one committed state, never in-flight
-or superseded files; dataset discovery (pyarrow, pandas, polars) skips the dot-directories.
+written before (formats 1 and 2, where manifest.json is a plain file), and on object
+stores, which have no links (there superseded files stay beside the committed ones until
+the grace period ends). With links, each commit is a new generation and ``.current`` is
+renamed over (queries.resultset.view), so a plain ``read_parquet('DIR/points/*.parquet')``
+sees exactly one commit's files, the same one manifest.json describes at that instant;
+dataset discovery (pyarrow, pandas, polars) skips the dot-directories.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ TMP_SUFFIX = ".tmp"
 DATA_DIR: Final = ".data"
 """Where format 3 keeps every table file (never looked at by dataset discovery)."""
 VIEWS_DIR = ".views"
-"""Where the views that ``points``/``events`` link to live."""
+"""Where the generations live: each commit's manifest and views (queries.resultset.view)."""
+CURRENT = ".current"
+"""The link naming the current generation; manifest.json, points and events are links through it."""
 
 _SEGMENT_RE = re.compile(r"^seg-([0-9a-f]+)-(\d+)\.parquet$")
 _TMP_RE = re.compile(r"^\.(.+)\.([0-9a-f]+)\.tmp$")
@@ -72,18 +75,18 @@ def physical(data_dir: str, rel: str) -> str:
     return f"{data_dir}/{rel}" if data_dir else rel
 
 
-def view_dir(table: str, token: str, seq: int) -> str:
-    """Path (relative to the set) of a view of ``table`` published by writer ``token``."""
-    return f"{VIEWS_DIR}/{table}-{token}-{seq:06d}"
+def generation_dir(token: str, seq: int) -> str:
+    """Path (relative to the set) of the generation (a commit: manifest and views) writer ``token`` built."""
+    return f"{VIEWS_DIR}/{token}-{seq:06d}"
 
 
-_VIEW_RE = re.compile(r"^(points|events)-([0-9a-f]+)-(\d+)$")
+_GEN_RE = re.compile(r"^([0-9a-f]+)-(\d+|aside-.+)$")
 
 
-def view_token(name: str) -> str | None:
-    """The writer token in a view directory's name, else None."""
-    m = _VIEW_RE.match(name)
-    return m.group(2) if m else None
+def generation_token(name: str) -> str | None:
+    """The writer token in a name under ``.views/`` (a generation, or a directory moved aside), else None."""
+    m = _GEN_RE.match(name)
+    return m.group(1) if m else None
 
 
 def segment_file(table: str, token: str, seq: int) -> str:

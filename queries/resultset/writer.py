@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -41,6 +42,7 @@ import pyarrow.parquet as pq
 from core.cost import cpu_trials
 from queries.resultset.errors import StoreError, one_line
 from queries.resultset.layout import (
+    CURRENT,
     DATA_DIR,
     EVENTS_DIR,
     MANIFEST,
@@ -61,7 +63,7 @@ from queries.resultset.ranges import RangeSet
 from queries.resultset.reader import Damage, Expect, ResultSet, read_manifest
 from queries.resultset.schema import EVENTS_SCHEMA, POINTS_SCHEMA, SCHEMAS, conform
 from queries.resultset.storage import Backend, NewFile
-from queries.resultset.view import collect_views, committed_names, convert, current_names, publish
+from queries.resultset.view import collect_generations, commit, convert, ensure_links, uses_generations
 
 __all__ = ["SetWriter", "SEGMENT_BYTES", "ROW_GROUP_ROWS", "BUFFER_BYTES", "FLUSH_S", "MERGE_FANOUT", "GC_GRACE_S",
            "compact", "CompactReport"]
@@ -201,9 +203,7 @@ class SetWriter:
         self._last_commit = time.monotonic()
         self._mutex = threading.RLock()
         self.closed = False
-        self._published: dict[str, list[str]] | None = None  # what the views show (None: not known yet)
-        self._publish_cost = 0.0  # seconds the last view publication took
-        self._published_at = 0.0
+        self._commit_cost = 0.0  # seconds the last manifest commit took (a generation: a link per file)
 
     # ---- opening -------------------------------------------------------------------------------
     @classmethod
@@ -214,7 +214,6 @@ class SetWriter:
             w = cls(backend, read_manifest(backend), lock, **kw)
             w._upgrade()
             w._cleanup()
-            w._show(force=True)
         except BaseException:
             lock.release()
             raise
@@ -252,6 +251,8 @@ class SetWriter:
             fs.replace_bytes(SPEC_FILE, spec_text.encode(), self.token)
         for t in TABLES:
             fs.makedirs(self._phys(t))
+        if uses_generations(fs, self.manifest) and (Path(fs.path()) / CURRENT).is_symlink():
+            ensure_links(fs, self.token)
 
     # ---- state ---------------------------------------------------------------------------------
     @property
@@ -309,7 +310,7 @@ class SetWriter:
                 self._buf_bytes -= _footprint(*old)
             self._buf[task_id] = (pts, evs)
             self._buf_bytes += _footprint(pts, evs)
-            if self._buf_bytes >= self.buffer_bytes or time.monotonic() - self._last_commit >= self.flush_s:
+            if self._buf_bytes >= self.buffer_bytes or time.monotonic() - self._last_commit >= self._commit_interval():
                 self.flush()
 
     def flush(self) -> None:
@@ -356,7 +357,6 @@ class SetWriter:
                 self._replace(**fields)
             self._write_manifest()
             self.collect_garbage()
-            self._show(force=True)
 
     def close(self) -> None:
         """Flush and release the lock (idempotent)."""
@@ -364,7 +364,6 @@ class SetWriter:
             return
         try:
             self.flush()
-            self._show(force=True)
         finally:
             self.closed = True
             self.lock.release()
@@ -379,41 +378,33 @@ class SetWriter:
         self.manifest = self.manifest.model_copy(update=fields)
 
     def _write_manifest(self) -> None:
+        """Commit the manifest: a new generation where the filesystem has links (queries.resultset.view:
+        the manifest and the views outside readers see change in one rename), else one atomic write."""
+        t0 = time.monotonic()
         self.manifest = self.manifest.model_copy(update={"updated": now_iso()})
-        self.backend.replace_bytes(MANIFEST, dump_manifest(self.manifest), self.token)
-        self._last_commit = time.monotonic()
-        self.manifest_dirty = False
-        self._show()
-
-    # ---- views (what readers without stoprace see; queries.resultset.view) ---------------------------
-    def _upgrade(self) -> None:
-        """A set written before format 3 on a filesystem with links: move its files under .data, add views."""
-        if self.backend.views and self.manifest.data_dir == "":
+        data = dump_manifest(self.manifest)
+        if uses_generations(self.backend, self.manifest):
             self._seq += 1
-            self.manifest = convert(self.backend, self.manifest, self.token, self._seq)
-            self._write_manifest()
+            commit(self.backend, self.manifest, data, self.token, self._seq)
+        else:
+            self.backend.replace_bytes(MANIFEST, data, self.token)
+        self._last_commit = time.monotonic()
+        self._commit_cost = self._last_commit - t0
+        self.manifest_dirty = False
 
-    def _show(self, force: bool = False) -> None:
-        """Publish a view of the committed files if they changed since the last one. A view costs a
-        link per file (tens for a set of segments, one per task for a large first-release set), so
-        publications are spaced to keep that under ~5% of the time (the view then shows the commit
-        before for a little longer); ``finish``, ``close`` and ``compact`` publish at once."""
-        if not (self.backend.views and self.manifest.data_dir == DATA_DIR):
-            return
-        now = time.monotonic()
-        if not force and now - self._published_at < 20 * self._publish_cost:
-            return
-        names = committed_names(self.backend, self.manifest)
-        if names == self._published:
-            return
-        if self._published is None and all(current_names(self.backend, t) == set(names[t]) for t in TABLES):
-            self._published = names  # the view on disk shows this already (e.g. reopening a finished set)
-            return
-        self._seq += 1
-        publish(self.backend, self.manifest, self.token, self._seq, names)
-        self._published = names
-        self._published_at = time.monotonic()
-        self._publish_cost = self._published_at - now
+    def _commit_interval(self) -> float:
+        """Seconds between segment commits: ``flush_s``, or more when a commit is costly (a generation
+        links every committed file: one per task for a large first-release set), so committing stays
+        under ~5% of the time."""
+        return max(self.flush_s, 20 * self._commit_cost)
+
+    def _upgrade(self) -> None:
+        """A set written before format 3 on a filesystem with links: move its files under .data and
+        commit it as a generation (queries.resultset.view.convert)."""
+        if self.backend.views and self.manifest.data_dir == "":
+            self.manifest = self.manifest.model_copy(update={"data_dir": DATA_DIR, "updated": now_iso()})
+            self._seq += 1
+            convert(self.backend, self.manifest, dump_manifest(self.manifest), self.token, self._seq)
 
     def _next_name(self, table: str) -> str:
         return segment_file(table, self.token, self._seq)
@@ -518,7 +509,7 @@ class SetWriter:
         now = time.time()
         with self._mutex:
             if self.backend.views:
-                collect_views(self.backend, grace)
+                collect_generations(self.backend, grace)
             due = [g for g in self.manifest.garbage if now - g.since >= grace]
             if not due:
                 return 0
@@ -542,7 +533,7 @@ class SetWriter:
         now = time.time()
         dead = self.lock.dead_token
         if self.backend.views:
-            collect_views(self.backend, self.grace_s, dead)
+            collect_generations(self.backend, self.grace_s, dead)
         for sub in ("",) + tuple(self._phys(t) for t in TABLES):
             for name, st in self.backend.listdir(sub).items():
                 if st is None:
@@ -629,7 +620,6 @@ def compact(backend: Backend, *, break_lock: bool = False, grace_s: float = GC_G
         w._replace(segments=keep + new, legacy_tasks=[], garbage=garbage, cpu_trials_done=cpu)
         w._write_manifest()
         w.collect_garbage()
-        w._show(force=True)
         after = keep + new
         return CompactReport(w.display, n_files, sum(len(s.files()) for s in after), len(w.manifest.done()),
                              before_bytes, sum(s.size for s in after))
