@@ -161,3 +161,17 @@ def test_a_compacted_first_release_set_reads_the_same_outside(tmp_path, capsys):
     assert agree(capsys, d) == 16
     assert len(list((d / ".data" / "points").glob("*.parquet"))) == 17  # the task files wait out the grace period
     assert len(list((d / "points").glob("*.parquet"))) == 1
+
+
+def test_a_copy_that_followed_the_links_reads_and_is_written_again(tmp_path, capsys):
+    # shutil.copytree, scp -r or a zip follow links: the copy holds real files where links were
+    d = tmp_path / "set"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "release1-naive", d)
+    compact(locate(d))
+    c = tmp_path / "copy"
+    shutil.copytree(d, c)
+    assert not (c / "points").is_symlink() and not (c / "manifest.json").is_symlink()
+    assert check_result_set(c).status == "complete" and agree(capsys, c) == 16
+    compact(locate(c), grace_s=0)  # the next writer puts the links back
+    assert all((c / n).is_symlink() for n in ("manifest.json", "points", "events", ".current"))
+    assert check_result_set(c).status == "complete" and agree(capsys, c) == 16

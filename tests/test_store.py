@@ -295,6 +295,14 @@ def test_rangeset_matches_set(xs):
     assert all((x in r) == (x in set(xs)) for x in range(-1, 62))
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 60), max_size=50), st.lists(st.integers(0, 60), max_size=50))
+def test_rangeset_intersection_and_difference_match_sets(xs, ys):
+    a, b = RangeSet(xs), RangeSet(ys)
+    assert list(a.intersection(b)) == sorted(set(xs) & set(ys)) == list(b.intersection(a))
+    assert list(a.difference(b)) == sorted(set(xs) - set(ys))
+
+
 def test_points_columns_cover_model():
     assert set(PARAM_NAMES) <= set(POINTS_SCHEMA.names)
 

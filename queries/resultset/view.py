@@ -19,10 +19,12 @@ Committing builds the new generation beside the current one and renames a new
 files a plain reader lists always belong to the same commit, whatever instant either looks
 (a crash before the rename leaves the previous commit whole, after it the new one).
 
-A superseded generation is kept for the grace period (``writer.GC_GRACE_S``) like a
-superseded file, so a plain reader that listed it just before a commit can still open
-what it listed; stoprace readers open the files the manifest names under ``.data/``,
-which stay for the grace period too.
+A superseded generation is kept a while (``writer.GENERATION_GRACE_S``), so a plain reader
+listing it at the instant of a commit finishes its listing; it then opens the files by
+their names in ``points/``, i.e. through the current generation (a file a merge just
+replaced is then gone: the reader fails and reads again, it never gets a row twice).
+stoprace readers open the files the manifest names under ``.data/``, which stay for the
+files' grace period (``writer.GC_GRACE_S``).
 
 Sets written before format 3 keep their files in ``points/``/``events/`` themselves and a
 plain manifest.json; ``convert`` moves each table directory to ``.data/<table>`` and puts
@@ -95,11 +97,23 @@ def _root(backend: Backend) -> Path:
 
 
 def _link(root: Path, rel: str, target: str, token: str) -> None:
-    """``root/rel`` becomes a link to ``target``, by an atomic rename over whatever link or file was there."""
+    """``root/rel`` becomes a link to ``target``, by an atomic rename over whatever link or file was there
+    (a real directory there, as a copy that followed links leaves, is moved aside first)."""
     tmp = root / f".{rel}.link.{token}.tmp"
     tmp.unlink(missing_ok=True)
     os.symlink(target, tmp)
-    os.replace(tmp, root / rel)
+    p = root / rel
+    if p.is_dir() and not p.is_symlink():
+        aside = root / VIEWS_DIR / f"{token}-aside-{rel.lstrip('.')}"
+        (root / VIEWS_DIR).mkdir(exist_ok=True)
+        if not exchange(p, tmp):
+            os.rename(p, aside)
+            os.rename(tmp, p)
+        else:
+            os.rename(tmp, aside)
+        _touch(aside)
+        return
+    os.replace(tmp, p)
 
 
 def _build(root: Path, gen: str, manifest_bytes: bytes, names: dict[str, list[str]], data_dir: str) -> None:
@@ -135,11 +149,7 @@ def _fixed_links(root: Path, token: str) -> None:
         want = f"{CURRENT}/{rel}"
         if p.is_symlink() and os.readlink(p) == want:
             continue
-        if p.is_dir() and not p.is_symlink():  # e.g. `cp -rL`: a real directory where the link belongs
-            aside = root / VIEWS_DIR / f"{token}-aside-{rel}"
-            os.rename(p, aside)
-            _touch(aside)
-        _link(root, rel, want, token)
+        _link(root, rel, want, token)  # e.g. after a copy that followed links: real files where links belong
 
 
 def commit(backend: Backend, manifest: Manifest, manifest_bytes: bytes, token: str, seq: int,

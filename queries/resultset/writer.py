@@ -85,6 +85,10 @@ _TASK_OVERHEAD = 16 << 10
 """Bytes a buffered task costs beyond its Arrow buffers (table and column objects), counted against the buffer."""
 GC_GRACE_S = 300.0
 """Superseded and orphaned files live this long before they are deleted (readers may still hold them)."""
+GENERATION_GRACE_S = 30.0
+"""Superseded generations (queries.resultset.view) live this long (at most the files' grace): only a
+plain reader listing points/ at the instant of a commit reads one after it is superseded, and a listing
+takes milliseconds; a reader then opens files through the current generation or, stoprace, under .data/."""
 
 
 def _level(size: int) -> int:
@@ -509,7 +513,7 @@ class SetWriter:
         now = time.time()
         with self._mutex:
             if self.backend.views:
-                collect_generations(self.backend, grace)
+                collect_generations(self.backend, min(grace, GENERATION_GRACE_S))
             due = [g for g in self.manifest.garbage if now - g.since >= grace]
             if not due:
                 return 0
@@ -533,7 +537,7 @@ class SetWriter:
         now = time.time()
         dead = self.lock.dead_token
         if self.backend.views:
-            collect_generations(self.backend, self.grace_s, dead)
+            collect_generations(self.backend, min(self.grace_s, GENERATION_GRACE_S), dead)
         for sub in ("",) + tuple(self._phys(t) for t in TABLES):
             for name, st in self.backend.listdir(sub).items():
                 if st is None:
