@@ -47,6 +47,14 @@ VIEWS_DIR = ".views"
 """Where the generations live: each commit's manifest and views (queries.resultset.view)."""
 CURRENT = ".current"
 """The link naming the current generation; manifest.json, points and events are links through it."""
+SEGMENT_BYTES = 64 << 20
+"""Target size of a segment's points file; segments at least this big are never merged again."""
+GC_GRACE_S = 300.0
+"""Superseded and orphaned files live this long before they are deleted (readers may still hold them)."""
+GENERATION_GRACE_S = 30.0
+"""Superseded generations (queries.resultset.view) live this long (at most the files' grace): only a
+plain reader listing points/ at the instant of a commit reads one after it is superseded, and a listing
+takes milliseconds; a reader then opens files through the current generation or, stoprace, under .data/."""
 
 _SEGMENT_RE = re.compile(r"^seg-([0-9a-f]+)-(\d+)\.parquet$")
 _TMP_RE = re.compile(r"^\.(.+)\.([0-9a-f]+)\.tmp$")

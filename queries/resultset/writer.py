@@ -45,8 +45,11 @@ from queries.resultset.layout import (
     CURRENT,
     DATA_DIR,
     EVENTS_DIR,
+    GC_GRACE_S,
+    GENERATION_GRACE_S,
     MANIFEST,
     POINTS_DIR,
+    SEGMENT_BYTES,
     SPEC_FILE,
     TABLES,
     is_tmp,
@@ -68,8 +71,6 @@ from queries.resultset.view import collect_generations, commit, convert, ensure_
 __all__ = ["SetWriter", "SEGMENT_BYTES", "ROW_GROUP_ROWS", "BUFFER_BYTES", "FLUSH_S", "MERGE_FANOUT", "GC_GRACE_S",
            "compact", "CompactReport"]
 
-SEGMENT_BYTES = 64 << 20
-"""Target size of a segment's points file; segments at least this big are never merged again."""
 ROW_GROUP_ROWS = 32_768
 READ_BATCH_ROWS = 4_096
 """Rows per batch a merge reads: a merge holds one row group of pending batches (~36 MiB of points
@@ -83,12 +84,6 @@ MERGE_FANOUT = 8
 _LEVEL_BASE = 64 << 10
 _TASK_OVERHEAD = 16 << 10
 """Bytes a buffered task costs beyond its Arrow buffers (table and column objects), counted against the buffer."""
-GC_GRACE_S = 300.0
-"""Superseded and orphaned files live this long before they are deleted (readers may still hold them)."""
-GENERATION_GRACE_S = 30.0
-"""Superseded generations (queries.resultset.view) live this long (at most the files' grace): only a
-plain reader listing points/ at the instant of a commit reads one after it is superseded, and a listing
-takes milliseconds; a reader then opens files through the current generation or, stoprace, under .data/."""
 
 
 def _level(size: int) -> int:
@@ -208,6 +203,7 @@ class SetWriter:
         self._mutex = threading.RLock()
         self.closed = False
         self._commit_cost = 0.0  # seconds the last manifest commit took (a generation: a link per file)
+        self._commit_files = 0  # about how many files it linked
 
     # ---- opening -------------------------------------------------------------------------------
     @classmethod
@@ -394,13 +390,14 @@ class SetWriter:
             self.backend.replace_bytes(MANIFEST, data, self.token)
         self._last_commit = time.monotonic()
         self._commit_cost = self._last_commit - t0
+        self._commit_files = len(RangeSet(self.manifest.legacy_tasks)) + 2 * len(self.manifest.segments)
         self.manifest_dirty = False
 
     def _commit_interval(self) -> float:
-        """Seconds between segment commits: ``flush_s``, or more when a commit is costly (a generation
-        links every committed file: one per task for a large first-release set), so committing stays
-        under ~5% of the time."""
-        return max(self.flush_s, 20 * self._commit_cost)
+        """Seconds between segment commits: ``flush_s``; for a set of more than 1,000 files (a large
+        first-release set: a generation links every committed file) at least 20 times what the last
+        commit took, so committing stays under ~5% of the time."""
+        return self.flush_s if self._commit_files <= 1000 else max(self.flush_s, 20 * self._commit_cost)
 
     def _upgrade(self) -> None:
         """A set written before format 3 on a filesystem with links: move its files under .data and
