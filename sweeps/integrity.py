@@ -60,7 +60,7 @@ class Verdict:
 def stored_spec(rs: ResultSet) -> SweepSpec:
     """The spec stored with a result set, parsed as a stored spec; StoreError (one line) if it is not one."""
     try:
-        return parse_spec(rs.spec_text(), where=rs.backend.display(SPEC_FILE), force=True)
+        return parse_spec(rs.spec_text(), where=rs.backend.display(SPEC_FILE), force=True, stored=True)
     except (SpecError, StoreError) as e:
         raise StoreError(f"{rs.display}: cannot read the spec of this results dir: {e}") from None
 

@@ -35,7 +35,7 @@ from sweeps.spec import load_spec
 from sweeps.store import ResultStore
 
 from row_compare import assert_same_rows
-from sweep_helpers import ROOT, read_dir, without_wall
+from sweep_helpers import ROOT, pin_rev1, read_dir, without_wall
 
 FIXTURES = ROOT / "tests" / "fixtures"
 NAIVE, CMC = FIXTURES / "release1-naive", FIXTURES / "release1-cmc"
@@ -107,7 +107,7 @@ def test_a_segment_listed_twice_is_counted_once(compacted, capsys):
     assert rc == 0 and "listed twice" in got["partial"][0] and got["partial"][0].startswith("PARTIAL: ")
     assert got["limits"] == clean["limits"] and got["max_trials"] == clean["max_trials"] == 600
     # the next writer (what `stoprace run` does on reopening) drops the extra listing, keeps the file
-    spec = load_spec(d / "spec.toml", force=True)
+    spec = load_spec(d / "spec.toml", force=True, stored=True)
     store = ResultStore.create_or_open(d, spec)
     assert [r.reason for r in store.repaired] == ["is listed twice in the manifest (counted once)"]
     assert store.complete
@@ -269,7 +269,7 @@ def test_single_bit_flips_are_caught_or_harmless(tmp_path):
     # one-task view of the set so each flip costs one file read.
     d = copy(NAIVE, tmp_path)
     rs0 = ResultSet.open(d)
-    spec = load_spec(d / "spec.toml", force=True)
+    spec = load_spec(d / "spec.toml", force=True, stored=True)
     m = rs0.manifest.model_copy(update={"legacy_tasks": [[5, 5]]})
     expect = plan_expectation(spec, m)
     f = d / "points" / "task-000005.parquet"
@@ -335,12 +335,14 @@ def test_run_recomputes_what_was_left_out_and_reproduces_the_rows(tmp_path, caps
                  if int(f.stem.split("-")[1]) not in lost}
     exact = bool(__cpu_features__.get("X86_V4"))
     env = {"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR"} if exact else {}
-    r = _stoprace("run", str(NAIVE / "spec.toml"), "--out", str(d), "--workers", "2", "--no-progress", env=env)
+    pinned = tmp_path / "pinned.toml"  # the spec as a user resumes a set from before model_rev existed
+    pinned.write_text(pin_rev1((NAIVE / "spec.toml").read_text()))
+    r = _stoprace("run", str(pinned), "--out", str(d), "--workers", "2", "--no-progress", env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"{len(lost)} run" in r.stdout, r.stdout
     v = check_result_set(d)
     assert v.status == "complete", v.line
-    assert (d / "spec.toml").read_bytes() == (NAIVE / "spec.toml").read_bytes()  # restored
+    assert load_spec(d / "spec.toml", stored=True).spec_hash == manifest(NAIVE)["spec_hash"]  # restored
     assert {k: (d / ".data" / "points" / k).read_bytes() for k in untouched} == untouched  # nothing else rewritten
     new, old = without_wall(read_dir(d)), without_wall(read_dir(NAIVE))
     new = new.select(old.column_names)
