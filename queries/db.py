@@ -91,10 +91,11 @@ def _quote_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def open_result_set(path: str | os.PathLike[str]) -> ResultSet:
-    """Open and check a result set (local path or URI); QueryError (one line) if it is not one."""
+def open_result_set(path: str | os.PathLike[str] | ResultSet) -> ResultSet:
+    """Open and check a result set (local path or URI; or one opened and checked already, e.g. by
+    sweeps.integrity.check_result_set); QueryError (one line) if it is not one or has no points."""
     try:
-        rs = ResultSet.open(path)
+        rs = path if isinstance(path, ResultSet) else ResultSet.open(path)
         rs.check()
     except StoreError as e:
         raise QueryError(str(e)) from None
@@ -211,10 +212,12 @@ def _run_script(con: duckdb.DuckDBPyConnection, sql: str) -> None:
         con.execute(stmt)
 
 
-def connect(*result_dirs: str | Path, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+def connect(*result_dirs: str | Path | ResultSet, threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the views of this module over the given result sets.
 
-    Each is a local dir or any URI ``--out`` accepts (s3://..., file://...): the files the
+    Each is a local dir or any URI ``--out`` accepts (s3://..., file://...), or a ResultSet
+    checked already (the CLI passes sweeps.integrity's, which also holds first-release files
+    against the task plan and the stored spec against its hash): the files the
     manifest commits are registered as Arrow datasets, so no DuckDB extension is needed.
     The table ``result_sets`` (dir, sweep, spec_hash, n_tasks, tasks_stored, complete,
     problem) says which sets are incomplete or damaged; damaged files are left out.
@@ -228,12 +231,13 @@ def connect(*result_dirs: str | Path, threads: int | None = None) -> duckdb.Duck
     seen: dict[str, str] = {}
     for d in result_dirs:
         rs = open_result_set(d)
+        name = rs.display if isinstance(d, ResultSet) else str(d)
         if any(_same_place(rs, o) for o in sets):
-            raise QueryError(f"results dir '{d}' given twice")
+            raise QueryError(f"results dir '{name}' given twice")
         h = rs.manifest.spec_hash
         if h in seen:
-            raise QueryError(f"'{seen[h]}' and '{d}' hold the same sweep (spec_hash {h[:12]}): counts would be doubled")
-        seen[h] = str(d)
+            raise QueryError(f"'{seen[h]}' and '{name}' hold the same sweep (spec_hash {h[:12]}): counts would be doubled")
+        seen[h] = name
         sets.append(rs)
 
     con = duckdb.connect(":memory:")

@@ -16,7 +16,18 @@ from sweeps.cli import main
 from sweeps.grid import iter_points
 from sweeps.spec import load_spec
 
-from sweep_helpers import SLOW_SPEC, SMALL_SPEC, cli, descendants, read_dir, stored, wait_for, without_wall, write_spec
+from sweep_helpers import (
+    SLOW_SPEC,
+    SMALL_SPEC,
+    cli,
+    data_file,
+    descendants,
+    read_dir,
+    stored,
+    wait_for,
+    without_wall,
+    write_spec,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -374,10 +385,10 @@ def test_damaged_segment_is_recomputed_by_run_and_reported_by_query(reference_ru
 
     spec, ref_out = reference_run
     out = tmp_path / "out"
-    shutil.copytree(ref_out, out)
+    shutil.copytree(ref_out, out, symlinks=True)  # a copy as `cp -r` makes it (links stay links)
     m = json.loads((out / "manifest.json").read_text())
     seg = m["segments"][0]
-    victim = out / seg["points"]["path"]
+    victim = data_file(out, seg["points"]["path"])  # the file itself (points/ holds a link to it)
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 3])  # truncated
     assert main(["query", str(out), "--sql", "select count(*) from points"]) in (0, 2)
