@@ -1,6 +1,6 @@
 """The late estimator's interface: chunks of its own random stream, counts like naive, replay.
 
-Where the late sampler does not apply to a point (`plan.Unsupported`: a law it cannot
+Where the late sampler does not apply to a point (`errors.Unrepresentable`: a law it cannot
 tabulate to its stated accuracy) the point runs the naive path, stream and all, and its
 rows say so in the `estimator` column: FALLBACK ("late->naive").
 """
@@ -15,7 +15,8 @@ import numpy as np
 from core.draws import Draws
 from core.estimators.base import Chunk, Estimator, Replayed, ShardSummary
 from core.estimators.late.chunk import CHUNK_TRIALS, ChunkRecord, chunk_layout, simulate_chunk
-from core.estimators.late.plan import LatePlan, Unsupported, plan_for
+from core.estimators.late.errors import Unrepresentable
+from core.estimators.late.plan import LatePlan, plan_for
 from core.estimators.naive import NaiveEstimator
 from core.params import Params
 from core.vectorized import chunk_seed
@@ -57,7 +58,7 @@ class LateEstimator(Estimator):
         """The point's plan, None where the naive path runs."""
         try:
             return plan_for(p)
-        except Unsupported:
+        except Unrepresentable:
             return None
 
     def column(self, p: Params) -> str:

@@ -27,14 +27,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.estimators.late.errors import Unrepresentable
 from core.estimators.late.laws import Z_MAX, ClearLaw, ExpLaw
 from core.estimators.late.special import norm_pdf, norm_sf, normal_above
 
 MAX_PIECES = 50_000
 
 
-class EnvelopeError(ArithmeticError):
-    """The posterior of w could not be enveloped within MAX_PIECES pieces."""
 
 
 def draw_off_prior(rng: np.random.Generator, law: ClearLaw, n: int) -> np.ndarray:
@@ -166,9 +165,9 @@ class Posterior:
             split = np.flatnonzero(~tight)
             edges = np.sort(np.concatenate([edges, 0.5 * (edges[split] + edges[split + 1])]))
             if edges.size > MAX_PIECES:
-                raise EnvelopeError(f"the late CPUs' WBINVD posterior needs more than {MAX_PIECES} pieces")
+                raise Unrepresentable(f"the late CPUs' WBINVD posterior needs more than {MAX_PIECES} pieces")
         else:
-            raise EnvelopeError("the late CPUs' WBINVD posterior did not converge")
+            raise Unrepresentable("the late CPUs' WBINVD posterior did not converge")
         mass = top * np.diff(edges)[:, None]
         tail = norm_sf(np.array([z_tail]))[0]
         cum = np.cumsum(np.concatenate([mass.ravel(), [tail]]))

@@ -15,7 +15,7 @@ are drawn exactly (core/estimators/late/latecpu.py). Across components:
 The number of late CPUs K ~ Binomial(n_cpus - 1, q) is drawn from one exponential E by
 thresholds: K <= k iff E > kappa_k = -log P(K <= k).
 
-`plan_for(p)` builds (and caches, per process) the plan or raises `Unsupported` with the
+`plan_for(p)` builds (and caches, per process) the plan or raises `Unrepresentable` with the
 reason; the estimator then runs the naive path for that point (estimator column
 "late->naive").
 """
@@ -30,15 +30,11 @@ import numpy as np
 
 from core.draws import lognormal
 from core.estimators.late.alias import Alias
-from core.estimators.late.latecpu import EnvelopeError, FixedThreshold, Posterior, draw_off_prior
+from core.estimators.late.errors import Unrepresentable
+from core.estimators.late.latecpu import FixedThreshold, Posterior, draw_off_prior
 from core.estimators.late.laws import ClearLaw, ELaw, ExpLaw, OffLaw, WLaw
-from core.estimators.late.quad import QuadratureError
-from core.estimators.late.table import InverseTable, TableError, key_range
+from core.estimators.late.table import InverseTable, key_range
 from core.params import Params
-
-
-class Unsupported(Exception):
-    """The late sampler cannot represent this point to its stated accuracy (the reason)."""
 
 
 @dataclass
@@ -256,41 +252,38 @@ def _preflush_rev1(p: Params, m: int) -> InverseTable | float:
 
 
 def build_plan(p: Params) -> LatePlan:
-    """The plan of one point (raises Unsupported)."""
+    """The plan of one point (raises Unrepresentable)."""
     m = int(p.n_remote)
     t1 = float(p.t1_us)
     f = stop_dirty_prob(p)
     ps = float(p.p_stall)
     comps: list[Component] = []
-    try:
-        for d, wd in ((0, 1.0 - f), (1, f)):
-            for stall, ws in ((False, 1.0 - ps), (True, ps)):
-                if wd * ws <= 0:
-                    continue
-                law = _component_law(p, d, stall)
-                cdf, sf, _ = law.evaluate(np.array([t1]))
-                comps.append(Component(d, stall, wd * ws, law, float(cdf[0]), float(sf[0])))
-        wts = np.array([c.weight for c in comps])
-        cdf1 = np.array([c.cdf_t1 for c in comps])
-        sf1 = np.array([c.sf_t1 for c in comps])
-        q_alive = float(np.sum(wts * sf1))
-        pu = float(p.p_unresponsive)
-        q = min(1.0, pu + (1.0 - pu) * q_alive)
-        nonlate = wts * cdf1
-        pi = nonlate / nonlate.sum() if nonlate.sum() > 0 else np.zeros(len(comps))
-        rho = wts * sf1 / q_alive if q_alive > 0 else np.zeros(len(comps))
-        for c, pik, rk in zip(comps, pi, rho):
-            expected = m * (1.0 - q) * pik
-            if pik > 0 and not (expected <= DIRECT_MEAN and c.cdf_t1 >= DIRECT_ACCEPT):
-                lo_n, hi_n = binom_range(m, (1.0 - q) * pik)
-                c.table = InverseTable.build(_clean_max_law(c.law, t1, c.cdf_t1, c.sf_t1), c.law.lower, t1,
-                                             _special(c.law), key_range(max(lo_n, 1), max(hi_n, 1)),
-                                             features=c.law.features)
-            if rk > 0:
-                c.late = _late_sampler(c.law, t1)
-        preflush = _preflush_rev1(p, m) if p.mitigation == "early_flush" else None
-    except (TableError, QuadratureError, EnvelopeError) as e:
-        raise Unsupported(str(e)) from None
+    for d, wd in ((0, 1.0 - f), (1, f)):
+        for stall, ws in ((False, 1.0 - ps), (True, ps)):
+            if wd * ws <= 0:
+                continue
+            law = _component_law(p, d, stall)
+            cdf, sf, _ = law.evaluate(np.array([t1]))
+            comps.append(Component(d, stall, wd * ws, law, float(cdf[0]), float(sf[0])))
+    wts = np.array([c.weight for c in comps])
+    cdf1 = np.array([c.cdf_t1 for c in comps])
+    sf1 = np.array([c.sf_t1 for c in comps])
+    q_alive = float(np.sum(wts * sf1))
+    pu = float(p.p_unresponsive)
+    q = min(1.0, pu + (1.0 - pu) * q_alive)
+    nonlate = wts * cdf1
+    pi = nonlate / nonlate.sum() if nonlate.sum() > 0 else np.zeros(len(comps))
+    rho = wts * sf1 / q_alive if q_alive > 0 else np.zeros(len(comps))
+    for c, pik, rk in zip(comps, pi, rho):
+        expected = m * (1.0 - q) * pik
+        if pik > 0 and not (expected <= DIRECT_MEAN and c.cdf_t1 >= DIRECT_ACCEPT):
+            lo_n, hi_n = binom_range(m, (1.0 - q) * pik)
+            c.table = InverseTable.build(_clean_max_law(c.law, t1, c.cdf_t1, c.sf_t1), c.law.lower, t1,
+                                         _special(c.law), key_range(max(lo_n, 1), max(hi_n, 1)),
+                                         features=c.law.features)
+        if rk > 0:
+            c.late = _late_sampler(c.law, t1)
+    preflush = _preflush_rev1(p, m) if p.mitigation == "early_flush" else None
     order = [int(i) for i in np.argsort(pi, kind="stable") if pi[i] > 0]
     major = order[-1] if order else 0
     minors = order[:-1]
@@ -310,13 +303,13 @@ def _late_sampler(law: ClearLaw, t1: float) -> FixedThreshold | Posterior:
 def _cached(p: Params) -> LatePlan | str:
     try:
         return build_plan(p)
-    except Unsupported as e:
+    except Unrepresentable as e:
         return str(e)
 
 
 def plan_for(p: Params) -> LatePlan:
-    """The cached plan of a point; Unsupported (with the reason) where the late sampler does not apply."""
+    """The cached plan of a point; Unrepresentable (with the reason) where the late sampler does not apply."""
     r = _cached(p)
     if isinstance(r, str):
-        raise Unsupported(r)
+        raise Unrepresentable(r)
     return r

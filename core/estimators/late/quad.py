@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from core.estimators.late.errors import Unrepresentable
+
 # QUADPACK qk15: Kronrod nodes (positive half, the last is 0) and weights, and the 7-point
 # Gauss weights of the odd-indexed nodes
 _XK = np.array([
@@ -46,8 +48,6 @@ Integrand = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """f(item, x) -> values of shape (components, len(x)): item[k] says which integral x[k] belongs to."""
 
 
-class QuadratureError(ArithmeticError):
-    """An integral did not converge within the panel budget."""
 
 
 def integrate(
@@ -80,7 +80,7 @@ def integrate(
     while item.size:
         seen += item.size
         if seen > max_panels:
-            raise QuadratureError(f"adaptive quadrature needed more than {max_panels} panels")
+            raise Unrepresentable(f"adaptive quadrature needed more than {max_panels} panels")
         half = 0.5 * (hi - lo)
         x = (0.5 * (hi + lo))[:, None] + half[:, None] * NODES[None, :]
         vals = f(np.repeat(item, 15), x.ravel()).reshape(components, item.size, 15)

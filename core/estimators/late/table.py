@@ -29,6 +29,8 @@ from functools import cached_property
 
 import numpy as np
 
+from core.estimators.late.errors import Unrepresentable
+
 E_MIN = 1e-12
 E_MAX = 40.0
 TOL = 1e-8
@@ -40,8 +42,6 @@ LawFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 """t (doubles) -> (Lambda(t), r(t)); Lambda may be +inf below the support and 0 at its top."""
 
 
-class TableError(ArithmeticError):
-    """The law could not be tabulated to the stated accuracy within MAX_NODES."""
 
 
 def key(lam: np.ndarray) -> np.ndarray:
@@ -116,7 +116,7 @@ class InverseTable:
     def solve(self, x: np.ndarray) -> np.ndarray:
         """inf{t: key(t) >= x} by bisection (keys outside the table: rare, so slow is fine)."""
         if self.law is None:
-            raise TableError("no law to solve with")
+            raise Unrepresentable("no law to solve with")
         below = x < self.x_lo
         a = np.where(below, self.lo, self.t_hi)
         b = np.where(below, self.t_lo, self.hi)
@@ -188,7 +188,7 @@ class InverseTable:
                     break
                 hi *= 2.0
             else:
-                raise TableError("no upper end found")
+                raise Unrepresentable("no upper end found")
         span = hi - lo
         g = np.geomspace(1e-15, 1.0, 24)
         sp = np.asarray(special, dtype=float)
@@ -217,7 +217,7 @@ class InverseTable:
         todo = np.ones(t.size - 1, dtype=bool)  # cells not yet accepted
         while True:
             if t.size > MAX_NODES:
-                raise TableError(f"more than {MAX_NODES} nodes needed for {tol:g} accuracy")
+                raise Unrepresentable(f"more than {MAX_NODES} nodes needed for {tol:g} accuracy")
             ok, err = _cells_ok(t, lam, r, x, law, x_lo, x_hi, tol, todo)
             max_err = max(max_err, err)
             if ok.all():
