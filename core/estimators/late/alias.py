@@ -52,4 +52,4 @@ class Alias:
         x = u * self.prob.size
         i = x.astype(np.intp)
         np.minimum(i, self.prob.size - 1, out=i)
-        return np.where(x - i < self.prob[i], i, self.alias[i])
+        return np.where(x - i < np.take(self.prob, i), i, np.take(self.alias, i))

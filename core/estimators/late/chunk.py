@@ -1,7 +1,8 @@
 """One chunk of the late estimator's random stream -> per-trial results (and, for replay, its draws).
 
 Stream layout (LATE_STREAM_VERSION; core/README.md "The late estimator"): a shard is cut into
-chunks of CHUNK_TRIALS trials; chunk c draws from `new_generator(chunk_seed(seed, c))`:
+chunks of CHUNK_TRIALS trials; chunk c draws from `new_generator(chunk_seed(seed, c))`, block
+by block (BLOCK trials), steps 1-3:
 
 1. the number of late CPUs K and the non-late CPUs' counts per component: one uniform per
    trial through the alias table of their joint multinomial law (plan.counts), or, where that
@@ -17,26 +18,32 @@ The trials with K >= 1 are cut, in trial order, into groups of at most GROUP_SLO
 group g draws from the chunk's child stream `chunk_seed(chunk_seed(seed, c), g)`: the late
 CPUs' ids (a uniform K-subset per trial, sorted), their dead flags, components, their draws
 given c > T1, then their NMI-path draws (`core.draws.draw_nmi_path`, as naive). The NMI walk
-and the outcome are core.vectorized's own (`_phase2`) over the late CPUs only: the others
-cleared by T1 < T_nmi, so they are never sent an NMI, never move the send clock, and their
-f_i = c_i <= T1 < T_loop never matters.
+and the outcome are MODEL.md's over the late CPUs only (core.estimators.late.walk, equal to
+core.vectorized's to the bit): the others cleared by T1 < T_nmi, so they are never sent an
+NMI, never move the send clock, and their f_i = c_i <= T1 < T_loop never matters.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from core.draws import draw_nmi_path, new_generator
 from core.estimators.late.plan import LatePlan
+from core.estimators.late.walk import late_walk
 from core.outcomes import CLEAN
 from core.params import Params
-from core.vectorized import TrialBatch, _phase2, chunk_seed
+from core.vectorized import TrialBatch, chunk_seed
 
-CHUNK_TRIALS = 1 << 16
-"""Trials per chunk (part of the stream layout)."""
-GROUP_SLOTS = 1 << 17
+CHUNK_TRIALS = 1 << 20
+"""Trials per chunk (part of the stream layout): large, so the late CPUs of a chunk make big
+arrays (NumPy's per-call cost shared by many)."""
+BLOCK = 1 << 15
+"""Trials per block of a chunk's steps 1-3 (part of the stream layout): small, so their
+per-trial arrays stay in cache."""
+GROUP_SLOTS = 1 << 15
 """Most late CPUs per group (part of the stream layout; bounds memory whatever q is)."""
 
 
@@ -83,8 +90,6 @@ def chunk_layout(n_trials: int):
 
 
 @np.errstate(all="ignore")
-
-
 def simulate_chunk(plan: LatePlan, n: int, seed: np.random.SeedSequence, record: bool = False,
                    only_group_of: int | None = None) -> tuple[TrialBatch, ChunkRecord | None]:
     """Results of one chunk of n trials seeded by `seed` (the chunk's own SeedSequence).
@@ -94,44 +99,13 @@ def simulate_chunk(plan: LatePlan, n: int, seed: np.random.SeedSequence, record:
     """
     p = plan.p
     rng = new_generator(seed)
-    ncomp = len(plan.comps)
-    counts = np.zeros((ncomp, n), np.int64)
-    if plan.counts is not None:  # (K, minor counts) jointly, one uniform a trial
-        k, minor = plan.counts.draw(rng.random(n))
-        rest = plan.m - k
-        for j, i in enumerate(plan.minors):
-            counts[i] = minor[j]
-            rest = rest - minor[j]
-    else:  # K from one exponential, then each minor count given the ones before
-        k = plan.late_count(rng.standard_exponential(n))
-        rest = plan.m - k
-        p_rest = 1.0
-        for i in plan.minors:
-            pk = min(1.0, plan.pi[i] / p_rest) if p_rest > 0 else 1.0
-            counts[i] = rng.binomial(rest, pk)
-            rest = rest - counts[i]
-            p_rest -= plan.pi[i]
-    if ncomp:
-        counts[plan.major] += rest
+    counts = np.zeros((len(plan.comps), n), np.int64)
+    k = np.zeros(n, np.int64)
     t_max = np.full(n, -np.inf)
-    for i, comp in enumerate(plan.comps):
-        rows = np.flatnonzero(counts[i] > 0)
-        if not rows.size:
-            continue
-        if comp.table is not None:
-            e = rng.standard_exponential(rows.size)
-            t_max[rows] = np.maximum(t_max[rows], comp.table.sample_max(counts[i][rows], e))
-        else:  # few expected: one by one
-            ni = counts[i][rows]
-            c = comp.draw_nonlate(rng, int(ni.sum()), float(p.t1_us))
-            starts = np.concatenate([[0], np.cumsum(ni)[:-1]])
-            t_max[rows] = np.maximum(t_max[rows], np.maximum.reduceat(c, starts))
-    if plan.preflush is None:
-        preflush = np.full(n, np.nan)
-    elif isinstance(plan.preflush, float):
-        preflush = np.full(n, plan.preflush)
-    else:
-        preflush = plan.preflush.sample_max(plan.m, rng.standard_exponential(n))
+    preflush = np.full(n, np.nan)
+    for b0 in range(0, n, BLOCK):  # small blocks: the per-trial arrays stay in cache
+        b1 = min(n, b0 + BLOCK)
+        _main_block(plan, rng, k[b0:b1], counts[:, b0:b1], t_max[b0:b1], preflush[b0:b1])
 
     outcome = np.full(n, CLEAN, np.uint8)
     t_done = np.where(k == 0, t_max, np.nan)
@@ -155,6 +129,90 @@ def simulate_chunk(plan: LatePlan, n: int, seed: np.random.SeedSequence, record:
     return batch, rec
 
 
+def _main_block(plan: LatePlan, rng: np.random.Generator, k: np.ndarray, counts: np.ndarray, t_max: np.ndarray,
+                preflush: np.ndarray) -> None:
+    """Steps 1-3 of the module docstring for one block of trials (views, filled in place)."""
+    p = plan.p
+    n = k.size
+    if math.isfinite(plan.kappa_all_major):
+        # every CPU a non-late CPU of the major component iff E > kappa (prob. e^-kappa); then
+        # E - kappa is again Exp(1) (memoryless): the one variate gives the maximum too
+        e0 = rng.standard_exponential(n)
+        fast = e0 > plan.kappa_all_major
+        counts[plan.major] = plan.m
+        major = plan.comps[plan.major].table
+        assert major is not None
+        t_max[:] = np.where(fast, major.sample_max(plan.m, np.where(fast, e0 - plan.kappa_all_major, 1.0)), -np.inf)
+        slow = np.flatnonzero(~fast)
+        counts_table = plan.slow_counts
+    else:
+        slow = np.arange(n)
+        counts_table = plan.counts
+    if slow.size:
+        _slow_counts(plan, rng, slow, counts_table, k, counts)
+        for i, comp in enumerate(plan.comps):
+            rows = slow[counts[i][slow] > 0]
+            if not rows.size:
+                continue
+            if comp.table is not None:
+                e = rng.standard_exponential(rows.size)
+                t_max[rows] = np.maximum(t_max[rows], comp.table.sample_max(counts[i][rows], e))
+            else:  # few expected: one by one
+                ni = counts[i][rows]
+                c = comp.draw_nonlate(rng, int(ni.sum()), float(p.t1_us))
+                starts = np.concatenate([[0], np.cumsum(ni)[:-1]])
+                t_max[rows] = np.maximum(t_max[rows], np.maximum.reduceat(c, starts))
+    if isinstance(plan.preflush, float):
+        preflush[:] = plan.preflush
+    elif plan.preflush is not None:
+        preflush[:] = plan.preflush.sample_max(plan.m, rng.standard_exponential(n))
+
+
+def _slow_counts(plan: LatePlan, rng: np.random.Generator, rows: np.ndarray, table, k: np.ndarray,
+                 counts: np.ndarray) -> None:
+    """K and the component counts of the trials `rows` (in place): from `table` (one uniform a
+    trial), or one variable at a time (K by its thresholds from one Exp(1), each minor count a
+    binomial given the ones before; trials redrawn while every CPU came out major if the fast
+    path took those)."""
+    if table is not None:
+        kk, minor = table.draw(rng.random(rows.size))
+        k[rows] = kk
+        rest = plan.m - kk
+        for j, i in enumerate(plan.minors):
+            counts[i][rows] = minor[j]
+            rest = rest - minor[j]
+        counts[plan.major][rows] = rest
+        return
+    todo = rows
+    while todo.size:
+        kk = plan.late_count(rng.standard_exponential(todo.size))
+        rest = plan.m - kk
+        p_rest = 1.0
+        minor = []
+        for i in plan.minors:
+            pk = min(1.0, plan.pi[i] / p_rest) if p_rest > 0 else 1.0
+            minor.append(rng.binomial(rest, pk))
+            rest = rest - minor[-1]
+            p_rest -= plan.pi[i]
+        k[todo] = kk
+        for j, i in enumerate(plan.minors):
+            counts[i][todo] = minor[j]
+        counts[plan.major][todo] = rest
+        if not math.isfinite(plan.kappa_all_major):
+            return
+        todo = todo[rest == plan.m]  # drawn all-major: not a slow trial, again
+
+
+def _classes(kmax: int) -> list[tuple[int, int]]:
+    """(lo, hi) ranges of K evaluated together: 1, 2, 3, 4 alone, then 5-8, 9-16, ..."""
+    out = [(k, k) for k in range(1, min(kmax, 4) + 1)]
+    lo = 5
+    while lo <= kmax:
+        out.append((lo, 2 * lo - 2))
+        lo = 2 * lo - 1
+    return out
+
+
 def _groups(rows: np.ndarray, k: np.ndarray) -> list[np.ndarray]:
     """Consecutive NMI-phase trials with at most GROUP_SLOTS late CPUs per group (a trial alone
     may exceed it only if it has more late CPUs than that, which n_cpus <= 65536 rules out)."""
@@ -173,12 +231,14 @@ def _groups(rows: np.ndarray, k: np.ndarray) -> list[np.ndarray]:
 def draw_ids(rng: np.random.Generator, m: int, k: np.ndarray) -> np.ndarray:
     """For each trial a uniform k-subset of 1..m, sorted, concatenated in trial order.
 
-    Trials with k^2 <= 2m: k uniform ids, the trial drawn again while two coincide (accepted
-    with prob. >= e^-1); the others: the first k of a uniform random order of the m ids (random
-    keys, argsort), in blocks of at most 2^20 keys."""
+    Trials with k = 1 first: one uniform id each. Then those with k^2 <= 2m: k uniform ids, the
+    trial drawn again while two coincide (accepted with prob. >= e^-1); the others: the first k
+    of a uniform random order of the m ids (random keys, argsort), in blocks of at most 2^20 keys."""
     out = np.empty(int(k.sum()), np.int64)
     offs = np.concatenate([[0], np.cumsum(k)])
-    sparse = np.flatnonzero(k * k <= 2 * m)
+    one = np.flatnonzero(k == 1)
+    out[offs[one]] = rng.integers(1, m + 1, size=one.size)
+    sparse = np.flatnonzero((k > 1) & (k * k <= 2 * m))
     todo = sparse
     while todo.size:
         kk = k[todo]
@@ -246,10 +306,10 @@ def _draw_group(plan: LatePlan, rows: np.ndarray, k: np.ndarray, rng: np.random.
 
 
 def _evaluate(p: Params, rows: np.ndarray, lc: LateCpus) -> tuple[np.ndarray, ...]:
-    """MODEL.md phase 2 over the late CPUs of the trials `rows`: core.vectorized's walk on
+    """MODEL.md phase 2 over the late CPUs of the trials `rows` (core.estimators.late.walk) on
     (trials x late CPUs) arrays, columns in ascending CPU id. Trials are evaluated in classes of
-    K (1, 2, 3-4, 5-8, ...) so the padding (CPUs that cleared at -inf: never sent, never the
-    maximum) stays below half of each array."""
+    K (1, 2, 3, 4, 5-8, 9-16, ...) so the padding (CPUs that cleared at -inf: never sent, never
+    the maximum) stays below half of each array."""
     r = rows.size
     local = np.searchsorted(rows, lc.trial)
     kk = np.bincount(local, minlength=r)
@@ -264,34 +324,29 @@ def _evaluate(p: Params, rows: np.ndarray, lc: LateCpus) -> tuple[np.ndarray, ..
     nracers = np.empty(r, np.int32)
     overlap = np.empty(r)
     first = np.empty(r, np.int32)
-    width = 1
-    while True:
-        cls = np.flatnonzero((kk <= width) & (kk > width // 2))
-        if cls.size:
-            kmax = int(kk[cls].max())
-            nk = kk[cls]
-            row = np.repeat(np.arange(cls.size), nk)
-            col = np.arange(row.size) - np.repeat(np.concatenate([[0], np.cumsum(nk)[:-1]]), nk)
-            src = np.repeat(start[cls], nk) + col  # the class's late CPUs, trial by trial
-            shape = (cls.size, kmax)
+    for lo, hi in _classes(int(kk.max())):
+        cls = np.flatnonzero((kk >= lo) & (kk <= hi))
+        if not cls.size:
+            continue
+        kmax = int(kk[cls].max())
+        nk = kk[cls]
+        row = np.repeat(np.arange(cls.size), nk)
+        col = np.arange(row.size) - np.repeat(np.concatenate([[0], np.cumsum(nk)[:-1]]), nk)
+        src = np.repeat(start[cls], nk) + col  # the class's late CPUs, trial by trial
+        shape = (cls.size, kmax)
+        exact = lo == hi  # every trial has kmax late CPUs: the arrays are reshaped, not scattered
 
-            def grid(v: np.ndarray, fill, shape=shape, row=row, col=col, src=src) -> np.ndarray:
-                g = np.full(shape, fill, dtype=v.dtype)
-                g[row, col] = v[src]
-                return g
+        def grid(v: np.ndarray, fill, shape=shape, row=row, col=col, src=src, exact=exact) -> np.ndarray:
+            if exact:
+                return np.take(v, src).reshape(shape)
+            g = np.full(shape, fill, dtype=v.dtype)
+            g[row, col] = np.take(v, src)
+            return g
 
-            nmi, w2 = grid(lc.nmi, 0.0), grid(lc.w2, 0.0)
-
-            def supply(rr: np.ndarray, cols: np.ndarray, nmi=nmi, w2=w2) -> tuple[np.ndarray, np.ndarray]:
-                return nmi[rr, cols], w2[rr, cols]
-
-            res = _phase2(p, np.arange(cls.size), grid(ee, -np.inf), grid(cc, -np.inf), grid(lc.w, 0.0),
-                          grid(lc.dirty, False), grid(lc.dead, False), supply)
-            ids = grid(lc.cpu, 0)
-            o, td, ns, nr, ov, fr = res
-            fr = np.where(fr > 0, ids[np.arange(cls.size), np.maximum(fr - 1, 0)], -1)
-            outcome[cls], t_done[cls], nsent[cls], nracers[cls], overlap[cls], first[cls] = o, td, ns, nr, ov, fr
-        if width >= kk.max():
-            break
-        width *= 2
+        res = late_walk(p, grid(ee, -np.inf), grid(cc, -np.inf), grid(lc.w, 0.0), grid(lc.dirty, False),
+                        grid(lc.dead, False), grid(lc.nmi, 0.0), grid(lc.w2, 0.0))
+        ids = grid(lc.cpu, 0)
+        o, td, ns, nr, ov, fr = res
+        fr = np.where(fr > 0, ids[np.arange(cls.size), np.maximum(fr - 1, 0)], -1)
+        outcome[cls], t_done[cls], nsent[cls], nracers[cls], overlap[cls], first[cls] = o, td, ns, nr, ov, fr
     return outcome, t_done, nsent, nracers, overlap, first

@@ -11,9 +11,10 @@ c = fl(fl(max(ipi, off) + prologue_us) + d w). Given c > T1 (y1 = T1 - prologue_
 - d = 1, w continuous: the pair (w, branch) has density f_w(u) T_branch(y1 - u) with
   T_A(v) = S_ipi(v), T_B(v) = F_ipi(v) S_off(v) (the branches at threshold v = y1 - w); it is
   drawn by rejection from a piecewise-constant envelope over w's normal variable z (pieces
-  refined until the envelope is within a factor 2 of the density, so acceptance >= 1/4;
-  for w > y1 - ipi_base every e qualifies: the normal tail beyond, drawn exactly), then
-  (ipi, off) given the branch at v = y1 - w as above.
+  refined until the density's lower bound is 0.9 of the envelope, so acceptance >= 0.9 and
+  most proposals are accepted by that bound alone; for w > y1 - ipi_base every e qualifies:
+  the normal tail beyond, drawn exactly), then (ipi, off) given the branch at v = y1 - w as
+  above.
 
 Every draw is then checked in the model's own floating point (c > T1) and redrawn if it is
 not late (a rounding at the threshold: probability ~1e-11): the draws have exactly the law
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.estimators.late.alias import Alias
 from core.estimators.late.errors import Unrepresentable
 from core.estimators.late.laws import Z_MAX, ClearLaw, ExpLaw
 from core.estimators.late.special import norm_pdf, norm_sf, normal_above
@@ -137,9 +139,14 @@ class Posterior:
     y1: float
     z_lo: np.ndarray  # pieces
     width: np.ndarray
-    top: np.ndarray  # envelope height per piece and branch: shape (pieces, 2)
-    cum: np.ndarray  # cumulative envelope masses over (piece, branch), then the tail
+    top: np.ndarray  # envelope height per piece and branch, flat: piece-major, (A, B)
+    low: np.ndarray  # a lower bound of the density there (the squeeze: accepted without evaluating it)
+    pick: Alias  # (piece, branch) pairs, then the tail, by envelope mass
     z_tail: float  # z beyond which every e qualifies (w > y1 - ipi_base)
+
+    TIGHT = 0.9
+    """Pieces are refined until the density's lower bound is this fraction of the envelope: the
+    acceptance is >= 0.9 and 9 proposals in 10 are accepted by the squeeze alone."""
 
     @np.errstate(all="ignore")
     @staticmethod
@@ -155,11 +162,12 @@ class Posterior:
         if jumps.size:
             zj = w.z(y1 - jumps)
             edges = np.unique(np.concatenate([edges, zj[(zj > -Z_MAX) & (zj < hi)]]))
-        for _ in range(60):
-            top, low = _bounds(law, y1, edges)
+        tail = float(norm_sf(np.array([z_tail]))[0])
+        for _ in range(80):
+            top, low, inner = _bounds(law, y1, edges)
             mass = top * np.diff(edges)[:, None]
-            total = mass.sum() + norm_sf(np.array([z_tail]))[0]
-            tight = np.all((low >= 0.5 * top) | (mass <= 1e-20 * total), axis=1)
+            total = mass.sum() + tail
+            tight = np.all((inner >= Posterior.TIGHT * top) | (mass <= 1e-20 * total), axis=1)
             if tight.all():
                 break
             split = np.flatnonzero(~tight)
@@ -169,9 +177,8 @@ class Posterior:
         else:
             raise Unrepresentable("the late CPUs' WBINVD posterior did not converge")
         mass = top * np.diff(edges)[:, None]
-        tail = norm_sf(np.array([z_tail]))[0]
-        cum = np.cumsum(np.concatenate([mass.ravel(), [tail]]))
-        return Posterior(law, y1, edges[:-1].copy(), np.diff(edges), top, cum, z_tail)
+        return Posterior(law, y1, edges[:-1].copy(), np.diff(edges), top.ravel(), low.ravel(),
+                         Alias.of(np.concatenate([mass.ravel(), [tail]])), z_tail)
 
     @np.errstate(all="ignore")
     def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -181,8 +188,7 @@ class Posterior:
         todo = np.arange(n)
         npieces = self.width.size
         while todo.size:
-            k = np.searchsorted(self.cum, rng.random(todo.size) * self.cum[-1], side="right")
-            k = np.minimum(k, self.cum.size - 1)
+            k = self.pick.draw(rng.random(todo.size))
             tail = k == 2 * npieces
             piece, br = k // 2, (k % 2).astype(np.int8)
             zz = np.empty(todo.size)
@@ -194,12 +200,17 @@ class Posterior:
                 br[it] = 0  # every e qualifies: ipi from its law, which branch A draws for v < base
             ib = np.flatnonzero(~tail)
             if ib.size:
-                pc = piece[ib]
-                zb = self.z_lo[pc] + self.width[pc] * rng.random(ib.size)
-                v = self.y1 - w.median * np.exp(w.sigma * zb)
-                ta, tb = _branch_weights(law, v)
-                dens = norm_pdf(zb) * np.where(br[ib] == 0, ta, tb)
-                ok[ib] = rng.random(ib.size) * self.top[pc, br[ib]] <= dens
+                pc, kb = piece[ib], k[ib]
+                zb = np.take(self.z_lo, pc) + np.take(self.width, pc) * rng.random(ib.size)
+                level = rng.random(ib.size) * np.take(self.top, kb)
+                good = level <= np.take(self.low, kb)  # the squeeze: below the density's lower bound
+                unsure = np.flatnonzero(~good)
+                if unsure.size:  # the density itself, for the rest
+                    zu = zb[unsure]
+                    v = self.y1 - w.median * np.exp(w.sigma * zu)
+                    ta, tb = _branch_weights(law, v)
+                    good[unsure] = level[unsure] <= norm_pdf(zu) * np.where(br[ib][unsure] == 0, ta, tb)
+                ok[ib] = good
                 zz[ib] = zb
             z[todo[ok]] = zz[ok]
             branch[todo[ok]] = br[ok]
@@ -209,9 +220,10 @@ class Posterior:
         return ipi, off, u
 
 
-def _bounds(law: ClearLaw, y1: float, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per piece [edges[k], edges[k+1]] and branch: an upper bound (envelope height) and a
-    lower bound of phi(z) T_branch(y1 - w(z))."""
+def _bounds(law: ClearLaw, y1: float, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per piece [edges[k], edges[k+1]] and branch: an upper bound (the envelope), a lower bound
+    of phi(z) T_branch(y1 - w(z)) (the squeeze), and the lower bound a hair inside the piece
+    (which steers the refinement: a jump at a piece's end does not count)."""
     w = law.w
     za, zb = edges[:-1], edges[1:]
     v_hi = y1 - w.median * np.exp(w.sigma * za)  # v decreases with z
@@ -226,8 +238,9 @@ def _bounds(law: ClearLaw, y1: float, edges: np.ndarray) -> tuple[np.ndarray, np
     # `top` bounds every value the accept step sees); `low` only steers the refinement, taken a
     # hair inside the piece so a jump at its end does not count
     top = np.stack([ph_max * ipi.sf(v_lo), ph_max * ipi.cdf(v_hi) * part.sf(v_lo)], axis=1)
+    low = np.stack([ph_min * ipi.sf(v_hi), ph_min * ipi.cdf(v_lo) * part.sf(v_hi)], axis=1)
     gap = 1e-12 * np.maximum(np.abs(v_hi), np.abs(v_lo))
     vi_hi, vi_lo = v_hi - gap, v_lo + gap
-    low = np.stack([ph_min * ipi.sf(vi_hi), ph_min * ipi.cdf(vi_lo) * part.sf(vi_hi)], axis=1)
-    return top, low
+    inner = np.stack([ph_min * ipi.sf(vi_hi), ph_min * ipi.cdf(vi_lo) * part.sf(vi_hi)], axis=1)
+    return top, low, inner
 

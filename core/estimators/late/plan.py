@@ -87,6 +87,10 @@ class LatePlan:
     stop_dirty: float  # P(dirty in the stop)
     preflush: InverseTable | float | None  # None: no early flush (null); a float: always that value
     counts: "CountTable | None" = None  # the joint law of (K, minor counts), where small enough
+    kappa_all_major: float = math.inf
+    """-log P(every CPU is a non-late CPU of the major component) where that is >= FAST_SHARE (inf
+    otherwise): such a trial needs nothing but one lookup of the major table (see chunk.py)."""
+    slow_counts: "CountTable | None" = None  # `counts` given that not every CPU is major
 
     def late_count(self, e: np.ndarray) -> np.ndarray:
         """K from the exponentials e: 0 where e > kappa_0, else by binary search."""
@@ -110,7 +114,7 @@ class CountTable:
 
     def draw(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         i = self.alias.draw(u)
-        return self.k[i], self.minor[:, i]
+        return np.take(self.k, i), np.take(self.minor, i, axis=1)
 
 
 COUNT_TAIL = 1e-20
@@ -119,8 +123,13 @@ COUNT_TABLE_MAX = 1 << 16
 """Outcomes above which the counts are drawn one variable at a time instead."""
 
 
-def _count_table(m: int, q: float, pis: list[float]) -> CountTable | None:
-    """Multinomial(m; q, (1 - q) pi_minor..., rest) over the support described in CountTable."""
+FAST_SHARE = 0.25
+"""Below this probability of a trial with every CPU in the major component, no fast path."""
+
+
+def _count_table(m: int, q: float, pis: list[float], drop_all_major: bool = False) -> CountTable | None:
+    """Multinomial(m; q, (1 - q) pi_minor..., rest) over the support described in CountTable;
+    drop_all_major: without the outcome (0, 0, ...) (the law given that it did not happen)."""
     probs = [q] + [(1.0 - q) * x for x in pis]
     ranges = [binom_range(m, pr, COUNT_TAIL) for pr in probs]
     sizes = [hi - lo + 1 for lo, hi in ranges]
@@ -139,6 +148,8 @@ def _count_table(m: int, q: float, pis: list[float]) -> CountTable | None:
         term = np.where(c > 0, c * math.log(pr) if pr > 0 else -np.inf, 0.0)
         logp += term - lg
     w = np.exp(logp - logp.max())
+    if drop_all_major:
+        w[(cols[0] == 0) & np.all([c == 0 for c in cols[1:]], axis=0)] = 0.0
     if not np.isfinite(w).any() or w.sum() <= 0:
         return None
     minor = np.array(cols[1:], dtype=np.int64).reshape(len(pis), rest.size)
@@ -197,7 +208,7 @@ def _special(law: ClearLaw) -> np.ndarray:
     return np.array([law.lower, *(a for a, _ in law.atoms)])
 
 
-DIRECT_MEAN = 4.0
+DIRECT_MEAN = 2.0
 """A component whose expected number of non-late CPUs is at most this, and whose CPUs are
 non-late with probability >= DIRECT_ACCEPT, draws them one by one instead of tabulating
 the maximum (a table costs ~1e3 evaluations of the law to build)."""
@@ -287,8 +298,17 @@ def build_plan(p: Params) -> LatePlan:
     order = [int(i) for i in np.argsort(pi, kind="stable") if pi[i] > 0]
     major = order[-1] if order else 0
     minors = order[:-1]
+    pis = [float(pi[i]) for i in minors]
+    counts = _count_table(m, q, pis)
+    # P(every CPU non-late and in the major component) = (1 - q - (1 - q) sum(pi_minor))^m
+    not_major = q + (1.0 - q) * sum(pis)
+    kappa_all = -m * math.log1p(-not_major) if not_major < 1.0 else math.inf
+    fast = comps and comps[major].table is not None and kappa_all <= -math.log(FAST_SHARE)
+    slow = _count_table(m, q, pis, drop_all_major=True) if fast else None
+    if fast and slow is None and counts is not None:
+        fast = False  # (a joint table without that outcome must exist when the full one does)
     return LatePlan(p, m, q, _k_thresholds(m, q), pu / q if q > 0 else 0.0, comps, pi, rho, minors, major,
-                    f, preflush, _count_table(m, q, [float(pi[i]) for i in minors]))
+                    f, preflush, counts, kappa_all if fast else math.inf, slow)
 
 
 def _late_sampler(law: ClearLaw, t1: float) -> FixedThreshold | Posterior:

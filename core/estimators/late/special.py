@@ -110,28 +110,31 @@ def normal_above(rng: np.random.Generator, a: np.ndarray) -> np.ndarray:
     probability exp(-(z - alpha)^2 / 2) (acceptance >= 0.6, -> 1 as a grows). Rejected
     elements are drawn again, in index order, until all are kept.
     """
-    a = np.asarray(a, dtype=np.float64)
-    out = np.empty(a.shape)
-    todo = np.arange(a.size)
-    flat = a.ravel()
-    res = out.ravel()
+    a = np.asarray(a, dtype=np.float64).ravel()
+    out = np.empty(a.size)
+    low = a < 0.3
+    il = np.flatnonzero(low)
+    while il.size:
+        zl = rng.standard_normal(il.size)
+        ok = zl > a[il]
+        out[il[ok]] = zl[ok]
+        il = il[~ok]
+    ih = np.flatnonzero(~low) if il.size or low.any() else None
+    ah = a if ih is None else a[ih]
+    alpha = 0.5 * (ah + np.sqrt(ah * ah + 4.0))
+    todo = np.arange(ah.size)
+    res = np.empty(ah.size)
+    aa, al = ah, alpha
     while todo.size:
-        aa = flat[todo]
-        low = aa < 0.3
-        z = np.empty(todo.size)
-        ok = np.empty(todo.size, dtype=bool)
-        if low.any():
-            zl = rng.standard_normal(int(low.sum()))
-            z[low] = zl
-            ok[low] = zl > aa[low]
-        hi = ~low
-        if hi.any():
-            ah = aa[hi]
-            alpha = 0.5 * (ah + np.sqrt(ah * ah + 4.0))
-            zh = ah + rng.standard_exponential(ah.size) / alpha
-            u = rng.random(ah.size)
-            z[hi] = zh
-            ok[hi] = (u <= np.exp(-0.5 * (zh - alpha) ** 2)) & (zh > ah)
-        res[todo[ok]] = z[ok]
-        todo = todo[~ok]
+        zh = rng.standard_exponential(todo.size)
+        zh /= al
+        zh += aa
+        d = zh - al
+        ok = rng.random(todo.size) <= np.exp(-0.5 * d * d)
+        res[todo[ok]] = zh[ok]
+        keep = ~ok
+        todo, aa, al = todo[keep], aa[keep], al[keep]
+    if ih is None:
+        return res
+    out[ih] = res
     return out

@@ -91,12 +91,9 @@ class InverseTable:
         return int(self.x0.size)
 
     @cached_property
-    def _packed(self) -> np.ndarray:
-        """Per cell (x0, 1/dx, then t as a cubic in s = (x - x0)/dx: c0 + s (c1 + s (c2 + s c3))),
-        one row per cell, so a draw gathers one row."""
-        c2 = 3.0 * self.dt - 2.0 * self.a - self.b
-        c3 = -2.0 * self.dt + self.a + self.b
-        return np.ascontiguousarray(np.stack([self.x0, self.inv_dx, self.t0, self.a, c2, c3], axis=1))
+    def _cubic(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per cell t as a cubic in s = (x - x0)/dx: c0 + s (c1 + s (c2 + s c3)) (c0 = t0, c1 = a)."""
+        return 3.0 * self.dt - 2.0 * self.a - self.b, -2.0 * self.dt + self.a + self.b
 
     @np.errstate(all="ignore")
 
@@ -142,19 +139,20 @@ class InverseTable:
         return b
 
     def _interpolate(self, x: np.ndarray) -> np.ndarray:
+        # (np.take: a gather from 1-D arrays is ~3x faster than fancy indexing here)
         k = ((x - self.bucket_lo) * self.inv_bucket).astype(np.intp)
         np.clip(k, 0, self.first.size - 1, out=k)
-        i = self.first[k]
+        i = np.take(self.first, k)
         for _ in range(self.scan):
-            i += x >= self.x1[i]
-        c = self._packed[i]
-        s = (x - c[:, 0]) * c[:, 1]
-        t = c[:, 5] * s
-        t += c[:, 4]
+            i += x >= np.take(self.x1, i)
+        c2, c3 = self._cubic
+        s = (x - np.take(self.x0, i)) * np.take(self.inv_dx, i)
+        t = np.take(c3, i) * s
+        t += np.take(c2, i)
         t *= s
-        t += c[:, 3]
+        t += np.take(self.a, i)
         t *= s
-        t += c[:, 2]
+        t += np.take(self.t0, i)
         return t
 
     def sample_max(self, m: np.ndarray | int, e: np.ndarray) -> np.ndarray:
