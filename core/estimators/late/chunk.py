@@ -105,7 +105,7 @@ def simulate_chunk(plan: LatePlan, n: int, seed: np.random.SeedSequence, record:
     preflush = np.full(n, np.nan)
     for b0 in range(0, n, BLOCK):  # small blocks: the per-trial arrays stay in cache
         b1 = min(n, b0 + BLOCK)
-        _main_block(plan, rng, k[b0:b1], counts[:, b0:b1], t_max[b0:b1], preflush[b0:b1])
+        _main_block(plan, rng, k[b0:b1], counts[:, b0:b1], t_max[b0:b1], preflush[b0:b1], record)
 
     outcome = np.full(n, CLEAN, np.uint8)
     t_done = np.where(k == 0, t_max, np.nan)
@@ -119,8 +119,9 @@ def simulate_chunk(plan: LatePlan, n: int, seed: np.random.SeedSequence, record:
         for g, grp in enumerate(_groups(rows, k[rows])):
             if only_group_of is not None and only_group_of not in grp:
                 continue
+            grp = grp[np.argsort(k[grp], kind="stable")]  # by K: each class of K is one contiguous run
             lc = _draw_group(plan, grp, k[grp], new_generator(chunk_seed(seed, g)))
-            r = _evaluate(p, grp, lc)
+            r = _evaluate(p, k[grp], lc)
             outcome[grp], t_done[grp], nmi_sent[grp], racers[grp], overlap[grp], first[grp] = r
             if record:
                 late_parts.append(lc)
@@ -130,8 +131,12 @@ def simulate_chunk(plan: LatePlan, n: int, seed: np.random.SeedSequence, record:
 
 
 def _main_block(plan: LatePlan, rng: np.random.Generator, k: np.ndarray, counts: np.ndarray, t_max: np.ndarray,
-                preflush: np.ndarray) -> None:
-    """Steps 1-3 of the module docstring for one block of trials (views, filled in place)."""
+                preflush: np.ndarray, every_max: bool = False) -> None:
+    """Steps 1-3 of the module docstring for one block of trials (views, filled in place).
+
+    T_max is the stop time of the clean trials (K = 0) only; for the others it is looked up
+    only if `every_max` (replay shows it), its variates drawn all the same (the stream does not
+    depend on it)."""
     p = plan.p
     n = k.size
     if math.isfinite(plan.kappa_all_major):
@@ -149,16 +154,31 @@ def _main_block(plan: LatePlan, rng: np.random.Generator, k: np.ndarray, counts:
         slow = np.arange(n)
         counts_table = plan.counts
     if slow.size:
+        every = slow.size == n  # no fast path: whole arrays, not gathers and scatters
         _slow_counts(plan, rng, slow, counts_table, k, counts)
         for i, comp in enumerate(plan.comps):
-            rows = slow[counts[i][slow] > 0]
-            if not rows.size:
-                continue
+            ci = counts[i]
+            has = ci > 0 if every else ci[slow] > 0
+            if every and has.all():
+                rows, ni = slice(None), ci
+            else:
+                rows = slow[has]
+                if not rows.size:
+                    continue
+                ni = ci[rows]
             if comp.table is not None:
-                e = rng.standard_exponential(rows.size)
-                t_max[rows] = np.maximum(t_max[rows], comp.table.sample_max(counts[i][rows], e))
+                e = rng.standard_exponential(ni.size)
+                if every_max:
+                    t_max[rows] = np.maximum(t_max[rows], comp.table.sample_max(ni, e))
+                else:  # the clean trials' only
+                    rk = k[rows]
+                    if not rk.any():
+                        t_max[rows] = np.maximum(t_max[rows], comp.table.sample_max(ni, e))
+                    else:
+                        clean = rk == 0
+                        sub = np.arange(n)[rows][clean]
+                        t_max[sub] = np.maximum(t_max[sub], comp.table.sample_max(ni[clean], e[clean]))
             else:  # few expected: one by one
-                ni = counts[i][rows]
                 c = comp.draw_nonlate(rng, int(ni.sum()), float(p.t1_us))
                 starts = np.concatenate([[0], np.cumsum(ni)[:-1]])
                 t_max[rows] = np.maximum(t_max[rows], np.maximum.reduceat(c, starts))
@@ -176,12 +196,13 @@ def _slow_counts(plan: LatePlan, rng: np.random.Generator, rows: np.ndarray, tab
     path took those)."""
     if table is not None:
         kk, minor = table.draw(rng.random(rows.size))
-        k[rows] = kk
+        sel = slice(None) if rows.size == k.size else rows  # (every trial: no scatter)
+        k[sel] = kk
         rest = plan.m - kk
         for j, i in enumerate(plan.minors):
-            counts[i][rows] = minor[j]
+            counts[i][sel] = minor[j]
             rest = rest - minor[j]
-        counts[plan.major][rows] = rest
+        counts[plan.major][sel] = rest
         return
     todo = rows
     while todo.size:
@@ -305,15 +326,14 @@ def _draw_group(plan: LatePlan, rows: np.ndarray, k: np.ndarray, rng: np.random.
     return LateCpus(trial, cpu, dead, comp, ipi, off, dirty, w, nmi, w2, hold)
 
 
-def _evaluate(p: Params, rows: np.ndarray, lc: LateCpus) -> tuple[np.ndarray, ...]:
-    """MODEL.md phase 2 over the late CPUs of the trials `rows` (core.estimators.late.walk) on
-    (trials x late CPUs) arrays, columns in ascending CPU id. Trials are evaluated in classes of
-    K (1, 2, 3, 4, 5-8, 9-16, ...) so the padding (CPUs that cleared at -inf: never sent, never
-    the maximum) stays below half of each array."""
-    r = rows.size
-    local = np.searchsorted(rows, lc.trial)
-    kk = np.bincount(local, minlength=r)
-    start = np.concatenate([[0], np.cumsum(kk)[:-1]])
+def _evaluate(p: Params, kk: np.ndarray, lc: LateCpus) -> tuple[np.ndarray, ...]:
+    """MODEL.md phase 2 (core.estimators.late.walk) over trials with kk late CPUs each, in
+    ascending kk, whose late CPUs are `lc`, trial by trial in that order, ascending CPU id in a
+    trial. Trials are walked in classes of K (1, 2, 3, 4, 5-8, 9-16, ...): a class of one K is
+    its CPUs' arrays reshaped (trials x K); a wider one is padded with CPUs that cleared at
+    -inf (never sent, never the maximum), at most half of the array."""
+    r = kk.size
+    start = np.concatenate([[0], np.cumsum(kk)])
     ee = np.maximum(lc.ipi, lc.off)
     cc = ee + p.prologue_us
     cc = np.where(lc.dirty, cc + lc.w, cc)
@@ -325,28 +345,31 @@ def _evaluate(p: Params, rows: np.ndarray, lc: LateCpus) -> tuple[np.ndarray, ..
     overlap = np.empty(r)
     first = np.empty(r, np.int32)
     for lo, hi in _classes(int(kk.max())):
-        cls = np.flatnonzero((kk >= lo) & (kk <= hi))
-        if not cls.size:
+        t0, t1 = np.searchsorted(kk, lo, side="left"), np.searchsorted(kk, hi, side="right")
+        if t1 <= t0:
             continue
-        kmax = int(kk[cls].max())
-        nk = kk[cls]
-        row = np.repeat(np.arange(cls.size), nk)
-        col = np.arange(row.size) - np.repeat(np.concatenate([[0], np.cumsum(nk)[:-1]]), nk)
-        src = np.repeat(start[cls], nk) + col  # the class's late CPUs, trial by trial
-        shape = (cls.size, kmax)
-        exact = lo == hi  # every trial has kmax late CPUs: the arrays are reshaped, not scattered
+        s0, s1 = start[t0], start[t1]
+        nk = kk[t0:t1]
+        kmax = int(nk[-1])
+        shape = (t1 - t0, kmax)
+        if lo == hi:  # one K: reshape the slices
 
-        def grid(v: np.ndarray, fill, shape=shape, row=row, col=col, src=src, exact=exact) -> np.ndarray:
-            if exact:
-                return np.take(v, src).reshape(shape)
-            g = np.full(shape, fill, dtype=v.dtype)
-            g[row, col] = np.take(v, src)
-            return g
+            def grid(v: np.ndarray, fill, s0=s0, s1=s1, shape=shape) -> np.ndarray:
+                return v[s0:s1].reshape(shape)
+        else:
+            row = np.repeat(np.arange(t1 - t0), nk)
+            col = np.arange(s1 - s0) - (start[t0:t1] - s0)[row]
 
-        res = late_walk(p, grid(ee, -np.inf), grid(cc, -np.inf), grid(lc.w, 0.0), grid(lc.dirty, False),
-                        grid(lc.dead, False), grid(lc.nmi, 0.0), grid(lc.w2, 0.0))
+            def grid(v: np.ndarray, fill, s0=s0, s1=s1, shape=shape, row=row, col=col) -> np.ndarray:
+                g = np.full(shape, fill, dtype=v.dtype)
+                g[row, col] = v[s0:s1]
+                return g
+
+        o, td, ns, nr, ov, fr = late_walk(p, grid(ee, -np.inf), grid(cc, -np.inf), grid(lc.w, 0.0),
+                                          grid(lc.dirty, False), grid(lc.dead, False), grid(lc.nmi, 0.0),
+                                          grid(lc.w2, 0.0))
         ids = grid(lc.cpu, 0)
-        o, td, ns, nr, ov, fr = res
-        fr = np.where(fr > 0, ids[np.arange(cls.size), np.maximum(fr - 1, 0)], -1)
-        outcome[cls], t_done[cls], nsent[cls], nracers[cls], overlap[cls], first[cls] = o, td, ns, nr, ov, fr
+        fr = np.where(fr > 0, ids[np.arange(t1 - t0), np.maximum(fr - 1, 0)], -1)
+        sl = slice(t0, t1)
+        outcome[sl], t_done[sl], nsent[sl], nracers[sl], overlap[sl], first[sl] = o, td, ns, nr, ov, fr
     return outcome, t_done, nsent, nracers, overlap, first

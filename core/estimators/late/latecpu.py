@@ -122,7 +122,6 @@ class FixedThreshold:
         return FixedThreshold(law, float(theta), float(w), (float(ta[0]), float(tb[0])))
 
     @np.errstate(all="ignore")
-
     def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ta, tb = self.weights
         branch = (rng.random(n) * (ta + tb) >= ta).astype(np.int8)

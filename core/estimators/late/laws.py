@@ -273,7 +273,6 @@ class ConvLaw:
     RTOL = 1e-11
 
     @np.errstate(all="ignore")
-
     def evaluate(self, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(cdf, sf, pdf) of e + w at y (array)."""
         y = _a(y).ravel()

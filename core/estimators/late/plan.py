@@ -51,25 +51,24 @@ class Component:
     late: FixedThreshold | Posterior | None = None
 
     @np.errstate(all="ignore")
-
     def draw_nonlate(self, rng: np.random.Generator, n: int, t1: float) -> np.ndarray:
         """Clear times of n non-late CPUs of this component, one by one: its own law, redrawn
         while c > T1 (exact; used where few are expected and most draws are non-late)."""
         law = self.law
-        out = np.empty(n)
-        todo = np.arange(n)
         ipi_law = law.e.ipi
-        while todo.size:
-            k = todo.size
+        kept: list[np.ndarray] = []
+        need = n
+        while need > 0:  # candidates in rounds of about what is needed; the first n kept are the draws
+            k = int(need / self.cdf_t1 * 1.05) + 8
             ipi = ipi_law.base + (ipi_law.mean * rng.standard_exponential(k) if ipi_law.mean > 0 else 0.0)
             off = draw_off_prior(rng, law, k)
             c = np.maximum(ipi, off) + law.prologue
             if self.d:
                 c = c + (lognormal(rng, law.w.median, law.w.sigma, k) if law.w.continuous else law.w.atom)
-            ok = c <= t1
-            out[todo[ok]] = c[ok]
-            todo = todo[~ok]
-        return out
+            c = c[c <= t1]
+            kept.append(c)
+            need -= c.size
+        return np.concatenate(kept)[:n] if len(kept) > 1 else kept[0][:n]
 
 
 @dataclass
@@ -260,8 +259,6 @@ def _preflush_rev1(p: Params, m: int) -> InverseTable | float:
 
 
 @np.errstate(all="ignore")
-
-
 def build_plan(p: Params) -> LatePlan:
     """The plan of one point (raises Unrepresentable)."""
     m = int(p.n_remote)

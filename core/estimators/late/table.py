@@ -96,20 +96,17 @@ class InverseTable:
         return 3.0 * self.dt - 2.0 * self.a - self.b, -2.0 * self.dt + self.a + self.b
 
     @np.errstate(all="ignore")
-
     def sample(self, x: np.ndarray) -> np.ndarray:
         """t(x) = inf{t: key(t) >= x} for an array of keys (in the table's range by interpolation,
         outside it by bisection on the law itself)."""
         x = np.asarray(x, dtype=np.float64)
-        out_of_range = ~((x >= self.x_lo) & (x <= self.x_hi))
         t = self._interpolate(x)
-        if out_of_range.any():
-            i = np.flatnonzero(out_of_range)
+        if x.size and not (x.min() >= self.x_lo and x.max() <= self.x_hi):  # (NaN fails too)
+            i = np.flatnonzero(~((x >= self.x_lo) & (x <= self.x_hi)))
             t[i] = self.solve(x[i])
         return t
 
     @np.errstate(all="ignore")
-
     def solve(self, x: np.ndarray) -> np.ndarray:
         """inf{t: key(t) >= x} by bisection (keys outside the table: rare, so slow is fine)."""
         if self.law is None:
@@ -155,9 +152,16 @@ class InverseTable:
         t += np.take(self.t0, i)
         return t
 
+    @np.errstate(all="ignore")
     def sample_max(self, m: np.ndarray | int, e: np.ndarray) -> np.ndarray:
         """The maximum of m iid draws, from E ~ Exp(1) variates `e`."""
-        return self.sample(key(e / m))
+        lam = e / m
+        x = np.log(lam)
+        np.negative(x, out=x)  # key(lam) = -log(lam) where lam <= 1 (nearly always) ...
+        if lam.size and lam.max() > 1.0:
+            big = lam > 1.0
+            x[big] = 1.0 - lam[big]  # ... and 1 - lam above
+        return self.sample(x)
 
     @staticmethod
     @np.errstate(all="ignore")
