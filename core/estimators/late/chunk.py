@@ -352,18 +352,18 @@ def _evaluate(p: Params, kk: np.ndarray, lc: LateCpus) -> tuple[np.ndarray, ...]
         nk = kk[t0:t1]
         kmax = int(nk[-1])
         shape = (t1 - t0, kmax)
-        if lo == hi:  # one K: reshape the slices
-
-            def grid(v: np.ndarray, fill, s0=s0, s1=s1, shape=shape) -> np.ndarray:
-                return v[s0:s1].reshape(shape)
-        else:
+        exact = lo == hi  # one K: the slices reshaped
+        row = col = None
+        if not exact:
             row = np.repeat(np.arange(t1 - t0), nk)
             col = np.arange(s1 - s0) - (start[t0:t1] - s0)[row]
 
-            def grid(v: np.ndarray, fill, s0=s0, s1=s1, shape=shape, row=row, col=col) -> np.ndarray:
-                g = np.full(shape, fill, dtype=v.dtype)
-                g[row, col] = v[s0:s1]
-                return g
+        def grid(v: np.ndarray, fill, s0=s0, s1=s1, shape=shape, row=row, col=col) -> np.ndarray:
+            if row is None:
+                return v[s0:s1].reshape(shape)
+            g = np.full(shape, fill, dtype=v.dtype)
+            g[row, col] = v[s0:s1]
+            return g
 
         o, td, ns, nr, ov, fr = late_walk(p, grid(ee, -np.inf), grid(cc, -np.inf), grid(lc.w, 0.0),
                                           grid(lc.dirty, False), grid(lc.dead, False), grid(lc.nmi, 0.0),
