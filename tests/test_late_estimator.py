@@ -155,3 +155,22 @@ def test_simulate_command_reports_the_late_estimator(stoprace):
     rep = json.loads(out.out)
     assert rep["estimator"] == "late" and rep["trials"] == 20000
     assert 0.8 < rep["counts"]["clean"] / 20000 < 0.95  # 88% of trials at n_cpus 512 never reach the NMIs
+
+
+@pytest.mark.parametrize("m,k", [(10, 1), (10, 3), (10, 8), (4095, 2), (12, 6)])
+def test_late_cpu_ids_are_a_uniform_subset(m, k):
+    from math import comb
+
+    from scipy import stats as sst
+
+    from core.estimators.late.chunk import draw_ids
+
+    n = 60_000
+    ids = draw_ids(np.random.default_rng(m * 31 + k), m, np.full(n, k)).reshape(n, k)
+    assert np.all(np.diff(ids, axis=1) > 0) and ids.min() >= 1 and ids.max() <= m
+    if comb(m, k) <= 2000:  # every subset equally likely
+        _, counts = np.unique(ids, axis=0, return_counts=True)
+        assert counts.size == comb(m, k)
+        assert sst.chisquare(counts).pvalue > 1e-4
+    else:  # each id equally likely, and the two ids' gap has the law of a uniform pair's
+        assert sst.chisquare(np.bincount(ids.ravel(), minlength=m + 1)[1:]).pvalue > 1e-4

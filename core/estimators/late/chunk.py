@@ -35,7 +35,7 @@ from core.estimators.late.plan import LatePlan
 from core.estimators.late.walk import late_walk
 from core.outcomes import CLEAN
 from core.params import Params
-from core.vectorized import TrialBatch, chunk_seed
+from core.vectorized import TrialBatch, _phase2, chunk_seed
 
 CHUNK_TRIALS = 1 << 20
 """Trials per chunk (part of the stream layout): large, so the late CPUs of a chunk make big
@@ -43,6 +43,9 @@ arrays (NumPy's per-call cost shared by many)."""
 BLOCK = 1 << 15
 """Trials per block of a chunk's steps 1-3 (part of the stream layout): small, so their
 per-trial arrays stay in cache."""
+WALK_COLUMNS = 16
+"""Up to this many late CPUs a trial the walk goes column by column (core.estimators.late.walk);
+beyond, core.vectorized's (2-D) walk is cheaper."""
 GROUP_SLOTS = 1 << 15
 """Most late CPUs per group (part of the stream layout; bounds memory whatever q is)."""
 
@@ -252,39 +255,51 @@ def _groups(rows: np.ndarray, k: np.ndarray) -> list[np.ndarray]:
 def draw_ids(rng: np.random.Generator, m: int, k: np.ndarray) -> np.ndarray:
     """For each trial a uniform k-subset of 1..m, sorted, concatenated in trial order.
 
-    Trials with k = 1 first: one uniform id each. Then those with k^2 <= 2m: k uniform ids, the
-    trial drawn again while two coincide (accepted with prob. >= e^-1); the others: the first k
-    of a uniform random order of the m ids (random keys, argsort), in blocks of at most 2^20 keys."""
+    Trials with k = 1: one uniform id each. The others: k uniform ids each, then, in rounds,
+    every id equal to a smaller-placed one of its trial is drawn again (uniform over 1..m)
+    until a trial's ids are distinct. Each round treats the labels symmetrically, so the set
+    is a uniform k-subset (this is sequential sampling without replacement, by rejection).
+    Where k > m / 2 the m - k ids left out are drawn so, and the set is their complement."""
     out = np.empty(int(k.sum()), np.int64)
     offs = np.concatenate([[0], np.cumsum(k)])
     one = np.flatnonzero(k == 1)
     out[offs[one]] = rng.integers(1, m + 1, size=one.size)
-    sparse = np.flatnonzero((k > 1) & (k * k <= 2 * m))
-    todo = sparse
-    while todo.size:
-        kk = k[todo]
-        tot = int(kk.sum())
-        owner = np.repeat(np.arange(todo.size), kk)
-        key = np.sort(owner * (m + 1) + rng.integers(1, m + 1, size=tot))  # trial-major, sorted in a trial
-        own = key // (m + 1)
-        dup = np.zeros(todo.size, bool)
-        same = key[1:] == key[:-1]
-        dup[own[1:][same]] = True
-        keep = ~dup[own]
-        rank = np.arange(tot) - np.concatenate([[0], np.cumsum(kk)[:-1]])[own]
-        out[offs[todo[own[keep]]] + rank[keep]] = key[keep] % (m + 1)
-        todo = todo[dup]
-    dense = np.flatnonzero(k * k > 2 * m)
-    per = max(1, (1 << 20) // m)
-    for b in range(0, dense.size, per):
-        blk = dense[b:b + per]
-        order = np.argsort(rng.random((blk.size, m)), axis=1) + 1
-        take = np.arange(m)[None, :] < k[blk][:, None]
-        row = np.repeat(np.arange(blk.size), k[blk])
-        key = np.sort(row * (m + 1) + order[take])
-        rank = np.arange(key.size) - np.concatenate([[0], np.cumsum(k[blk])[:-1]])[row]
-        out[offs[blk][row] + rank] = key % (m + 1)
+    many = np.flatnonzero((k > 1) & (2 * k <= m))
+    if many.size:
+        out[_ranges(offs[many], k[many])] = _distinct(rng, m, k[many])
+    most = np.flatnonzero(2 * k > m)
+    if most.size:  # the complement of a uniform (m - k)-subset
+        left = _distinct(rng, m, m - k[most]) if (m - k[most]).sum() else np.zeros(0, np.int64)
+        lo = np.concatenate([[0], np.cumsum(m - k[most])])
+        for j, t in enumerate(most):
+            keep = np.ones(m + 1, bool)
+            keep[0] = False
+            keep[left[lo[j]:lo[j + 1]]] = False
+            out[offs[t]:offs[t + 1]] = np.flatnonzero(keep)
     return out
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The indices start .. start + length - 1 of every (start, length), concatenated."""
+    owner = np.repeat(np.arange(starts.size), lengths)
+    return np.repeat(starts, lengths) + np.arange(owner.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+
+
+def _distinct(rng: np.random.Generator, m: int, k: np.ndarray) -> np.ndarray:
+    """Sorted distinct uniform ids 1..m, k of them per trial (k >= 0), concatenated."""
+    tot = int(k.sum())
+    owner = np.repeat(np.arange(k.size), k)
+    ids = rng.integers(1, m + 1, size=tot)
+    while True:
+        key = owner * (m + 1) + ids
+        order = np.argsort(key, kind="stable")
+        sk = key[order]
+        dup = np.zeros(tot, bool)
+        dup[order[1:][sk[1:] == sk[:-1]]] = True  # the later copies of an id in its trial
+        redo = np.flatnonzero(dup)
+        if not redo.size:
+            return sk % (m + 1)
+        ids[redo] = rng.integers(1, m + 1, size=redo.size)
 
 
 def _draw_group(plan: LatePlan, rows: np.ndarray, k: np.ndarray, rng: np.random.Generator) -> LateCpus:
@@ -365,9 +380,16 @@ def _evaluate(p: Params, kk: np.ndarray, lc: LateCpus) -> tuple[np.ndarray, ...]
             g[row, col] = v[s0:s1]
             return g
 
-        o, td, ns, nr, ov, fr = late_walk(p, grid(ee, -np.inf), grid(cc, -np.inf), grid(lc.w, 0.0),
-                                          grid(lc.dirty, False), grid(lc.dead, False), grid(lc.nmi, 0.0),
-                                          grid(lc.w2, 0.0))
+        args = (grid(ee, -np.inf), grid(cc, -np.inf), grid(lc.w, 0.0), grid(lc.dirty, False), grid(lc.dead, False))
+        nmi, w2 = grid(lc.nmi, 0.0), grid(lc.w2, 0.0)
+        if kmax <= WALK_COLUMNS:  # column by column
+            o, td, ns, nr, ov, fr = late_walk(p, *args, nmi, w2)
+        else:  # many late CPUs a trial: core.vectorized's walk, vectorized across them (the same, to the bit)
+
+            def supply(rr: np.ndarray, cols: np.ndarray, nmi=nmi, w2=w2) -> tuple[np.ndarray, np.ndarray]:
+                return nmi[rr, cols], w2[rr, cols]
+
+            o, td, ns, nr, ov, fr = _phase2(p, np.arange(t1 - t0), *args, supply)
         ids = grid(lc.cpu, 0)
         fr = np.where(fr > 0, ids[np.arange(t1 - t0), np.maximum(fr - 1, 0)], -1)
         sl = slice(t0, t1)
