@@ -7,16 +7,17 @@ nmi_sent and on preflush_us where they vary. Every test is made at ALPHA = ALPHA
 made), so a correct sampler fails a run with probability < ALPHA_RUN = 1e-3 (union bound; the
 seeds are fixed, so the test is deterministic).
 
-Points: every regime of test_core_agreement (the hidden-style oracle points: races common and
-rare, wait = 0 timeouts, dead CPUs, early_flush, hold-offs, a walk clock that matters, the T1
-boundary) against naive, with 20,000 trials each; LATE_POINTS, which span what the late
-sampler itself distinguishes (n_cpus 2 .. 4096, its components: dirty and clean, stall and
-short, tabulated and drawn one by one; atoms of every law; the counts' joint table and its
-sequential fallback), against naive; and the small ones against the scalar reference.
+Points, each in both model revisions: every regime of test_core_agreement (the hidden-style
+oracle points: races common and rare, wait = 0 timeouts, dead CPUs, early_flush, hold-offs, a
+walk clock that matters, the T1 boundary) against naive, 12,000 trials each; LATE_POINTS, which
+span what the late sampler itself distinguishes (n_cpus 2 .. 4096, its components: dirty and
+clean, stall and short, tabulated and drawn one by one; atoms of every law; the counts' joint
+table and its sequential fallback; revision 2's flush IPI hung by dead CPUs), against naive;
+and six of them (revision 2) against the scalar reference.
 
-Power: at 20,000 vs 20,000 trials and ALPHA ~ 1.5e-5 (z = 4.3), an outcome of probability p
-shifted by d is detected with 90% power when d >= 5.6 sqrt(p (1 - p) / 10,000): 3.5% relative
-at p = 0.5, 18% at p = 0.03. The KS test sees a sup-distance of ~0.02 between stop-time laws.
+Power: at 12,000 vs 12,000 trials and ALPHA ~ 7e-6 (z = 4.5), an outcome of probability p shifted
+by d is detected with 90% power when d >= 5.8 sqrt(p (1 - p) / 6,000): 3.7% relative at
+p = 0.5, 21% at p = 0.03. The KS test sees a sup-distance of ~0.025 between stop-time laws.
 """
 
 from __future__ import annotations
@@ -50,18 +51,26 @@ LATE_POINTS = {
                          nmi_delay_median_us=5e3),
     "dead_wait1": dict(n_cpus=256, p_unresponsive=0.001),
     "dead_wait0": dict(n_cpus=256, p_unresponsive=0.001, wait=0, p_stall=0.01),
-    "counts_sequential": dict(n_cpus=4096, p_stall=0.1, incoherent_fraction=0.5, stall_median_us=4e5),
+    "counts_sequential": dict(n_cpus=1024, p_stall=0.1, incoherent_fraction=0.5, stall_median_us=4e5),
     "slow_udelay_short_wait": dict(n_cpus=16, udelay_factor=1.5, timeout_us=2e5, irq_off_mean_us=5e4,
                                    ipi_jitter_us=50.0, wbinvd_contention=0.01),
     "quiet_atoms": dict(n_cpus=8, **QUIET),
     "quiet_early": dict(n_cpus=8, mitigation="early_flush", **QUIET),
+    # revision 2's flush IPI hung by a dead CPU, flushes with stalls, a short hand-over for races
+    "early_wait1_dead": dict(n_cpus=12, mitigation="early_flush", p_unresponsive=0.02, p_stall=0.2,
+                             stall_median_us=1.0008e6, stall_sigma=0.003, nmi_jitter_us=400.0, handoff_us=30.0),
 }
-N_LATE = 20_000
-N_NAIVE = {"n4096": 2_500, "counts_sequential": 1_500, "n512_stall_table": 6_000}  # CPU-heavy for naive
-REF_POINTS = ["n2_stalls", "wait0_midflush", "stall_atom", "slow_udelay_short_wait", "quiet_atoms"]
+N_LATE = 12_000
+N_NAIVE = {"n4096": 1_500, "counts_sequential": 2_000, "n512_stall_table": 4_000}  # CPU-heavy for naive
+N_LATE_OF = {"counts_sequential": 4_000}  # (~20 late CPUs a trial)
+REF_POINTS = ["n2_stalls", "wait0_midflush", "stall_atom", "slow_udelay_short_wait", "quiet_atoms", "early_wait1_dead"]
 N_REF = 2_000
 TESTS_PER_POINT = 9  # up to 5 outcomes, stop time, overlap, nmi_sent, preflush
-ALL_POINTS = {**{f"core:{k}": v for k, v in REGIMES.items()}, **LATE_POINTS}
+# every point in both model revisions (revision 2: CPU 0's flush in H, no early flush on the
+# panic path, the early flush as an IPI that a dead CPU hangs)
+ALL_POINTS = {f"{name}@rev{rev}": dict(kw, model_rev=rev)
+              for name, kw in {**{f"core:{k}": v for k, v in REGIMES.items()}, **LATE_POINTS}.items()
+              for rev in (1, 2)}
 ALPHA_RUN = 1e-3
 ALPHA = ALPHA_RUN / (TESTS_PER_POINT * (len(ALL_POINTS) + len(REF_POINTS)))
 
@@ -95,8 +104,9 @@ def compare(name: str, late: TrialBatch, other: TrialBatch) -> None:
 def test_late_and_naive_laws_agree(name):
     p = make_params(ALL_POINTS[name])
     assert LATE.column(p) == "late", f"{name}: the late sampler should apply here"
-    late = late_sample(p, N_LATE, 11)
-    naive = simulate(p, N_NAIVE.get(name, N_LATE), 12)
+    base = name.split("@")[0]
+    late = late_sample(p, N_LATE_OF.get(base, N_LATE), 11)
+    naive = simulate(p, N_NAIVE.get(base, N_LATE), 12)
     compare(name, late, naive)
     # what every trial must satisfy whatever the law (MODEL.md)
     hang = late.outcome == OUTCOMES.index("hang")
@@ -129,8 +139,11 @@ def test_quiet_point_is_the_atom_exactly():
     p = make_params(LATE_POINTS["quiet_atoms"])
     b = late_sample(p, 5000, 3)
     assert (b.outcome == 0).all() and np.all(b.t_done_us == 1006.0)
-    b = late_sample(make_params(LATE_POINTS["quiet_early"]), 5000, 3)
+    # the early flush: revision 1 flushes for w alone; revision 2 takes the IPI first, at 1 µs
+    b = late_sample(make_params(dict(LATE_POINTS["quiet_early"], model_rev=1)), 5000, 3)
     assert np.all(b.t_done_us == 6.0) and np.all(b.preflush_us == 1000.0)
+    b = late_sample(make_params(LATE_POINTS["quiet_early"]), 5000, 3)
+    assert np.all(b.t_done_us == 6.0) and np.all(b.preflush_us == 1001.0)
 
 
 def test_points_exercise_every_path():
@@ -138,7 +151,7 @@ def test_points_exercise_every_path():
     from core.estimators.late.latecpu import FixedThreshold, Posterior
     from core.estimators.late.plan import plan_for
 
-    plans = {k: plan_for(make_params(v)) for k, v in LATE_POINTS.items()}
+    plans = {f"{k}@{rev}": plan_for(make_params(dict(v, model_rev=rev))) for k, v in LATE_POINTS.items() for rev in (1, 2)}
     comps = [c for pl in plans.values() for c in pl.comps]
     assert any(c.table is not None and c.stall for c in comps)  # a stall component tabulated
     assert any(c.table is None and c.stall for c in comps)  # ... and one drawn one by one

@@ -49,8 +49,12 @@ def test_walk_equals_phase2(kw, k):
     def supply(rows, cols):
         return nmi[rows, cols], w2[rows, cols]
 
-    want = _phase2(p, np.arange(c.shape[0]), e, c, w, dirty, dead, supply)
-    got = late_walk(p, e, c, w, dirty, dead, nmi, w2)
+    # H: revision 2's per-trial hand-over (CPU 0's own WBINVD where flagged) or one value
+    rng = np.random.default_rng(k)
+    h = p.handoff_us + np.where(rng.random(c.shape[0]) < 0.5, rng.lognormal(np.log(300.0), 0.5, c.shape[0]), 0.0) \
+        if k % 2 else float(p.handoff_us)
+    want = _phase2(p, np.arange(c.shape[0]), e, c, w, dirty, dead, supply, lambda: h)
+    got = late_walk(p, e, c, w, dirty, dead, nmi, w2, h)
     names = ("outcome", "t_done", "nmi_sent", "racers", "overlap", "first")
     for name, g, x in zip(names, got, want):
         assert np.array_equal(g, x, equal_nan=True), name

@@ -17,7 +17,9 @@ by block (BLOCK trials), steps 1-3:
 The trials with K >= 1 are cut, in trial order, into groups of at most GROUP_SLOTS late CPUs;
 group g draws from the chunk's child stream `chunk_seed(chunk_seed(seed, c), g)`: the late
 CPUs' ids (a uniform K-subset per trial, sorted), their dead flags, components, their draws
-given c > T1, then their NMI-path draws (`core.draws.draw_nmi_path`, as naive). The NMI walk
+given c > T1, then their NMI-path draws (`core.draws.draw_nmi_path`, as naive), then, in
+revision 2's kexec path without the early flush, CPU 0's flag and WBINVD per trial (`draw_cpu0`:
+they set the hand-over H). The NMI walk
 and the outcome are MODEL.md's over the late CPUs only (core.estimators.late.walk, equal to
 core.vectorized's to the bit): the others cleared by T1 < T_nmi, so they are never sent an
 NMI, never move the send clock, and their f_i = c_i <= T1 < T_loop never matters.
@@ -30,12 +32,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.draws import draw_nmi_path, new_generator
+from core.draws import Rev2Draws, bernoulli, draw_nmi_path, lognormal, new_generator
 from core.estimators.late.plan import LatePlan
 from core.estimators.late.walk import late_walk
-from core.outcomes import CLEAN
+from core.outcomes import CLEAN, HANG
 from core.params import Params
-from core.vectorized import TrialBatch, _phase2, chunk_seed
+from core.vectorized import TrialBatch, _phase2, chunk_seed, hand_over
 
 CHUNK_TRIALS = 1 << 20
 """Trials per chunk (part of the stream layout): large, so the late CPUs of a chunk make big
@@ -84,6 +86,8 @@ class ChunkRecord:
     t_max: np.ndarray
     counts: np.ndarray  # (components, trials)
     late: LateCpus
+    dirty0: np.ndarray  # revision 2, kexec path without the early flush: CPU 0's flag (NMI-phase trials)
+    w0: np.ndarray  # ... and its WBINVD (NaN where not drawn)
 
 
 def chunk_layout(n_trials: int):
@@ -117,19 +121,29 @@ def simulate_chunk(plan: LatePlan, n: int, seed: np.random.SeedSequence, record:
     overlap = np.full(n, np.nan)
     first = np.full(n, -1, np.int32)
     late_parts: list[LateCpus] = []
+    dirty0 = np.zeros(n, bool)
+    w0 = np.full(n, np.nan)
     rows = np.flatnonzero(k > 0)
     if rows.size:
         for g, grp in enumerate(_groups(rows, k[rows])):
             if only_group_of is not None and only_group_of not in grp:
                 continue
             grp = grp[np.argsort(k[grp], kind="stable")]  # by K: each class of K is one contiguous run
-            lc = _draw_group(plan, grp, k[grp], new_generator(chunk_seed(seed, g)))
-            r = _evaluate(p, k[grp], lc)
+            grng = new_generator(chunk_seed(seed, g))
+            lc = _draw_group(plan, grp, k[grp], grng)
+            cpu0 = draw_cpu0(grng, p, grp.size)  # revision 2's CPU 0 (last in the group's stream)
+            r = _evaluate(p, k[grp], lc, hand_over(p, cpu0))
             outcome[grp], t_done[grp], nmi_sent[grp], racers[grp], overlap[grp], first[grp] = r
+            if p.flush_ipi:  # revision 2: a dead CPU never takes the early flush's IPI: hung, no stop
+                hung = grp[np.bincount(np.repeat(np.arange(grp.size), k[grp])[lc.dead], minlength=grp.size) > 0]
+                outcome[hung], t_done[hung], nmi_sent[hung], racers[hung] = HANG, np.nan, 0, 0
+                overlap[hung], first[hung], preflush[hung] = np.nan, -1, np.nan
             if record:
                 late_parts.append(lc)
+                if cpu0.dirty0 is not None:
+                    dirty0[grp], w0[grp] = cpu0.dirty0, cpu0.w0
     batch = TrialBatch(outcome, t_done, nmi_sent, racers, overlap, first, preflush)
-    rec = ChunkRecord(k, t_max, counts, LateCpus.concat(late_parts)) if record else None
+    rec = ChunkRecord(k, t_max, counts, LateCpus.concat(late_parts), dirty0, w0) if record else None
     return batch, rec
 
 
@@ -188,7 +202,7 @@ def _main_block(plan: LatePlan, rng: np.random.Generator, k: np.ndarray, counts:
     if isinstance(plan.preflush, float):
         preflush[:] = plan.preflush
     elif plan.preflush is not None:
-        preflush[:] = plan.preflush.sample_max(plan.m, rng.standard_exponential(n))
+        preflush[:] = plan.preflush.sample_max(plan.preflush_of, rng.standard_exponential(n))
 
 
 def _slow_counts(plan: LatePlan, rng: np.random.Generator, rows: np.ndarray, table, k: np.ndarray,
@@ -302,6 +316,16 @@ def _distinct(rng: np.random.Generator, m: int, k: np.ndarray) -> np.ndarray:
         ids[redo] = rng.integers(1, m + 1, size=redo.size)
 
 
+def draw_cpu0(rng: np.random.Generator, p: Params, n: int) -> Rev2Draws:
+    """CPU 0's flag and WBINVD for n trials where they enter the hand-over H (revision 2, kexec
+    path, no early flush: Params.cpu0_flush), with core.draws' laws; nothing drawn otherwise.
+    (Under the early flush CPU 0's flush is part of preflush_us, drawn as its maximum.)"""
+    if not p.cpu0_flush:
+        return Rev2Draws()
+    dirty0 = bernoulli(rng, p.incoherent_fraction, n)
+    return Rev2Draws(dirty0, lognormal(rng, p.wbinvd_us, p.wbinvd_sigma, n))
+
+
 def _draw_group(plan: LatePlan, rows: np.ndarray, k: np.ndarray, rng: np.random.Generator) -> LateCpus:
     """The late CPUs of the trials `rows` (K = k each), from the group's stream."""
     p = plan.p
@@ -341,7 +365,8 @@ def _draw_group(plan: LatePlan, rows: np.ndarray, k: np.ndarray, rng: np.random.
     return LateCpus(trial, cpu, dead, comp, ipi, off, dirty, w, nmi, w2, hold)
 
 
-def _evaluate(p: Params, kk: np.ndarray, lc: LateCpus) -> tuple[np.ndarray, ...]:
+def _evaluate(p: Params, kk: np.ndarray, lc: LateCpus,
+              handover: float | np.ndarray) -> tuple[np.ndarray, ...]:
     """MODEL.md phase 2 (core.estimators.late.walk) over trials with kk late CPUs each, in
     ascending kk, whose late CPUs are `lc`, trial by trial in that order, ascending CPU id in a
     trial. Trials are walked in classes of K (1, 2, 3, 4, 5-8, 9-16, ...): a class of one K is
@@ -382,14 +407,18 @@ def _evaluate(p: Params, kk: np.ndarray, lc: LateCpus) -> tuple[np.ndarray, ...]
 
         args = (grid(ee, -np.inf), grid(cc, -np.inf), grid(lc.w, 0.0), grid(lc.dirty, False), grid(lc.dead, False))
         nmi, w2 = grid(lc.nmi, 0.0), grid(lc.w2, 0.0)
+        h = handover if isinstance(handover, float) else handover[t0:t1]
         if kmax <= WALK_COLUMNS:  # column by column
-            o, td, ns, nr, ov, fr = late_walk(p, *args, nmi, w2)
+            o, td, ns, nr, ov, fr = late_walk(p, *args, nmi, w2, h)
         else:  # many late CPUs a trial: core.vectorized's walk, vectorized across them (the same, to the bit)
 
             def supply(rr: np.ndarray, cols: np.ndarray, nmi=nmi, w2=w2) -> tuple[np.ndarray, np.ndarray]:
                 return nmi[rr, cols], w2[rr, cols]
 
-            o, td, ns, nr, ov, fr = _phase2(p, np.arange(t1 - t0), *args, supply)
+            def handed(h: float | np.ndarray = h) -> float | np.ndarray:
+                return h
+
+            o, td, ns, nr, ov, fr = _phase2(p, np.arange(t1 - t0), *args, supply, handed)
         ids = grid(lc.cpu, 0)
         fr = np.where(fr > 0, ids[np.arange(t1 - t0), np.maximum(fr - 1, 0)], -1)
         sl = slice(t0, t1)

@@ -114,7 +114,9 @@ def trial_draws(plan: LatePlan, rec: ChunkRecord, i: int, preflush: float = floa
     """Draws of every remote CPU of trial i that give the scalar reference the same trial: the
     late CPUs' own draws at their ids; the others are stand-ins that clear without a WBINVD at
     the bottom of the law, one of them exactly at T_max (and, under the early flush, carrying
-    preflush_us as its flagged WBINVD)."""
+    preflush_us: revision 1, as CPU 1's flagged WBINVD; revision 2, as CPU 1's irqs-off time in
+    the flush IPI, CPU 0 unflagged since the maximum includes its flush; revision 2 without the
+    early flush: CPU 0's drawn flag and WBINVD)."""
     p = plan.p
     m = plan.m
     sel = np.flatnonzero(rec.late.trial == i)
@@ -137,9 +139,17 @@ def trial_draws(plan: LatePlan, rec: ChunkRecord, i: int, preflush: float = floa
     if others.size and np.isfinite(rec.t_max[i]):
         j = int(others[0])
         off[j] = stand_in_off(float(rec.t_max[i]), float(p.prologue_us), float(p.ipi_base_us))
-    if preflush > 0:  # early flush: CPU 1's flag carries it (flags do not enter the stop then)
-        dirty[0], w[0] = True, preflush
-    return Draws(ipi[None], off[None], dirty[None], w[None], w2[None], nmi[None], dead[None], hold[None])
+    rev2: dict[str, np.ndarray] = {}
+    if p.flush_ipi:  # revision 2's early flush IPI: a stand-in's irqs-off carries preflush_us
+        ipi_pre, off_pre = np.full(m, float(p.ipi_base_us)), np.zeros(m)
+        if np.isfinite(preflush):
+            off_pre[0] = preflush
+        rev2 = dict(dirty0=np.zeros(1, bool), w0=np.zeros(1), ipi_pre=ipi_pre[None], off_pre=off_pre[None])
+    elif p.cpu0_flush:  # CPU 0's own flush in the hand-over (drawn for NMI-phase trials)
+        rev2 = dict(dirty0=rec.dirty0[i:i + 1].copy(), w0=np.nan_to_num(rec.w0[i:i + 1], nan=0.0))
+    elif p.early_flush_applies and preflush > 0:  # revision 1's: CPU 1's flag carries it (flags do
+        dirty[0], w[0] = True, preflush  # not enter the stop then)
+    return Draws(ipi[None], off[None], dirty[None], w[None], w2[None], nmi[None], dead[None], hold[None], **rev2)
 
 
 def stand_in_off(t: float, prologue: float, base: float) -> float:

@@ -90,6 +90,9 @@ class LatePlan:
     """-log P(every CPU is a non-late CPU of the major component) where that is >= FAST_SHARE (inf
     otherwise): such a trial needs nothing but one lookup of the major table (see chunk.py)."""
     slow_counts: "CountTable | None" = None  # `counts` given that not every CPU is major
+    preflush_of: int = 0
+    """The preflush table draws the maximum of this many copies of its law (revision 1: the m
+    CPUs' flagged WBINVDs; revision 2's flush IPI: 1, the table being that of the maximum)."""
 
     def late_count(self, e: np.ndarray) -> np.ndarray:
         """K from the exponentials e: 0 where e > kappa_0, else by binary search."""
@@ -156,8 +159,9 @@ def _count_table(m: int, q: float, pis: list[float], drop_all_major: bool = Fals
 
 
 def stop_dirty_prob(p: Params) -> float:
-    """P(a CPU's flag is set in the stop): incoherent_fraction, 0 when the early flush ran."""
-    return 0.0 if p.mitigation == "early_flush" else float(p.incoherent_fraction)
+    """P(a CPU's flag is set in the stop): incoherent_fraction, 0 when the early flush ran
+    (revision 2: not on the panic path, Params.early_flush_applies)."""
+    return 0.0 if p.early_flush_applies else float(p.incoherent_fraction)
 
 
 def _k_thresholds(m: int, q: float) -> np.ndarray:
@@ -259,6 +263,32 @@ def _preflush_rev1(p: Params, m: int) -> InverseTable | float:
 
 
 @np.errstate(all="ignore")
+def _preflush_ipi(p: Params, m: int) -> InverseTable:
+    """Revision 2, the early flush as an IPI (Params.flush_ipi): preflush_us = max(CPU 0's flush,
+    max over the m remote CPUs of max(ipi', off') + w if flagged), given no dead CPU (a dead one
+    hangs the flush). The remote terms are iid with the law of an answering CPU's clear time
+    without prologue (laws.ClearLaw, dirty with prob. incoherent_fraction, the whole irqs-off
+    law); CPU 0's is w_0 x the contention factor (the law of w) if flagged. So
+    -log P(preflush <= t) = -log(1 - f S_w(t)) - m log G(t), tabulated once (its m' is 1)."""
+    f = float(p.incoherent_fraction)
+    w = WLaw(p.wbinvd_median_us, float(p.wbinvd_sigma))
+    g = ClearLaw(ELaw.of(p), w, f, 0.0)
+
+    def fn(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t = np.asarray(t, dtype=np.float64)
+        s0 = np.where(t >= 0, f * w.sf(t), 1.0)
+        c0 = 1.0 - s0
+        cdf, sf, pdf = g.evaluate(t)
+        lam0 = np.where(s0 < 0.5, -np.log1p(-s0), -np.log(c0))
+        lam = lam0 + m * np.where(sf < 0.5, -np.log1p(-sf), -np.log(cdf))
+        r = f * w.pdf(t) / c0 + m * pdf / cdf
+        return lam, r
+
+    special = np.array([g.lower, *(a for a, _ in g.atoms), *([w.atom] if not w.continuous else [])])
+    return InverseTable.build(fn, g.lower, math.inf, special, key_range(1, 1), features=g.features)
+
+
+@np.errstate(all="ignore")
 def build_plan(p: Params) -> LatePlan:
     """The plan of one point (raises Unrepresentable)."""
     m = int(p.n_remote)
@@ -291,7 +321,12 @@ def build_plan(p: Params) -> LatePlan:
                                          features=c.law.features)
         if rk > 0:
             c.late = _late_sampler(c.law, t1)
-    preflush = _preflush_rev1(p, m) if p.mitigation == "early_flush" else None
+    if p.flush_ipi:
+        preflush: InverseTable | float | None = _preflush_ipi(p, m)
+    elif p.early_flush_applies:
+        preflush = _preflush_rev1(p, m)
+    else:
+        preflush = None
     order = [int(i) for i in np.argsort(pi, kind="stable") if pi[i] > 0]
     major = order[-1] if order else 0
     minors = order[:-1]
@@ -305,7 +340,7 @@ def build_plan(p: Params) -> LatePlan:
     if fast and slow is None and counts is not None:
         fast = False  # (a joint table without that outcome must exist when the full one does)
     return LatePlan(p, m, q, _k_thresholds(m, q), pu / q if q > 0 else 0.0, comps, pi, rho, minors, major,
-                    f, preflush, counts, kappa_all if fast else math.inf, slow)
+                    f, preflush, counts, kappa_all if fast else math.inf, slow, 1 if p.flush_ipi else m)
 
 
 def _late_sampler(law: ClearLaw, t1: float) -> FixedThreshold | Posterior:

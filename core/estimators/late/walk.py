@@ -20,10 +20,11 @@ from core.vectorized import final_clear
 
 
 def late_walk(p: Params, e: np.ndarray, c: np.ndarray, w: np.ndarray, dirty: np.ndarray, dead: np.ndarray,
-              nmi: np.ndarray, w2: np.ndarray) -> tuple[np.ndarray, ...]:
+              nmi: np.ndarray, w2: np.ndarray, handover: float | np.ndarray) -> tuple[np.ndarray, ...]:
     """(outcome, t_done, nmi_sent, racers, overlap, first column + 1 or -1) of trials whose late
     CPUs are the columns of (trials x K) arrays in ascending CPU id; padding columns have
-    c = -inf (never sent, never the maximum). nmi and w2 are every column's NMI-path draws."""
+    c = -inf (never sent, never the maximum). nmi and w2 are every column's NMI-path draws;
+    `handover` is H (core.vectorized.hand_over), one value or one per trial."""
     r, k = c.shape
     step = p.nmi_send_us
     s = np.full(r, p.t_nmi_us)
@@ -57,7 +58,7 @@ def late_walk(p: Params, e: np.ndarray, c: np.ndarray, w: np.ndarray, dirty: np.
     racer &= ~hang[:, None]  # a hang has no T_done: no overlap, no race
     over = np.where(racer, end - t_done[:, None], -np.inf).max(axis=1)
     overlap = np.where((n_racers > 0) & ~hang, over, np.nan)
-    races = racer & (end > (t_done + p.handoff_us)[:, None])
+    races = racer & (end > (t_done + handover)[:, None])
     race = races.any(axis=1) & ~hang
     first = np.where(race, races.argmax(axis=1) + 1, -1).astype(np.int32)
     outcome = np.select([hang, race, timeout], [HANG, RACE, TIMEOUT], NMI_CLEAN).astype(np.uint8)
