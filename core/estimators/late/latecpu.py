@@ -143,6 +143,12 @@ class Posterior:
     pick: Alias  # (piece, branch) pairs, then the tail, by envelope mass
     z_tail: float  # z beyond which every e qualifies (w > y1 - ipi_base)
 
+    @property
+    def tail_possible(self) -> bool:
+        """The tail has a positive probability in the alias table (it is 1e-43 at the defaults,
+        0 where it underflows)."""
+        return bool(self.pick.prob[-1] > 0 or np.any(self.pick.alias == self.pick.size - 1))
+
     TIGHT = 0.9
     """Pieces are refined until the density's lower bound is this fraction of the envelope: the
     acceptance is >= 0.9 and 9 proposals in 10 are accepted by the squeeze alone."""
@@ -189,19 +195,23 @@ class Posterior:
         while todo.size:
             k = self.pick.draw(rng.random(todo.size))
             tail = k == 2 * npieces
-            piece, br = k // 2, (k % 2).astype(np.int8)
+            piece, br = k >> 1, (k & 1).astype(np.int8)
             zz = np.empty(todo.size)
             ok = np.empty(todo.size, dtype=bool)
-            it = np.flatnonzero(tail)
+            it = np.flatnonzero(tail) if self.tail_possible else np.zeros(0, np.intp)
             if it.size:
                 zz[it] = normal_above(rng, np.full(it.size, self.z_tail))
                 ok[it] = True
                 br[it] = 0  # every e qualifies: ipi from its law, which branch A draws for v < base
-            ib = np.flatnonzero(~tail)
-            if ib.size:
+            if it.size:
+                ib: np.ndarray | slice = np.flatnonzero(~tail)
+                nb = int(todo.size - it.size)
+            else:
+                ib, nb = slice(None), int(todo.size)
+            if nb:
                 pc, kb = piece[ib], k[ib]
-                zb = np.take(self.z_lo, pc) + np.take(self.width, pc) * rng.random(ib.size)
-                level = rng.random(ib.size) * np.take(self.top, kb)
+                zb = np.take(self.z_lo, pc) + np.take(self.width, pc) * rng.random(nb)
+                level = rng.random(nb) * np.take(self.top, kb)
                 good = level <= np.take(self.low, kb)  # the squeeze: below the density's lower bound
                 unsure = np.flatnonzero(~good)
                 if unsure.size:  # the density itself, for the rest
