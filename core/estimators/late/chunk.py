@@ -301,19 +301,14 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 def _distinct(rng: np.random.Generator, m: int, k: np.ndarray) -> np.ndarray:
     """Sorted distinct uniform ids 1..m, k of them per trial (k >= 0), concatenated."""
-    tot = int(k.sum())
     owner = np.repeat(np.arange(k.size), k)
-    ids = rng.integers(1, m + 1, size=tot)
+    key = np.sort(owner * (m + 1) + rng.integers(1, m + 1, size=owner.size))  # trial-major, sorted in a trial
     while True:
-        key = owner * (m + 1) + ids
-        order = np.argsort(key, kind="stable")
-        sk = key[order]
-        dup = np.zeros(tot, bool)
-        dup[order[1:][sk[1:] == sk[:-1]]] = True  # the later copies of an id in its trial
-        redo = np.flatnonzero(dup)
+        redo = np.flatnonzero(key[1:] == key[:-1]) + 1  # the second of two equal ids of a trial
         if not redo.size:
-            return sk % (m + 1)
-        ids[redo] = rng.integers(1, m + 1, size=redo.size)
+            return key % (m + 1)
+        key[redo] = (key[redo] // (m + 1)) * (m + 1) + rng.integers(1, m + 1, size=redo.size)
+        key.sort()
 
 
 def draw_cpu0(rng: np.random.Generator, p: Params, n: int) -> Rev2Draws:
