@@ -45,8 +45,9 @@ at the naive estimator's ~3e7 CPU-trials/s per CPU (benchmarks/RESULTS.md), days
 MAX_TASKS = 10**6
 """More tasks than this needs --force: one driver stores ~150-250 tasks/s (README, "Scale"),
 so 1e6 tasks are over an hour of driver time whatever the CPUs."""
-ESTIMATOR_COST = {"naive": 1.0, "cmc": 6.0}
-"""CPU time of a trial relative to naive, for the ETA only (RESULTS.md: a cmc trial costs ~5.7x)."""
+ESTIMATOR_COST = {"naive": 1.0, "cmc": 6.0, "late": 0.03}
+"""CPU time of a trial relative to naive, for the ETA only (RESULTS.md: a cmc trial costs ~5.7x;
+a late one 1/30 at 64 CPUs, less at more, more where many CPUs miss the 1 s wait)."""
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from cluster.connect import connect, disconnect, resolve_address, token_auth_ena
 from cluster.executor import BATCH_S, WAIT, RunInterrupted, RunStats, run_map
 from cluster.jobs import in_ray_job, shipping_runtime_env
 from core.cost import cpu_trials
+from core.estimators import stream_signature
 from queries.resultset.errors import StoreError, one_line
 from queries.resultset.reader import Damage
 from queries.resultset.storage import locate
@@ -122,7 +123,8 @@ def run(
         out_path: Path | str = default_out(spec)
     else:
         out_path = str(out) if is_uri(out) else Path(out)
-    plan = wave_plan_signature() if spec.precision is not None else plan_signature()
+    plan = {**(wave_plan_signature() if spec.precision is not None else plan_signature()),
+            **stream_signature(spec.estimator)}  # a late sweep records its own stream's version
     store = None
     try:
         exists = locate(out_path, None).kind() is not None
