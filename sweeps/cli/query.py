@@ -44,8 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Run SQL over one or more result directories with DuckDB. Views: points (one row per point and "
             "shard), events (one row per race/hang/timeout trial), outcomes (one row per point: parameters, "
-            "estimator, counts, p_race/p_hang/p_timeout/p_bad with 95% bounds *_lo/*_hi (p_race/p_bad: cmc where "
-            "the sweep ran cmc, else Wilson), stop-time mean/p50/p99/p999 "
+            "estimator, counts, p_race/p_hang/p_timeout/p_bad with 95% bounds *_lo/*_hi and *_method (counted: "
+            "exact; p_race cmc where the sweep ran cmc, p_bad then cmc+counted), stop-time mean/p50/p99/p999 "
             "in µs), differs (parameters that differ from the defaults), defaults. "
             "Example: stoprace query results/ --named hang_conditions --param threshold=1e-4"
         ),
@@ -68,8 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "capacity",
         help="largest n_cpus under a target per-kexec failure probability; fleet failure rates",
         description=(
-            "For a target per-kexec failure probability, judged on the 95% upper bound (the cmc interval where "
-            "the sweep ran cmc, else Wilson on the counts), the largest n_cpus that stays under it for each "
+            "For a target per-kexec failure probability, judged on the 95% upper bound (exact on counted "
+            "outcomes, the cmc interval of p_race where the sweep ran cmc; p_bad under cmc adds the counted "
+            "hang/timeout part), the largest n_cpus that stays under it for each "
             "combination of the --by axes (default: every other swept axis; swept axes not in --by are taken "
             "worst case, except the scenario axes wait and mitigation and any --split axis, which are always "
             "split out unless fixed with --where). Says when the trial counts cannot resolve "
@@ -101,7 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="heatmap or line plot of a metric over the swept axes",
         description=(
             "Plot a metric of the outcomes view: with --y a heatmap (log colour scale, cells with a wide "
-            "95% interval or 0 events hatched), with --lines one line per value of that axis with Wilson error "
+            "95% interval or 0 events hatched), with --lines one line per value of that axis with 95% error "
             "bars, with neither a single line. Points that share a cell are aggregated (counts summed) and the "
             "title says so. Example: stoprace plot results/ --x n_cpus --y wbinvd_us --metric p_race -o fig.png"
         ),
