@@ -65,10 +65,10 @@ def serve_cmd(args: argparse.Namespace) -> int:
                          trusted_hosts=None if args.token else ("127.0.0.1", "localhost", "::1", args.host))
     app = create_app(config)
     _Server = _uvicorn_server()
-    n = len(app.state.registry.all())
+    n = len(app.state.services.registry.all())
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"stoprace serve: http://{host}:{args.port}/ ({n} result set{'s' if n != 1 else ''}; new sweeps go to "
-          f"{app.state.registry.submit_root}/)", file=sys.stderr, flush=True)
+          f"{app.state.services.registry.submit_root}/)", file=sys.stderr, flush=True)
     server = _Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
     try:
         server.run()

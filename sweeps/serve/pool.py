@@ -25,7 +25,8 @@ import duckdb
 
 from queries import connect
 from queries.resultset.storage import is_uri
-from sweeps.serve.registry import Served, ServeError
+from sweeps.serve.errors import ServeError
+from sweeps.serve.registry import Served
 from sweeps.store import MANIFEST
 
 __all__ = ["Lease", "Pool", "QueryTimeout", "limited"]

@@ -21,28 +21,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from core.errors import StopraceError
 from queries.resultset.errors import StoreError
 from queries.resultset.manifest import parse_manifest
 from queries.resultset.storage import is_uri, locate
+from sweeps.serve.errors import NotFound, ServeError
 from sweeps.spec import SpecError, SweepSpec, parse_spec
 from sweeps.store import MANIFEST, SPEC_FILE, RangeSet
 
-__all__ = ["Conflict", "NotFound", "Registry", "ServeError", "Served", "count_ranges", "read_manifest"]
-
-
-class ServeError(StopraceError):
-    """A request the server refuses (HTTP 400 unless a subclass says otherwise); one line."""
-
-    status = 400
-
-
-class NotFound(ServeError):
-    status = 404
-
-
-class Conflict(ServeError):
-    status = 409
+__all__ = ["Registry", "Served", "count_ranges", "read_manifest"]
 
 
 @dataclass(frozen=True)
