@@ -37,11 +37,12 @@ functions for every view), the simulate report.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from .estimators.cmc.stats import estimate_interval
-from .stats import clopper_pearson, zero_event_trials
+from .stats import clopper_pearson, clopper_pearson_many, zero_event_trials
 
 __all__ = [
     "CMC",
@@ -57,6 +58,7 @@ __all__ = [
     "Resolution",
     "counted_interval",
     "estimate",
+    "estimate_many",
     "possible",
     "resolution",
     "split_conf",
@@ -141,14 +143,6 @@ def counted_interval(k: int, n: int, conf: float = CONF) -> tuple[float, float]:
     return clopper_pearson(int(k), int(n), conf)
 
 
-def _counted(k: int, n: int, conf: float, can: bool = True) -> Estimate:
-    if not can and k == 0 and n > 0:
-        return Estimate(0.0, 0.0, 0.0, n, MODEL_ZERO, 0.0)
-    lo, hi = counted_interval(k, n, conf)
-    p = k / n if n > 0 else 0.0
-    return Estimate(p, lo, hi, n, COUNTED, p * (1 - p) / n if n > 0 else math.nan)
-
-
 def _race_cmc(obs: Observed, conf: float) -> Estimate:
     n, mean, var = obs.race_cmc  # type: ignore[misc]
     y_max = float(max(obs.n_cpus - 1, 1))
@@ -163,27 +157,58 @@ def _has_cmc(obs: Observed) -> bool:
 
 def estimate(metric: str, obs: Observed, conf: float = CONF) -> Estimate:
     """The metric's estimate and interval at level `conf` (see the module doc for the parts)."""
+    (e,) = estimate_many(metric, [obs], conf)
+    return e
+
+
+def estimate_many(metric: str, rows: Sequence[Observed], conf: float = CONF) -> list[Estimate]:
+    """`estimate` of many points at once (the exact intervals of their counts solved together, as
+    core.stats.clopper_pearson_many): the queries' per-row functions call this."""
     if metric not in METRIC_OUTCOMES:
         raise ValueError(f"unknown metric {metric!r}: one of {', '.join(METRICS)}")
-    n = int(obs.trials)
-    if metric == "p_hang":
-        return _counted(obs.hang, n, conf, obs.hang_possible)
-    if metric == "p_timeout":
-        return _counted(obs.timeout, n, conf, obs.timeout_possible)
-    if not _has_cmc(obs):
-        return _counted(obs.count(metric), n, conf)
-    if metric == "p_race":
-        return _race_cmc(obs, conf)
-    # p_bad under cmc: the race part plus the counted hang + timeout part
-    k_ht = obs.hang + obs.timeout
-    if k_ht == 0 and not obs.hang_possible and not obs.timeout_possible:
-        r = _race_cmc(obs, conf)
-        return Estimate(r.p, r.lo, r.hi, n, CMC, r.var)
     half = split_conf(conf, 2)
-    r = _race_cmc(obs, half)
-    c = _counted(k_ht, n, half)
-    p = r.p + c.p
-    return Estimate(p, min(r.lo + c.lo, p), max(r.hi + c.hi, p), n, CMC_COUNTED, r.var + c.var)
+    # what every row needs: which count, at which level, and whether it is the cmc race part
+    plan: list[tuple[int, float, bool, bool]] = []  # (count, level, can happen, with the cmc race part)
+    for o in rows:
+        if metric == "p_hang":
+            plan.append((o.hang, conf, o.hang_possible, False))
+        elif metric == "p_timeout":
+            plan.append((o.timeout, conf, o.timeout_possible, False))
+        elif not _has_cmc(o):
+            plan.append((o.count(metric), conf, True, False))
+        elif metric == "p_race":
+            plan.append((0, conf, False, True))
+        else:  # p_bad under cmc: the race part plus the counted hang + timeout part
+            k_ht = o.hang + o.timeout
+            alone = k_ht == 0 and not o.hang_possible and not o.timeout_possible
+            plan.append((k_ht, conf if alone else half, not alone, True))
+    counted = [(i, k, lvl) for i, ((k, lvl, can, _), o) in enumerate(zip(plan, rows))
+               if o.trials > 0 and (can or k > 0)]
+    bounds: dict[int, tuple[float, float]] = {}
+    for lvl in {c[2] for c in counted}:
+        sel = [c for c in counted if c[2] == lvl]
+        lo, hi = clopper_pearson_many([c[1] for c in sel], [rows[c[0]].trials for c in sel], lvl)
+        bounds.update((c[0], (float(x), float(y))) for c, x, y in zip(sel, lo, hi))
+    out = []
+    for i, ((k, lvl, _, cmc), o) in enumerate(zip(plan, rows)):
+        n = int(o.trials)
+        if i in bounds:
+            p = k / n
+            c = Estimate(p, *bounds[i], n, COUNTED, p * (1 - p) / n)
+        elif n > 0:  # zero by model (or, with the cmc race part, nothing counted at all)
+            c = Estimate(0.0, 0.0, 0.0, n, MODEL_ZERO, 0.0)
+        else:
+            c = Estimate(0.0, 0.0, 1.0, 0, COUNTED, math.nan)
+        if not cmc:
+            out.append(c)
+            continue
+        r = _race_cmc(o, lvl)
+        if c.method == MODEL_ZERO:  # p_race, or p_bad where neither hangs nor timeouts can happen
+            out.append(Estimate(r.p, r.lo, r.hi, n if metric == "p_bad" else r.trials, CMC, r.var))
+            continue
+        p = r.p + c.p
+        out.append(Estimate(p, min(r.lo + c.lo, p), max(r.hi + c.hi, p), n, CMC_COUNTED, r.var + c.var))
+    return out
 
 
 @dataclass(frozen=True)

@@ -50,25 +50,23 @@ est AS (
         outcome_possible(wait::BIGINT, p_unresponsive::DOUBLE) AS can
     FROM agg
 ),
--- every metric's estimate and interval: core.intervals.estimate (queries.estimates.metric_ci), the one
+-- every metric's estimate and interval: core.intervals.estimate (queries.estimates.point_metrics), the one
 -- definition: counted parts exact (Clopper-Pearson, or 0 where the model cannot produce the outcome),
 -- p_race the cmc estimate where the point ran cmc, p_bad under cmc its race part plus the counted part
-m AS (
+m0 AS (
     SELECT
         est.*,
-        metric_ci('p_race', trials, race, hang, timeout, can.hang, can.timeout,
-                  CASE WHEN is_cmc THEN race_cmc.n END, CASE WHEN is_cmc THEN race_cmc.p END,
-                  CASE WHEN is_cmc THEN race_cmc.var END, n_cpus::BIGINT, @@conf@@) AS m_race,
-        metric_ci('p_bad', trials, race, hang, timeout, can.hang, can.timeout,
-                  CASE WHEN is_cmc THEN race_cmc.n END, CASE WHEN is_cmc THEN race_cmc.p END,
-                  CASE WHEN is_cmc THEN race_cmc.var END, n_cpus::BIGINT, @@conf@@) AS m_bad,
-        metric_ci('p_hang', trials, race, hang, timeout, can.hang, can.timeout,
-                  NULL, NULL, NULL, n_cpus::BIGINT, @@conf@@) AS m_hang,
-        metric_ci('p_timeout', trials, race, hang, timeout, can.hang, can.timeout,
-                  NULL, NULL, NULL, n_cpus::BIGINT, @@conf@@) AS m_timeout,
-        count_ci(race, trials, @@conf@@) AS n_race,
-        count_ci(timeout + race + hang, trials, @@conf@@) AS n_bad
+        point_metrics(trials, race, hang, timeout, can.hang, can.timeout,
+                      CASE WHEN is_cmc THEN race_cmc.n END, CASE WHEN is_cmc THEN race_cmc.p END,
+                      CASE WHEN is_cmc THEN race_cmc.var END, n_cpus::BIGINT, @@conf@@) AS pm
     FROM est
+),
+m AS (
+    SELECT
+        m0.*,
+        pm.p_race AS m_race, pm.p_bad AS m_bad, pm.p_hang AS m_hang, pm.p_timeout AS m_timeout,
+        pm.naive_race AS n_race, pm.naive_bad AS n_bad
+    FROM m0
 )
 SELECT
     sweep, point_id, @@params@@,
