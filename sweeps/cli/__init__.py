@@ -24,6 +24,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sweeps.cli.run",
     "sweeps.cli.replay",
     "sweeps.cli.query",
+    "sweeps.cli.importance",
+    "sweeps.cli.compare",
     "sweeps.cli.submit",
     "sweeps.cli.serve",
     "sweeps.cli.compact",

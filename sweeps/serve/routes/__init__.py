@@ -4,6 +4,7 @@
 - runs: submitting a sweep (POST /api/sweeps), run in the background as `stoprace run`;
 - queries: outcomes, named queries, SQL (POST /api/query);
 - capacity, plot, replay: `stoprace capacity`, `plot`, `replay` over HTTP;
+- importance, compare: `stoprace importance`, `compare` over HTTP;
 - dashboard: the page at / and its static files.
 """
 
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from sweeps.serve.routes import capacity, dashboard, plot, queries, replay, runs, sweeps
+from sweeps.serve.routes import capacity, compare, dashboard, importance, plot, queries, replay, runs, sweeps
 
 __all__ = ["ROUTERS"]
 
 ROUTERS: tuple[APIRouter, ...] = (
-    sweeps.router, runs.router, queries.router, capacity.router, plot.router, replay.router, dashboard.router,
+    sweeps.router, runs.router, queries.router, capacity.router, plot.router, replay.router, importance.router,
+    compare.router, dashboard.router,
 )
