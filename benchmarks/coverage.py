@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import machine  # noqa: E402
 
 import coverage_harness as ch  # noqa: E402
 
@@ -57,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     truths = ch.load_truths()
+    print(f"# coverage  {machine()}  load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     estimators = [e for e in ch.ESTIMATOR_TRIALS if not args.estimator or e in args.estimator]
     rows, failed = [], 0
     print(f"coverage of the 95% intervals, {args.reps} runs per cell; a cell fails above max misses "

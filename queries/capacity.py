@@ -172,12 +172,15 @@ def capacity(
 
     notes: list[str] = []
     if not resolvable:
+        # the most any cell needs (under cmc+counted more than a count alone: its part is at 97.5%)
+        each = [res[id(r)].needed for r in rows]
+        most = None if any(n is None for n in each) else max(each)  # type: ignore[type-var]
         notes.append(
             f"CANNOT RESOLVE {metric} < {target_p:g}: in every cell the 95% upper bound is at or above it only "
             f"because 0 events were seen (the largest point has {max_trials:,} trials). A point needs "
-            f"{'at least ' if needed is not None else ''}{format_trials(needed)} trials with 0 events (exact bound; "
-            f"rule of three: {'~' if rule3 is not None else ''}{format_trials(rule3)} = 3/p; each cell's status "
-            "gives its own count) to show it; no n_cpus can pass."
+            f"{'up to ' if most is not None else ''}{format_trials(most)} trials with 0 events (a count alone: "
+            f"{format_trials(needed)} for the exact bound, rule of three {format_trials(rule3)} = 3/p) to show it; "
+            "no n_cpus can pass."
         )
     if "n_cpus" not in swept:
         notes.append("n_cpus is not swept: the only limit that can be shown is the one n_cpus value that was run.")
