@@ -166,12 +166,16 @@ def quote_ident(name: str) -> str:
 def _template(name: str, columns: set[str]) -> str:
     """An internal SQL file with its @@...@@ slots filled from core.params and the points columns."""
     q = [_quote_ident(n) for n in PARAM_NAMES]
-    # mean early-flush time per trial, from whichever column a store version has (none: NULL);
-    # float sums in shard order (osum), so outcomes is bit-stable
+    # mean early-flush time per trial that ran it, from whichever column a store version has (none:
+    # NULL); float sums in shard order (osum), so outcomes is bit-stable. A row with `preflush_hist`
+    # (model_rev) counts its trials with a preflush time from it (revision 2's flush can hang); one
+    # without it (written before) had one on every trial.
+    hist = "preflush_hist" in columns
     if "preflush_sum_us" in columns:
         ok = "isfinite(preflush_sum_us)"
-        preflush = (f"osum(CASE WHEN {ok} THEN preflush_sum_us END, shard) "
-                    f"/ nullif(sum(trials) FILTER (WHERE {ok}), 0)")
+        n = (f"CASE WHEN preflush_hist IS NOT NULL THEN list_sum(preflush_hist) WHEN {ok} THEN trials END"
+             if hist else f"CASE WHEN {ok} THEN trials END")
+        preflush = f"osum(CASE WHEN {ok} THEN preflush_sum_us END, shard) / nullif(sum({n}), 0)"
     elif "preflush_us" in columns:
         ok = "isfinite(preflush_us)"
         preflush = (f"osum(CASE WHEN {ok} THEN preflush_us * trials END, shard) "
@@ -198,6 +202,11 @@ def _template(name: str, columns: set[str]) -> str:
         "param_any": ", ".join(f"any_value({c}) AS {c}" for c in q),
         "param_varchar": ", ".join(f"{c}::VARCHAR AS {c}" for c in q),
         "preflush": preflush,
+        "preflush_hist": "preflush_hist" if hist else "NULL::BIGINT[]",
+        "preflush_max": ("max(preflush_max_us) FILTER (WHERE isfinite(preflush_max_us))"
+                         if "preflush_max_us" in columns else "NULL::DOUBLE"),
+        # trials that hung in revision 2's early flush (no stop ran): not NMI-phase trials
+        "flush_hangs": "sum(coalesce(trials - list_sum(preflush_hist), 0))" if hist else "0",
         "conf": f"{CONF!r}::DOUBLE",
     }
     return render_sql(name, slots)
@@ -270,15 +279,18 @@ def result_set_problems(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [r[0] for r in con.execute("SELECT problem FROM result_sets WHERE problem IS NOT NULL ORDER BY dir").fetchall()]
 
 
-def require_complete(con: duckdb.DuckDBPyConnection, what: str, partial: bool) -> list[str]:
+def require_complete(con: duckdb.DuckDBPyConnection, what: str, partial: bool,
+                     partial_flag: str = "--partial") -> list[str]:
     """Refuse (QueryError) to answer ``what`` from an incomplete or damaged set unless ``partial``.
 
     Returns the notes an answer given with ``partial`` must carry (empty when every set is complete).
+    ``partial_flag`` is how the caller's door spells "answer anyway" (the CLI's ``--partial``, the
+    API's ``partial=true``); the refusal names it.
     """
     problems = result_set_problems(con)
     if problems and not partial:
         raise QueryError(f"{problems[0]}; {what} needs every point: finish the run (the same `stoprace run` "
-                         "resumes and recomputes damaged tasks) or pass --partial to answer from what is stored")
+                         f"resumes and recomputes damaged tasks) or pass {partial_flag} to answer from what is stored")
     return [f"PARTIAL: {p}" for p in problems]
 
 

@@ -1,5 +1,6 @@
 -- description: points where the 95% upper bound of p_bad (race+hang+timeout) exceeds $threshold, worst first
--- param: threshold=1e-3 p_bad upper bound above which a point is listed
+-- param: threshold=1e-3 [probability] p_bad upper bound above which a point is listed
+-- needs: complete (a point not stored yet would be missing from the list, read as "not exceeding")
 -- `verdict` is 'exceeds' when even the lower bound is above the threshold; 'unresolved' when the upper bound
 -- is above it only because 0 events were seen where they count (core.intervals.resolution): `trials_needed`
 -- trials with 0 events would bring it below (NULL: more than 1e15, or the cmc race part alone is above);

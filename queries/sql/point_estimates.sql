@@ -1,10 +1,11 @@
 -- description: one metric per point: its estimate, the variance of that estimate, 95% and 97.5% intervals, log10 with its delta-method variance (what importance and compare read)
--- param: metric=p_race p_race, p_bad, p_hang or p_timeout
+-- param: metric=p_race [metric] p_race, p_bad, p_hang or p_timeout
 -- p, p_lo, p_hi are the metric as `outcomes` reports it (core.intervals: counted parts exact, p_race the
 -- cmc estimate where the sweep ran cmc, p_bad then its race part plus the counted hang/timeout part;
 -- `method` says which). var is the variance of p: the pooled cmc variance, the binomial p (1 - p) / trials
 -- of a count, their sum for cmc+counted (as mitigation_effect). lo975/hi975: the same definition at 97.5%,
--- for ratio_interval's 'bounds' method (two sides at 97.5% cover together with >= 95%). y = log10 p and y_var = var / (p ln 10)^2 (delta
+-- for ratio_interval's 'bounds' method (two sides at 97.5% cover together with >= 95%). y = log10 p and
+-- y_var = var / (p ln 10)^2 (delta
 -- method). Zero rule: a point whose estimate is 0 (zero = true) has no logarithm; it enters at its 95%
 -- upper bound, y = log10 p_hi, with y_var = 0 (a bound, not a noisy estimate), and queries.importance
 -- counts such points. Every parameter of the point comes first (point_params).

@@ -4,34 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
+from typing import TYPE_CHECKING
 
-from core.cost import cpu_trials
-from core.errors import ParamError
-from core.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
-from core.histogram import TOP_EDGE_US
-from core.params import DEFAULTS, PARAM_NAMES, PARAM_SPECS, Params, domain, make_params
-from core.vectorized import shard_seed
+from sweeps.cli.args import count_arg
 from sweeps.errors import UsageError
-from sweeps.guards import MAX_CPU_TRIALS, approx, format_seconds, simulate_eta_s, size_problem
-from sweeps.spec import MAX_TRIALS
 
+if TYPE_CHECKING:
+    from core.params import Params
 
-def count_arg(text: str) -> int:
-    """A positive count that may be written 1000000, 1_000_000 or 1e6."""
-    try:
-        v = float(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number (e.g. 1000000 or 1e6)") from None
-    if not math.isfinite(v) or v < 1 or v != int(v):
-        raise argparse.ArgumentTypeError(f"'{text}' must be a whole number >= 1")
-    return int(v)
+COMMANDS = {"simulate": "simulate one parameter point here (no Ray, no store)"}
 
 
 def add_param_options(parser: argparse.ArgumentParser) -> None:
     """One --option per model parameter, with its default and domain in --help."""
+    from core.params import PARAM_SPECS
+
     g = parser.add_argument_group("model parameters (MODEL.md; times in µs)")
     for s in PARAM_SPECS:
         g.add_argument(
@@ -46,6 +35,9 @@ def add_param_options(parser: argparse.ArgumentParser) -> None:
 
 def params_from_args(args: argparse.Namespace) -> Params:
     """The point given on the command line (unset options take the model defaults)."""
+    from core.errors import ParamError
+    from core.params import PARAM_NAMES, domain, make_params
+
     given = {n: getattr(args, n) for n in PARAM_NAMES if getattr(args, n, None) is not None}
     try:
         return make_params(given)
@@ -56,13 +48,18 @@ def params_from_args(args: argparse.Namespace) -> Params:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module\'s subcommand(s) to the `stoprace` parser."""
+    """Add this module's subcommand(s) to the `stoprace` parser."""
+    from core.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
+    from sweeps.guards import MAX_CPU_TRIALS, approx
+    from sweeps.spec import MAX_TRIALS
+
     p = sub.add_parser(
         "simulate",
-        help="simulate one parameter point here (no Ray, no store)",
+        help=COMMANDS["simulate"],
         description=(
             "Simulate one point of the stop-race model and print outcome counts, probabilities "
-            "with exact 95% (Clopper-Pearson) intervals, stop-time mean/p50/p99 and throughput. "
+            "with exact 95% (Clopper-Pearson) intervals, stop-time mean/p50/p99, the early flush's time "
+            "(mitigation early_flush) and throughput. --model-rev 1 runs the first release's model (MODEL.md). "
             "Example: stoprace simulate --n-cpus 256 --p-stall 0.01 --trials 1e6"
         ),
     )
@@ -79,11 +76,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=" ".join(f"{e.name}: {e.help}." for e in ESTIMATORS.values()).replace("%", "%%"),
     )
     add_param_options(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=handle)
 
 
-def run(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
     """Carry out the subcommand from parsed arguments; returns the exit code."""
+    from core.cost import cpu_trials
+    from core.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
+    from core.vectorized import shard_seed
+    from sweeps.guards import approx, format_seconds, simulate_eta_s, size_problem
+    from sweeps.spec import MAX_TRIALS
     from sweeps.tuning import tune_allocator
 
     tune_allocator()
@@ -123,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _fmt_us(x: float) -> str:
     """A stop time; NaN (no finite stop) as '-', +inf (a quantile in the histogram's open top bin) as '>= 8.66e7'."""
+    from core.histogram import TOP_EDGE_US
+
     if x != x:
         return "-"
     if x == float("inf"):
@@ -137,9 +141,12 @@ def _fmt_p(x: float) -> str:
 
 def format_report(params: Params, rep: dict) -> str:
     """A terminal table of one point's results."""
+    from core.params import DEFAULTS
+
     non_default = {k: v for k, v in params.model_dump().items() if v != DEFAULTS[k]}
     lines = [
-        f"point: {', '.join(f'{k}={v}' for k, v in non_default.items()) or 'all defaults'}",
+        f"point: {', '.join(f'{k}={v}' for k, v in non_default.items()) or 'all defaults'}"
+        + ("" if "model_rev" in non_default else f"   (model_rev {params.model_rev})"),
         f"trials: {rep['trials']:,}   NMI phase: {rep['nmi_phase']:,}   seed: {rep['seed']}",
         "",
         f"{'outcome':<10} {'count':>12} {'p':>10} {'95% lo':>10} {'95% hi':>10}",
@@ -149,9 +156,10 @@ def format_report(params: Params, rep: dict) -> str:
     t = rep["t_done_us"]
     lines.append("")
     lines.append("stop time (µs): " + "  ".join(f"{k} {_fmt_us(t[k])}" for k in ("mean", "p50", "p99", "p999", "max")))
-    if rep["preflush_us"]["max"] is not None:
-        pf = rep["preflush_us"]
-        lines.append(f"preflush (µs): mean {pf['mean']:,.1f}  max {pf['max']:,.1f}")
+    pf = rep["preflush_us"]
+    if pf["trials"]:  # the fix's cost per kexec: the early flush's time, over the trials that ran it
+        lines.append("preflush (µs): " + "  ".join(f"{k} {_fmt_us(pf[k])}" for k in ("mean", "p50", "p99", "max"))
+                     + (f"   ({rep['trials'] - pf['trials']:,} hung in the flush)" if pf["trials"] < rep["trials"] else ""))
     k = rep["p"]["race"]["k"]
     if k == 0:
         lines.append(f"no race seen: p_race < {_fmt_p(rep['p']['race']['hi'])} (95% upper bound)")
