@@ -16,6 +16,7 @@ from sweeps.cli import main
 from sweeps.grid import iter_points
 from sweeps.spec import load_spec
 
+from precision_helpers import ref_estimate
 from sweep_helpers import (
     SLOW_SPEC,
     SMALL_SPEC,
@@ -324,9 +325,16 @@ def test_cmc_sweep_outcomes_merge_shards_exactly(cmc_run):
             assert g["cmc_trials"] == n
             assert g[f"p_{what}_cmc"] == pytest.approx(m, rel=1e-12)
             assert g[f"p_{what}_cmc_var"] == pytest.approx(v, rel=1e-6, abs=1e-30)
-            assert g[f"p_{what}_cmc_lo"] == pytest.approx(lo, rel=1e-6, abs=1e-300)
-            assert g[f"p_{what}_cmc_hi"] == pytest.approx(hi, rel=1e-6)
-            assert 0 <= g[f"p_{what}_cmc_lo"] < g[f"p_{what}_cmc_hi"]
+            if what == "race":  # p_bad's stored values get no interval of their own (core.intervals)
+                assert g["p_race_cmc_lo"] == pytest.approx(lo, rel=1e-6, abs=1e-300)
+                assert g["p_race_cmc_hi"] == pytest.approx(hi, rel=1e-6)
+                assert 0 <= g["p_race_cmc_lo"] < g["p_race_cmc_hi"]
+        # p_bad: the cmc race part plus the counted hang/timeout part, as core/README.md words it
+        race_cmc = combine((r["trials"], r["p_race_est"], r["p_race_var"]) for r in rows)
+        want = ref_estimate("p_bad", g["trials"], g["race"], g["hang"], g["timeout"], race_cmc, g["n_cpus"],
+                            g["wait"], g["p_unresponsive"])
+        assert (g["p_bad"], g["p_bad_lo"], g["p_bad_hi"]) == pytest.approx(want[:3], rel=1e-6, abs=1e-300)
+        assert g["p_bad_method"] == want[3]
         # the cmc estimate agrees with the naive count of the same trials (99.9%, combined)
         assert g["estimator"] == "cmc" and g["p_race"] == g["p_race_cmc"]
         assert g["p_race_naive"] == pytest.approx(g["race"] / g["trials"], rel=1e-12)

@@ -28,7 +28,7 @@ from core.estimators.naive import NaiveEstimator
 
 __all__ = [
     "CMC", "DEFAULT_ESTIMATOR", "ESTIMATE_COLUMNS", "ESTIMATORS", "LATE", "NAIVE", "Chunk", "Estimator", "Replayed",
-    "ShardSummary", "get_estimator", "naive_estimate", "stream_signature",
+    "ShardSummary", "get_estimator", "integrates_race", "naive_estimate", "stream_signature",
 ]
 
 NAIVE = NaiveEstimator()
@@ -59,3 +59,10 @@ def get_estimator(name: str | None) -> Estimator:
     if est is None:
         raise KeyError(f"unknown estimator {name!r}: one of {', '.join(ESTIMATORS)}")
     return est
+
+
+def integrates_race(name: str | None) -> bool:
+    """Whether rows of the estimator called `name` store an integrated p_race estimate (cmc); unknown or
+    missing names (old files) are counted."""
+    est = ESTIMATORS.get(DEFAULT_ESTIMATOR if name is None else name)
+    return bool(est is not None and est.integrates_race)
