@@ -27,9 +27,10 @@ from typing import Any
 import ray
 
 from cluster.connect import connect, disconnect, resolve_address, token_auth_enabled
-from cluster.executor import WAIT, RunInterrupted, RunStats, run_map
+from cluster.executor import BATCH_S, WAIT, RunInterrupted, RunStats, run_map
 from cluster.jobs import in_ray_job, shipping_runtime_env
 from core.cost import cpu_trials
+from core.estimators import stream_signature
 from queries.resultset.errors import StoreError, one_line
 from queries.resultset.reader import Damage
 from queries.resultset.storage import locate
@@ -122,7 +123,8 @@ def run(
         out_path: Path | str = default_out(spec)
     else:
         out_path = str(out) if is_uri(out) else Path(out)
-    plan = wave_plan_signature() if spec.precision is not None else plan_signature()
+    plan = {**(wave_plan_signature() if spec.precision is not None else plan_signature()),
+            **stream_signature(spec.estimator)}  # a late sweep records its own stream's version
     store = None
     try:
         exists = locate(out_path, None).kind() is not None
@@ -220,6 +222,7 @@ def _run_on_ray(
             unit="CPU-trials",
             progress=progress,
             shutdown_follows=started,
+            batch_s=BATCH_S,  # tiny tasks (waves, searches, tiny shards) share Ray calls
         )
     except RunInterrupted:
         with _writing(out_path):

@@ -35,11 +35,12 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Replayed:
-    """One trial rebuilt from its address: its draws, result and estimator values."""
+    """One trial rebuilt from its address: its draws, result and estimator values (cmc: its
+    CmcBatch row; late: core.estimators.late.estimator.LateTrial; naive: None)."""
 
     draws: Draws
     batch: TrialBatch
-    values: CmcBatch | None = None
+    values: Any = None
 
 
 def naive_estimate(k: int, n: int) -> tuple[float, float]:
@@ -104,6 +105,9 @@ class Estimator(ABC):
 
     name: str
     help: str
+    stream_version: int | None = None
+    """The estimator's own random-stream version where it has one (recorded in a sweep's plan,
+    so a resume across a change is refused); None: core.vectorized.STREAM_VERSION alone."""
     integrates_race: bool = False
     """True when the stored p_race_est / p_race_var are an integrated (variance-reduced) estimate whose
     interval is a CLT one (cmc); False when they are outcome frequencies, so p_race is counted like

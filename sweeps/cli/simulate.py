@@ -107,7 +107,7 @@ def handle(args: argparse.Namespace) -> int:
     acc = est.run_shard(params, args.trials, shard_seed(args.seed, 0))
     wall = time.perf_counter() - t0
     rep = acc.counts.report()
-    rep["estimator"] = est.name
+    rep["estimator"] = acc.estimator  # late->naive where the late sampler does not apply
     extra = acc.report(params)
     if extra is not None:
         rep[est.name] = extra
