@@ -76,7 +76,7 @@ class Regime:
     """Runs per cell in CI (the full run uses FULL_REPS)."""
 
 
-ESTIMATOR_TRIALS: dict[str, int] = {"naive": 2000, "cmc": 1000}
+ESTIMATOR_TRIALS: dict[str, int] = {"naive": 2000, "cmc": 1000, "late": 2000}
 """Small-run trials per estimator: every regime runs under each (a new estimator is one more entry)."""
 FULL_REPS = 2000
 
