@@ -5,10 +5,11 @@ default: a results dir holding the same spec only gets its missing tasks.
 ``out`` is a local path or a URI (file://, s3://, gs://, ...; see sweeps.store).
 
 On a cluster (``address`` or ``$RAY_ADDRESS``) the workers, possibly on other
-machines, must import ``core``, ``sweeps`` and ``cluster``: unless told the
-cluster has stoprace installed (``ship=False``) the run passes
-``runtime_env={"py_modules": [those package dirs]}``, uploaded once per code
-version and cached by the cluster. Inside a Ray Job (``stoprace submit``, a
+machines, must import ``SHIPPED_PACKAGES``: unless told the cluster has stoprace
+installed (``ship=False``) the run passes ``runtime_env={"py_modules": [those
+package dirs]}``, uploaded once per code version and cached by the cluster.
+`stoprace submit` ships the same list (tests/test_shipping.py checks that a
+worker's imports stay inside it). Inside a Ray Job (``stoprace submit``, a
 KubeRay RayJob) nothing is added: the job's own runtime_env already applies to
 every worker, and Ray refuses a driver that sets the same fields again.
 """
@@ -44,8 +45,11 @@ from sweeps.waves import STATS_COLUMNS, WavePlan, wave_plan_signature
 
 EXACT_TASK_COUNT_POINTS = 50_000
 """Up to this many points the start line counts tasks exactly (planning them takes < 0.5 s); above, it estimates."""
-SHIPPED_PACKAGES = ("core", "sweeps", "cluster")
-"""What workers import: sweeps.shard.run_task, core (the model), cluster.executor (the task wrapper)."""
+SHIPPED_PACKAGES = ("core", "sweeps", "cluster", "queries")
+"""Every first-party package a Ray worker imports, the one list `run --address` and `submit` ship to nodes
+that have only the third-party dependencies: sweeps.shard.run_task, core (the model), cluster.executor (the
+task wrapper), queries.resultset (the rows' schema; `queries` itself loads no DuckDB). A Ray Job's driver
+(`submit`) runs the whole CLI, which needs nothing more. tests/test_shipping.py checks the import closure."""
 
 
 @dataclass(frozen=True)

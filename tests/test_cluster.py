@@ -417,6 +417,7 @@ def test_runtime_env_for_cluster_runs(monkeypatch):
 
     import cluster as cluster_pkg
     import core
+    import queries
     import sweeps
     from cluster.jobs import JobsError, shipping_runtime_env
     from sweeps.errors import ClusterError
@@ -433,6 +434,7 @@ def test_runtime_env_for_cluster_runs(monkeypatch):
         "core": Path(core.__file__).parent.resolve(),
         "sweeps": Path(sweeps.__file__).parent.resolve(),
         "cluster": Path(cluster_pkg.__file__).parent.resolve(),
+        "queries": Path(queries.__file__).parent.resolve(),  # queries.resultset: the rows' schema
     }
     assert "__pycache__" in env["excludes"]
     assert _cluster_runtime_env("10.0.0.1:6379", None, None, False) is None  # --no-ship

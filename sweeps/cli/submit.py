@@ -1,8 +1,8 @@
 """`stoprace submit | status | logs | stop`: run a sweep as a Ray Job on a remote cluster and watch it.
 
 `submit` ships the sweep spec (as the job's working_dir) and, unless
---no-ship, this stoprace's packages (core, sweeps, cluster, queries as
-runtime_env py_modules), so the cluster needs only Ray and the third-party
+--no-ship, this stoprace's packages (sweeps.runner.SHIPPED_PACKAGES, the list
+`run --address` ships too, as runtime_env py_modules), so the cluster needs only Ray and the third-party
 dependencies (or --pip to have Ray install those per job). The job's
 entrypoint is a plain `stoprace run` command (`python -m sweeps.cli run ...`
 when the code is shipped, since no `stoprace` script exists on the cluster
@@ -34,8 +34,6 @@ from sweeps.errors import ClusterError, UsageError
 STOP_GRACE_S = 30
 """Seconds Ray gives a stopped job's driver between SIGTERM and SIGKILL (Ray's default is 3):
 enough to hand back in-flight work, store the manifest and say so, even on a busy head."""
-SHIPPED_PACKAGES = ("core", "sweeps", "cluster", "queries")
-"""Shipped with a job: what the workers import plus queries (the job's driver builds the whole CLI)."""
 DEFAULT_REMOTE_OUT = "~/stoprace-results/{name}"
 
 _ADDRESS_HELP = (
@@ -201,7 +199,7 @@ def submit_cmd(args: argparse.Namespace) -> int:
         # The canonical spec: same spec_hash as the file given, so --out resumes across submissions.
         (Path(staging) / spec_file).write_text(spec.to_toml(), encoding="utf-8")
         runtime_env = shipping_runtime_env(
-            [] if args.no_ship else package_dirs(SHIPPED_PACKAGES),
+            [] if args.no_ship else package_dirs(),
             working_dir=staging,
             pip=pip_requirements() if args.pip else None,
             # read by the job's supervisor on `stop` (it runs in the job's runtime_env)
