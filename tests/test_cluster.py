@@ -403,10 +403,11 @@ def test_workers_with_cluster_address_is_refused(tmp_path, capsys, monkeypatch):
 def test_submit_entrypoint_is_a_real_run_command():
     from sweeps.cli.submit import entrypoint
 
-    for ship in (True, False):
-        cmd = shlex.split(entrypoint("s.toml", "s3://b/p", ship=ship, max_in_flight=8, retries=5, force=True))
-        argv = cmd[3:] if ship else cmd[1:]
-        assert (cmd[:3] == ["python", "-m", "sweeps.cli"]) if ship else (cmd[0] == "stoprace")
+    for python in ("python", "/opt/ray env/bin/python3"):
+        cmd = shlex.split(entrypoint("s.toml", "s3://b/p", python=shlex.quote(python), max_in_flight=8, retries=5,
+                                     force=True))
+        argv = cmd[3:]
+        assert cmd[:3] == [python, "-m", "sweeps.cli"]
         args = build_parser().parse_args(argv)
         assert args.command == "run" and args.spec == "s.toml" and args.out == "s3://b/p"
         assert args.no_ship and args.no_progress and args.max_in_flight == 8 and args.retries == 5 and args.force

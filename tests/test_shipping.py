@@ -1,7 +1,7 @@
 """What a Ray worker imports is exactly what a cluster run ships (issue 20 item 1).
 
 A node with only stoprace's third-party dependencies imports our code from the packages
-shipped as runtime_env py_modules (sweeps.runner.SHIPPED_PACKAGES). A worker that imports a
+shipped as runtime_env py_modules (sweeps.nodes.SHIPPED_PACKAGES). A worker that imports a
 first-party module outside that list fails there with ModuleNotFoundError (it did: `queries`
 was not shipped by `run --address`), and one that loads DuckDB or FastAPI pays for (and needs)
 the query layer or the web service. Checked in a fresh interpreter that does what a worker
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from core.estimators import ESTIMATORS
-from sweeps.runner import SHIPPED_PACKAGES, package_dirs
+from sweeps.nodes import SHIPPED_PACKAGES, package_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
 NOT_ON_A_WORKER = ("duckdb", "fastapi", "uvicorn", "matplotlib", "pandas")
@@ -61,7 +61,9 @@ def _worker_imports(tmp_path: Path, estimator: str) -> dict:
     import ray.cloudpickle as cp
 
     from cluster.executor import _timed
+    from cluster.nodeenv import SameVersions, installed_versions
     from sweeps.grid import iter_tasks
+    from sweeps.nodes import SAME_VERSIONS
     from sweeps.shard import run_task
     from sweeps.spec import load_spec
 
@@ -70,7 +72,8 @@ def _worker_imports(tmp_path: Path, estimator: str) -> dict:
     spec = load_spec(spec_file)
     tasks = list(iter_tasks(spec))
     # the same callable run_map hands to ray.remote (sweeps.runner builds the partial)
-    fn = _timed(functools.partial(run_task, sweep=spec.name, estimator=spec.estimator))
+    fn = _timed(SameVersions(functools.partial(run_task, sweep=spec.name, estimator=spec.estimator),
+                             installed_versions(SAME_VERSIONS)))
     payload = cp.dumps((fn, tasks))
     # -I: isolated (no cwd, no user site, no PYTHONPATH); the repo goes on sys.path as py_modules put it
     code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); exec({WORKER!r})"
@@ -115,16 +118,22 @@ def test_run_and_submit_ship_the_same_package_dirs(tmp_path, monkeypatch):
         def __init__(self, address):
             pass
 
+        def head_python(self):
+            return "/opt/ray env/bin/python"
+
         def submit(self, entrypoint, *, runtime_env, submission_id, metadata):
             sent.update(runtime_env=runtime_env, entrypoint=entrypoint)
             return submission_id
 
     monkeypatch.setattr("cluster.jobs.JobsClient", FakeClient)
-    monkeypatch.setattr(submit_mod, "preflight", lambda *a, **k: None, raising=False)
+    monkeypatch.setattr(submit_mod, "preflight", lambda client, job_id, python, *a, **k: python)
     spec = tmp_path / "s.toml"
     spec.write_text(SPEC.format(estimator="naive"))
     assert main(["submit", str(spec), "--address", "http://head:8265"]) == 0
     job_dirs = sent["runtime_env"]["py_modules"]
+    import shlex
+
+    assert shlex.split(sent["entrypoint"])[:3] == ["/opt/ray env/bin/python", "-m", "sweeps.cli"]  # the head's Python
     expected = [str(d) for d in package_dirs()]
     assert sorted(run_dirs) == sorted(job_dirs) == sorted(expected)
     # each shipped dir is the package of that name in this checkout
