@@ -8,7 +8,7 @@ import sys
 
 from sweeps.cli.simulate import count_arg
 from sweeps.errors import UsageError
-from sweeps.guards import MAX_CPU_TRIALS, MAX_TASKS, approx
+from sweeps.guards import IN_PROCESS_CPU_S, MAX_CPU_TRIALS, MAX_TASKS, approx
 from sweeps.spec import MAX_POINTS
 
 
@@ -33,9 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run a sweep spec on Ray (embedded by default) into a results dir",
         description=(
             "Run every (point, shard) of SPEC.toml as Ray tasks and store the results as Parquet "
-            "(SCHEMA.md). Runs on an embedded Ray unless --address or RAY_ADDRESS names a cluster. "
+            "(SCHEMA.md). Runs on an embedded Ray unless --address or RAY_ADDRESS names a cluster; a sweep "
+            f"of under {IN_PROCESS_CPU_S:g} CPU-seconds runs in this process without starting Ray unless "
+            "--address/--workers is given. "
             "Re-running on the same --out resumes: only tasks not stored yet are run; a dir holding "
-            "a different spec is refused. Ctrl-C keeps every finished task."
+            "a different spec is refused. Ctrl-C keeps every finished task (a second Ctrl-C stops at once, exit 130)."
         ),
     )
     p.add_argument("spec", metavar="SPEC.toml", help="sweep spec (see examples/)")
@@ -73,6 +75,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="resume into an existing --out (the default; accepted for clarity)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off anyway when stderr is not a terminal)")
     p.set_defaults(func=run_cmd)
+
+
+def _exit_at_once(e: BaseException) -> None:
+    """A second Ctrl-C while the first one's stop is under way: say what is stored, end this process's own
+    children (an embedded Ray: its GCS, raylet, agents and workers, which would otherwise outlive it) and
+    exit 130 now, without unwinding through Ray's shutdown (a KeyboardInterrupt there can end the process
+    with a signal: SIGSEGV was seen)."""
+    try:
+        print(f"stoprace run: {e} (second Ctrl-C: stopped at once)", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        _kill_children()
+    finally:
+        os._exit(130)
+
+
+def _kill_children() -> None:
+    """SIGKILL every descendant of this process (psutil comes with ray[default]; without it, nothing)."""
+    try:
+        import psutil
+    except ImportError:
+        return
+    try:
+        kids = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    for k in kids:
+        try:
+            k.kill()
+        except psutil.Error:
+            pass
 
 
 def run_cmd(args: argparse.Namespace) -> int:
@@ -114,6 +146,7 @@ def run_cmd(args: argparse.Namespace) -> int:
             force=args.force,
             announce=lambda plan: print(f"stoprace run: {plan.line()}", file=sys.stderr, flush=True),
             break_lock=args.break_lock,
+            on_second_interrupt=_exit_at_once,
         )
     except SweepInterrupted as e:
         print(f"stoprace run: {e}", file=sys.stderr)
