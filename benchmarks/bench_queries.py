@@ -18,16 +18,20 @@ Prints best-of-R seconds and ratios; never passes or fails on time.
     python benchmarks/bench_queries.py [--rows 1000000] [--files 10] [--repeat 3]
 
 With --cluster-example: a result set the size of examples/tdx-kexec-cluster.toml
-(10,920 points x 10 shards = 109,200 points rows, as 54,600 tasks of two shards)
-is written through the real store (sweeps.store.ResultStore.write_task: segments,
-commits, merges), then a fresh process times the full `outcomes` and the capacity
-table and reports its peak RSS (targets: <= 3 s and <= 1 GiB on a 2-core machine).
+(10,920 points x 10 shards = 109,200 points rows, as 54,600 tasks of two shards; the
+points are the example's full grid, 10 n_cpus x 13 wbinvd_us x 6 ipi_jitter_us x 7
+p_stall x 2 mitigation) is written through the real store (sweeps.store.ResultStore.write_task:
+segments, commits, merges), and a second set B of the same grid with other counts is written
+directly; then a fresh process times the full `outcomes`, the capacity table, `importance`
+(p_race) and `compare` A vs B, and reports its peak RSS (targets: outcomes <= 3 s, importance
+and compare <= 1 s each, <= 1 GiB on a 2-core machine).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 import tempfile
@@ -47,6 +51,16 @@ from queries.db import connect  # noqa: E402
 from queries.resultset.reader import ResultSet  # noqa: E402
 
 CLUSTER_POINTS, CLUSTER_SHARDS, ROWS_PER_TASK = 10_920, 10, 2
+CLUSTER_SPEC = Path(__file__).resolve().parents[1] / "examples" / "tdx-kexec-cluster.toml"
+
+
+def cluster_axes() -> dict[str, tuple]:
+    """The swept axes of examples/tdx-kexec-cluster.toml and their values (its full grid is CLUSTER_POINTS cells)."""
+    from sweeps.spec import load_spec
+
+    axes = {a.name: a.values for a in load_spec(CLUSTER_SPEC).axes}
+    assert math.prod(len(v) for v in axes.values()) == CLUSTER_POINTS, axes
+    return axes
 
 import synthetic_results as sr  # noqa: E402
 
@@ -73,9 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cluster-example", action="store_true",
                     help="109,200 rows written through the real store; time and peak RSS of outcomes and capacity")
     ap.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)  # the child process of --cluster-example
+    ap.add_argument("--dir-b", help=argparse.SUPPRESS)  # its set B for compare
     args = ap.parse_args(argv)
     if args.measure:
-        return measure(Path(args.dir), args.repeat)
+        return measure(Path(args.dir), Path(args.dir_b), args.repeat)
     if args.cluster_example:
         return cluster_example(args)
 
@@ -157,12 +172,13 @@ def build_through_store(d: Path) -> None:
     rows = CLUSTER_POINTS * CLUSTER_SHARDS
     spec = parse_spec({"name": "bulk", "seed": 0, "trials": 1000, "axes": {"n_cpus": [2, 4]}})
     rng = np.random.default_rng(0)
+    axes = cluster_axes()
     store = ResultStore.create_or_open(d, spec)
     t0, c0 = time.perf_counter(), time.process_time()
     n_tasks = 0
     for start in range(0, rows, 8192):  # build 8192 rows at a time, store them task by task
         table = with_estimator_columns(
-            sr.bulk_rows(np.arange(start, min(start + 8192, rows)), rng, shards_per_point=CLUSTER_SHARDS))
+            sr.bulk_rows(np.arange(start, min(start + 8192, rows)), rng, shards_per_point=CLUSTER_SHARDS, axes=axes))
         table = table.select(POINTS_SCHEMA.names).cast(POINTS_SCHEMA)  # as sweeps.shard.run_task returns it
         for off in range(0, table.num_rows, ROWS_PER_TASK):
             store.write_task(n_tasks, table.slice(off, ROWS_PER_TASK))
@@ -177,16 +193,20 @@ def build_through_store(d: Path) -> None:
           f"{len(files)} committed files, {sum(f.size for f in files) / 2**20:.1f} MiB")
 
 
-def measure(d: Path, repeat: int) -> int:
-    """(child process) full outcomes and capacity over `d`: best-of-`repeat` seconds and this process's peak RSS."""
+def measure(d: Path, d_b: Path, repeat: int) -> int:
+    """(child process) full outcomes, capacity, importance over `d` and compare `d` vs `d_b`: best-of-`repeat`
+    seconds and this process's peak RSS."""
     import json
     import resource
 
     from queries.capacity import capacity
+    from queries.compare import compare
+    from queries.importance import importance
 
     t0 = time.perf_counter()
     con = connect(d)
     t_connect = time.perf_counter() - t0
+    con_b = connect(d_b)
 
     def full():
         return con.sql("SELECT * FROM outcomes").to_arrow_table()
@@ -196,10 +216,18 @@ def measure(d: Path, repeat: int) -> int:
     c1 = time.process_time()
     t_cap, cap = best(lambda: capacity(con, 1e-3), repeat)
     c2 = time.process_time()
+    t_imp, imp = best(lambda: importance(con, "p_race"), repeat)
+    c3 = time.process_time()
+    t_cmp, cmp_ = best(lambda: compare(con, con_b, metric="p_race"), repeat)
+    c4 = time.process_time()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"connect_s": t_connect, "outcomes_s": t_full, "outcomes_rows": out.num_rows,
                       "outcomes_cpu_s": (c1 - c0) / repeat, "capacity_cpu_s": (c2 - c1) / repeat,
-                      "capacity_s": t_cap, "capacity_rows": cap.limits.num_rows, "peak_rss_mib": rss}))
+                      "capacity_s": t_cap, "capacity_rows": cap.limits.num_rows,
+                      "importance_s": t_imp, "importance_cpu_s": (c3 - c2) / repeat,
+                      "importance_points": imp.rows.column("points")[0].as_py(), "importance_rows": imp.rows.num_rows,
+                      "compare_s": t_cmp, "compare_cpu_s": (c4 - c3) / repeat, "compare_matched": cmp_.matched,
+                      "peak_rss_mib": rss}))
     return 0
 
 
@@ -223,14 +251,24 @@ def cluster_example(args) -> int:
     with result_dir(args.dir) as d:
         if not (d / "manifest.json").exists():
             build_through_store(d)
-        r = subprocess.run([sys.executable, __file__, "--measure", "--dir", str(d), "--repeat", str(args.repeat)],
-                           capture_output=True, text=True, check=True)
+        d_b = d.with_name(d.name + "-b")
+        if not (d_b / "manifest.json").exists():
+            sr.write_bulk(d_b, CLUSTER_POINTS * CLUSTER_SHARDS, shards_per_point=CLUSTER_SHARDS, n_files=4,
+                          sweep="bulk-b", seed=1, axes=cluster_axes())
+        r = subprocess.run([sys.executable, __file__, "--measure", "--dir", str(d), "--dir-b", str(d_b),
+                            "--repeat", str(args.repeat)], capture_output=True, text=True, check=True)
         m = json.loads(r.stdout.strip().splitlines()[-1])
         print(f"connect (manifest, checksums, views)       {m['connect_s']:8.3f} s")
         print(f"full outcomes ({m['outcomes_rows']:,} points, every column) {m['outcomes_s']:8.3f} s   (target <= 3 s; "
               f"{m['outcomes_cpu_s']:.3f} CPU-s in all threads)")
         print(f"capacity table ({m['capacity_rows']} rows, target 1e-3)         {m['capacity_s']:8.3f} s   "
               f"({m['capacity_cpu_s']:.3f} CPU-s)")
+        print(f"importance p_race ({m['importance_rows']} rows, {m['importance_points']:,}-point grids)  "
+              f"{m['importance_s']:8.3f} s   (target <= 1 s; {m['importance_cpu_s']:.3f} CPU-s)")
+        print(f"compare A vs B ({m['compare_matched']:,} matched points)          {m['compare_s']:8.3f} s   "
+              f"(target <= 1 s; {m['compare_cpu_s']:.3f} CPU-s)")
+        print(f"ratio importance / full outcomes: {m['importance_s'] / m['outcomes_s']:.2f}; "
+              f"compare / full outcomes: {m['compare_s'] / m['outcomes_s']:.2f}")
         print(f"peak RSS of the query process              {m['peak_rss_mib']:8.0f} MiB (target <= 1024 MiB)")
     return 0
 

@@ -1,36 +1,62 @@
 """stoprace queries: DuckDB views over result directories, named SQL, capacity tables, plots, replay.
 
-`queries.connect(dir, ...)` opens result directories as DuckDB views.
+The Python API (the same functions `stoprace query`, `capacity` and `replay` call):
 
-Importing this package loads no DuckDB: `connect` and `QueryError` are looked up on first use
-(module `__getattr__`). A Ray worker imports `queries.resultset` (the result-set format) through
-this package and must not pay for, or need, the query layer (issue 20).
+    con = queries.connect("results/tdx-kexec-small")       # read-only DuckDB views
+    queries.run_sql(con, "SELECT * FROM outcomes")          # -> pyarrow.Table
+    queries.named_answer(con, "hang_conditions")            # .table, .partial, .warnings
+    queries.capacity_answer(con, 1e-6, where="wait = 1")    # refused on an incomplete set
+
+`queries.capacity` and `queries.replay` are modules (their functions of the same name: the
+capacity table without the complete-set rule, and one trial's timeline). Names are imported on
+first use (PEP 562), so `import queries.resultset.layout` (the engine's
+writer uses the format subpackage) loads neither DuckDB nor pyarrow.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from core.errors import StopraceError
 
-if TYPE_CHECKING:  # for type checkers and IDEs; at run time see __getattr__
+if TYPE_CHECKING:
+    from queries.answers import Answer, CapacityAnswer, capacity_answer, named_answer, sql_answer
+    from queries.capacity import Capacity
     from queries.db import QueryError, connect
+    from queries.named import list_named, run_named, run_sql
+    from queries.replay import Replay
 
-__all__ = ["QueryError", "StopraceError", "connect"]
+__all__ = [
+    "Answer",
+    "Capacity",
+    "CapacityAnswer",
+    "QueryError",
+    "Replay",
+    "StopraceError",
+    "capacity_answer",
+    "connect",
+    "list_named",
+    "named_answer",
+    "run_named",
+    "run_sql",
+    "sql_answer",
+]
 
-_LAZY = {"QueryError": "queries.db", "connect": "queries.db"}
-"""Public names defined in a module that imports DuckDB: imported when first asked for."""
+_WHERE = {
+    "Answer": "queries.answers", "CapacityAnswer": "queries.answers", "capacity_answer": "queries.answers",
+    "named_answer": "queries.answers", "sql_answer": "queries.answers",
+    "Capacity": "queries.capacity",
+    "QueryError": "queries.db", "connect": "queries.db",
+    "list_named": "queries.named", "run_named": "queries.named", "run_sql": "queries.named",
+    "Replay": "queries.replay",
+}
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'queries' has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(module), name)
-    globals()[name] = value  # once: later lookups do not come here
-    return value
+    if name in _WHERE:
+        return getattr(import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'queries' has no attribute '{name}'")
 
 
 def __dir__() -> list[str]:

@@ -269,9 +269,11 @@ def _write_manifest(path: Path, sweep: str, seed: int, n_points: int, n_tasks: i
 
 
 def bulk_rows(chunk: np.ndarray, rng: np.random.Generator, *, shards_per_point: int = 8,
-              sweep: str = "bulk") -> pa.Table:
+              sweep: str = "bulk", axes: Mapping[str, Sequence[Any]] | None = None) -> pa.Table:
     """Points rows number `chunk` (row i is shard i % shards_per_point of point i // shards_per_point),
-    in the store's schema; see write_bulk."""
+    in the store's schema; see write_bulk. With `axes` (name -> values), point j is cell j of their full
+    grid (the last axis varying fastest, wrapping around after the last cell) instead of the default
+    n_cpus x wbinvd_us pattern."""
     n = len(chunk)
     cpus = np.array([2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], np.int32)
     pidx = chunk // shards_per_point
@@ -281,9 +283,17 @@ def bulk_rows(chunk: np.ndarray, rng: np.random.Generator, *, shards_per_point: 
         "point_id": pa.array(np.char.mod("%016x", pidx.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)).astype(object), pa.string()),
         "shard": pa.array(shard),
     }
+    cell = None
+    if axes:
+        sizes = [len(v) for v in axes.values()]
+        cell = dict(zip(axes, np.unravel_index(pidx % int(np.prod(sizes)), sizes)))
     for name in PARAM_NAMES:
         v = DEFAULTS[name]
-        if name == "n_cpus":
+        if cell is not None and name in cell:
+            arr = pa.array(np.asarray(list(axes[name]))[cell[name]])  # type: ignore[index]
+        elif cell is not None:
+            arr = pa.array([v] * n)
+        elif name == "n_cpus":
             arr = pa.array(cpus[pidx % len(cpus)])
         elif name == "wbinvd_us":
             arr = pa.array(10.0 ** (2 + (pidx // len(cpus)) % 50 / 10.0))
@@ -325,11 +335,12 @@ def write_bulk(
     n_files: int = 8,
     sweep: str = "bulk",
     seed: int = 0,
+    axes: Mapping[str, Sequence[Any]] | None = None,
 ) -> Path:
     """A large result dir built with numpy (no per-row Python): n_rows points rows, no events.
 
-    Points vary n_cpus and wbinvd_us; each shard has 100,000 trials with a few races and
-    hangs; histograms hold ~6 non-empty bins, like real shards.
+    Points vary n_cpus and wbinvd_us (or form the full grid of `axes`, see bulk_rows); each shard
+    has 100,000 trials with a few races and hangs; histograms hold ~6 non-empty bins, like real shards.
     """
     path = Path(path)
     (path / "points").mkdir(parents=True, exist_ok=True)
@@ -337,7 +348,7 @@ def write_bulk(
     rng = np.random.default_rng(seed)
     n_points = math.ceil(n_rows / shards_per_point)
     for f, chunk in enumerate(np.array_split(np.arange(n_rows), n_files)):
-        table = bulk_rows(chunk, rng, shards_per_point=shards_per_point, sweep=sweep)
+        table = bulk_rows(chunk, rng, shards_per_point=shards_per_point, sweep=sweep, axes=axes)
         _atomic_write_table(table, path / "points" / f"task-{f:06d}.parquet")
     (path / "spec.toml").write_text(f'name = "{sweep}"\nseed = {seed}\ntrials = {100_000 * shards_per_point}\n')
     _write_manifest(path, sweep, seed, n_points, n_files)

@@ -22,7 +22,7 @@ from serve_helpers import TINY_SPEC, results_root, wait_done
 
 from sweeps.cli import main
 from sweeps.serve import ServeConfig, create_app, shutdown
-from sweeps.serve.app import OUTCOMES_SQL
+from sweeps.serve.routes.queries import OUTCOMES_SQL
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -439,7 +439,7 @@ def test_stopping_the_server_keeps_finished_tasks_and_a_resubmission_resumes(tmp
             time.sleep(0.1)
     finally:
         shutdown(a)
-    run = a.state.runner.runs["e2e-slow"]
+    run = a.state.services.runner.runs["e2e-slow"]
     from sweeps.serve.registry import read_manifest
 
     m = read_manifest(str(root / "e2e-slow"))  # any format version, with tasks_done ranges

@@ -35,8 +35,9 @@ function fmt(name, v) {
   return String(v);
 }
 
-// A sortable table from an array of row objects.
-function renderTable(table, rows, columns, state) {
+// A sortable table from an array of row objects; rowClass(row) names a row's class (default: "bad" where
+// the row has races, hangs or timeouts).
+function renderTable(table, rows, columns, state, rowClass) {
   table.replaceChildren();
   const head = el("tr");
   for (const c of columns) {
@@ -53,7 +54,8 @@ function renderTable(table, rows, columns, state) {
   const body = el("tbody");
   for (const r of rows) {
     const tr = el("tr");
-    if ((r.race || 0) + (r.hang || 0) + (r.timeout || 0) > 0) tr.className = "bad";
+    const cls = rowClass ? rowClass(r) : ((r.race || 0) + (r.hang || 0) + (r.timeout || 0) > 0 ? "bad" : "");
+    if (cls) tr.className = cls;
     for (const c of columns) {
       const v = r[c];
       tr.append(el("td", { text: fmt(c, v), class: typeof v === "number" ? "num" : "" }));
@@ -116,13 +118,21 @@ async function refreshList() {
     const tr = el("tr", { "data-name": s.name, "data-status": s.status, "data-progress": String(s.progress || 0),
                           class: "status-" + s.status },
       el("td", {}, el("a", { href: "#/s/" + encodeURIComponent(s.name), text: s.name })),
-      el("td", { text: s.status + (s.run && s.run.message && s.status === "failed" ? ": " + s.run.message : "") }),
+      el("td", { text: s.status + (s.run && s.run.message && s.status === "failed" ? ": " + s.run.message : ""),
+                 title: s.problem || "" }),
       el("td", {}, bar, el("span", { class: "pct", text: ` ${pct}%` })),
       el("td", { class: "num", text: tasks }),
       el("td", { class: "num", text: s.points === null ? "-" : String(s.points) }),
       el("td", { class: "hint", text: s.location }));
     body.append(tr);
     if (s.name === current) $("#sweep-status").textContent = `${s.status}, ${pct}%`;
+  }
+  // the compare pickers: every sweep, keeping what is picked
+  for (const [id, k] of [["#cmp-a", 0], ["#cmp-b", 1]]) {
+    const sel = $(id), keep = sel.value;
+    sel.replaceChildren(...sweeps.map((s) => el("option", { value: s.name, text: s.name })));
+    if (keep && sweeps.some((s) => s.name === keep)) sel.value = keep;
+    else if (sweeps.length > k) sel.value = sweeps[k].name;
   }
 }
 
@@ -216,9 +226,10 @@ async function loadCapacity() {
   const hosts = $("#cap-hosts").value.trim(), kx = $("#cap-kexecs").value.trim();
   if (hosts) q.set("hosts", hosts);
   if (kx) q.set("kexecs_per_host_year", kx);
+  if ($("#cap-partial").checked) q.set("partial", "true");
   try {
     capData = await api(`/api/sweeps/${encodeURIComponent(current)}/capacity?${q}`);
-    $("#cap-notes").textContent = capData.notes.join(" ");
+    $("#cap-notes").textContent = [...(capData.partial || []), ...capData.notes].join(" ");
     drawCap();
   } catch (e) { msg.textContent = e.message; capData = null; $("#cap-table").replaceChildren(); }
 }
@@ -257,6 +268,116 @@ async function loadMitigation() {
     if (!rows.length) $("#mit-msg").textContent = "no rows (is mitigation swept?)";
   } catch (e) { $("#mit-msg").textContent = e.message; }
 }
+
+// importance: one bar chart per scenario for the picked metric (first-order and total shares, noise share)
+async function loadImportance() {
+  const msg = $("#imp-msg");
+  msg.textContent = "";
+  const q = new URLSearchParams({ metric: $("#imp-metric").value });
+  const by = $("#imp-by").value.trim(), where = $("#imp-where").value.trim();
+  if (by) q.set("by", by);
+  if (where) q.set("where", where);
+  try {
+    drawImportance(await api(`/api/sweeps/${encodeURIComponent(current)}/importance?${q}`));
+  } catch (e) { msg.textContent = e.message; $("#imp-charts").replaceChildren(); }
+}
+$("#imp-go").addEventListener("click", loadImportance);
+$("#imp-metric").addEventListener("change", loadImportance);
+
+function drawImportance(d) {
+  const box = $("#imp-charts");
+  box.replaceChildren();
+  const groups = [];
+  for (const r of d.rows) {
+    const key = r.sweep + "\u0000" + r.scenario;
+    if (!groups.length || groups[groups.length - 1].key !== key) groups.push({ key, sweep: r.sweep, scenario: r.scenario, rows: [] });
+    groups[groups.length - 1].rows.push(r);
+  }
+  const many = new Set(groups.map((g) => g.sweep)).size > 1;
+  groups.forEach((g, i) => {
+    const title = (many ? g.sweep + " " : "") + (g.scenario || "all points");
+    const block = el("div", { class: "imp-block", "data-scenario": g.scenario, "data-metric": d.metric },
+      el("h4", { text: `${title}: log10 ${d.metric}` }), importanceChart(g.rows),
+      el("div", { class: "hint imp-verdict", text: d.verdicts[i] || "" }));
+    box.append(block);
+  });
+  box.append(el("div", { class: "hint", text: d.notes.join(" ") }));
+}
+
+const pct = (v) => (v === null || v === undefined ? "-" : `${(100 * v).toFixed(1)}%`);
+
+function importanceChart(rows) {
+  const left = 120, barW = 300, rowH = 24, top = 8, W = left + barW + 80;
+  const items = [...rows.map((r) => ({ label: r.axis, first: r.first_order, total: r.total })),
+                 { label: "MC noise", noise: rows[0].noise_share }];
+  const H = top + rowH * items.length + 28;
+  const X = (v) => left + barW * Math.min(1, Math.max(0, v));
+  const svg = s("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, class: "imp-chart" });
+  for (const t of [0, 0.25, 0.5, 0.75, 1]) {
+    svg.append(s("line", { x1: X(t), x2: X(t), y1: top - 2, y2: top + rowH * items.length, stroke: "#eee" }));
+    svg.append(s("text", { x: X(t), y: H - 12, "font-size": 10, "text-anchor": "middle", fill: "#666" }, `${t * 100}%`));
+  }
+  items.forEach((it, i) => {
+    const y = top + i * rowH;
+    svg.append(s("text", { x: left - 6, y: y + 16, "font-size": 12, "text-anchor": "end" }, it.label));
+    const bar = (v, cls, color, dy, h) => {
+      if (v === null || v === undefined) return;
+      svg.append(s("rect", { x: left, y: y + dy, width: Math.max(0, X(v) - left), height: h, fill: color, class: cls,
+                             "data-axis": it.label, "data-value": String(v) }));
+    };
+    if ("noise" in it) {
+      bar(it.noise, "noise", "#9e9e9e", 5, 14);
+      svg.append(s("text", { x: X(it.noise) + 4, y: y + 16, "font-size": 11, fill: "#555" }, pct(it.noise)));
+    } else {
+      bar(it.total, "total", "#90caf9", 3, 18);
+      bar(it.first, "first", "#1565c0", 7, 10);
+      svg.append(s("text", { x: Math.max(X(it.total ?? 0), X(it.first ?? 0)) + 4, y: y + 16, "font-size": 11, fill: "#333" },
+        `${pct(it.first)} / ${pct(it.total)}`));
+    }
+  });
+  return svg;
+}
+
+// compare two sweeps: a table sortable by ratio, the points that changed highlighted
+const CMP_HIDDEN = ["point_a", "point_b", "estimator_a", "estimator_b", "trials_a", "trials_b"];
+const cmpState = { sort: "ratio", desc: true, redraw: () => drawCompare() };
+let cmpPair = null, cmpData = null;
+$("#cmp-open").addEventListener("click", () => {
+  location.hash = `#/compare/${encodeURIComponent($("#cmp-a").value)}/${encodeURIComponent($("#cmp-b").value)}`;
+});
+function showCompare(a, b) {
+  cmpPair = [a, b];
+  $("#compare-view").hidden = false;
+  $("#cmp-title").textContent = `A = ${a}, B = ${b}`;
+  loadCompare();
+}
+async function loadCompare() {
+  const msg = $("#cmp-msg");
+  msg.textContent = "";
+  const q = new URLSearchParams({ a: cmpPair[0], b: cmpPair[1], metric: $("#cmp-metric").value });
+  const on = $("#cmp-on").value.trim(), where = $("#cmp-where").value.trim();
+  if (on) q.set("on", on);
+  if (where) q.set("where", where);
+  try {
+    cmpData = await api(`/api/compare?${q}`);
+    $("#cmp-verdict").textContent = cmpData.verdict;
+    $("#cmp-notes").textContent = cmpData.notes.join(" ");
+  } catch (e) {
+    msg.textContent = e.message; cmpData = null;
+    $("#cmp-verdict").textContent = ""; $("#cmp-notes").textContent = "";
+  }
+  drawCompare();
+}
+function drawCompare() {
+  const t = $("#cmp-table");
+  if (!cmpData) { t.replaceChildren(); return; }
+  const all = cmpData.rows;
+  const rows = sortRows($("#cmp-only").checked ? all.filter((r) => r.changed) : all, cmpState);
+  const cols = all.length ? Object.keys(all[0]).filter((c) => !CMP_HIDDEN.includes(c)) : [];
+  renderTable(t, rows, cols, cmpState, (r) => (r.changed ? "changed" : ""));
+}
+$("#cmp-go").addEventListener("click", loadCompare);
+$("#cmp-only").addEventListener("change", drawCompare);
 
 // replay
 async function loadEvents() {
@@ -394,13 +515,17 @@ function showTab(tab) {
   document.querySelectorAll("#tabs button").forEach((b) => b.classList.toggle("on", b.dataset.tab === tab));
   document.querySelectorAll(".tab").forEach((t) => { t.hidden = t.id !== "tab-" + tab; });
   if (tab === "mitigation") loadMitigation();
+  if (tab === "importance") loadImportance();
 }
 document.querySelectorAll("#tabs button").forEach((b) => b.addEventListener("click", () => showTab(b.dataset.tab)));
 
 function route() {
   const m = location.hash.match(/^#\/s\/(.+)$/);
+  const c = location.hash.match(/^#\/compare\/([^/]+)\/([^/]+)$/);
+  if (!c) { cmpPair = null; $("#compare-view").hidden = true; }
   if (m) { showSweep(decodeURIComponent(m[1])); showTab("outcomes"); }
   else { current = null; $("#sweep-view").hidden = true; }
+  if (c) showCompare(decodeURIComponent(c[1]), decodeURIComponent(c[2]));
 }
 window.addEventListener("hashchange", route);
 route();
