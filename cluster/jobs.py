@@ -84,6 +84,10 @@ _CHATTY_LOGGERS = (
 )
 
 
+SUBMIT_RETRY_S = 30.0
+"""How long `JobsClient.submit` keeps retrying while Ray's job head says to try again later."""
+
+
 class JobsError(Exception):
     """A Ray Jobs problem a user can fix (address, job id): one line."""
 
@@ -257,14 +261,22 @@ class JobsClient:
         kw: dict[str, Any] = {}
         if entrypoint_num_cpus is not None:
             kw["entrypoint_num_cpus"] = entrypoint_num_cpus
-        return self._call(
-            self._client.submit_job,
-            entrypoint=entrypoint,
-            runtime_env=runtime_env,
-            submission_id=submission_id,
-            metadata={str(k): str(v) for k, v in (metadata or {}).items()} or None,
-            **kw,
-        )
+        deadline = time.monotonic() + SUBMIT_RETRY_S
+        while True:
+            try:
+                return self._client.submit_job(
+                    entrypoint=entrypoint,
+                    runtime_env=runtime_env,
+                    submission_id=submission_id,
+                    metadata={str(k): str(v) for k, v in (metadata or {}).items()} or None,
+                    **kw,
+                )
+            except Exception as e:
+                # Ray's job head answers 500 "No available agent to submit job, please try again later" while
+                # the head's dashboard agent is (re)registering or busy: a wait, not the user's error
+                if "try again later" not in str(e) or time.monotonic() >= deadline:
+                    raise self._fail(e, None) from None
+            time.sleep(1.0)
 
     def info(self, job_id: str) -> JobInfo:
         return JobInfo._from_ray(self._call(self._client.get_job_info, job_id, job_id=job_id))

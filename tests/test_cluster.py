@@ -76,7 +76,7 @@ class TwoNodes:
 
     def ensure_two(self) -> None:
         if not self.cluster.worker_nodes:
-            self.cluster.add_node(num_cpus=1)
+            self.cluster.add_node(num_cpus=1, dashboard_agent_listen_port=_free_port())
             self.cluster.wait_for_nodes()
 
     def worker_raylet_pid(self) -> int:
@@ -101,13 +101,16 @@ def cluster():
     dash_port = _free_port()
     c = Cluster(shutdown_at_exit=True)
     try:
-        c.add_node(num_cpus=1, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=dash_port)
+        # every port its own: Ray's fixed defaults (the dashboard agent's 52365) may be held by another
+        # Ray on this machine, and a head whose agent cannot listen takes no jobs ("No available agent")
+        c.add_node(num_cpus=1, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=dash_port,
+                   dashboard_agent_listen_port=_free_port())
         try:
             if current.exists() and current.read_text().strip() == c.address:
                 current.write_text(before) if before is not None else current.unlink()
         except OSError:
             pass
-        c.add_node(num_cpus=1)
+        c.add_node(num_cpus=1, dashboard_agent_listen_port=_free_port())
         c.wait_for_nodes()
         yield TwoNodes(c, f"http://127.0.0.1:{dash_port}")
     finally:
