@@ -288,6 +288,9 @@ def _run_here(
     display = make_display(progress, description=description, total_tasks=None, total_weight=total_weight,
                            weighted=True, unit="CPU-trials")
     n, weight, t0 = 0, 0.0, time.perf_counter()
+    prev_term = None
+    if threading.current_thread() is threading.main_thread():  # SIGTERM stops it as Ctrl-C does (as on Ray)
+        prev_term = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     display.start()
     try:
         for task in todo:
@@ -299,7 +302,13 @@ def _run_here(
             display.advance(1, task.cpu_trials, describe() if describe is not None else None)
     finally:
         display.stop()
+        if prev_term is not None:
+            signal.signal(signal.SIGTERM, prev_term)
     return _HereStats(n, time.perf_counter() - t0, weight)
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _run_tasks(

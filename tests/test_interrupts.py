@@ -105,3 +105,28 @@ def test_second_ctrl_c_during_shutdown_exits_at_once_with_130(ref, tmp_path):
     assert _group_gone(proc.pid), "Ray processes of the interrupted run are left behind"
     # the writer lock of a process that exited at once is stale: the resume takes it over
     _resume_equals(spec, out, ref_out, kept)
+
+
+def test_sigterm_stops_an_in_process_run_cleanly(ref, tmp_path):
+    """The in-process path (no Ray) stops on SIGTERM as on Ctrl-C: finished tasks committed, SweepInterrupted,
+    and the same spec resumes to the uninterrupted rows."""
+    import subprocess
+    import sys
+
+    from sweep_helpers import ROOT
+
+    spec, ref_out = ref
+    out = tmp_path / "out"
+    code = ("import sys; from sweeps.runner import SweepInterrupted, run\n"
+            "try:\n    run(sys.argv[1], sys.argv[2], in_process=True, progress=False)\n"
+            "except SweepInterrupted as e:\n    print(e, file=sys.stderr); sys.exit(130)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(spec), str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: stored(out) >= 2, 180, "two stored tasks", proc)
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-3000:]
+    m = re.search(r"interrupted: (\d+) tasks stored in ", err)  # the API has no start line: no total
+    assert m and int(m[1]) == stored(out) >= 2, err[-3000:]
+    assert not (out / "writer.lock").exists()
+    _resume_equals(spec, out, ref_out, int(m[1]))
