@@ -13,10 +13,12 @@ Views (all lazy, over the Parquet files, nothing is copied into memory):
   when no task had a race, hang or timeout trial;
 - `result_sets`: one row per opened set: complete or not, and the problem line;
 - `outcomes`: one row per (sweep, point_id): parameters, `estimator`, summed counts,
-  p_race/p_hang/p_timeout/p_bad with 95% bounds (`*_lo`, `*_hi`), mean and
+  p_race/p_hang/p_timeout/p_bad with 95% bounds (`*_lo`, `*_hi`) and how each was made
+  (`*_method`: core.intervals), mean and
   p50/p99/p999 stop time from the merged histogram (+inf: in the open top bin,
-  >= 8.66e7 µs), max stop time. p_race and p_bad are the sweep's estimator: the cmc
-  estimate and interval where it ran cmc, else counts with Wilson bounds;
+  >= 8.66e7 µs), max stop time. p_race is the sweep's estimator: the cmc estimate and
+  interval where it ran cmc, else counts with exact bounds; p_bad under cmc is the cmc race
+  part plus the counted hang/timeout part;
   `p_race_naive*`/`p_bad_naive*` are always the counts, `p_*_disagree` flags a cmc
   interval that misses the naive one, `p_*_cmc*` are the cmc columns (NULL if naive).
   No `wall_s` (it stays in `points`): the view is the same bytes run to run;
@@ -28,10 +30,11 @@ Views (all lazy, over the Parquet files, nothing is copied into memory):
   `defaults` (one row, every parameter's default) and `params` (name, ord, kind,
   default_value, default_num).
 
-Macros usable from any query: `wilson_lo(k, n)`, `wilson_hi(k, n)` (95%),
+Macros usable from any query: `count_lo(k, n)`, `count_hi(k, n)` (exact 95%),
+`wilson_lo(k, n)`, `wilson_hi(k, n)` (Wilson 95%, for comparison only),
 `prob(k, n)`, `hist_x(b, c, h, target)`, `hist_us(x)`, `osum(x, order)`; functions
-(queries.estimates): `cmc_interval`, `cmc_pool_shards`, `cmc_pool_strata`,
-`ratio_interval`, `z_value`.
+(queries.estimates): `metric_ci`, `count_ci`, `outcome_possible`, `zero_event_trials`,
+`cmc_interval`, `cmc_pool_shards`, `cmc_pool_strata`, `ratio_interval`, `z_value`.
 
 Several directories can be opened at once; the `sweep` column tells them apart,
 and rows with the same (sweep, point_id) are pooled. The same sweep (same spec
@@ -49,6 +52,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from core.errors import StopraceError
+from core.estimators import ESTIMATORS
 from core.params import NEUTRAL, PARAM_NAMES, PARAM_SPECS, SPECS
 from queries.resultset.errors import StoreError
 from queries.resultset.layout import EVENTS_DIR, POINTS_DIR
@@ -91,10 +95,11 @@ def _quote_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def open_result_set(path: str | os.PathLike[str]) -> ResultSet:
-    """Open and check a result set (local path or URI); QueryError (one line) if it is not one."""
+def open_result_set(path: str | os.PathLike[str] | ResultSet) -> ResultSet:
+    """Open and check a result set (local path or URI; or one opened and checked already, e.g. by
+    sweeps.integrity.check_result_set); QueryError (one line) if it is not one or has no points."""
     try:
-        rs = ResultSet.open(path)
+        rs = path if isinstance(path, ResultSet) else ResultSet.open(path)
         rs.check()
     except StoreError as e:
         raise QueryError(str(e)) from None
@@ -162,12 +167,16 @@ def quote_ident(name: str) -> str:
 def _template(name: str, columns: set[str]) -> str:
     """An internal SQL file with its @@...@@ slots filled from core.params and the points columns."""
     q = [_quote_ident(n) for n in PARAM_NAMES]
-    # mean early-flush time per trial, from whichever column a store version has (none: NULL);
-    # float sums in shard order (osum), so outcomes is bit-stable
+    # mean early-flush time per trial that ran it, from whichever column a store version has (none:
+    # NULL); float sums in shard order (osum), so outcomes is bit-stable. A row with `preflush_hist`
+    # (model_rev) counts its trials with a preflush time from it (revision 2's flush can hang); one
+    # without it (written before) had one on every trial.
+    hist = "preflush_hist" in columns
     if "preflush_sum_us" in columns:
         ok = "isfinite(preflush_sum_us)"
-        preflush = (f"osum(CASE WHEN {ok} THEN preflush_sum_us END, shard) "
-                    f"/ nullif(sum(trials) FILTER (WHERE {ok}), 0)")
+        n = (f"CASE WHEN preflush_hist IS NOT NULL THEN list_sum(preflush_hist) WHEN {ok} THEN trials END"
+             if hist else f"CASE WHEN {ok} THEN trials END")
+        preflush = f"osum(CASE WHEN {ok} THEN preflush_sum_us END, shard) / nullif(sum({n}), 0)"
     elif "preflush_us" in columns:
         ok = "isfinite(preflush_us)"
         preflush = (f"osum(CASE WHEN {ok} THEN preflush_us * trials END, shard) "
@@ -176,7 +185,9 @@ def _template(name: str, columns: set[str]) -> str:
         preflush = "NULL::DOUBLE"
     # the cmc shards of a point, as lists {n, m, v} in shard order for queries.estimates.pool_shards
     if "p_race_est" in columns and "estimator" in columns:
-        cmc = "FILTER (WHERE estimator = 'cmc')"
+        # shards of the estimators that integrate p_race (core.estimators: Estimator.integrates_race)
+        names = ", ".join(_quote_str(e.name) for e in ESTIMATORS.values() if e.integrates_race) or "NULL"
+        cmc = f"FILTER (WHERE estimator IN ({names}))"
         parts = [f"(sum(trials) {cmc})::BIGINT AS cmc_trials"]
         for what in ("race", "bad"):
             est, var = f"p_{what}_est", f"p_{what}_var"
@@ -192,6 +203,11 @@ def _template(name: str, columns: set[str]) -> str:
         "param_any": ", ".join(f"any_value({c}) AS {c}" for c in q),
         "param_varchar": ", ".join(f"{c}::VARCHAR AS {c}" for c in q),
         "preflush": preflush,
+        "preflush_hist": "preflush_hist" if hist else "NULL::BIGINT[]",
+        "preflush_max": ("max(preflush_max_us) FILTER (WHERE isfinite(preflush_max_us))"
+                         if "preflush_max_us" in columns else "NULL::DOUBLE"),
+        # trials that hung in revision 2's early flush (no stop ran): not NMI-phase trials
+        "flush_hangs": "sum(coalesce(trials - list_sum(preflush_hist), 0))" if hist else "0",
         "conf": f"{CONF!r}::DOUBLE",
     }
     return render_sql(name, slots)
@@ -202,10 +218,12 @@ def _run_script(con: duckdb.DuckDBPyConnection, sql: str) -> None:
         con.execute(stmt)
 
 
-def connect(*result_dirs: str | Path, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+def connect(*result_dirs: str | Path | ResultSet, threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the views of this module over the given result sets.
 
-    Each is a local dir or any URI ``--out`` accepts (s3://..., file://...): the files the
+    Each is a local dir or any URI ``--out`` accepts (s3://..., file://...), or a ResultSet
+    checked already (the CLI passes sweeps.integrity's, which also holds first-release files
+    against the task plan and the stored spec against its hash): the files the
     manifest commits are registered as Arrow datasets, so no DuckDB extension is needed.
     The table ``result_sets`` (dir, sweep, spec_hash, n_tasks, tasks_stored, complete,
     problem) says which sets are incomplete or damaged; damaged files are left out.
@@ -219,12 +237,13 @@ def connect(*result_dirs: str | Path, threads: int | None = None) -> duckdb.Duck
     seen: dict[str, str] = {}
     for d in result_dirs:
         rs = open_result_set(d)
+        name = rs.display if isinstance(d, ResultSet) else str(d)
         if any(_same_place(rs, o) for o in sets):
-            raise QueryError(f"results dir '{d}' given twice")
+            raise QueryError(f"results dir '{name}' given twice")
         h = rs.manifest.spec_hash
         if h in seen:
-            raise QueryError(f"'{seen[h]}' and '{d}' hold the same sweep (spec_hash {h[:12]}): counts would be doubled")
-        seen[h] = str(d)
+            raise QueryError(f"'{seen[h]}' and '{name}' hold the same sweep (spec_hash {h[:12]}): counts would be doubled")
+        seen[h] = name
         sets.append(rs)
 
     con = duckdb.connect(":memory:")
@@ -291,16 +310,52 @@ def _status_table(sets: list[ResultSet]) -> pa.Table:
         ("tasks_stored", pa.int64()), ("complete", pa.bool_()), ("problem", pa.string())]))
 
 
+SCAN_OPTIONS = {"batch_size": 4096, "batch_readahead": 1, "fragment_readahead": 2, "use_threads": False}
+"""How every DuckDB scan of the registered datasets reads the Parquet files. pyarrow's defaults
+(batches of 131,072 rows, 16 batches and 4 files read ahead, row groups decoded on all cores) let a
+scan decode up to 16 row groups ahead of DuckDB: the 128-bin histograms are ~1 KiB a points row
+decoded, so at 4x the cluster example (436,800 rows, 19 row groups) a scan of `t_done_hist`
+buffered the whole column, ~450 MiB, and `outcomes` peaked at 1.2 GiB. With these, a scan decodes
+one row group at a time (the dataset scan decodes whole row groups: ~45 MiB of histograms for the
+store's 32,768 rows) and holds one or two, whatever the size of the set; DuckDB's own threads still
+share the work. benchmarks/RESULTS.md ("Queries at 1x, 2x, 4x the cluster example") has the A/B."""
+
+
+class _BoundedScans:
+    """A pyarrow dataset whose scanners take SCAN_OPTIONS (DuckDB calls ``scanner(columns=, filter=)``)."""
+
+    def scanner(self, **kw):  # type: ignore[no-untyped-def]
+        return super().scanner(**{**SCAN_OPTIONS, **kw})  # type: ignore[misc]
+
+
+class _FileSystemDataset(_BoundedScans, ds.FileSystemDataset):
+    pass
+
+
+class _UnionDataset(_BoundedScans, ds.UnionDataset):
+    pass
+
+
+def _bounded(d: ds.Dataset) -> ds.Dataset:
+    """The same dataset (files, schema, format, filesystem), scanned with SCAN_OPTIONS."""
+    if isinstance(d, ds.FileSystemDataset):
+        return _FileSystemDataset(list(d.get_fragments()), d.schema, d.format, d.filesystem)
+    if isinstance(d, ds.UnionDataset):
+        return _UnionDataset(d.schema, d.children)
+    return d
+
+
 def _union(sets: list[ResultSet], table: str) -> ds.Dataset | None:
-    """One Arrow dataset over ``table`` of every set (columns unified by name; absent ones read as null)."""
+    """One Arrow dataset over ``table`` of every set (columns unified by name; absent ones read as null),
+    its scans bounded in memory (SCAN_OPTIONS)."""
     parts = [d for d in (rs.dataset(table) for rs in sets) if d is not None]
     if not parts:
         return None
     if len(parts) == 1:
-        return parts[0]
+        return _bounded(parts[0])
     schema = pa.unify_schemas([p.schema for p in parts], promote_options="permissive")
-    return ds.dataset([ds.dataset(p.files, schema=schema, format="parquet", filesystem=p.filesystem)
-                       for p in parts])
+    return _bounded(ds.dataset([ds.dataset(p.files, schema=schema, format="parquet", filesystem=p.filesystem)
+                                for p in parts]))
 
 
 def _create_views(con: duckdb.DuckDBPyConnection, sets: list[ResultSet], threads: int | None) -> None:

@@ -32,12 +32,20 @@ from cluster.connect import connect, disconnect, ray_is_up, resolve_address, tok
 from cluster.jobs import in_ray_job, shipping_runtime_env
 from cluster.nodeenv import SameVersions, installed_versions, node_problem
 from core.cost import cpu_trials
+from core.estimators import stream_signature
 from queries.resultset.errors import StoreError, one_line
 from queries.resultset.reader import Damage
 from queries.resultset.storage import locate
 from sweeps.errors import ClusterError
 from sweeps.grid import Task, iter_tasks, plan_signature, total_cpu_trials
-from sweeps.guards import IN_PROCESS_CPU_S, RunPlan, check_size, estimated_tasks, planned_cpu_s
+from sweeps.guards import (
+    IN_PROCESS_CPU_S,
+    RunPlan,
+    check_size,
+    estimated_tasks,
+    planned_cpu_s,
+    planned_cpu_trials,
+)
 from sweeps.nodes import SAME_VERSIONS, connect_problem, node_failure, package_dirs
 from sweeps.search import BoundarySearch
 from sweeps.shard import TaskResult, run_task
@@ -144,7 +152,8 @@ def run(
         out_path: Path | str = default_out(spec)
     else:
         out_path = str(out) if is_uri(out) else Path(out)
-    plan = wave_plan_signature() if spec.precision is not None else plan_signature()
+    plan = {**(wave_plan_signature() if spec.precision is not None else plan_signature()),
+            **stream_signature(spec.estimator)}  # a late sweep records its own stream's version
     store = None
     try:
         exists = locate(out_path, None).kind() is not None
@@ -203,8 +212,9 @@ def _small_enough(spec: SweepSpec, store: ResultStore | None, address: str | Non
 
 
 def _remaining(spec: SweepSpec, store: ResultStore | None) -> int:
-    """CPU-trials not stored yet (an adaptive sweep counts every point at max_trials)."""
-    total = total_cpu_trials(spec)
+    """CPU-trials not stored yet (an adaptive sweep counts every point at max_trials, a [search] every
+    combination's longest bisection: sweeps.guards.planned_cpu_trials, the size guard's count)."""
+    total = planned_cpu_trials(spec)
     if store is None:
         return total
     stored = store.cpu_trials_done
@@ -370,7 +380,7 @@ def _run_tasks(
                               description=spec.name if describe is None else describe(), describe=describe,
                               progress=progress)
         else:
-            from cluster.executor import run_map
+            from cluster.executor import BATCH_S, run_map
 
             stats = run_map(
                 SameVersions(task_fn, installed_versions(SAME_VERSIONS)),  # a worker with other numpy/pyarrow refuses
@@ -385,6 +395,7 @@ def _run_tasks(
                 unit="CPU-trials",
                 progress=progress,
                 shutdown_follows=started,
+                batch_s=BATCH_S,  # tiny tasks (waves, searches, tiny shards) share Ray calls
             )
     except KeyboardInterrupt:  # cluster.executor's RunInterrupted, or Ctrl-C in this process
         interrupts.arm()  # a second Ctrl-C while we store and Ray shuts down: exit at once, said in one line

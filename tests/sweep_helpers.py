@@ -32,6 +32,13 @@ wait = [0, 1]
 """
 
 
+def pin_rev1(text: str) -> str:
+    """A result set's spec.toml from before model_rev existed, as a user's spec that resumes it: pinned
+    at model_rev = 1 (a spec that leaves model_rev out runs revision 2 and is refused there)."""
+    assert "model_rev" not in text
+    return text.replace("[base]\n", "[base]\nmodel_rev = 1\n", 1)
+
+
 def write_spec(tmp: Path, text: str = SMALL_SPEC, name: str = "spec.toml") -> Path:
     p = tmp / name
     p.write_text(text)
@@ -50,6 +57,17 @@ def read_dir(d: Path | str, what: str = "points") -> pa.Table:
     if what == "events":
         keys.append(("trial", "ascending"))
     return t.sort_by(keys)
+
+
+def data_file(d: Path | str, rel: str) -> Path:
+    """Where the file a manifest lists as ``rel`` (``points/seg-....parquet``) lies: under .data/ in
+    format 3 (points/ then holds links to it), in points/ itself in older sets."""
+    import json
+
+    from queries.resultset.layout import physical
+
+    m = json.loads((Path(d) / "manifest.json").read_text())
+    return Path(d) / physical(m.get("data_dir", ""), rel)
 
 
 def without_wall(t: pa.Table) -> pa.Table:

@@ -23,7 +23,10 @@ from core.estimators import ESTIMATORS
 from sweeps.nodes import SHIPPED_PACKAGES, package_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
-NOT_ON_A_WORKER = ("duckdb", "fastapi", "uvicorn", "matplotlib", "pandas")
+NOT_ON_A_WORKER = ("duckdb", "fastapi", "uvicorn", "matplotlib")
+# (not pandas: pyarrow itself imports it on its first conversion whenever it is installed, as the test extra
+# installs it for tests/test_outside_readers.py; it is no runtime dependency, and test_bare_cluster.py runs
+# workers in a venv without it)
 
 SPEC = """
 name = "shipping"

@@ -30,8 +30,10 @@ POINTS_SCHEMA = pa.schema(
         pa.field("t_done_sum_us", pa.float64()),
         pa.field("t_done_max_us", pa.float64()),
         pa.field("t_done_hist", pa.list_(pa.int64())),
-        # the sweep's estimator and, per shard, its estimate of p_race / p_bad with the variance of
-        # that estimate (naive: k/n and s^2/n of the 0/1 outcomes; cmc: core.estimators.cmc.walk); shards merge exactly
+        # the sweep's estimator ("naive", "cmc", "late", or "late->naive" for a late sweep's point
+        # that ran naive) and, per shard, its estimate of p_race / p_bad with the variance of that
+        # estimate (naive and late: k/n and s^2/n of the 0/1 outcomes; cmc: core.estimators.cmc.walk);
+        # shards merge exactly
         pa.field("estimator", pa.string()),
         pa.field("p_race_est", pa.float64()),
         pa.field("p_race_var", pa.float64()),
@@ -39,6 +41,7 @@ POINTS_SCHEMA = pa.schema(
         pa.field("p_bad_var", pa.float64()),
         pa.field("preflush_sum_us", pa.float64()),  # early_flush only: sum over trials of preflush_us
         pa.field("preflush_max_us", pa.float64()),
+        pa.field("preflush_hist", pa.list_(pa.int64())),  # the t_done_hist bins over preflush_us (model_rev 2)
         pa.field("seed", pa.uint64()),
         pa.field("wall_s", pa.float64()),
     ]

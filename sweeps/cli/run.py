@@ -25,7 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             f"of under {IN_PROCESS_CPU_S:g} CPU-seconds runs in this process without starting Ray unless "
             "--address/--workers is given. "
             "Re-running on the same --out resumes: only tasks not stored yet are run; a dir holding "
-            "a different spec is refused. Ctrl-C keeps every finished task (a second Ctrl-C stops at once, exit 130)."
+            "a different spec is refused. Ctrl-C keeps every finished task (a second Ctrl-C stops at once, "
+            "exit 130). A spec that does not name "
+            "model_rev runs model revision 2 (MODEL.md); a dir stored before model_rev existed holds "
+            "revision 1 and is resumed only by a spec that pins model_rev = 1 under [base]."
         ),
     )
     p.add_argument("spec", metavar="SPEC.toml", help="sweep spec (see examples/)")

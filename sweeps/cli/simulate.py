@@ -58,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=COMMANDS["simulate"],
         description=(
             "Simulate one point of the stop-race model and print outcome counts, probabilities "
-            "with 95% Wilson intervals, stop-time mean/p50/p99 and throughput. "
+            "with exact 95% (Clopper-Pearson) intervals, stop-time mean/p50/p99, the early flush's time "
+            "(mitigation early_flush) and throughput. --model-rev 1 runs the first release's model (MODEL.md). "
             "Example: stoprace simulate --n-cpus 256 --p-stall 0.01 --trials 1e6"
         ),
     )
@@ -106,8 +107,8 @@ def handle(args: argparse.Namespace) -> int:
     acc = est.run_shard(params, args.trials, shard_seed(args.seed, 0))
     wall = time.perf_counter() - t0
     rep = acc.counts.report()
-    rep["estimator"] = est.name
-    extra = acc.report()
+    rep["estimator"] = acc.estimator  # late->naive where the late sampler does not apply
+    extra = acc.report(params)
     if extra is not None:
         rep[est.name] = extra
     rep["params"] = params.model_dump()
@@ -144,7 +145,8 @@ def format_report(params: Params, rep: dict) -> str:
 
     non_default = {k: v for k, v in params.model_dump().items() if v != DEFAULTS[k]}
     lines = [
-        f"point: {', '.join(f'{k}={v}' for k, v in non_default.items()) or 'all defaults'}",
+        f"point: {', '.join(f'{k}={v}' for k, v in non_default.items()) or 'all defaults'}"
+        + ("" if "model_rev" in non_default else f"   (model_rev {params.model_rev})"),
         f"trials: {rep['trials']:,}   NMI phase: {rep['nmi_phase']:,}   seed: {rep['seed']}",
         "",
         f"{'outcome':<10} {'count':>12} {'p':>10} {'95% lo':>10} {'95% hi':>10}",
@@ -154,9 +156,10 @@ def format_report(params: Params, rep: dict) -> str:
     t = rep["t_done_us"]
     lines.append("")
     lines.append("stop time (µs): " + "  ".join(f"{k} {_fmt_us(t[k])}" for k in ("mean", "p50", "p99", "p999", "max")))
-    if rep["preflush_us"]["max"] is not None:
-        pf = rep["preflush_us"]
-        lines.append(f"preflush (µs): mean {pf['mean']:,.1f}  max {pf['max']:,.1f}")
+    pf = rep["preflush_us"]
+    if pf["trials"]:  # the fix's cost per kexec: the early flush's time, over the trials that ran it
+        lines.append("preflush (µs): " + "  ".join(f"{k} {_fmt_us(pf[k])}" for k in ("mean", "p50", "p99", "max"))
+                     + (f"   ({rep['trials'] - pf['trials']:,} hung in the flush)" if pf["trials"] < rep["trials"] else ""))
     k = rep["p"]["race"]["k"]
     if k == 0:
         lines.append(f"no race seen: p_race < {_fmt_p(rep['p']['race']['hi'])} (95% upper bound)")
@@ -165,7 +168,8 @@ def format_report(params: Params, rep: dict) -> str:
         lines.append("")
         for name in ("race", "bad"):
             v = c[name]
-            lines.append(f"p_{name} (cmc) = {v['p']:.4g} [{v['lo']:.4g}, {v['hi']:.4g}]  (95%, {c['trials']:,} trials)")
+            how = v.get("method", "cmc").replace("cmc+counted", "cmc race + counted hang/timeout")
+            lines.append(f"p_{name} ({how}) = {v['p']:.4g} [{v['lo']:.4g}, {v['hi']:.4g}]  (95%, {c['trials']:,} trials)")
     rate = rep["cpu_trials_per_s"]
     lines.append(f"wall {rep['wall_s']:.2f} s, {rate / 1e6:,.1f} M CPU-trials/s" if rate else f"wall {rep['wall_s']:.2f} s")
     return "\n".join(lines)
