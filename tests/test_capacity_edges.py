@@ -13,7 +13,6 @@ Expected answers are hand-computed from the counts (scipy's exact bounds), not f
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -133,7 +132,7 @@ def _adaptive_set(path: Path) -> Path:
     spec += "\n[precision]\n" + "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in RULE.items())
     (d / "spec.toml").write_text(spec)
     m = json.loads((d / "manifest.json").read_text())
-    m["spec_hash"] = hashlib.sha256((d / "spec.toml").read_bytes()).hexdigest()
+    m["spec_hash"] = sr.stored_spec_hash(d)  # as sweeps.integrity checks it
     (d / "manifest.json").write_text(json.dumps(m, indent=1))
     return d
 
