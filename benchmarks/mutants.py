@@ -65,6 +65,8 @@ CAPACITY_T = ("tests/test_queries.py", *(QE + t for t in (
     "test_capacity_reports_disagreement_with_the_cmc_numbers")))
 QUANTILE_T = ("tests/test_stats.py", "tests/test_queries.py", QE + "test_python_quantile_against_numpy_on_known_histograms",
               QE + "test_sql_quantiles_against_numpy_on_known_histograms")
+SEARCH_T = "tests/test_strength_search.py"
+SANDBOX_T = "tests/test_strength_sandbox.py"
 PRECISION_T = tuple(f"tests/test_precision.py::{t}" for t in (
     "test_decide_hand_cases", "test_half_width_exactly_at_the_bound_is_precise", "test_naive_zero_events_hand_computed",
     "test_target_only_and_rel_only_rules", "test_naive_tally_matches_independent_recomputation",
@@ -274,6 +276,85 @@ MUTANTS: list[Mutant] = [
       "if self.min_trials is not None and self.min_trials > self.max_trials:",
       "if self.min_trials is not None and self.min_trials > self.max_trials + 1:",
       "tests/test_precision.py", "min_trials one above max_trials is accepted"),
+    # ================================================================ test strength (issue 23 item 5)
+    # Classes str-*: `--only 'str-*'` runs them all. Each is killed by a test that compares with a
+    # hand-computed case or an independent computation (tests/test_strength_*.py unless named).
+    # ---------------------------------------------------------------- boundary search (sweeps/search.py)
+    # Equivalent, left out: dropping `a > z or` in _decided (a crossing bracket has negative width, which
+    # `resolved` already accepts); midpoint's clamps to (a, b) (they bind only for b <= a + 1, which
+    # `resolved` stops before); `n < first_fail` vs `<=` in report (a probe passes or fails, never both).
+    M("search_resolved_strict", "str-search", "sweeps/search.py",
+      "return (b - a) / 2 <= max(1.0,", "return (b - a) / 2 < max(1.0,", (SEARCH_T, "tests/test_search.py::test_resolution_and_midpoint"),
+      "a bracket exactly at the resolution is bisected again"),
+    M("search_resolution_min", "str-search", "sweeps/search.py",
+      "<= max(1.0, REL_RESOLUTION * (a + b) / 2)", "<= min(1.0, REL_RESOLUTION * (a + b) / 2)",
+      (SEARCH_T, "tests/test_search.py::test_resolution_and_midpoint"), "resolution +-1 CPU or +-5%, whichever is finer"),
+    M("search_resolution_sum", "str-search", "sweeps/search.py",
+      "REL_RESOLUTION * (a + b) / 2)", "REL_RESOLUTION * (a + b))",
+      (SEARCH_T, "tests/test_search.py::test_resolution_and_midpoint"), "5% of a + b instead of the bracket's centre"),
+    M("search_midpoint_arithmetic", "str-search", "sweeps/search.py",
+      "m = math.floor(math.sqrt(a * b) + 0.5)", "m = (a + b) // 2",
+      (SEARCH_T, "tests/test_search.py::test_resolution_and_midpoint"), "arithmetic instead of geometric midpoint"),
+    M("search_width_off_by_one", "str-search", "sweeps/search.py",
+      "self.width = self.hi - self.lo + 1", "self.width = self.hi - self.lo", SEARCH_T,
+      "probe indices per combination one too narrow (combinations' probes collide)"),
+    M("search_exhausted_passes", "str-search", "sweeps/search.py",
+      "return sorted(n for n, (s, _) in self.probes.items() if s == BELOW)",
+      'return sorted(n for n, (s, _) in self.probes.items() if s in (BELOW, "budget exhausted"))', SEARCH_T,
+      "a budget-exhausted probe counts as passing in the bracket"),
+    M("search_lower_end_stays", "str-search", "sweeps/search.py",
+      "a, z = max(b.passing()), min(b.failing())", "a, z = min(b.passing()), min(b.failing())", SEARCH_T,
+      "the bracket's passing end never moves up"),
+    M("search_upper_pass_ignored", "str-search", "sweeps/search.py",
+      "if self.lo not in b.passing() or self.hi in b.passing():", "if self.lo not in b.passing():", SEARCH_T,
+      "a search passing at its upper limit keeps bisecting"),
+    M("search_max_ignores_first_fail", "str-search", "sweeps/search.py",
+      "ok = max((n for n in passing if first_fail is None or n < first_fail), default=None)",
+      "ok = max(passing, default=None)", SEARCH_T,
+      "the reported limit is the largest pass even above the first failure"),
+    M("search_first_fail_max", "str-search", "sweeps/search.py",
+      "first_fail = min(failing) if failing else None", "first_fail = max(failing) if failing else None", SEARCH_T,
+      "the reported first failure is the largest failing probe"),
+    M("search_hi_at_max_is_p", "str-search", "sweeps/search.py",
+      "None if ok is None else b.probes[ok][1].hi", "None if ok is None else b.probes[ok][1].p", SEARCH_T,
+      "the bound reported at the limit is its estimate, not its upper bound"),
+    M("search_unresolved_counts_fails", "str-search", "sweeps/search.py",
+      'sum(1 for _, (s, _) in probes if s == "budget exhausted")', "sum(1 for _, (s, _) in probes if s != BELOW)",
+      SEARCH_T, "above-target probes counted as unresolved"),
+    M("search_monotone_any", "str-search", "sweeps/search.py",
+      "monotone = all(", "monotone = any(", SEARCH_T, "monotone when any pair (not every pair) is ordered"),
+    M("search_monotone_touching", "str-search", "sweeps/search.py",
+      "not (e1.lo > e2.hi)", "not (e1.lo >= e2.hi)", SEARCH_T, "touching intervals flagged as a crossing"),
+    M("search_monotone_pass_above_fail", "str-search", "sweeps/search.py",
+      ") and not any(n > first_fail for n in passing if first_fail is not None)", ")", SEARCH_T,
+      "a pass above the first failure is not flagged when the intervals overlap"),
+    M("search_pairs_skip_adjacent", "str-search", "sweeps/search.py",
+      "for y in probes[i + 1:]:", "for y in probes[i + 2:]:", SEARCH_T,
+      "adjacent probes are never compared for monotonicity"),
+    # ---------------------------------------------------------------- SQL sandbox (queries/sandbox.py)
+    # Equivalent, left out: manifest.json `.is_file()` vs `.exists()` (differs only for a directory of
+    # that name); `_result_set_root(target)` instead of its parent (a new output file holds no manifest);
+    # `_dir_prefix` without its trailing separator (DuckDB 2.0 matches allowed_directories by whole path
+    # components itself: '/a/rs' does not allow '/a/rs-other' either way, measured).
+    M("sandbox_dir_itself_allowed", "str-sandbox", "queries/sandbox.py",
+      "if target == given or given in target.parents:", "if given in target.parents:", SANDBOX_T,
+      "-o naming the result dir itself is allowed"),
+    M("sandbox_only_direct_children", "str-sandbox", "queries/sandbox.py",
+      "if target == given or given in target.parents:", "if target == given or given == target.parent:", SANDBOX_T,
+      "only files directly in a named result dir are refused, not deeper ones"),
+    M("sandbox_root_skips_itself", "str-sandbox", "queries/sandbox.py",
+      "for d in (p, *p.parents):", "for d in p.parents:", SANDBOX_T,
+      "a file directly inside an unnamed result set is allowed (its own dir is not checked for a manifest)"),
+    M("sandbox_target_not_resolved", "str-sandbox", "queries/sandbox.py",
+      "target = Path(os.path.realpath(os.fspath(out)))", "target = Path(os.path.abspath(os.fspath(out)))", SANDBOX_T,
+      "a symlink into a result set is not resolved"),
+    M("sandbox_given_not_resolved", "str-sandbox", "queries/sandbox.py",
+      "given = Path(os.path.realpath(os.fspath(d)))", "given = Path(os.path.abspath(os.fspath(d)))", SANDBOX_T,
+      "a result dir named through a symlink is not resolved"),
+    M("sandbox_explain_allowed", "str-sandbox", "queries/sandbox.py",
+      "_ALLOWED_STATEMENTS = frozenset({duckdb.StatementType.SELECT})",
+      "_ALLOWED_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})", SANDBOX_T,
+      "EXPLAIN (ANALYZE runs its statement) passes the statement check"),
 ]
 
 
