@@ -264,15 +264,18 @@ def result_set_problems(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [r[0] for r in con.execute("SELECT problem FROM result_sets WHERE problem IS NOT NULL ORDER BY dir").fetchall()]
 
 
-def require_complete(con: duckdb.DuckDBPyConnection, what: str, partial: bool) -> list[str]:
+def require_complete(con: duckdb.DuckDBPyConnection, what: str, partial: bool,
+                     partial_flag: str = "--partial") -> list[str]:
     """Refuse (QueryError) to answer ``what`` from an incomplete or damaged set unless ``partial``.
 
     Returns the notes an answer given with ``partial`` must carry (empty when every set is complete).
+    ``partial_flag`` is how the caller's door spells "answer anyway" (the CLI's ``--partial``, the
+    API's ``partial=true``); the refusal names it.
     """
     problems = result_set_problems(con)
     if problems and not partial:
         raise QueryError(f"{problems[0]}; {what} needs every point: finish the run (the same `stoprace run` "
-                         "resumes and recomputes damaged tasks) or pass --partial to answer from what is stored")
+                         f"resumes and recomputes damaged tasks) or pass {partial_flag} to answer from what is stored")
     return [f"PARTIAL: {p}" for p in problems]
 
 

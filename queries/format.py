@@ -3,6 +3,9 @@
 Terminal tables show units in the headers (a column `t_p99_us` is headed
 `t_p99 (µs)`), probabilities with 3 significant digits, other floats with 4, and
 lists shortened; CSV/JSON/Parquet keep the raw column names and full values.
+
+pyarrow, rich and DuckDB are imported where a result is written, not here: `stoprace query
+--help` reads FORMATS without loading them.
 """
 
 from __future__ import annotations
@@ -13,21 +16,14 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
-
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
-from rich import box
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any, TextIO
 
 from core.histogram import TOP_EDGE_US
 
-from .db import QueryError
-from .resultset.storage import atomic_write_file
+if TYPE_CHECKING:
+    import pyarrow as pa
 
-__all__ = ["FORMATS", "header", "format_cell", "render_table", "to_csv_bytes", "to_json_bytes",
+__all__ = ["FORMATS", "header", "format_cell", "render_table", "to_csv_bytes", "to_json_bytes", "to_json_bytes_within",
            "atomic_write", "write_result", "check_output"]
 
 FORMATS: tuple[str, ...] = ("table", "csv", "json", "parquet")
@@ -104,6 +100,8 @@ def format_cell(name: str, v: Any, integral: bool = True) -> str:
 
 
 def _numeric(t: pa.DataType) -> bool:
+    import pyarrow as pa
+
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
 
 
@@ -114,6 +112,11 @@ def render_table(table: pa.Table, *, max_rows: int | None = 100, title: str | No
     total_known=False: the table was fetched with LIMIT max_rows + 1, so only
     "more rows" can be said, not how many.
     """
+    import pyarrow as pa
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
     t = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", show_edge=False, pad_edge=False,
               highlight=False)
     names = table.column_names
@@ -140,6 +143,8 @@ def render_table(table: pa.Table, *, max_rows: int | None = 100, title: str | No
 
 def _flatten_nested(table: pa.Table) -> pa.Table:
     """List/struct/map columns as JSON text (CSV has no nested types)."""
+    import pyarrow as pa
+
     cols = []
     for col in table.columns:
         t = col.type
@@ -151,6 +156,8 @@ def _flatten_nested(table: pa.Table) -> pa.Table:
 
 
 def to_csv_bytes(table: pa.Table) -> bytes:
+    import pyarrow.csv as pacsv
+
     buf = io.BytesIO()
     pacsv.write_csv(_flatten_nested(table), buf)
     return buf.getvalue()
@@ -166,10 +173,29 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+def _json_rows(table: pa.Table) -> list[str]:
+    return [json.dumps(_jsonable(r), default=str, allow_nan=False) for r in table.to_pylist()]
+
+
+def _json_array(rows: Sequence[str]) -> bytes:
+    return ("[\n" + ",\n".join(rows) + ("\n" if rows else "") + "]\n").encode()
+
+
 def to_json_bytes(table: pa.Table) -> bytes:
     """A JSON array of one object per row (NaN/inf as null), one row per line."""
-    rows = [json.dumps(_jsonable(r), default=str, allow_nan=False) for r in table.to_pylist()]
-    return ("[\n" + ",\n".join(rows) + ("\n" if rows else "") + "]\n").encode()
+    return _json_array(_json_rows(table))
+
+
+def to_json_bytes_within(table: pa.Table, max_bytes: int) -> tuple[bytes, int]:
+    """to_json_bytes of the first rows whose array fits in `max_bytes` (at least "[]"); (bytes, rows kept)."""
+    rows = _json_rows(table)
+    size, kept = len(_json_array([])), 0
+    for r in rows:  # json.dumps escapes non-ASCII: characters are bytes
+        size += len(r) + (2 if kept else 1)
+        if size > max_bytes:
+            break
+        kept += 1
+    return _json_array(rows[:kept]), kept
 
 
 def atomic_write(path: str | Path, data: bytes | None = None, *, writer=None) -> None:
@@ -179,6 +205,9 @@ def atomic_write(path: str | Path, data: bytes | None = None, *, writer=None) ->
     mkstemp's 0600. A path that cannot be written (permissions, a full disk, ...) is a
     QueryError naming it, and leaves no temporary file.
     """
+    from .db import QueryError
+    from .resultset.storage import atomic_write_file
+
     try:
         atomic_write_file(path, data, writer=writer)
     except OSError as e:
@@ -187,6 +216,8 @@ def atomic_write(path: str | Path, data: bytes | None = None, *, writer=None) ->
 
 def check_output(fmt: str, out: str | Path | None) -> None:
     """Refuse a bad format/output combination before any work is done."""
+    from .db import QueryError
+
     if fmt not in FORMATS:
         raise QueryError(f"unknown format '{fmt}': one of {', '.join(FORMATS)}")
     if fmt == "parquet" and out is None:
@@ -206,6 +237,8 @@ def write_result(table: pa.Table, fmt: str = "table", out: str | Path | None = N
     check_output(fmt, out)
     stream = stream if stream is not None else sys.stdout
     if fmt == "parquet":
+        import pyarrow.parquet as pq
+
         atomic_write(out, writer=lambda tmp: pq.write_table(table, tmp))  # type: ignore[arg-type]
         return
     if fmt == "table":

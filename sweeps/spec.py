@@ -269,10 +269,15 @@ def parse_spec(text_or_dict: str | bytes | Mapping[str, Any], where: str = "spec
         except UnicodeDecodeError as e:
             raise SpecError(f"{where}: not UTF-8 text: {_one_line(e)}") from None
     if isinstance(text_or_dict, str):
+        _check_key_depth(text_or_dict, where)
         try:
             raw: Mapping[str, Any] = tomllib.loads(text_or_dict)
         except tomllib.TOMLDecodeError as e:
             raise SpecError(f"{where}: invalid TOML: {_one_line(e)}") from None
+        except RecursionError:  # [[[[...]]]] or {a = {a = ...}} thousands deep
+            raise SpecError(f"{where}: invalid TOML: arrays or tables nested too deeply") from None
+        except ValueError:  # an integer of thousands of digits (Python's int/str conversion limit)
+            raise SpecError(f"{where}: invalid TOML: an integer of thousands of digits") from None
     elif isinstance(text_or_dict, Mapping):
         raw = text_or_dict
     else:
@@ -281,11 +286,43 @@ def parse_spec(text_or_dict: str | bytes | Mapping[str, Any], where: str = "spec
         fields = SpecInput.model_validate(dict(raw), context={"force": force}).canonical
     except ValidationError as e:
         raise SpecError(f"{where}: {one_line(e)}") from None
+    except RecursionError:
+        raise SpecError(f"{where}: values nested too deeply") from None
     axes = tuple(Axis.model_construct(name=k, values=v) for k, v in fields.pop("axes"))
     return SweepSpec.model_construct(axes=axes, **fields)
 
 
 # ---- helpers ---------------------------------------------------------------------------
+
+MAX_KEY_DOTS = 32
+"""Dots of dotted keys one line may hold (a spec's keys are at most 2 deep). tomllib spends time and
+memory quadratic in a dotted key's depth: `a.a.a...` 100,000 deep (200 KB) takes tens of GB."""
+
+
+def _check_key_depth(text: str, where: str) -> None:
+    """SpecError if a line has more than MAX_KEY_DOTS dots outside strings that are not decimal points
+    (a key or a table header can span one line only, so this bounds every dotted key's depth)."""
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.count(".") <= MAX_KEY_DOTS:
+            continue
+        dots, quote, i = 0, "", 0
+        while i < len(line):
+            c = line[i]
+            if quote:
+                if c == "\\" and quote == '"':
+                    i += 1
+                elif c == quote:
+                    quote = ""
+            elif c in "\"'":
+                quote = c
+            elif c == "#":
+                break
+            elif c == "." and not (0 < i < len(line) - 1 and line[i - 1].isdigit() and line[i + 1].isdigit()):
+                dots += 1
+            i += 1
+        if dots > MAX_KEY_DOTS:
+            raise SpecError(f"{where}: line {n}: a key nested more than {MAX_KEY_DOTS} deep (a.b.c...); "
+                            "a spec's keys are at most [section] key")
 
 
 def _toml_value(v: Any) -> str:

@@ -108,15 +108,15 @@ def test_param_error_is_the_one_make_params_raises():
 
 def test_internal_value_error_in_a_command_propagates(monkeypatch):
     """main() catches StopraceError only: a ValueError from inside is a bug and is not swallowed."""
-    import sweeps.cli.simulate as sim
+    import core.vectorized as vectorized
 
     def boom(*a, **k):
         raise ValueError("operands could not be broadcast together with shapes (3,) (4,)")
 
-    monkeypatch.setattr(sim, "shard_seed", boom)
+    monkeypatch.setattr(vectorized, "shard_seed", boom)
     with pytest.raises(ValueError, match="broadcast"):
         main(["simulate", "--trials", "10"])
-    monkeypatch.setattr(sim, "shard_seed", lambda *a, **k: (_ for _ in ()).throw(FileNotFoundError(2, "gone", "x")))
+    monkeypatch.setattr(vectorized, "shard_seed", lambda *a, **k: (_ for _ in ()).throw(FileNotFoundError(2, "gone", "x")))
     with pytest.raises(FileNotFoundError):
         main(["simulate", "--trials", "10"])
 
@@ -125,7 +125,7 @@ def test_internal_value_error_in_a_command_propagates(monkeypatch):
 def test_internal_error_exits_1_with_its_traceback(exc):
     """The console script (`sys.exit(main())`) shows the bug's traceback and exits 1, not a user-error line."""
     code = (
-        "import sys, sweeps.cli.simulate as m\n"
+        "import sys, core.vectorized as m\n"
         f"def boom(*a, **k): raise {exc}\n"
         "m.shard_seed = boom\n"
         "from sweeps.cli import main\n"

@@ -88,7 +88,9 @@ def test_compare_endpoint_is_the_cli_answer(client, root, capsys):
 
 def test_bad_input_is_a_one_line_4xx(client):
     assert "did you mean 'p_race'" in _err(client.get("/api/sweeps/grid/importance", params={"metric": "p_rac"}), 400)
-    assert "full factorial grid" in _err(client.get("/api/sweeps/holed/importance"), 400)
+    # an incomplete set is refused as `stoprace importance` refuses it; with partial=true, the hole in the grid
+    assert "partial=true" in _err(client.get("/api/sweeps/holed/importance"), 400)
+    assert "full factorial grid" in _err(client.get("/api/sweeps/holed/importance", params={"partial": "true"}), 400)
     assert "bad --where" in _err(client.get("/api/sweeps/grid/importance", params={"where": "nope = 1"}), 400)
     assert "is not a parameter" in _err(client.get("/api/compare", params={"a": "before", "b": "after",
                                                                            "on": "n_cpu"}), 400)

@@ -256,3 +256,33 @@ def test_submitted_sweep_progress_advances_to_done(world, browser, shots):
     assert any(st in ("queued", "running") for st, _ in seen)  # it was seen before it was done
     api = httpx.get(server.url + "/api/sweeps/web").json()
     assert api["tasks_done"] == api["tasks_total"] > 0 and (root / "web" / "manifest.json").is_file()
+
+
+def test_capacity_of_an_incomplete_set_is_refused_then_answered_partial(world, browser):
+    """The dashboard shows the API's refusal (the CLI's, naming partial=true), and with "partial"
+    ticked the table with its PARTIAL line, as `stoprace capacity --partial` prints it."""
+    from serve_helpers import FIXTURES
+
+    server, root, _ = world
+    shutil.copytree(FIXTURES / "release1-partial", root / "partial")
+    try:
+        browser.get(server.url + "/")
+        _wait(browser, lambda d: "partial" in _sweep_rows(d), what="the partial set listed")
+        assert _sweep_rows(browser)["partial"]["status"] == "partial"
+        _open_sweep(browser, server, "partial")
+        _tab(browser, "capacity")
+        target = browser.find_element(By.ID, "target-p")
+        target.clear()
+        target.send_keys("1e-3")
+        browser.find_element(By.ID, "cap-go").click()
+        _wait(browser, lambda d: "partial=true" in d.find_element(By.ID, "cap-msg").text, what="the refusal")
+        assert "missing tasks 10-15" in browser.find_element(By.ID, "cap-msg").text
+        assert _rows(browser, "cap-table") == []
+        browser.find_element(By.ID, "cap-partial").click()
+        browser.find_element(By.ID, "cap-go").click()
+        api = httpx.get(server.url + "/api/sweeps/partial/capacity", params={"target_p": "1e-3", "partial": "true"}).json()
+        _wait(browser, lambda d: len(_rows(d, "cap-table")) == len(api["limits"]) > 0, what="partial capacity rows")
+        notes = browser.find_element(By.ID, "cap-notes").text
+        assert notes.startswith("PARTIAL: ") and "missing tasks 10-15" in notes
+    finally:
+        shutil.rmtree(root / "partial")

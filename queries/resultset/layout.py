@@ -28,6 +28,10 @@ POINTS_DIR = "points"
 EVENTS_DIR = "events"
 TABLES: tuple[str, str] = (POINTS_DIR, EVENTS_DIR)
 TMP_SUFFIX = ".tmp"
+SEGMENT_BYTES = 64 << 20
+"""Target size of a segment's points file; segments at least this big are never merged again."""
+GC_GRACE_S = 300.0
+"""Superseded and orphaned files live this long before they are deleted (readers may still hold them)."""
 
 _SEGMENT_RE = re.compile(r"^seg-([0-9a-f]+)-(\d+)\.parquet$")
 _TMP_RE = re.compile(r"^\.(.+)\.([0-9a-f]+)\.tmp$")

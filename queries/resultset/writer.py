@@ -42,8 +42,10 @@ from core.cost import cpu_trials
 from queries.resultset.errors import StoreError, one_line
 from queries.resultset.layout import (
     EVENTS_DIR,
+    GC_GRACE_S,
     MANIFEST,
     POINTS_DIR,
+    SEGMENT_BYTES,
     SPEC_FILE,
     TABLES,
     is_tmp,
@@ -63,8 +65,6 @@ from queries.resultset.storage import Backend, NewFile
 __all__ = ["SetWriter", "SEGMENT_BYTES", "ROW_GROUP_ROWS", "BUFFER_BYTES", "FLUSH_S", "MERGE_FANOUT", "GC_GRACE_S",
            "compact", "CompactReport"]
 
-SEGMENT_BYTES = 64 << 20
-"""Target size of a segment's points file; segments at least this big are never merged again."""
 ROW_GROUP_ROWS = 32_768
 READ_BATCH_ROWS = 4_096
 """Rows per batch a merge reads: a merge holds one row group of pending batches (~36 MiB of points
@@ -78,8 +78,6 @@ MERGE_FANOUT = 8
 _LEVEL_BASE = 64 << 10
 _TASK_OVERHEAD = 16 << 10
 """Bytes a buffered task costs beyond its Arrow buffers (table and column objects), counted against the buffer."""
-GC_GRACE_S = 300.0
-"""Superseded and orphaned files live this long before they are deleted (readers may still hold them)."""
 
 
 def _level(size: int) -> int:

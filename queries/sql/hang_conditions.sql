@@ -1,5 +1,6 @@
 -- description: points where the 95% upper bound of p_bad (race+hang+timeout) exceeds $threshold, worst first
--- param: threshold=1e-3 p_bad upper bound above which a point is listed
+-- param: threshold=1e-3 [probability] p_bad upper bound above which a point is listed
+-- needs: complete (a point not stored yet would be missing from the list, read as "not exceeding")
 -- `verdict` is 'exceeds' when even the lower bound is above the threshold, 'possible' otherwise.
 -- p_bad and p_race are the sweep's estimator (`estimator`: cmc estimate and interval, or counts and
 -- Wilson); `disagree`: the cmc interval of p_bad misses the naive counts' one (the cmc one is used).

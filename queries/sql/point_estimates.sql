@@ -1,5 +1,5 @@
 -- description: one metric per point: its estimate, the variance of that estimate, 95% and 97.5% intervals, log10 with its delta-method variance (what importance and compare read)
--- param: metric=p_race p_race, p_bad, p_hang or p_timeout
+-- param: metric=p_race [metric] p_race, p_bad, p_hang or p_timeout
 -- p, p_lo, p_hi are the metric as `outcomes` reports it: the sweep's estimator (`estimator`: the cmc
 -- estimate and interval where the sweep ran cmc and the metric is p_race or p_bad, else k / trials with
 -- Wilson bounds). var is the variance of p: the pooled cmc variance, else the binomial p (1 - p) / trials

@@ -1,5 +1,5 @@
 -- description: p_race along each swept axis, the other axes held at their medians and the scenario axes (wait, mitigation) split out
--- param: split=wait,mitigation comma-separated axes that are never held at a "median" but shown value by value
+-- param: split=wait,mitigation [axes] comma-separated axes that are never held at a "median" but shown value by value
 -- A swept axis has more than one value within its sweep. The median of a numeric axis is the lower
 -- middle of its distinct values; a text axis is held at its default if swept over it, else at its
 -- first value. Scenario axes ($split: by default wait, the panic path 0 or the kexec path 1, and

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from queries.resultset.writer import GC_GRACE_S, SEGMENT_BYTES
+from queries.resultset.layout import GC_GRACE_S, SEGMENT_BYTES
+
+COMMANDS = {"compact": "rewrite a results dir into few large segments (old per-task dirs too)"}
 
 
 def _seconds(text: str) -> float:
@@ -21,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's subcommand(s) to the `stoprace` parser."""
     p = sub.add_parser(
         "compact",
-        help="rewrite a results dir into few large segments (old per-task dirs too)",
+        help=COMMANDS["compact"],
         description=(
             "Rewrite every per-task file (the first release's layout) and every small segment of DIR into "
             f"segments of about {SEGMENT_BYTES >> 20} MiB, atomically: one manifest commit swaps old files for new, so queries "
@@ -37,10 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "0 deletes them at once)")
     p.add_argument("--break-lock", action="store_true",
                    help="take the writer lock even if another process holds it (only if that writer is gone)")
-    p.set_defaults(func=run_cmd)
+    p.set_defaults(func=handle)
 
 
-def run_cmd(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
     """Carry out the subcommand from parsed arguments; returns the exit code."""
     from queries.resultset.reader import ResultSet
     from queries.resultset.writer import compact
@@ -56,4 +58,4 @@ def _size(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
 
-__all__ = ["register", "run_cmd"]
+__all__ = ["COMMANDS", "handle", "register"]

@@ -6,8 +6,9 @@ import argparse
 import json
 import sys
 
-from queries.format import render_table
-
+COMMANDS = {
+    "compare": "two result sets point by point: ratio B / A of a metric with its 95%% interval, changed points flagged",
+}
 HIDDEN = ("point_a", "point_b", "estimator_a", "estimator_b", "trials_a", "trials_b")
 """Columns --format json has and the terminal table leaves out."""
 
@@ -16,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's subcommand(s) to the `stoprace` parser."""
     p = sub.add_parser(
         "compare",
-        help="two result sets point by point: ratio B / A of a metric with its 95%% interval, changed points flagged",
+        help=COMMANDS["compare"],
         description=(
             "Match the points of result sets A and B on their parameters (all of them, except those that differ "
             "by construction: one value throughout A and another throughout B, e.g. model_rev; or only the --on "
@@ -37,14 +38,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-rows", type=int, default=100, metavar="N", help="rows shown in the table (default 100, 0 = all)")
     p.add_argument("--partial", action="store_true",
                    help="answer from an incomplete or damaged result set (refused otherwise); the output says so")
-    p.set_defaults(func=run_cmd)
+    p.set_defaults(func=handle)
 
 
-def run_cmd(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
     """Compare and print the table (or JSON), the verdict and the notes."""
     from core.params import DEFAULTS
     from queries.compare import compare
     from queries.db import connect, require_complete
+    from queries.format import render_table
     from sweeps.errors import UsageError
 
     if args.max_rows < 0:
@@ -77,4 +79,4 @@ def run_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["register", "run_cmd"]
+__all__ = ["COMMANDS", "handle", "register"]

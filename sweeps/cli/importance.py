@@ -6,10 +6,7 @@ import argparse
 import json
 import sys
 
-import pyarrow.compute as pc
-
-from queries.format import render_table
-
+COMMANDS = {"importance": "which swept axis drives a metric: first-order and total variance shares, noise taken out"}
 TABLE_COLUMNS = ("sweep", "scenario", "axis", "levels", "first_order", "total", "first_order_raw", "total_raw",
                  "noise_share", "points", "zero_points")
 """What the terminal table shows (--format json has every column)."""
@@ -19,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's subcommand(s) to the `stoprace` parser."""
     p = sub.add_parser(
         "importance",
-        help="which swept axis drives a metric: first-order and total variance shares, noise taken out",
+        help=COMMANDS["importance"],
         description=(
             "Variance-based (Sobol) importance of every swept axis for Y = log10 of a metric's estimate (the cmc "
             "estimate where the sweep ran cmc), computed exactly over the full-factorial grid as run: first_order "
@@ -41,12 +38,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
     p.add_argument("--partial", action="store_true",
                    help="answer from an incomplete or damaged result set (refused otherwise); the output says so")
-    p.set_defaults(func=run_cmd)
+    p.set_defaults(func=handle)
 
 
-def run_cmd(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
     """Rank the axes and print the table (or JSON), the verdicts and the notes."""
+    import pyarrow.compute as pc
+
     from queries.db import connect, require_complete
+    from queries.format import render_table
     from queries.importance import importance
 
     con = connect(*args.dirs)
@@ -71,4 +71,4 @@ def run_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["register", "run_cmd"]
+__all__ = ["COMMANDS", "handle", "register"]

@@ -6,12 +6,14 @@ import argparse
 import json
 import sys
 
+COMMANDS = {"replay": "rebuild one trial of a results dir and print its per-CPU timeline"}
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this module\'s subcommand(s) to the `stoprace` parser."""
     p = sub.add_parser(
         "replay",
-        help="rebuild one trial of a results dir and print its per-CPU timeline",
+        help=COMMANDS["replay"],
         description=(
             "Recompute trial T of shard K of a point from its seed and print what every CPU did: "
             "IPI arrival, irqs-off end, entry into stop_this_cpu(), WBINVD, clear, NMI send/arrival, "
@@ -24,10 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trial", required=True, type=int, metavar="T", help="trial index within the shard")
     p.add_argument("--all", action="store_true", help="show every CPU, not only the NMI'd and latest ones")
     p.add_argument("--json", action="store_true", help="print the timeline as JSON")
-    p.set_defaults(func=run_cmd)
+    p.set_defaults(func=handle)
 
 
-def run_cmd(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
     """Carry out the subcommand from parsed arguments; returns the exit code."""
     from queries.db import open_result_set
     from queries.replay import format_timeline, replay, replay_json

@@ -6,31 +6,17 @@ import argparse
 import os
 import sys
 
-from sweeps.cli.simulate import count_arg
+from sweeps.cli.args import add_scheduling_options, count_arg
 from sweeps.errors import UsageError
-from sweeps.guards import MAX_CPU_TRIALS, MAX_TASKS, approx
-from sweeps.spec import MAX_POINTS
 
-
-def add_scheduling_options(p: argparse.ArgumentParser) -> None:
-    """Options `run` and `submit` share: how much is in flight, retries, the point-count guard."""
-    p.add_argument("--max-in-flight", type=count_arg, metavar="N", help="tasks submitted at once (default 2 x cluster CPUs)")
-    p.add_argument("--retries", type=int, default=3, metavar="N", help="retries of a task whose worker or node died (default 3)")
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help=(
-            f"allow a sweep above the size guards: more than {approx(MAX_POINTS)} points, "
-            f"{approx(MAX_CPU_TRIALS)} CPU-trials (n_cpus x trials) or {approx(MAX_TASKS)} tasks"
-        ),
-    )
+COMMANDS = {"run": "run a sweep spec on Ray (embedded by default) into a results dir"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this module\'s subcommand(s) to the `stoprace` parser."""
     p = sub.add_parser(
         "run",
-        help="run a sweep spec on Ray (embedded by default) into a results dir",
+        help=COMMANDS["run"],
         description=(
             "Run every (point, shard) of SPEC.toml as Ray tasks and store the results as Parquet "
             "(SCHEMA.md). Runs on an embedded Ray unless --address or RAY_ADDRESS names a cluster. "
@@ -72,10 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "on another host that crashed)")
     p.add_argument("--resume", action="store_true", help="resume into an existing --out (the default; accepted for clarity)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off anyway when stderr is not a terminal)")
-    p.set_defaults(func=run_cmd)
+    p.set_defaults(func=handle)
 
 
-def run_cmd(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
     """Carry out the subcommand from parsed arguments; returns the exit code."""
     from cluster.connect import resolve_address
     from sweeps.guards import machine_cpus

@@ -4,34 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
+from typing import TYPE_CHECKING
 
-from core.cost import cpu_trials
-from core.errors import ParamError
-from core.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
-from core.histogram import TOP_EDGE_US
-from core.params import DEFAULTS, PARAM_NAMES, PARAM_SPECS, Params, domain, make_params
-from core.vectorized import shard_seed
+from sweeps.cli.args import count_arg
 from sweeps.errors import UsageError
-from sweeps.guards import MAX_CPU_TRIALS, approx, format_seconds, simulate_eta_s, size_problem
-from sweeps.spec import MAX_TRIALS
 
+if TYPE_CHECKING:
+    from core.params import Params
 
-def count_arg(text: str) -> int:
-    """A positive count that may be written 1000000, 1_000_000 or 1e6."""
-    try:
-        v = float(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number (e.g. 1000000 or 1e6)") from None
-    if not math.isfinite(v) or v < 1 or v != int(v):
-        raise argparse.ArgumentTypeError(f"'{text}' must be a whole number >= 1")
-    return int(v)
+COMMANDS = {"simulate": "simulate one parameter point here (no Ray, no store)"}
 
 
 def add_param_options(parser: argparse.ArgumentParser) -> None:
     """One --option per model parameter, with its default and domain in --help."""
+    from core.params import PARAM_SPECS
+
     g = parser.add_argument_group("model parameters (MODEL.md; times in µs)")
     for s in PARAM_SPECS:
         g.add_argument(
@@ -46,6 +35,9 @@ def add_param_options(parser: argparse.ArgumentParser) -> None:
 
 def params_from_args(args: argparse.Namespace) -> Params:
     """The point given on the command line (unset options take the model defaults)."""
+    from core.errors import ParamError
+    from core.params import PARAM_NAMES, domain, make_params
+
     given = {n: getattr(args, n) for n in PARAM_NAMES if getattr(args, n, None) is not None}
     try:
         return make_params(given)
@@ -56,10 +48,14 @@ def params_from_args(args: argparse.Namespace) -> Params:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module\'s subcommand(s) to the `stoprace` parser."""
+    """Add this module's subcommand(s) to the `stoprace` parser."""
+    from core.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
+    from sweeps.guards import MAX_CPU_TRIALS, approx
+    from sweeps.spec import MAX_TRIALS
+
     p = sub.add_parser(
         "simulate",
-        help="simulate one parameter point here (no Ray, no store)",
+        help=COMMANDS["simulate"],
         description=(
             "Simulate one point of the stop-race model and print outcome counts, probabilities "
             "with 95% Wilson intervals, stop-time mean/p50/p99 and throughput. "
@@ -79,11 +75,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=" ".join(f"{e.name}: {e.help}." for e in ESTIMATORS.values()).replace("%", "%%"),
     )
     add_param_options(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=handle)
 
 
-def run(args: argparse.Namespace) -> int:
+def handle(args: argparse.Namespace) -> int:
     """Carry out the subcommand from parsed arguments; returns the exit code."""
+    from core.cost import cpu_trials
+    from core.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
+    from core.vectorized import shard_seed
+    from sweeps.guards import approx, format_seconds, simulate_eta_s, size_problem
+    from sweeps.spec import MAX_TRIALS
     from sweeps.tuning import tune_allocator
 
     tune_allocator()
@@ -123,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _fmt_us(x: float) -> str:
     """A stop time; NaN (no finite stop) as '-', +inf (a quantile in the histogram's open top bin) as '>= 8.66e7'."""
+    from core.histogram import TOP_EDGE_US
+
     if x != x:
         return "-"
     if x == float("inf"):
@@ -137,6 +140,8 @@ def _fmt_p(x: float) -> str:
 
 def format_report(params: Params, rep: dict) -> str:
     """A terminal table of one point's results."""
+    from core.params import DEFAULTS
+
     non_default = {k: v for k, v in params.model_dump().items() if v != DEFAULTS[k]}
     lines = [
         f"point: {', '.join(f'{k}={v}' for k, v in non_default.items()) or 'all defaults'}",

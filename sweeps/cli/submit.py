@@ -28,7 +28,7 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-from sweeps.cli.run import add_scheduling_options
+from sweeps.cli.args import add_scheduling_options
 from sweeps.errors import ClusterError, UsageError
 
 STOP_GRACE_S = 30
@@ -37,6 +37,12 @@ enough to hand back in-flight work, store the manifest and say so, even on a bus
 SHIPPED_PACKAGES = ("core", "sweeps", "cluster", "queries")
 """Shipped with a job: what the workers import plus queries (the job's driver builds the whole CLI)."""
 DEFAULT_REMOTE_OUT = "~/stoprace-results/{name}"
+COMMANDS = {
+    "submit": "run a sweep spec as a Ray Job on a remote cluster (Ray Jobs API)",
+    "status": "status of a Ray Job (or list all jobs) on a cluster",
+    "logs": "output of a Ray Job",
+    "stop": "stop a Ray Job",
+}
 
 _ADDRESS_HELP = (
     "the cluster's Ray Jobs API, i.e. its dashboard: http://HEAD:8265 "
@@ -50,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add this module\'s subcommand(s) to the `stoprace` parser."""
     p = sub.add_parser(
         "submit",
-        help="run a sweep spec as a Ray Job on a remote cluster (Ray Jobs API)",
+        help=COMMANDS["submit"],
         description=(
             "Submit SPEC.toml to a Ray cluster as a Ray Job whose entrypoint is `stoprace run SPEC --out OUT`. "
             "The spec and (unless --no-ship) the stoprace packages are uploaded with the job, so the cluster "
@@ -87,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser(
         "status",
-        help="status of a Ray Job (or list all jobs) on a cluster",
+        help=COMMANDS["status"],
         description="Print a job's status (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED), or every job without JOB.",
     )
     s.add_argument("job", metavar="JOB", nargs="?", help="job id printed by `stoprace submit` (omit to list jobs)")
@@ -95,7 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=status_cmd)
 
-    lg = sub.add_parser("logs", help="output of a Ray Job", description="Print a job's output (its driver's stdout and stderr).")
+    lg = sub.add_parser("logs", help=COMMANDS["logs"], description="Print a job's output (its driver's stdout and stderr).")
     lg.add_argument("job", metavar="JOB", help="job id printed by `stoprace submit`")
     lg.add_argument("--address", metavar="URL", help=_ADDRESS_HELP)
     lg.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
@@ -103,7 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     st = sub.add_parser(
         "stop",
-        help="stop a Ray Job",
+        help=COMMANDS["stop"],
         description=(
             f"Stop a job: its driver gets SIGTERM and up to {STOP_GRACE_S} s to store every finished task and "
             "exit (then SIGKILL); its tasks end with it. "

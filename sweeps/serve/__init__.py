@@ -9,7 +9,21 @@
 - static/: the dashboard (plain HTML/CSS/JS, no CDN, shipped as package data).
 """
 
-from sweeps.serve.app import create_app, shutdown
-from sweeps.serve.config import ServeConfig
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sweeps.serve.app import create_app, shutdown
+    from sweeps.serve.config import ServeConfig
 
 __all__ = ["ServeConfig", "create_app", "shutdown"]
+
+_WHERE = {"ServeConfig": "sweeps.serve.config", "create_app": "sweeps.serve.app", "shutdown": "sweeps.serve.app"}
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: `stoprace serve --help` reads config.py alone
+    if name in _WHERE:
+        return getattr(import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'sweeps.serve' has no attribute '{name}'")

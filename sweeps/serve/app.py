@@ -22,6 +22,7 @@ from sweeps.serve.registry import Registry
 from sweeps.serve.routes import ROUTERS, dashboard
 from sweeps.serve.runs import Runner
 from sweeps.serve.security import install_guard
+from sweeps.serve.work import HeavyWork
 
 __all__ = ["create_app", "shutdown"]
 
@@ -30,7 +31,8 @@ def create_app(config: ServeConfig) -> FastAPI:
     """The app; `app.state.services.runner` runs submitted sweeps and must be stopped (`shutdown(app)`)."""
     services = Services(config=config, registry=Registry.from_args(config.locations),
                         pool=Pool(threads=config.threads), answers=Answers(),
-                        runner=Runner(address=config.address, workers=config.workers))
+                        runner=Runner(address=config.address, workers=config.workers),
+                        heavy=HeavyWork(config.heavy_slots))
     # FastAPI's /docs and /redoc pages load Swagger/ReDoc from a CDN: off (no CDN at run time).
     app = FastAPI(title="stoprace", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.services = services
@@ -42,8 +44,14 @@ def create_app(config: ServeConfig) -> FastAPI:
     return app
 
 
-def shutdown(app: FastAPI) -> None:
-    """Stop the app's background runs (SIGINT: finished tasks stay stored) and close its connections."""
+def shutdown(app: FastAPI, timeout: float = 10.0) -> bool:
+    """Stop the app: no heavy computation starts, running queries are interrupted, background runs
+    stopped (SIGINT: finished tasks stay stored). False if a computation was still running after
+    `timeout` s (a Python loop DuckDB's interrupt cannot reach): the caller should not finalize the
+    interpreter under it (see sweeps/serve/work.py)."""
     services: Services = app.state.services
-    services.runner.stop()
+    services.heavy.close()
     services.pool.close()
+    idle = services.heavy.wait_idle(timeout)
+    services.runner.stop()
+    return idle

@@ -19,7 +19,13 @@ class ServeConfig:
     workers: int | None = None
     query_timeout_s: float = 10.0
     row_limit: int = 10_000
+    byte_limit: int = 8 << 20
+    """Bytes of rows POST /api/query returns (beside row_limit); an answer cut by either says `truncated`."""
     max_body_bytes: int = 1 << 20
     trusted_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS
     """Host headers accepted without a token (DNS rebinding); None accepts any (a token is required then)."""
     threads: int | None = 2
+    """DuckDB threads per connection."""
+    heavy_slots: int = 2
+    """Heavy requests (queries, capacity, plots, replays) computed at once; more wait their turn
+    (sweeps/serve/work.py) while cheap ones are answered."""

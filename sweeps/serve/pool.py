@@ -61,7 +61,9 @@ class Pool:
     def __init__(self, per_key: int = 4, threads: int | None = None) -> None:
         self.per_key = per_key
         self.threads = threads
+        self._closed = False
         self._idle: dict[tuple[str, ...], list[tuple[tuple, duckdb.DuckDBPyConnection]]] = {}
+        self._leased: set[duckdb.DuckDBPyConnection] = set()
         self._slots: dict[tuple[str, ...], threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()
 
@@ -84,13 +86,17 @@ class Pool:
                     c.close()
             if con is None:
                 con = connect(*key, threads=self.threads)
+            with self._lock:
+                self._leased.add(con)
             lease = Lease(con)
             ok = False
             try:
                 yield lease
                 ok = True
             finally:
-                if ok and not lease.spoiled:
+                with self._lock:
+                    self._leased.discard(con)
+                if ok and not lease.spoiled and not self._closed:
                     with self._lock:
                         self._idle.setdefault(key, []).append((stamp, con))
                 else:
@@ -99,11 +105,15 @@ class Pool:
             slots.release()
 
     def close(self) -> None:
+        """Close idle connections and interrupt the queries still running (the server is stopping)."""
         with self._lock:
+            self._closed = True
             for idle in self._idle.values():
                 for _, c in idle:
                     c.close()
             self._idle.clear()
+            for c in self._leased:
+                c.interrupt()
 
 
 class Lease:
@@ -157,6 +167,15 @@ class Answers:
         self._data: OrderedDict[tuple, object] = OrderedDict()
         self._locks: dict[tuple, threading.Lock] = {}
         self._lock = threading.Lock()
+
+    def peek(self, served: Sequence[Served], request: tuple) -> tuple[bool, object]:
+        """(True, the kept answer) if there is one for this state of the sets, else (False, None)."""
+        key = (tuple(s.location for s in served), request, _stamp(served))
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return True, self._data[key]
+        return False, None
 
     def get(self, served: Sequence[Served], request: tuple, compute: Callable[[], T]) -> T:
         key = (tuple(s.location for s in served), request, _stamp(served))

@@ -8,27 +8,38 @@ run --out results/x` from a shell) is served without a restart. A URI is one
 result set (object stores have no cheap directory listing to scan).
 
 A sweep is addressed in the API by its *key*: the result set's directory name
-(unique; a clash gets `-2`, `-3`, ...). Progress comes from the manifest alone
-(SCHEMA.md): tasks listed done, n x trials done, and the spec's total.
+(unique; a clash gets `-2`, `-3`, ...). Progress comes from the manifest (SCHEMA.md): tasks
+listed done, n x trials done, and the spec's total. The status comes from the integrity check
+`stoprace query` runs (queries.resultset.reader.ResultSet.check): `complete`, `partial`
+(tasks missing) or `damaged` (a committed file missing or corrupt), with `problem`, the very
+line `stoprace query` prints as its warning. The check reads every committed file, so its
+result is kept until the manifest or a file of the set changes (size, mtime), or for
+_REMOTE_STAMP_S on object storage.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from queries.resultset.errors import StoreError
+from queries.resultset.layout import TABLES
 from queries.resultset.manifest import parse_manifest
+from queries.resultset.reader import Integrity, ResultSet
 from queries.resultset.storage import is_uri, locate
 from sweeps.serve.errors import NotFound, ServeError
 from sweeps.spec import SpecError, SweepSpec, parse_spec
 from sweeps.store import MANIFEST, SPEC_FILE, RangeSet
 
-__all__ = ["Registry", "Served", "count_ranges", "read_manifest"]
+__all__ = ["Registry", "Served", "count_ranges", "read_manifest", "status_word"]
+
+_REMOTE_STAMP_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,31 @@ def read_manifest(location: str) -> dict[str, Any] | None:
     return d
 
 
+def status_word(i: Integrity) -> str:
+    """'complete', 'damaged' (a committed file missing, corrupt or otherwise flagged) or 'partial'."""
+    if i.problem() is None:
+        return "complete"
+    return "damaged" if i.damaged or i.complete else "partial"
+
+
+def _files_stamp(location: str) -> object:
+    """Changes whenever the manifest or any file of the set's tables changes (a local set), or every
+    _REMOTE_STAMP_S (a URI: no cheap listing)."""
+    if is_uri(location):
+        return int(time.monotonic() // _REMOTE_STAMP_S)
+    h = hashlib.sha256()
+    for sub in ("", *TABLES):
+        try:
+            with os.scandir(os.path.join(location, sub)) as it:
+                for e in sorted(it, key=lambda e: e.name):
+                    if e.is_file():
+                        st = e.stat()
+                        h.update(f"{sub}/{e.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{sub}: unreadable\n".encode())
+    return h.digest()
+
+
 def count_ranges(ranges: Any) -> int:
     """How many tasks a manifest's tasks_done lists (inclusive [first, last] ranges, sweeps.store.RangeSet)."""
     try:
@@ -90,7 +126,11 @@ class Registry:
 
     sets: list[str] = field(default_factory=list)
     roots: list[Path] = field(default_factory=list)
+    submitted: list[str] = field(default_factory=list)
+    """Where sweeps submitted through the API went (listed once they hold a manifest): with only
+    result sets given, not under a scanned root."""
     _specs: dict[str, SweepSpec] = field(default_factory=dict)
+    _checks: dict[str, tuple[object, Integrity | str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -117,15 +157,28 @@ class Registry:
         """Where a sweep submitted through the API is written: <first root>/<sweep name> (default ./results)."""
         return self.roots[0] if self.roots else Path("results")
 
+    def add_submitted(self, location: str) -> None:
+        """Serve `location` (a sweep submitted here) once it holds a manifest."""
+        with self._lock:
+            if location not in self.submitted:
+                self.submitted.append(location)
+
     def all(self) -> list[Served]:
-        """Every served result set, in argument order then name order, with unique keys."""
+        """Every served result set, in argument order then name order, with unique keys: the sets given,
+        the result sets under the roots given (./results when nothing was given), then submitted sweeps.
+        `serve A B` serves A and B (and what is submitted), nothing else."""
         locations = list(self.sets)
-        for root in [*self.roots, *([] if self.roots else [self.submit_root])]:
+        for root in self.roots:
             try:
                 children = sorted(c for c in root.iterdir() if (c / MANIFEST).is_file())
             except OSError:
                 continue
             locations.extend(str(c) for c in children if str(c) not in locations)
+        with self._lock:
+            submitted = list(self.submitted)
+        known = {os.path.abspath(x) for x in locations if not is_uri(x)}
+        locations.extend(x for x in submitted
+                         if os.path.abspath(x) not in known and os.path.isfile(os.path.join(x, MANIFEST)))
         seen: dict[str, int] = {}
         out = []
         for loc in dict.fromkeys(locations):
@@ -158,8 +211,25 @@ class Registry:
             self._specs[h] = spec
         return spec
 
+    def integrity(self, served: Served) -> Integrity | str:
+        """The set's integrity check (as `stoprace query` runs it), or the one line why it cannot be
+        opened; kept while the set's files are unchanged (see the module doc)."""
+        stamp = _files_stamp(served.location)
+        with self._lock:
+            hit = self._checks.get(served.location)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        result: Integrity | str
+        try:
+            result = ResultSet.open(served.location).check()
+        except (StoreError, OSError) as e:
+            result = f"{served.location}: {e}"
+        with self._lock:
+            self._checks[served.location] = (stamp, result)
+        return result
+
     def summary(self, served: Served) -> dict[str, Any]:
-        """name, location, sweep, points, tasks done/total, CPU-trials done/total, progress, status."""
+        """name, location, sweep, points, tasks done/total, CPU-trials done/total, progress, status, problem."""
         from sweeps.grid import total_cpu_trials
 
         m = read_manifest(served.location)
@@ -173,7 +243,13 @@ class Registry:
         total = m.get("n_tasks")
         ct_done = int(m.get("cpu_trials_done") or 0)
         ct_total = total_cpu_trials(spec) if spec is not None else None
-        complete = total is not None and done >= int(total)
+        check = self.integrity(served)
+        problem: str | None
+        if isinstance(check, str):
+            status, problem = "damaged", check
+        else:
+            status, problem = status_word(check), check.problem()
+        complete = status == "complete"
         if complete:
             progress = 1.0
         elif ct_total:
@@ -183,7 +259,7 @@ class Registry:
         out.update({
             "sweep": m.get("sweep") or (spec.name if spec else None), "points": m.get("n_points"),
             "tasks_done": done, "tasks_total": total, "cpu_trials_done": ct_done, "cpu_trials_total": ct_total,
-            "progress": progress, "status": "complete" if complete else "partial",
+            "progress": progress, "status": status, "problem": problem,
             "created": m.get("created"), "spec_hash": m.get("spec_hash"),
         })
         return out

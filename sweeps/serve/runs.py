@@ -13,7 +13,9 @@ exactly as for a run started from a shell.
 Resume: a run that stopped (server shut down, child killed) leaves finished tasks
 stored; submitting the same spec again runs only the missing ones, as the CLI
 does. Stopping the server sends the running child SIGINT, which stores every
-finished task before it exits.
+finished task before it exits; a server that dies without stopping (SIGKILL) takes
+its run with it the same way: the child runs through sweeps/serve/child.py, which
+watches a pipe from the server and stops the run when the pipe closes.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class Run:
     returncode: int | None = None
     message: str | None = None
     pid: int | None = None
+    force: bool = False
+    """Run with --force (the size guards lifted; only on a server with a token)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"state": self.state, "submitted": self.submitted, "started": self.started, "ended": self.ended,
@@ -79,12 +83,12 @@ class Runner:
             r = self.runs.get(name)
             return r if r is not None and r.state in ("queued", "running") else None
 
-    def submit(self, name: str, location: str, spec_toml: str) -> Run:
-        """Queue a run of the (already validated, canonical) spec into `location`."""
+    def submit(self, name: str, location: str, spec_toml: str, force: bool = False) -> Run:
+        """Queue a run of the (already validated, canonical) spec into `location` (`force`: as --force)."""
         fd, spec_file = tempfile.mkstemp(prefix=f"{name}-", suffix=".toml", dir=self._tmp.name)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(spec_toml)
-        run = Run(name, location, spec_file)
+        run = Run(name, location, spec_file, force=force)
         with self._lock:
             self.runs[name] = run
         self._queue.put(run)
@@ -92,13 +96,14 @@ class Runner:
 
     def command(self, run: Run) -> list[str]:
         """The CLI command line of a run (see the module docstring)."""
-        cli = [self.python, "-m", "sweeps.cli"]
+        cli = [self.python, "-m", "sweeps.serve.child"]
         if self.address:
-            return [*cli, "submit", run.spec_file, "--address", self.address, "--out", run.location, "--wait"]
-        cmd = [*cli, "run", run.spec_file, "--out", run.location, "--no-progress"]
-        if self.workers:
-            cmd += ["--workers", str(self.workers)]
-        return cmd
+            cmd = [*cli, "submit", run.spec_file, "--address", self.address, "--out", run.location, "--wait"]
+        else:
+            cmd = [*cli, "run", run.spec_file, "--out", run.location, "--no-progress"]
+            if self.workers:
+                cmd += ["--workers", str(self.workers)]
+        return cmd + (["--force"] if run.force else [])
 
     def _work(self) -> None:
         while True:
@@ -114,13 +119,16 @@ class Runner:
             run.started = time.time()
             try:
                 with open(log, "wb") as out:
+                    # stdin: the pipe the child watches (child.py); its write end closes only when we end
                     proc = subprocess.Popen(self.command(run), stdout=out, stderr=subprocess.STDOUT, env=env,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+                                            stdin=subprocess.PIPE, start_new_session=True)
                     with self._lock:
                         self._proc = proc
                         run.pid = proc.pid
                         run.state = "running"
                     rc = proc.wait()
+                    if proc.stdin is not None:
+                        proc.stdin.close()
             except OSError as e:
                 rc, run.message = -1, f"cannot start the run: {e}"
             with self._lock:

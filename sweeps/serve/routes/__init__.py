@@ -5,6 +5,7 @@
 - queries: outcomes, named queries, SQL (POST /api/query);
 - capacity, plot, replay: `stoprace capacity`, `plot`, `replay` over HTTP;
 - importance, compare: `stoprace importance`, `compare` over HTTP;
+- server: the server's limits and its heavy work now (GET /api/server);
 - dashboard: the page at / and its static files.
 """
 
@@ -12,11 +13,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from sweeps.serve.routes import capacity, compare, dashboard, importance, plot, queries, replay, runs, sweeps
+from sweeps.serve.routes import capacity, compare, dashboard, importance, plot, queries, replay, runs, server, sweeps
 
 __all__ = ["ROUTERS"]
 
 ROUTERS: tuple[APIRouter, ...] = (
     sweeps.router, runs.router, queries.router, capacity.router, plot.router, replay.router, importance.router,
-    compare.router, dashboard.router,
+    compare.router, server.router, dashboard.router,
 )

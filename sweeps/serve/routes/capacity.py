@@ -9,16 +9,18 @@ from fastapi.responses import Response
 
 from sweeps.serve.deps import ServedDep, ServicesDep
 from sweeps.serve.errors import ApiError
-from sweeps.serve.responses import json_bytes, names
+from sweeps.serve.responses import PARTIAL_PARAM, flag, json_bytes, names, partial_headers
 
 router = APIRouter(prefix="/api/sweeps", tags=["capacity"])
 
 
 @router.get("/{name}/capacity")
-def capacity_(served: ServedDep, svc: ServicesDep, target_p: float, by: str | None = None, metric: str = "p_bad",
+async def capacity_(served: ServedDep, svc: ServicesDep, target_p: float, by: str | None = None, metric: str = "p_bad",
               hosts: float | None = None, kexecs_per_host_year: float | None = None,
-              where: str | None = None, split: str | None = None) -> Response:
-    from queries.capacity import capacity
+              where: str | None = None, split: str | None = None, partial: str | None = None) -> Response:
+    """As `stoprace capacity DIR --format json`: refused on an incomplete set unless `partial=true`
+    (the CLI's --partial), then with its "partial" lines as the CLI's JSON has them (and PARTIAL_HEADER)."""
+    from queries.answers import capacity_answer
 
     for label, v in (("target_p", target_p), ("hosts", hosts), ("kexecs_per_host_year", kexecs_per_host_year)):
         if v is not None and not math.isfinite(v):
@@ -26,9 +28,15 @@ def capacity_(served: ServedDep, svc: ServicesDep, target_p: float, by: str | No
     axes = None if by is None else names(by)
     splits = names(split or "")
     where = where or None
+    allow_partial = flag(partial, "partial")
     key = ("capacity", target_p, None if axes is None else tuple(axes), metric, hosts, kexecs_per_host_year,
-           where, tuple(splits))
-    body = svc.answers.get([served], key, lambda: json_bytes(svc.query([served], lambda con: capacity(
-        con, target_p, by=axes, metric=metric, hosts=hosts, kexecs_per_host_year=kexecs_per_host_year,
-        where=where, split=splits)).to_dict()))
-    return Response(body, media_type="application/json")
+           where, tuple(splits), allow_partial)
+
+    def compute() -> tuple[bytes, list[str]]:
+        ans = svc.query([served], lambda con: capacity_answer(
+            con, target_p, partial=allow_partial, partial_flag=PARTIAL_PARAM, by=axes, metric=metric, hosts=hosts,
+            kexecs_per_host_year=kexecs_per_host_year, where=where, split=splits))
+        return json_bytes(ans.to_dict()), ans.partial
+
+    body, marks = await svc.answer([served], key, compute)
+    return Response(body, media_type="application/json", headers=partial_headers(marks))

@@ -17,7 +17,7 @@ _PLOT_LOCK = threading.Lock()  # matplotlib's font cache and text layout are not
 
 
 @router.get("/{name}/plot.svg")
-def plot_svg(served: ServedDep, svc: ServicesDep, x: str, y: str | None = None, lines: str | None = None,
+async def plot_svg(served: ServedDep, svc: ServicesDep, x: str, y: str | None = None, lines: str | None = None,
              metric: str = "p_race", where: str | None = None) -> Response:
     from queries.plot import plot
 
@@ -32,4 +32,4 @@ def plot_svg(served: ServedDep, svc: ServicesDep, x: str, y: str | None = None, 
             svc.query([served], draw)
             return out.read_bytes()
 
-    return Response(svc.answers.get([served], ("plot", x, y, lines, metric, where), svg), media_type="image/svg+xml")
+    return Response(await svc.answer([served], ("plot", x, y, lines, metric, where), svg), media_type="image/svg+xml")

@@ -5,15 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from sweeps.serve.deps import ServedDep
+from sweeps.serve.deps import ServedDep, ServicesDep
 from sweeps.serve.responses import json_response
 
 router = APIRouter(prefix="/api/sweeps", tags=["replay"])
 
 
 @router.get("/{name}/replay")
-def replay_(served: ServedDep, point: str, shard: int, trial: int) -> Response:
+async def replay_(served: ServedDep, svc: ServicesDep, point: str, shard: int, trial: int) -> Response:
     from queries.replay import replay, replay_json
 
-    r = replay(served.location, point, shard, trial)  # a local dir or a URI, as the CLI
-    return json_response(replay_json(r))
+    # a local dir or a URI, as the CLI; recomputing a trial of n_cpus CPUs is heavy work
+    return json_response(await svc.compute(lambda: replay_json(replay(served.location, point, shard, trial))))

@@ -1,7 +1,10 @@
 """POST /api/sweeps: submit a sweep spec; it runs in the background as `stoprace run` (sweeps/serve/runs.py).
 
 The spec is validated exactly as `stoprace run spec.toml` validates its file (same parser, same
-messages); a spec already complete where it would go answers 200 "complete" without running.
+messages) and must pass the same size guards (sweeps.guards.check_size: points, CPU-trials, tasks),
+refused with `run`'s message; `?force=true` lifts them as `run --force` does, on a server started
+with --token only (anyone who may reach a token-less server could otherwise start a run of years).
+A spec already complete where it would go answers 200 "complete" without running.
 """
 
 from __future__ import annotations
@@ -15,32 +18,37 @@ from fastapi.responses import Response
 
 from sweeps.serve.deps import Services, ServicesDep
 from sweeps.serve.errors import ApiError, Conflict
-from sweeps.serve.registry import count_ranges, read_manifest
-from sweeps.serve.responses import json_response
-from sweeps.serve.security import SPEC_TYPES, json_object, read_body
+from sweeps.serve.registry import Served, read_manifest, status_word
+from sweeps.serve.responses import flag, json_response
+from sweeps.serve.security import SPEC_TYPES, content_type, json_object, read_body
 from sweeps.spec import SpecError, parse_spec
 
 router = APIRouter(prefix="/api/sweeps", tags=["runs"])
 
 
 @router.post("")
-async def post_sweep(request: Request, svc: ServicesDep) -> Response:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in SPEC_TYPES:
-        raise ApiError(415, f"send the TOML spec as the body with Content-Type: application/toml "
-                            f"(or JSON {{\"spec\": \"...\"}}), not '{ctype or 'none'}'")
+async def post_sweep(request: Request, svc: ServicesDep, force: str | None = None) -> Response:
+    forced = flag(force, "force")
+    if forced and svc.config.token is None:
+        raise ApiError(403, "force=true lifts the size guards, so it needs a server started with --token "
+                            "(every request then carries it)")
+    ctype = content_type(request, SPEC_TYPES, 'send the TOML spec as the body with Content-Type: application/toml '
+                                              '(or JSON {"spec": "..."})')
     body = await read_body(request, svc.config.max_body_bytes)
     if ctype == "application/json":
         text: str | bytes = json_object(body, "spec", 'JSON body must be {"spec": "<TOML text>"}')["spec"]
     else:
         text = body
-    return json_response(*submit_spec(svc, text))
+    return json_response(*submit_spec(svc, text, force=forced))
 
 
-def submit_spec(svc: Services, text: str | bytes) -> tuple[dict[str, Any], int]:
+def submit_spec(svc: Services, text: str | bytes, force: bool = False) -> tuple[dict[str, Any], int]:
     """Validate and queue a spec; (answer, status): 202 queued, 200 already complete."""
+    from sweeps.guards import check_size
+
     try:
-        spec = parse_spec(text, where="spec.toml")
+        spec = parse_spec(text, where="spec.toml", force=force)
+        check_size(spec, force=force)  # what `stoprace run` checks before it starts Ray
     except SpecError as e:
         raise ApiError(400, str(e)) from None
     location = os.path.abspath(svc.registry.submit_root / spec.name)
@@ -59,7 +67,11 @@ def submit_spec(svc: Services, text: str | bytes) -> tuple[dict[str, Any], int]:
         elif m.get("spec_hash") != spec.spec_hash:
             raise Conflict(f"{location} holds results of a different spec named '{spec.name}' "
                            f"(hash {str(m.get('spec_hash'))[:12]}…, this spec {spec.spec_hash[:12]}…)")
-        elif m.get("n_tasks") is not None and count_ranges(m.get("tasks_done") or []) >= int(m["n_tasks"]):
-            return {"name": spec.name, "location": location, "status": "complete"}, 200
-    run = svc.runner.submit(spec.name, location, spec.to_toml())
+        else:
+            check = svc.registry.integrity(Served(spec.name, location))
+            if not isinstance(check, str) and status_word(check) == "complete":
+                return {"name": spec.name, "location": location, "status": "complete"}, 200
+            # else run it: `stoprace run` resumes the missing tasks and runs damaged ones again
+    run = svc.runner.submit(spec.name, location, spec.to_toml(), force=force)
+    svc.registry.add_submitted(location)
     return {"name": spec.name, "location": location, "status": run.state}, 202

@@ -118,7 +118,8 @@ async function refreshList() {
     const tr = el("tr", { "data-name": s.name, "data-status": s.status, "data-progress": String(s.progress || 0),
                           class: "status-" + s.status },
       el("td", {}, el("a", { href: "#/s/" + encodeURIComponent(s.name), text: s.name })),
-      el("td", { text: s.status + (s.run && s.run.message && s.status === "failed" ? ": " + s.run.message : "") }),
+      el("td", { text: s.status + (s.run && s.run.message && s.status === "failed" ? ": " + s.run.message : ""),
+                 title: s.problem || "" }),
       el("td", {}, bar, el("span", { class: "pct", text: ` ${pct}%` })),
       el("td", { class: "num", text: tasks }),
       el("td", { class: "num", text: s.points === null ? "-" : String(s.points) }),
@@ -225,9 +226,10 @@ async function loadCapacity() {
   const hosts = $("#cap-hosts").value.trim(), kx = $("#cap-kexecs").value.trim();
   if (hosts) q.set("hosts", hosts);
   if (kx) q.set("kexecs_per_host_year", kx);
+  if ($("#cap-partial").checked) q.set("partial", "true");
   try {
     capData = await api(`/api/sweeps/${encodeURIComponent(current)}/capacity?${q}`);
-    $("#cap-notes").textContent = capData.notes.join(" ");
+    $("#cap-notes").textContent = [...(capData.partial || []), ...capData.notes].join(" ");
     drawCap();
   } catch (e) { msg.textContent = e.message; capData = null; $("#cap-table").replaceChildren(); }
 }
