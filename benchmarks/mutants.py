@@ -68,6 +68,7 @@ QUANTILE_T = ("tests/test_stats.py", "tests/test_queries.py", QE + "test_python_
 SEARCH_T = "tests/test_strength_search.py"
 SANDBOX_T = "tests/test_strength_sandbox.py"
 EST_T = "tests/test_strength_estimates.py"
+SERVE_T = "tests/test_strength_serve_security.py"
 PRECISION_T = tuple(f"tests/test_precision.py::{t}" for t in (
     "test_decide_hand_cases", "test_half_width_exactly_at_the_bound_is_precise", "test_naive_zero_events_hand_computed",
     "test_target_only_and_rel_only_rules", "test_naive_tally_matches_independent_recomputation",
@@ -440,6 +441,53 @@ MUTANTS: list[Mutant] = [
     M("me_disagree_both_sides", "str-mitigation", "queries/sql/mitigation_effect.sql",
       "OR coalesce(f.p_race_disagree, false) AS disagree", "AND coalesce(f.p_race_disagree, false) AS disagree", EST_T,
       "a pair is flagged only when both sides disagree"),
+    # ---------------------------------------------------------------- service guards (sweeps/serve/security.py)
+    # Equivalent, left out: dropping the Content-Length pre-check in read_body (the streamed count refuses
+    # the same bodies with 413, only its message differs).
+    M("sec_token_every_source", "str-serve", "sweeps/serve/security.py",
+      "ok = any(v is not None and hmac.compare_digest", "ok = all(v is not None and hmac.compare_digest", SERVE_T,
+      "the token must come as header and cookie both (every vs any)"),
+    M("sec_token_missing_ok", "str-serve", "sweeps/serve/security.py",
+      "ok = any(v is not None and hmac.compare_digest", "ok = any(v is None or hmac.compare_digest", SERVE_T,
+      "a request without the token gets in"),
+    M("sec_token_prefix", "str-serve", "sweeps/serve/security.py",
+      "ok = any(v is not None and hmac.compare_digest(v.encode(), config.token.encode())",
+      "ok = any(v is not None and config.token.startswith(v)", SERVE_T,
+      "any prefix of the token is accepted"),
+    M("sec_bearer_off_by_one", "str-serve", "sweeps/serve/security.py",
+      'bearer = auth[7:] if auth.lower().startswith("bearer ") else None',
+      'bearer = auth[6:] if auth.lower().startswith("bearer ") else None', SERVE_T,
+      "the bearer value keeps the scheme's space (the right token is refused)"),
+    M("sec_query_token_unchecked", "str-serve", "sweeps/serve/security.py",
+      "if given is not None and hmac.compare_digest(given.encode(), config.token.encode()):",
+      "if given is not None:", SERVE_T, "any ?token= at / is traded for the real token's cookie"),
+    M("sec_query_token_any_path", "str-serve", "sweeps/serve/security.py",
+      'given = request.query_params.get("token") if request.url.path == "/" else None',
+      'given = request.query_params.get("token")', SERVE_T,
+      "?token= is accepted on every path (tokens in API URLs and their logs)"),
+    M("sec_host_suffix", "str-serve", "sweeps/serve/security.py",
+      "if host not in config.trusted_hosts:", "if not any(host.endswith(h) for h in config.trusted_hosts):", SERVE_T,
+      "a Host merely ending in a trusted name (evillocalhost) is accepted"),
+    M("sec_host_port_kept", "str-serve", "sweeps/serve/security.py",
+      '.rsplit(":", 1)[0].strip("[]")', '.rsplit(":", 1)[-1].strip("[]")', SERVE_T,
+      "the Host check looks at the port instead of the name"),
+    M("sec_host_ipv6_brackets", "str-serve", "sweeps/serve/security.py",
+      '.rsplit(":", 1)[0].strip("[]")', '.rsplit(":", 1)[0]', SERVE_T,
+      "a bracketed IPv6 Host ([::1]:port) is refused"),
+    M("sec_body_length_at_limit", "str-serve", "sweeps/serve/security.py",
+      "and int(size) > limit:", "and int(size) >= limit:", SERVE_T,
+      "a body of exactly max_body_bytes is refused"),
+    M("sec_body_stream_off_by_one", "str-serve", "sweeps/serve/security.py",
+      "        if n > limit:\n", "        if n > limit + 1:\n", SERVE_T,
+      "a chunked body one byte over the limit is read"),
+    M("sec_body_per_chunk", "str-serve", "sweeps/serve/security.py",
+      "        n += len(chunk)\n", "        n = len(chunk)\n", SERVE_T,
+      "the limit applies per chunk, not to the whole body"),
+    M("sec_json_depth_at_limit", "str-serve", "sweeps/serve/security.py",
+      "if _depth(obj) > MAX_JSON_DEPTH:", "if _depth(obj) >= MAX_JSON_DEPTH:", SERVE_T,
+      "a body nested exactly MAX_JSON_DEPTH deep is refused"),
+    M("sec_json_int_2_63", "str-serve", "sweeps/serve/security.py",
+      "-(2**63) <= v < 2**63", "-(2**63) <= v <= 2**63", SERVE_T, "2^63 passes as a 64-bit integer"),
 ]
 
 
