@@ -10,6 +10,8 @@ ratio is the share of the time spent drawing; the rest is evaluation, the NMI wa
 the NMI-path draws of the few CPUs that get an NMI.
 
 `--breakdown` times one chunk's parts at n_cpus=64 (the figures quoted in RESULTS.md).
+Last, the CPU time per trial of model revision 2 over revision 1 at n_cpus 64 and 512, under
+none and early_flush (benchmarks/rev_ratio.py; issue 19 targets <= 1.1 and <= 1.8).
 Never passes or fails on time. Usage: python benchmarks/bench_core.py [--quick] [--breakdown]
 """
 
@@ -26,6 +28,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from machine import machine  # noqa: E402  (benchmarks/machine.py)
+from rev_ratio import print_ratios, rev_ratios  # noqa: E402  (benchmarks/rev_ratio.py)
 
 from core import reference  # noqa: E402
 from core.cost import UNIT, cpu_trials  # noqa: E402
@@ -47,7 +50,7 @@ def best_rate(fn, units: float, repeat: int = 3) -> float:
 
 def vectorized_rate(n_cpus: int, work: float) -> float:
     """CPU-trials/s of the production path (iter_chunks) over ~`work` CPU-trials."""
-    p = Params(n_cpus=n_cpus)
+    p = Params(n_cpus=n_cpus)  # model_rev 2, the default
     trials = max(1, int(work // n_cpus))
 
     def run():
@@ -136,6 +139,7 @@ def main() -> None:
         print(f"{n:>6} {v / 1e6:>15.1f} {ref[n] / 1e6:>10.3f} {v / ref[n]:>12.0f} {bound / 1e6:>10.1f} {v / bound:>12.2f}")
     if args.breakdown:
         breakdown()
+    print_ratios("naive", rev_ratios(iter_chunks, lambda n: int((2e6 if args.quick else 1e7) // n)))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak RSS of this process: {rss:.0f} MiB (chunks of {CHUNK_ELEMS} per-CPU draw slots, independent of trials)")
 

@@ -155,7 +155,8 @@ def with_estimator_columns(t: pa.Table) -> pa.Table:
     var = lambda p: pc.divide(pc.multiply(p, pc.subtract(1.0, p)), pc.subtract(n, 1.0))  # noqa: E731
     cols = {"estimator": pa.array(["naive"] * t.num_rows), "p_race_est": p_race, "p_race_var": var(p_race),
             "p_bad_est": p_bad, "p_bad_var": var(p_bad), "preflush_sum_us": pa.nulls(t.num_rows, pa.float64()),
-            "preflush_max_us": pa.nulls(t.num_rows, pa.float64())}
+            "preflush_max_us": pa.nulls(t.num_rows, pa.float64()),
+            "preflush_hist": pa.nulls(t.num_rows, pa.list_(pa.int64()))}
     for name, col in cols.items():
         t = t.append_column(name, col)
     return t

@@ -27,6 +27,12 @@ environment removes it (about 2x for cmc, 1.5x for the naive core).
    point and the variance reduction at equal CPU time; naive MC sees no race there, so
    its per-trial variance is again p (1 - p) at the cmc estimate.
 
+6. Model revision 2 (issue 19): at n_cpus = 512, defaults, p_nmi_delay = 1e-5, p_race for none
+   and early_flush with its relative 95% half-width from --rev2-trials cmc trials each (target:
+   <= 20% from <= 1e5 trials), and the cmc CPU time per trial of revision 2 over revision 1 at
+   n_cpus 64 and 512 under none and early_flush (benchmarks/rev_ratio.py; targets <= 1.1, <= 1.8).
+
+Sections 1-5 run the defaults, so model revision 2 since it exists.
 Targets (issue 6): reduction >= 1000x; p ~ 1e-7 at n_cpus = 512 to +-20% in under one
 core-hour. Issue 10: early_flush at n_cpus = 512: finite p_race > 0 with relative 95%
 half-width <= 20% from <= 1e5 trials (p_nmi_delay = 0 and 1e-3); reduction >= 1000x at
@@ -49,6 +55,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from machine import machine  # noqa: E402  (benchmarks/machine.py)
+from rev_ratio import print_ratios, rev_ratios  # noqa: E402  (benchmarks/rev_ratio.py)
 
 from core.estimators.cmc.walk import CmcSummary, iter_chunks_cmc  # noqa: E402  (core.estimators.CMC wraps these)
 from core.params import Params  # noqa: E402
@@ -94,6 +101,8 @@ def main() -> int:
     ap.add_argument("--target", type=float, default=1e-7, help="p_race to aim for (default 1e-7)")
     ap.add_argument("--ef-trials", type=int, default=20_000, help="cmc trials per early_flush point (default 2e4)")
     ap.add_argument("--early-flush-only", action="store_true", help="run section 5 alone")
+    ap.add_argument("--rev2-only", action="store_true", help="run section 6 alone")
+    ap.add_argument("--rev2-trials", type=int, default=100_000, help="cmc trials per section-6 point (default 1e5)")
     args = ap.parse_args()
     if not args.no_tune:
         tune_allocator()  # as sweeps.shard.run_task does in every worker
@@ -102,6 +111,9 @@ def main() -> int:
     print()
     if args.early_flush_only:
         early_flush(args.ef_trials, z)
+        return 0
+    if args.rev2_only:
+        revision2(args.rev2_trials, z)
         return 0
 
     # 1. the point
@@ -167,7 +179,26 @@ def main() -> int:
           f" p ~ 1e-7 at n_cpus=512 to +-20% in < 1 core-hour: {'met' if ok2 else 'NOT met'}")
     print()
     early_flush(args.ef_trials, z)
+    revision2(args.rev2_trials, z)
     return 0
+
+
+def revision2(trials: int, z: float) -> None:
+    """Section 6: model revision 2 at n_cpus = 512 (issue 19 targets) and its cost over revision 1."""
+    print(f"\nmodel_rev 2 at n_cpus={N_CPUS}, defaults, p_nmi_delay = 1e-5 ({trials:,} cmc trials per point):")
+    p_race = {}
+    for mit in ("none", "early_flush"):
+        s, t_cmc, _ = run_cmc(Params(n_cpus=N_CPUS, mitigation=mit, p_nmi_delay=1e-5), trials, 8)
+        p = s.mean_race
+        lo, hi = s.interval("race")
+        rel = z * math.sqrt(s.var_race) / p if p > 0 else math.inf
+        p_race[mit] = p
+        ok = 0 < p and rel <= 0.2 and trials <= 100_000
+        print(f"  {mit:>11}: p_race = {p:.4g}  95% [{lo:.4g}, {hi:.4g}]  relative half-width {rel:.3g}"
+              f"  ({t_cmc:.1f} s CPU)  target +-20% from <= 1e5 trials: {'met' if ok else 'NOT met'}")
+    if p_race["early_flush"] > 0:
+        print(f"  none / early_flush = {p_race['none'] / p_race['early_flush']:.3g}")
+    print_ratios("cmc", rev_ratios(iter_chunks_cmc, lambda n: max(2000, 1_000_000 // n)))
 
 
 def early_flush(trials: int, z: float) -> None:

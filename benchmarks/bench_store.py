@@ -74,6 +74,7 @@ def noop_result(task_id: int, shards: int) -> tuple[int, pa.Table, pa.Table]:
         cols[c] = np.zeros(n)
     cols["preflush_sum_us"] = [None] * n
     cols["preflush_max_us"] = [None] * n
+    cols["preflush_hist"] = [None] * n
     cols["seed"] = np.full(n, task_id, np.uint64)
     cols["wall_s"] = np.full(n, 0.01)
     return task_id, pa.table(cols, schema=POINTS_SCHEMA), EVENTS_SCHEMA.empty_table()

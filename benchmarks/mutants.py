@@ -58,6 +58,7 @@ CORE_T = ("tests/test_core_forced.py", "tests/test_core_ties.py", "tests/test_co
 TIES = "tests/test_core_ties.py"
 ROWS = "tests/test_shard_rows.py"
 CMC_T = "tests/test_cmc.py"
+REV2_T = "tests/test_rev2.py"
 QE = "tests/test_queries_estimates.py::"
 SPEC_T = ("tests/test_spec.py", "tests/test_params_consumers.py")
 CAPACITY_T = ("tests/test_queries.py", *(QE + t for t in (
@@ -117,8 +118,24 @@ MUTANTS: list[Mutant] = [
       "t_loop = s[:, -1] + np.where(sent[:, -1], p.nmi_send_us, 0.0)", "t_loop = s[:, -1]", CORE_T,
       "T_loop misses the send to the last CPU"),
     M("handoff_ignored", "core", "core/vectorized.py",
-      "races = end > t_done[rr] + p.handoff_us", "races = end > t_done[rr]", CORE_T,
+      "races = end > t_done[rr] + (H if isinstance(H, float) else H[rr])", "races = end > t_done[rr]", CORE_T,
       "a racer races whenever its handler outlasts T_done"),
+    # model revision 2 (issue 19): each of its three items, removed
+    M("rev2_cpu0_flush_ignored", "rev2", "core/vectorized.py",
+      "return np.where(r.dirty0, p.handoff_us + r.w0, p.handoff_us)", "return float(p.handoff_us)", REV2_T,
+      "the hand-over leaves out CPU 0's own WBINVD"),
+    M("rev2_panic_keeps_early_flush", "rev2", "core/params.py",
+      'return self.mitigation == "early_flush" and (self.model_rev == 1 or self.wait == 1)',
+      'return self.mitigation == "early_flush"', REV2_T, "the panic path still flushes early"),
+    M("rev2_flush_ipi_free", "rev2", "core/vectorized.py",
+      "done = np.maximum(r.ipi_pre, r.off_pre)", "done = np.zeros_like(r.ipi_pre)", REV2_T,
+      "the early flush does not wait for each CPU to take its IPI"),
+    M("rev2_draws_on_revision1", "rev2", "core/draws.py",
+      "    if not (p.cpu0_flush or p.flush_ipi):\n        return Rev2Draws()", "    if False:\n        return Rev2Draws()",
+      (REV2_T, "tests/test_model_rev.py"), "revision 1 (and the panic path) draw CPU 0's flag and flush"),
+    M("rev2_dead_cpu_flushes", "rev2", "core/vectorized.py",
+      "hung_early = d.dead.any(axis=1) if p.flush_ipi else None", "hung_early = None", REV2_T,
+      "a dead CPU does not hang the early flush"),
     M("first_racer_max", "core", "core/vectorized.py",
       "np.minimum.at(first, rr[races], rc[races] + 1)", "np.maximum.at(first, rr[races], rc[races] + 1)", CORE_T,
       "first_racer_cpu is the highest racing CPU"),

@@ -4,11 +4,18 @@ The vectorized core draws lazily (the NMI-path draws `nmi`, `w2` and the NMI
 hold-offs only for CPUs that get an NMI); `Draws` holds every per-CPU draw explicitly so that two
 implementations can be fed the same numbers and compared trial for trial, and so
 that `replay` can print one trial's timeline.
+
+Model revision 2 (MODEL.md "Model revision 2") adds CPU 0's flag and flush (`dirty0`, `w0`, one per
+trial) and, for the early flush as an IPI, each remote CPU's own IPI latency and irqs-off time
+(`ipi_pre`, `off_pre`). They are drawn by `draw_rev2` after every draw revision 1 makes, and only
+where they can matter (kexec path, `wait = 1`), so a revision-1 point consumes exactly the stream it
+always did.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +31,14 @@ class Draws:
     (MODEL.md `nmi_i`); `hold` is the hold-off `D_i` inside it (0 when none; not
     read by the simulators, kept so replay can show it; None means all 0).
     `nmi`, `w2` and `hold` may be NaN where no NMI was sent.
+
+    Revision 2 (None where a point does not use them, e.g. every revision-1 point):
+    `dirty0` (shape (trials,)) is CPU 0's flag before the early flush clears it and `w0` its
+    WBINVD length without contention (MODEL.md `w_0`; the early flush scales it by
+    `Params.wbinvd_contention_factor`), both needed on the kexec path (`wait = 1`);
+    `ipi_pre` and `off_pre` (trials, n_cpus - 1) are the function-call IPI latency and
+    irqs-off time of each remote CPU in the early flush (`ipi'_i`, `off'_i`), needed when
+    `Params.flush_ipi`.
     """
 
     ipi: np.ndarray
@@ -34,6 +49,10 @@ class Draws:
     nmi: np.ndarray
     dead: np.ndarray
     hold: np.ndarray = None  # type: ignore[assignment]  # None -> zeros (no hold-offs)
+    dirty0: np.ndarray | None = None
+    w0: np.ndarray | None = None
+    ipi_pre: np.ndarray | None = None
+    off_pre: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.hold is None:
@@ -41,14 +60,48 @@ class Draws:
 
     def row(self, t: int) -> "Draws":
         """The draws of trial t alone, as a batch of one."""
-        return Draws(*(getattr(self, f)[t : t + 1].copy() for f in _FIELDS))
+        return Draws(**{f: _take(getattr(self, f), t) for f in _FIELDS})  # type: ignore[arg-type]
 
-    def to_lists(self) -> dict[str, list]:
-        """Plain Python lists of the first trial (for JSON and the scalar reference)."""
-        return {f: getattr(self, f)[0].tolist() for f in _FIELDS}
+    def to_lists(self) -> dict[str, Any]:
+        """Plain Python values of the first trial (for JSON and the scalar reference): per-CPU
+        lists, and `dirty0`/`w0` as scalars; revision-2 draws a point does not use are left out."""
+        return {f: getattr(self, f)[0].tolist() for f in _FIELDS if getattr(self, f) is not None}
+
+    def with_rev2(self, extra: "Rev2Draws") -> "Draws":
+        """These draws with the revision-2 ones (`draw_rev2`) filled in."""
+        return replace(self, **{f: getattr(extra, f) for f in REV2_FIELDS})
+
+    def rev2(self) -> "Rev2Draws":
+        """The revision-2 draws of this batch (None where absent)."""
+        return Rev2Draws(*(getattr(self, f) for f in REV2_FIELDS))
 
 
-_FIELDS = ("ipi", "off", "dirty", "w", "w2", "nmi", "dead", "hold")
+def _take(a: np.ndarray | None, t: int) -> np.ndarray | None:
+    return None if a is None else a[t : t + 1].copy()
+
+
+REV2_FIELDS = ("dirty0", "w0", "ipi_pre", "off_pre")
+_FIELDS = ("ipi", "off", "dirty", "w", "w2", "nmi", "dead", "hold", *REV2_FIELDS)
+
+
+@dataclass(frozen=True)
+class Rev2Draws:
+    """The draws model revision 2 adds (see `Draws`); None where the point does not use them."""
+
+    dirty0: np.ndarray | None = None
+    w0: np.ndarray | None = None
+    ipi_pre: np.ndarray | None = None
+    off_pre: np.ndarray | None = None
+
+    def need(self, p: Params) -> "Rev2Draws":
+        """Self, or ValueError naming the draws a revision-2 point needs that are missing."""
+        want = [f for f, used in (("dirty0", p.cpu0_flush or p.flush_ipi), ("w0", p.cpu0_flush or p.flush_ipi),
+                                  ("ipi_pre", p.flush_ipi), ("off_pre", p.flush_ipi)) if used]
+        missing = [f for f in want if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"model_rev = 2 with mitigation = {p.mitigation}, wait = {p.wait} needs the draws "
+                             f"{', '.join(missing)} (Draws.{missing[0]})")
+        return self
 
 
 def exponential(rng: np.random.Generator, mean: float, size) -> np.ndarray:
@@ -147,14 +200,35 @@ def draw_nmi_path(rng: np.random.Generator, p: Params, count: int) -> tuple[np.n
     return nmi, w2, hold
 
 
+def draw_rev2(rng: np.random.Generator, p: Params, n_trials: int) -> Rev2Draws:
+    """The draws model revision 2 adds for `n_trials` trials, made after every revision-1 draw of
+    them: CPU 0's flag `dirty0` (Bernoulli(incoherent_fraction)) and flush `w0` (LogNormal(wbinvd_us,
+    wbinvd_sigma), only if some trial's CPU 0 is dirty), then, for the early flush as an IPI, every
+    remote CPU's `ipi_pre` and `off_pre` (the laws of ipi_i and off_i, CPU-major like phase 1).
+    Nothing is drawn (all None) for revision 1 or on the panic path (wait = 0), where they cannot
+    matter, so those points consume the revision-1 stream exactly."""
+    if not (p.cpu0_flush or p.flush_ipi):
+        return Rev2Draws()
+    dirty0 = bernoulli(rng, p.incoherent_fraction, n_trials)
+    w0 = lognormal(rng, p.wbinvd_us, p.wbinvd_sigma, n_trials) if dirty0.any() else np.zeros(n_trials)
+    if not p.flush_ipi:
+        return Rev2Draws(dirty0, w0)
+    shape = (p.n_remote, n_trials)
+    ipi_pre = exponential(rng, p.ipi_jitter_us, shape)
+    ipi_pre += p.ipi_base_us
+    off_pre = draw_off(rng, p, shape)
+    return Rev2Draws(dirty0, w0, ipi_pre.T, off_pre.T)
+
+
 def new_generator(seed: np.random.SeedSequence) -> np.random.Generator:
     """The bit generator of every stream in the model (SFC64: the fastest NumPy offers)."""
     return np.random.Generator(np.random.SFC64(seed))
 
 
 def draw_all(rng: np.random.Generator, p: Params, n_trials: int) -> Draws:
-    """Every per-CPU draw of MODEL.md eagerly, including the NMI-path ones (for tests)."""
+    """Every per-CPU draw of MODEL.md eagerly, including the NMI-path and revision-2 ones (for tests)."""
     d = draw_phase1(rng, p, n_trials)
     nmi, w2, hold = draw_nmi_path(rng, p, n_trials * p.n_remote)
     shape = (n_trials, p.n_remote)
-    return Draws(d.ipi, d.off, d.dirty, d.w, w2.reshape(shape), nmi.reshape(shape), d.dead, hold.reshape(shape))
+    d = Draws(d.ipi, d.off, d.dirty, d.w, w2.reshape(shape), nmi.reshape(shape), d.dead, hold.reshape(shape))
+    return d.with_rev2(draw_rev2(rng, p, n_trials))

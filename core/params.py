@@ -48,6 +48,9 @@ resolution (the spacing of doubles at 1e12 is 1.2e-4 µs), so `s += nmi_send_us`
 Kind = Literal["int", "float", "str"]
 MITIGATIONS: tuple[str, ...] = ("none", "early_flush")
 Mitigation = Literal["none", "early_flush"]
+MODEL_REVS: tuple[int, ...] = (1, 2)
+"""Model revisions (MODEL.md "Model revision 2"); `model_rev` is the one parameter whose default (2)
+is not its neutral value (1)."""
 
 _PY_TYPES: dict[str, type] = {"int": int, "float": float, "str": str}
 
@@ -64,6 +67,8 @@ class ParamSpec:
     help: str
     ge: float | None = None
     le: float | None = None
+    gt: float | None = None
+    """An open lower bound (value > gt), for a domain such as udelay_factor's "> 0"."""
     choices: tuple[Any, ...] | None = None
     neutral: Any = None
     """For parameters added after the first release: the value that reproduces the model
@@ -98,6 +103,8 @@ class ParamSpec:
             return f"{what} in [{_num(self.ge)}, {_num(self.le)}]"
         if self.ge is not None:
             return f"{what} >= {_num(self.ge)}"
+        if self.gt is not None:
+            return f"{what} > {_num(self.gt)}"
         return what
 
     def annotation(self) -> Any:
@@ -111,7 +118,7 @@ class ParamSpec:
         sweeps.spec: the kind is strict (no bools, no numeric strings; an int parameter also
         takes an integral float such as 8.0, a float one an int), the domain is ge/le/choices,
         and the value comes back in canonical type. `Params` itself stays lax (typed callers)."""
-        meta: list[Any] = [Interval(ge=self.ge, le=self.le)]
+        meta: list[Any] = [Interval(ge=self.ge, le=self.le, gt=self.gt)]
         if self.choices is not None:
             meta.append(AfterValidator(_one_of(self.choices)))
         if self.kind == "int":
@@ -123,7 +130,7 @@ class ParamSpec:
     def field(self) -> Any:
         """The pydantic Field with default, bounds and description."""
         extra: dict[str, Any] = {"allow_inf_nan": False} if self.kind == "float" else {}
-        return Field(self.default, ge=self.ge, le=self.le, description=self.help, **extra)
+        return Field(self.default, ge=self.ge, le=self.le, gt=self.gt, description=self.help, **extra)
 
 
 def integral(v: Any) -> Any:
@@ -156,9 +163,10 @@ def _prob(name: str, default: float, help: str, neutral: float | None = None) ->
     return ParamSpec(name, "float", "float64", default, help, ge=0.0, le=1.0, neutral=neutral)
 
 
-def _real(name: str, default: float, help: str, ge: float = 0.0, neutral: float | None = None) -> ParamSpec:
-    """A dimensionless number (sigma, factor) >= ge."""
-    return ParamSpec(name, "float", "float64", default, help, ge=ge, neutral=neutral)
+def _real(name: str, default: float, help: str, ge: float | None = 0.0, neutral: float | None = None,
+          gt: float | None = None) -> ParamSpec:
+    """A dimensionless number (sigma, factor) >= ge (or > gt)."""
+    return ParamSpec(name, "float", "float64", default, help, ge=ge, gt=gt, neutral=neutral)
 
 
 PARAM_SPECS: tuple[ParamSpec, ...] = (
@@ -177,12 +185,14 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     _us("nmi_base_us", 2.0, "NMI send-to-handler latency, fixed part"),
     _us("nmi_jitter_us", 3.0, "NMI send-to-handler latency, mean of the exponential part"),
     _us("nmi_send_us", 1.0, "cost of one NMI send in the loop"),
-    _prob("p_nmi_delay", 0.0, "probability an NMI is held off (SMM, a long NMI-blocked section)", neutral=0.0),
+    _prob("p_nmi_delay", 0.0, "probability a CPU's NMI is held off by a long NMI-blocked section of its own "
+          "(not a broadcast SMI: that is udelay_factor < 1)", neutral=0.0),
     _us("nmi_delay_median_us", 200.0, "median of the log-normal NMI hold-off", neutral=200.0),
     _real("nmi_delay_sigma", 1.0, "log-normal sigma of the NMI hold-off", neutral=1.0),
     _us("prologue_us", 5.0, "stop_this_cpu() work before WBINVD"),
     _us("timeout_us", 1e6, "nominal REBOOT-vector wait (1 s)"),
-    _real("udelay_factor", 1.0, "real/nominal length of the udelay(1) loop", ge=1.0),
+    _real("udelay_factor", 1.0, "real/nominal length of the udelay(1) loop in execution time "
+          "(< 1: broadcast SMIs, which the TSC-timed waits count)", ge=None, gt=0.0),
     _us("console_us", 1000.0, "time to print 'Shutting down cpus with NMI'"),
     ParamSpec("wait", "int", "int8", 1, "1 = kexec/reboot (wait forever), 0 = panic (wait nmi_wait_us)",
               choices=(0, 1)),
@@ -191,6 +201,9 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     _prob("p_unresponsive", 0.0, "probability a CPU never answers IPI or NMI"),
     ParamSpec("mitigation", "str", "string", "none", "none | early_flush (WBINVD before the stop)",
               choices=MITIGATIONS),
+    ParamSpec("model_rev", "int", "int8", 2, "model revision: 2 = the kexec path as merged (CPU 0's own flush in "
+              "the hand-over, no early flush on panic, the early flush as an IPI); 1 = the first release's model",
+              choices=MODEL_REVS, neutral=1),
 )
 
 SPECS: dict[str, ParamSpec] = {s.name: s for s in PARAM_SPECS}
@@ -201,6 +214,15 @@ NEUTRAL: dict[str, Any] = {s.name: s.neutral for s in PARAM_SPECS if s.later}
 A result set stored before one existed reads it as this value."""
 FIRST_RELEASE_PARAMS: tuple[str, ...] = tuple(s.name for s in PARAM_SPECS if not s.later)
 """Parameters every stored result set has a column for."""
+STORED_DEFAULTS: dict[str, Any] = {**DEFAULTS, **NEUTRAL}
+"""What a parameter absent from a *stored* canonical spec means: its neutral value if it was added
+after the first release (the spec was written before it existed, or left it out at that value), else
+its default. Differs from DEFAULTS only where a default is not neutral (`model_rev`: a stored spec
+lacking it is revision 1, a user's spec lacking it gets revision 2)."""
+NOT_NEUTRAL_BY_DEFAULT: tuple[str, ...] = tuple(n for n, v in NEUTRAL.items() if DEFAULTS[n] != v)
+"""Later parameters whose default is not their neutral value (`model_rev`): a spec that leaves one out
+means something different as written by a user (the default) and as stored (neutral), so the canonical
+spec.toml always writes them."""
 
 
 class ParamsBase(BaseModel):
@@ -231,6 +253,29 @@ class ParamsBase(BaseModel):
     def t_nmi_us(self) -> float:
         """When the NMI loop starts."""
         return self.t1_us + float(self.console_us)
+
+    @property
+    def wbinvd_contention_factor(self) -> float:
+        """1 + wbinvd_contention * (n_cpus - 1): a WBINVD's slow-down while every CPU flushes at once."""
+        return float(1.0 + self.wbinvd_contention * (self.n_cpus - 1))
+
+    @property
+    def early_flush_applies(self) -> bool:
+        """The flags are clear for the stop: early_flush, except on the panic path (wait = 0) in
+        model revision 2, where panic() runs no syscore shutdown (MODEL.md "Model revision 2", item 2)."""
+        return self.mitigation == "early_flush" and (self.model_rev == 1 or self.wait == 1)
+
+    @property
+    def flush_ipi(self) -> bool:
+        """Revision 2's early flush: a synchronous function-call IPI to every CPU before the stop
+        (fresh ipi'/off' draws per remote CPU; a dead CPU hangs the kexec in it), item 3."""
+        return self.model_rev == 2 and self.mitigation == "early_flush" and self.wait == 1
+
+    @property
+    def cpu0_flush(self) -> bool:
+        """Revision 2's hand-over: CPU 0's own WBINVD in relocate_kernel() when its flag is set,
+        H = handoff_us + w_0 if dirty_0 (kexec path, no early flush), item 1."""
+        return self.model_rev == 2 and self.wait == 1 and self.mitigation == "none"
 
     @property
     def nmi_wait_scaled_us(self) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,10 @@ class CpuTimeline:
     final_clear: float = 0.0  # f_i
     racer: bool = False
     races: bool = False
+    flush_ipi: float | None = None  # revision 2's early flush: ipi'_i (None without that IPI)
+    flush_off: float | None = None  # off'_i
+    flush_done: float | None = None  # when CPU i finished the flush function (inf if dead)
+    flush_flagged: bool | None = None  # whether it flushed there (its flag would be set)
 
 
 @dataclass
@@ -56,20 +61,50 @@ class TrialResult:
     t_loop_us: float | None = None
     deadline_us: float | None = None
     cpus: list[CpuTimeline] = field(default_factory=list)
+    handover_us: float = 0.0  # H: handoff_us, plus CPU 0's own WBINVD in revision 2's kexec path
+    cpu0_dirty: bool | None = None  # revision 2, wait = 1: CPU 0's flag (before the early flush clears it)
+    cpu0_wbinvd_us: float | None = None  # CPU 0's WBINVD: in the hand-over (none) or in the early flush
+    hung_in_flush: int | None = None  # revision 2: the lowest dead CPU, which never took the flush IPI
 
 
-def simulate_trial(p: Params, d: dict[str, list]) -> TrialResult:
-    """One trial from explicit per-CPU draws (lists indexed by CPU 1..n-1 at 0..n-2)."""
-    early_flush = p.mitigation == "early_flush"
+def handover_us(p: Params, d: dict[str, Any]) -> float:
+    """H, the hand-over after T_done: handoff_us, plus (model revision 2, kexec path, no early
+    flush) CPU 0's own WBINVD in relocate_kernel() when its flag is set."""
+    if p.model_rev == 2 and p.wait == 1 and p.mitigation == "none":
+        return p.handoff_us + (d["w0"] if d["dirty0"] else 0.0)
+    return p.handoff_us
+
+
+def simulate_trial(p: Params, d: dict[str, Any]) -> TrialResult:
+    """One trial from explicit per-CPU draws (lists indexed by CPU 1..n-1 at 0..n-2; `dirty0`
+    and `w0`, CPU 0's, scalars)."""
+    rev2 = p.model_rev == 2
+    # Revision 2: panic() (wait = 0) runs no syscore shutdown, so no early flush there.
+    early_flush = p.mitigation == "early_flush" and not (rev2 and p.wait == 0)
     T1 = p.timeout_us * p.udelay_factor
+    H = handover_us(p, d)
 
-    # Mitigation early_flush: WBINVD before the stop, all in parallel; no dirty CPU in the stop.
+    # Mitigation early_flush: WBINVD before the stop; no dirty CPU in the stop.
     preflush = None
-    if early_flush:
+    flush: list[tuple[float, float, float, bool]] = []  # revision 2: (ipi', off', done, flagged) per CPU
+    cpu0_dirty = cpu0_w = None
+    if early_flush and not rev2:  # revision 1: all in parallel at once, no IPI
         preflush = 0.0
         for i in range(p.n_cpus - 1):
             if d["dirty"][i]:
                 preflush = max(preflush, d["w"][i])
+    elif early_flush:  # revision 2: on_each_cpu(flush, wait=1) waits for every CPU to take the IPI
+        cpu0_dirty = bool(d["dirty0"])
+        cpu0_w = d["w0"] * (1 + p.wbinvd_contention * (p.n_cpus - 1)) if cpu0_dirty else None
+        preflush = cpu0_w if cpu0_w is not None else 0.0  # CPU 0 runs the function too
+        for i in range(p.n_cpus - 1):
+            took = max(d["ipi_pre"][i], d["off_pre"][i])
+            done = INF if d["dead"][i] else took + (d["w"][i] if d["dirty"][i] else 0.0)
+            flush.append((d["ipi_pre"][i], d["off_pre"][i], done, bool(d["dirty"][i])))
+            preflush = max(preflush, done)
+    elif rev2 and p.wait == 1:
+        cpu0_dirty = bool(d["dirty0"])
+        cpu0_w = d["w0"] if cpu0_dirty else None
 
     # Phase 1, REBOOT vector.
     cpus: list[CpuTimeline] = []
@@ -80,10 +115,18 @@ def simulate_trial(p: Params, d: dict[str, list]) -> TrialResult:
         w = d["w"][i] if dirty else 0.0
         c = INF if dead else e + p.prologue_us + w
         cpus.append(CpuTimeline(i + 1, d["ipi"][i], d["off"][i], dirty, dead, e, w, c, final_clear=c))
+        if flush:
+            cpus[-1].flush_ipi, cpus[-1].flush_off, cpus[-1].flush_done, cpus[-1].flush_flagged = flush[i]
+
+    if preflush == INF:  # a dead CPU never took the flush IPI: the kexec hangs there, no stop
+        dead_cpu = next(cpu.cpu for cpu in cpus if cpu.dead)
+        return TrialResult("hang", None, 0, 0, None, None, None, 0, T1, cpus=cpus, handover_us=H,
+                           cpu0_dirty=cpu0_dirty, cpu0_wbinvd_us=cpu0_w, hung_in_flush=dead_cpu)
 
     last_clear = max(cpu.clear for cpu in cpus)
     if last_clear <= T1:
-        return TrialResult("clean", last_clear, 0, 0, None, None, preflush, 1, T1, cpus=cpus)
+        return TrialResult("clean", last_clear, 0, 0, None, None, preflush, 1, T1, cpus=cpus, handover_us=H,
+                           cpu0_dirty=cpu0_dirty, cpu0_wbinvd_us=cpu0_w)
 
     # Phase 2, NMI: walk the live mask in ascending CPU id.
     T_nmi = T1 + p.console_us
@@ -128,7 +171,7 @@ def simulate_trial(p: Params, d: dict[str, list]) -> TrialResult:
             T_done = deadline
             timeout = True
 
-    # The race: a racer's NMI handler outlasts the hand-over to the new kernel.
+    # The race: a racer's NMI handler outlasts the hand-over H to the new kernel.
     racers = [cpu for cpu in cpus if cpu.racer]
     overlap = None
     first_racer = None
@@ -136,7 +179,7 @@ def simulate_trial(p: Params, d: dict[str, list]) -> TrialResult:
         for cpu in racers:
             end = cpu.nmi_arrive + cpu.handler_us  # type: ignore[operator]
             overlap = end - T_done if overlap is None else max(overlap, end - T_done)  # type: ignore[operator]
-            if end > T_done + p.handoff_us:
+            if end > T_done + H:  # type: ignore[operator]
                 cpu.races = True
                 if first_racer is None:
                     first_racer = cpu.cpu
@@ -150,14 +193,15 @@ def simulate_trial(p: Params, d: dict[str, list]) -> TrialResult:
     else:
         outcome = "nmi_clean"
     return TrialResult(
-        outcome, T_done, nmi_sent, len(racers), overlap, first_racer, preflush, 2, T1, T_nmi, T_loop, deadline, cpus
+        outcome, T_done, nmi_sent, len(racers), overlap, first_racer, preflush, 2, T1, T_nmi, T_loop, deadline, cpus,
+        H, cpu0_dirty, cpu0_w,
     )
 
 
-def draw_trial(rng: np.random.Generator, p: Params) -> dict[str, list]:
+def draw_trial(rng: np.random.Generator, p: Params) -> dict[str, Any]:
     """Every per-CPU draw of one trial, one scalar at a time, as in MODEL.md's table."""
     med = p.wbinvd_us * (1 + p.wbinvd_contention * (p.n_cpus - 1))
-    d: dict[str, list] = {k: [] for k in ("ipi", "off", "dirty", "w", "w2", "nmi", "dead", "hold")}
+    d: dict[str, Any] = {k: [] for k in ("ipi", "off", "dirty", "w", "w2", "nmi", "dead", "hold")}
     for _ in range(p.n_cpus - 1):
         d["ipi"].append(p.ipi_base_us + rng.exponential(p.ipi_jitter_us))
         if rng.random() < p.p_stall:
@@ -174,6 +218,17 @@ def draw_trial(rng: np.random.Generator, p: Params) -> dict[str, list]:
             hold = p.nmi_delay_median_us * math.exp(p.nmi_delay_sigma * rng.standard_normal())
         d["hold"].append(hold)
         d["nmi"][-1] += hold
+    if p.model_rev == 2 and p.wait == 1:  # revision 2's draws, after the others (CPU 0, then the flush IPI)
+        d["dirty0"] = rng.random() < p.incoherent_fraction
+        d["w0"] = p.wbinvd_us * math.exp(p.wbinvd_sigma * rng.standard_normal())
+        if p.mitigation == "early_flush":
+            d["ipi_pre"], d["off_pre"] = [], []
+            for _ in range(p.n_cpus - 1):
+                d["ipi_pre"].append(p.ipi_base_us + rng.exponential(p.ipi_jitter_us))
+                if rng.random() < p.p_stall:
+                    d["off_pre"].append(p.stall_median_us * math.exp(p.stall_sigma * rng.standard_normal()))
+                else:
+                    d["off_pre"].append(rng.exponential(p.irq_off_mean_us))
     return d
 
 

@@ -16,11 +16,20 @@ from .stats import wilson
 from .vectorized import TrialBatch
 
 _EVENT_CODES = np.array([OUTCOMES.index(o) for o in EVENT_OUTCOMES])
+_CLEAN, _HANG = OUTCOMES.index("clean"), OUTCOMES.index("hang")
+
+
+def nmi_phase_mask(b: TrialBatch) -> np.ndarray:
+    """Trials that reached the NMI phase: every trial that is not clean, except revision 2's hangs
+    in the early flush (a dead CPU never took its IPI, so no stop ran). Those are exactly the hangs
+    with no NMI sent: a hang in the stop needs a dead CPU, which is always sent one."""
+    return (b.outcome != _CLEAN) & ~((b.outcome == _HANG) & (b.nmi_sent == 0))
 
 
 @dataclass
 class Summary:
-    """Counts per outcome, NMI-phase count, stop-time sum/max/histogram over finite stops."""
+    """Counts per outcome, NMI-phase count, stop-time sum/max/histogram over finite stops, and the
+    same sum/max/histogram of `preflush_us` over the trials that have one (the fix's cost)."""
 
     trials: int = 0
     counts: np.ndarray = field(default_factory=lambda: np.zeros(len(OUTCOMES), np.int64))
@@ -30,12 +39,13 @@ class Summary:
     hist: np.ndarray = field(default_factory=lambda: np.zeros(N_BINS, np.int64))
     preflush_sum_us: float = 0.0
     preflush_max_us: float = float("nan")
+    preflush_hist: np.ndarray = field(default_factory=lambda: np.zeros(N_BINS, np.int64))
 
     def add(self, b: TrialBatch) -> "Summary":
         """Fold one batch in (in place); returns self."""
         self.trials += len(b)
         self.counts += np.bincount(b.outcome, minlength=len(OUTCOMES)).astype(np.int64)
-        self.nmi_phase += int(np.count_nonzero(b.outcome != OUTCOMES.index("clean")))
+        self.nmi_phase += int(np.count_nonzero(nmi_phase_mask(b)))
         t = b.t_done_us[np.isfinite(b.t_done_us)]
         if t.size:
             self.t_done_sum_us += float(t.sum())
@@ -45,6 +55,7 @@ class Summary:
         if pf.size:
             self.preflush_sum_us += float(pf.sum())
             self.preflush_max_us = float(np.fmax(self.preflush_max_us, pf.max()))
+            self.preflush_hist += histogram(pf)
         return self
 
     def count(self, outcome: str) -> int:
@@ -55,6 +66,11 @@ class Summary:
     def finite(self) -> int:
         """Trials with a stop time (all but hangs)."""
         return int(self.hist.sum())
+
+    @property
+    def preflushed(self) -> int:
+        """Trials with a preflush_us (early flush ran and finished)."""
+        return int(self.preflush_hist.sum())
 
     def report(self, conf: float = 0.95) -> dict:
         """Counts, probabilities with Wilson intervals, stop-time mean/p50/p99/p999 (JSON-able)."""
@@ -76,11 +92,18 @@ class Summary:
                 "p999": quantile(self.hist, 0.999, self.t_done_max_us),
                 "max": self.t_done_max_us,
             },
-            "preflush_us": {
-                "mean": self.preflush_sum_us / n if n and np.isfinite(self.preflush_max_us) else None,
-                "max": self.preflush_max_us if np.isfinite(self.preflush_max_us) else None,
-            },
+            "preflush_us": self.preflush_report(),
         }
+
+    def preflush_report(self) -> dict:
+        """The early flush's time per kexec over the trials that ran it: mean, p50, p99 (from the
+        fixed bins, like stop times) and max; every value None where none did (mitigation none)."""
+        k = self.preflushed
+        if not k:
+            return {"trials": 0, "mean": None, "p50": None, "p99": None, "max": None}
+        mx = self.preflush_max_us
+        return {"trials": k, "mean": self.preflush_sum_us / k, "p50": quantile(self.preflush_hist, 0.5, mx),
+                "p99": quantile(self.preflush_hist, 0.99, mx), "max": mx}
 
     @property
     def bad(self) -> int:

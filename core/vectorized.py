@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .draws import Draws, draw_nmi_path, draw_phase1, new_generator
+from .draws import Draws, Rev2Draws, draw_nmi_path, draw_phase1, draw_rev2, new_generator
 from .outcomes import CLEAN, HANG, NMI_CLEAN, RACE, TIMEOUT
 from .params import Params
 
@@ -28,7 +28,10 @@ Part of the random-stream layout: changing it changes results."""
 
 STREAM_VERSION = 3
 """Bump whenever the mapping from (seed, trial) to draws changes (chunk size, bit generator,
-draw order, lazy draws): results dirs record it, and resuming across a change is refused."""
+draw order, lazy draws): results dirs record it, and resuming across a change is refused.
+Model revision 2 did not bump it: a revision-1 point draws exactly what it did, and a revision-2
+point (a new parameter value, so a new point id and seed) appends its draws after those
+(core/README.md, "Random streams")."""
 
 # (flat positions of the CPUs that got an NMI, in row-major order) -> (nmi, w2) for them;
 # nmi is the whole latency a_i - s_i, hold-off included
@@ -137,7 +140,7 @@ def simulate_draws(p: Params, d: Draws) -> TrialBatch:
     def supply(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return d.nmi[rows, cols], d.w2[rows, cols]
 
-    return evaluate(p, d, supply)
+    return evaluate(p, d, supply, d.rev2)
 
 
 def _simulate_rng_chunk(
@@ -153,14 +156,65 @@ def _simulate_rng_chunk(
             d.hold[rows, cols] = hold
         return nmi, w2
 
-    return evaluate(p, d, supply), (d if record else None)
+    extra: list[Rev2Draws] = []
+
+    def rev2() -> Rev2Draws:  # called once, after every NMI-path draw of the chunk
+        extra.append(draw_rev2(rng, p, n))
+        return extra[0]
+
+    batch = evaluate(p, d, supply, rev2)
+    return batch, (d.with_rev2(extra[0]) if record else None)
 
 
-def evaluate(p: Params, d: Draws, supply: NmiSupplier) -> TrialBatch:
-    """MODEL.md phases 1 and 2 over a chunk of draws; `supply` gives the NMI-path draws."""
+RevSupplier = Callable[[], Rev2Draws]
+"""Gives the revision-2 draws of a chunk (core.draws.draw_rev2); `evaluate` calls it exactly once,
+after the NMI-path supplier, so they come last in the stream."""
+
+
+def hand_over(p: Params, r: Rev2Draws) -> float | np.ndarray:
+    """H per trial (MODEL.md, the race rule): handoff_us, plus CPU 0's own WBINVD w_0 where its
+    flag is set in revision 2's kexec path without the early flush (`Params.cpu0_flush`)."""
+    if not p.cpu0_flush:
+        return float(p.handoff_us)
+    assert r.dirty0 is not None and r.w0 is not None
+    return np.where(r.dirty0, p.handoff_us + r.w0, p.handoff_us)
+
+
+def preflush(p: Params, d: Draws, r: Rev2Draws) -> np.ndarray:
+    """preflush_us per trial: NaN where no early flush runs (or it hangs on a dead CPU).
+
+    Revision 1: max w_i over the CPUs whose flag would be set (0 if none), no IPI. Revision 2 on
+    the kexec path (`Params.flush_ipi`): the synchronous function-call IPI waits for every remote CPU
+    to take it, max(ipi'_i, off'_i), and then flush for w_i if flagged; CPU 0 flushes alongside, for
+    w_0 x the contention factor if flagged."""
     n = d.ipi.shape[0]
-    early = p.mitigation == "early_flush"
+    if p.flush_ipi:
+        assert r.ipi_pre is not None and r.off_pre is not None and r.dirty0 is not None and r.w0 is not None
+        done = np.maximum(r.ipi_pre, r.off_pre)
+        if d.dirty.all():
+            done += d.w
+        elif d.dirty.any():
+            np.add(done, d.w, out=done, where=d.dirty)
+        out = np.maximum(done.max(axis=1), np.where(r.dirty0, r.w0 * p.wbinvd_contention_factor, 0.0))
+        out[d.dead.any(axis=1)] = np.nan
+        return out
+    if p.early_flush_applies:
+        return np.where(d.dirty, d.w, 0.0).max(axis=1)
+    return np.full(n, np.nan)
+
+
+def evaluate(p: Params, d: Draws, supply: NmiSupplier, rev2: RevSupplier | None = None) -> TrialBatch:
+    """MODEL.md phases 1 and 2 over a chunk of draws; `supply` gives the NMI-path draws, `rev2`
+    the revision-2 draws (called once, after `supply`; None for revision 1, which draws none)."""
+    n = d.ipi.shape[0]
+    early = p.early_flush_applies
     dirty = np.zeros_like(d.dirty) if early else d.dirty
+    got: list[Rev2Draws] = []
+
+    def extra() -> Rev2Draws:
+        if not got:
+            got.append((rev2() if rev2 is not None else Rev2Draws()).need(p))
+        return got[0]
 
     # Phase 1: e_i = max(ipi_i, off_i); c_i = e_i + prologue + w_i if dirty; inf if dead.
     e = np.maximum(d.ipi, d.off)
@@ -173,6 +227,8 @@ def evaluate(p: Params, d: Draws, supply: NmiSupplier) -> TrialBatch:
         c[d.dead] = np.inf
     cmax = c.max(axis=1)
     clean = cmax <= p.t1_us
+    # revision 2: a dead CPU never takes the early flush's IPI, so the kexec hangs before the stop
+    hung_early = d.dead.any(axis=1) if p.flush_ipi else None  # (such a trial is never clean: c = inf)
 
     outcome = np.where(clean, CLEAN, NMI_CLEAN).astype(np.uint8)
     t_done = np.where(clean, cmax, np.nan)
@@ -180,16 +236,19 @@ def evaluate(p: Params, d: Draws, supply: NmiSupplier) -> TrialBatch:
     racers = np.zeros(n, np.int32)
     overlap = np.full(n, np.nan)
     first = np.full(n, -1, np.int32)
-    if early:
-        preflush = np.where(d.dirty, d.w, 0.0).max(axis=1)
-    else:
-        preflush = np.full(n, np.nan)
 
-    rows = np.flatnonzero(~clean)
+    stop = ~clean if hung_early is None else ~clean & ~hung_early
+    rows = np.flatnonzero(stop)
     if rows.size:
-        r = _phase2(p, rows, e[rows], c[rows], d.w[rows], dirty[rows], d.dead[rows], supply)
+        def ho() -> float | np.ndarray:
+            h = hand_over(p, extra())
+            return h if isinstance(h, float) else h[rows]
+
+        r = _phase2(p, rows, e[rows], c[rows], d.w[rows], dirty[rows], d.dead[rows], supply, ho)
         outcome[rows], t_done[rows], nmi_sent[rows], racers[rows], overlap[rows], first[rows] = r
-    return TrialBatch(outcome, t_done, nmi_sent, racers, overlap, first, preflush)
+    if hung_early is not None:
+        outcome[hung_early] = HANG
+    return TrialBatch(outcome, t_done, nmi_sent, racers, overlap, first, preflush(p, d, extra()))
 
 
 def _send_clock(p: Params, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -253,8 +312,10 @@ def _phase2(
     dirty: np.ndarray,
     dead: np.ndarray,
     supply: NmiSupplier,
+    handover: Callable[[], float | np.ndarray],
 ) -> tuple[np.ndarray, ...]:
-    """The NMI walk and outcome for the trials that missed the REBOOT-vector wait."""
+    """The NMI walk and outcome for the trials that missed the REBOOT-vector wait; `handover`
+    gives H of these trials (called after `supply`)."""
     r, m = c.shape
     sent, s = _send_clock(p, c)
     nsent = sent.sum(axis=1).astype(np.int32)
@@ -291,7 +352,8 @@ def _phase2(
     ov = np.full(r, -np.inf)
     np.maximum.at(ov, rr, end - t_done[rr])
     overlap = np.where((n_racers > 0) & ~hang, ov, np.nan)
-    races = end > t_done[rr] + p.handoff_us
+    H = handover()
+    races = end > t_done[rr] + (H if isinstance(H, float) else H[rr])
     first = np.full(r, m + 1, np.int64)
     np.minimum.at(first, rr[races], rc[races] + 1)
     race = (first <= m) & ~hang

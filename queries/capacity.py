@@ -6,8 +6,9 @@ ran cmc (for p_race and p_bad), else the Wilson interval of the counts, never an
 intersection of the two (`disagree` flags a cmc interval that misses the naive
 one). Axes that are swept but neither n_cpus nor in `by` are taken worst case:
 the cell is the point with the largest upper bound over them. Scenario axes
-(SCENARIO_AXES: `wait`, the panic path 0 or the kexec path 1, and `mitigation`,
-plus any the caller marks with `split`) are never folded into a worst case: a
+(SCENARIO_AXES: `wait`, the panic path 0 or the kexec path 1, `mitigation`, and
+`model_rev`, the model revision the rows were simulated with, plus any the caller
+marks with `split`) are never folded into a worst case nor pooled: a
 scenario axis that is swept is always split out (added to `by`), or must be
 fixed with `where` (an SQL predicate on `outcomes`, e.g. "wait = 1"). Equal
 parameter sets from several sweeps are pooled. The limit of a group is the
@@ -52,8 +53,9 @@ from .sandbox import filtered_outcomes
 
 __all__ = ["METRICS", "SCENARIO_AXES", "Capacity", "capacity", "wilson_trials_needed", "wilson_upper_zero"]
 
-SCENARIO_AXES: tuple[str, ...] = ("wait", "mitigation")
-"""Axes that describe which situation a kexec is in, not a nuisance to take the worst of."""
+SCENARIO_AXES: tuple[str, ...] = ("wait", "mitigation", "model_rev")
+"""Axes that describe which situation a kexec is in (or which model answers: `model_rev`), not a
+nuisance to take the worst of; rows of different values are never pooled into one cell."""
 
 
 METRICS: dict[str, str] = {"p_bad": "bad", "p_race": "race", "p_hang": "hang", "p_timeout": "timeout"}
@@ -91,6 +93,8 @@ class Capacity:
     cells: pa.Table
     limits: pa.Table
     fleet: pa.Table | None
+    model_revs: list[int]
+    """The model revisions of the rows summarized (several: `model_rev` is split out, never pooled)."""
     resolvable: bool
     max_trials: int
     trials_needed: int
@@ -100,7 +104,7 @@ class Capacity:
     def to_dict(self) -> dict[str, Any]:
         return {
             "metric": self.metric, "target_p": self.target_p, "by": self.by, "worst_over": self.worst_over,
-            "split_out": self.split_out, "where": self.where,
+            "split_out": self.split_out, "where": self.where, "model_revs": self.model_revs,
             "resolvable": self.resolvable, "max_trials": self.max_trials, "trials_needed": self.trials_needed,
             "rule_of_three": self.rule_of_three, "notes": self.notes,
             "limits": self.limits.to_pylist(), "fleet": None if self.fleet is None else self.fleet.to_pylist(),
@@ -157,6 +161,7 @@ def capacity(
 
     with filtered_outcomes(con, where, "capacity_src") as view:
         cells, swept = _cells(con, view, metric, by, scenario)
+        revs = [int(r[0]) for r in con.execute(f"SELECT DISTINCT model_rev FROM {view} ORDER BY 1").fetchall()]
     if cells.num_rows == 0:
         raise QueryError("no points" + (f" where {where}" if where else ""))
     by_list, split_out, worst_over = _axes(swept, by, scenario)
@@ -182,6 +187,10 @@ def capacity(
     if split_out:
         notes.append(f"split out {', '.join(split_out)}: scenario axes are never taken worst case "
                      "(fix one with --where, e.g. --where \"wait = 1\" for the kexec path).")
+    notes.append(f"model_rev {' and '.join(map(str, revs))}: " + (
+        "each revision is a group of its own (MODEL.md \"Model revision 2\")." if len(revs) > 1 else
+        ("the kexec path as merged (MODEL.md \"Model revision 2\")." if revs == [2] else
+         "the first release's model (MODEL.md; rows stored before model_rev existed read as 1).")))
     n_dis = sum(1 for r in rows if r["disagree"])
     if n_dis:
         notes.append(f"{n_dis} cell(s) where the naive counts' 95% interval misses the cmc one (disagree = yes); "
@@ -285,7 +294,7 @@ def capacity(
 
     limits = _rename_p(limits, metric)
     fleet = None if fleet is None else _rename_p(fleet, metric)
-    return Capacity(metric, float(target_p), by_list, worst_over, split_out, where, cells, limits, fleet,
+    return Capacity(metric, float(target_p), by_list, worst_over, split_out, where, cells, limits, fleet, revs,
                     resolvable, int(max_trials), needed, rule3, notes)
 
 

@@ -162,12 +162,16 @@ def quote_ident(name: str) -> str:
 def _template(name: str, columns: set[str]) -> str:
     """An internal SQL file with its @@...@@ slots filled from core.params and the points columns."""
     q = [_quote_ident(n) for n in PARAM_NAMES]
-    # mean early-flush time per trial, from whichever column a store version has (none: NULL);
-    # float sums in shard order (osum), so outcomes is bit-stable
+    # mean early-flush time per trial that ran it, from whichever column a store version has (none:
+    # NULL); float sums in shard order (osum), so outcomes is bit-stable. A row with `preflush_hist`
+    # (model_rev) counts its trials with a preflush time from it (revision 2's flush can hang); one
+    # without it (written before) had one on every trial.
+    hist = "preflush_hist" in columns
     if "preflush_sum_us" in columns:
         ok = "isfinite(preflush_sum_us)"
-        preflush = (f"osum(CASE WHEN {ok} THEN preflush_sum_us END, shard) "
-                    f"/ nullif(sum(trials) FILTER (WHERE {ok}), 0)")
+        n = (f"CASE WHEN preflush_hist IS NOT NULL THEN list_sum(preflush_hist) WHEN {ok} THEN trials END"
+             if hist else f"CASE WHEN {ok} THEN trials END")
+        preflush = f"osum(CASE WHEN {ok} THEN preflush_sum_us END, shard) / nullif(sum({n}), 0)"
     elif "preflush_us" in columns:
         ok = "isfinite(preflush_us)"
         preflush = (f"osum(CASE WHEN {ok} THEN preflush_us * trials END, shard) "
@@ -192,6 +196,11 @@ def _template(name: str, columns: set[str]) -> str:
         "param_any": ", ".join(f"any_value({c}) AS {c}" for c in q),
         "param_varchar": ", ".join(f"{c}::VARCHAR AS {c}" for c in q),
         "preflush": preflush,
+        "preflush_hist": "preflush_hist" if hist else "NULL::BIGINT[]",
+        "preflush_max": ("max(preflush_max_us) FILTER (WHERE isfinite(preflush_max_us))"
+                         if "preflush_max_us" in columns else "NULL::DOUBLE"),
+        # trials that hung in revision 2's early flush (no stop ran): not NMI-phase trials
+        "flush_hangs": "sum(coalesce(trials - list_sum(preflush_hist), 0))" if hist else "0",
         "conf": f"{CONF!r}::DOUBLE",
     }
     return render_sql(name, slots)

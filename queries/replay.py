@@ -106,6 +106,21 @@ def replay(result_dir: str | Path | ResultSet, point_id: str, shard: int, trial:
     return Replay(point_id, shard, trial, params, row["seed"], r.draws, result, OUTCOMES[r.batch.outcome[0]])
 
 
+def _cpu0_line(r: Replay) -> str:
+    """CPU 0's flag and flush (revision 2, kexec path), or '' where the model has none."""
+    res = r.result
+    if res.hung_in_flush is not None:
+        return (f"HUNG in the early flush: CPU {res.hung_in_flush} never took its IPI (on_each_cpu waits forever); "
+                "no stop ran\n")
+    if res.cpu0_dirty is None:
+        return ""
+    if not res.cpu0_dirty:
+        return "CPU 0: flag clear, no WBINVD of its own\n"
+    where = "in the early flush, alongside the others" if r.params.mitigation == "early_flush" else \
+        "in relocate_kernel(), after T_done and before the new image overwrites memory"
+    return f"CPU 0: flag set, WBINVD {_t(res.cpu0_wbinvd_us)} µs {where}\n"
+
+
 def _t(x: float | None) -> str:
     if x is None:
         return "-"
@@ -119,13 +134,18 @@ def format_timeline(r: Replay, all_cpus: bool = False, limit: int = 40) -> str:
 
     Without `all_cpus`, CPUs that got an NMI plus the last few to clear are shown. `hold-off`
     is the NMI hold-off D_i inside `nmi arrive - nmi sent` ("-" when the NMI was not held off).
+    Model revision 2: the hand-over line shows H with CPU 0's own WBINVD; under early_flush on the
+    kexec path a line per CPU of the early flush's IPI (ipi', irqs-off', when it finished), and the
+    CPU that never took it when the kexec hung there.
     """
     res = r.result
     cpus = res.cpus
+    flush = any(c.flush_done is not None for c in cpus)
     if not all_cpus and len(cpus) > limit:
         nmi = [c for c in cpus if c.nmi_send is not None]
         latest = sorted(cpus, key=lambda c: c.clear, reverse=True)[: max(5, limit - len(nmi))]
-        keep = {c.cpu for c in nmi} | {c.cpu for c in latest}
+        slowest = sorted(cpus, key=lambda c: c.flush_done or 0.0, reverse=True)[:3] if flush else []
+        keep = {c.cpu for c in nmi} | {c.cpu for c in latest} | {c.cpu for c in slowest}
         shown = [c for c in cpus if c.cpu in keep]
     else:
         shown = cpus
@@ -136,7 +156,10 @@ def format_timeline(r: Replay, all_cpus: bool = False, limit: int = 40) -> str:
         f"T1 (end of REBOOT wait): {_t(res.t1_us)}   T_nmi: {_t(res.t_nmi_us)}   T_loop: {_t(res.t_loop_us)}"
         + (f"   deadline: {_t(res.deadline_us)}" if res.deadline_us is not None else "")
         + (f"   preflush: {_t(res.preflush_us)}" if res.preflush_us is not None else "")
-        + f"   handoff: {r.params.handoff_us:,.2f}\n"
+        + f"   hand-over H: {_t(res.handover_us)} (handoff {r.params.handoff_us:,.2f}"
+        + (f" + CPU 0's WBINVD {_t(res.cpu0_wbinvd_us)})" if res.handover_us != r.params.handoff_us else ")")
+        + f"   model_rev {r.params.model_rev}\n"
+        + _cpu0_line(r)
     )
     cols = f"{'cpu':>5} {'ipi':>10} {'irqs-off':>13} {'enter':>13} {'wbinvd':>10} {'clear':>13} {'nmi sent':>13} {'hold-off':>10} {'nmi arrive':>13} {'case':>13} {'handler end':>13} {'final':>13}  mark"
     lines = [head, cols]
@@ -148,6 +171,11 @@ def format_timeline(r: Replay, all_cpus: bool = False, limit: int = 40) -> str:
             f"{_t(c.clear):>13} {_t(c.nmi_send):>13} {_t(c.nmi_hold or None):>10} {_t(c.nmi_arrive):>13} {c.nmi_case or '':>13} {_t(end):>13} "
             f"{_t(c.final_clear):>13}  {mark}"
         )
+    if flush:
+        lines += ["", "early flush (on_each_cpu IPI before the stop; a CPU flushes once it takes it):",
+                  f"{'cpu':>5} {'ipi':>10} {'irqs-off':>13} {'flagged':>8} {'done':>13}"]
+        lines += [f"{c.cpu:>5} {_t(c.flush_ipi):>10} {_t(c.flush_off):>13} {'yes' if c.flush_flagged else 'no':>8} "
+                  f"{_t(c.flush_done):>13}" + ("  (never took it)" if c.dead else "") for c in shown]
     if len(shown) < len(cpus):
         lines.append(f"({len(cpus) - len(shown)} CPUs that cleared early without an NMI not shown; --all shows them)")
     if r.vectorized_outcome != res.outcome:

@@ -66,7 +66,7 @@ def _points_row(sweep: str, point: Point, shard: int, acc: ShardSummary, wall_s:
     """One `points` row (SCHEMA.md, plus the estimator and preflush columns)."""
     summary = acc.counts
     n = summary.trials
-    early = point.values["mitigation"] == "early_flush"
+    early = point.params.early_flush_applies  # not on revision 2's panic path
     return {
         "sweep": sweep,
         "point_id": point.point_id,
@@ -81,6 +81,7 @@ def _points_row(sweep: str, point: Point, shard: int, acc: ShardSummary, wall_s:
         **acc.columns(),
         "preflush_sum_us": summary.preflush_sum_us if early else None,
         "preflush_max_us": _null_if_nan(summary.preflush_max_us) if early else None,
+        "preflush_hist": summary.preflush_hist.tolist() if early else None,
         "seed": point.point_seed,
         "wall_s": wall_s,
     }

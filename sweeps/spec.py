@@ -43,9 +43,20 @@ change the hash), and axes are expanded to value lists and ordered by the
 model's parameter order (core.params.PARAM_NAMES), not by their order in the
 TOML file. The first axis varies slowest. Hence neither key order nor the
 axis form used changes the spec hash, the point order or the task ids. A
-parameter added after the first release is left out of the canonical form (and
-spec.toml) while it has its neutral value (core.params.NEUTRAL), so adding one
-changes no spec hash.
+parameter added after the first release is left out of the hashed canonical form
+while it has its neutral value (core.params.NEUTRAL), so adding one changes no
+spec hash; spec.toml leaves it out too, except a parameter whose default is not
+its neutral value (`model_rev`: default 2, neutral 1), which spec.toml always
+writes.
+
+Reading a spec that leaves a parameter out (``stored``): a user's spec gets the
+default (``model_rev = 2``); the spec.toml of a result set gets the neutral value
+(core.params.STORED_DEFAULTS: ``model_rev = 1``, since a set stored before
+``model_rev`` existed holds revision 1 and its spec.toml cannot say so). Every
+canonical spec.toml written since names ``model_rev``, so it reads the same both
+ways. To resume a set stored before ``model_rev`` existed, a spec must pin
+``model_rev = 1`` (its hash is then the stored one); ``resume_refusal`` (sweeps.store)
+says so in one line otherwise.
 
 Validation is one pass of pydantic models over the spec as written
 (sweeps.spec_input: the field types, what each allows, the axis forms each
@@ -70,7 +81,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core.errors import StopraceError
 from core.estimators import ESTIMATORS as _ESTIMATOR_REGISTRY
-from core.params import is_neutral
+from core.params import NOT_NEUTRAL_BY_DEFAULT, is_neutral
 from core.precision import Precision
 from sweeps.precision import Search, precision_toml, search_toml
 from sweeps.spec_input import (
@@ -197,8 +208,21 @@ class SweepSpec(BaseModel):
         return obj
 
     def identity_base(self) -> dict[str, Any]:
-        """`base` without later-added parameters at their neutral value (the hashed, written part)."""
+        """`base` without later-added parameters at their neutral value (the hashed part)."""
         return {k: v for k, v in self.base.items() if not is_neutral(k, v)}
+
+    def written_base(self) -> dict[str, Any]:
+        """`base` as spec.toml writes it: `identity_base`, plus every parameter whose default is not
+        its neutral value (core.params.NOT_NEUTRAL_BY_DEFAULT: `model_rev`) even at its neutral value,
+        so that spec.toml reads the same as a user's spec and as a stored one."""
+        return {k: v for k, v in self.base.items() if not is_neutral(k, v) or k in NOT_NEUTRAL_BY_DEFAULT}
+
+    def with_base(self, **values: Any) -> "SweepSpec":
+        """This spec with the given [base] parameters replaced (each must be in `base`, not an axis)."""
+        missing = [k for k in values if k not in self.base]
+        if missing:
+            raise KeyError(f"not [base] parameters of this spec: {', '.join(missing)}")
+        return self.model_copy(update={"base": {**self.base, **values}})
 
     def canonical_json(self) -> str:
         """Sorted-key compact JSON of the canonical spec; floats in repr form."""
@@ -210,7 +234,8 @@ class SweepSpec(BaseModel):
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
 
     def to_toml(self) -> str:
-        """The canonical spec.toml: parses back (parse_spec) to an equal spec."""
+        """The canonical spec.toml: parses back (parse_spec, as a user's spec or as a stored one) to an
+        equal spec."""
         lines = [
             "# stoprace sweep spec, canonical form (axes expanded, defaults filled in).",
             f"# spec_hash = {self.spec_hash}",
@@ -224,7 +249,7 @@ class SweepSpec(BaseModel):
             "",
             "[base]",
         ]
-        lines += [f"{k} = {_toml_value(v)}" for k, v in self.identity_base().items()]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in self.written_base().items()]
         lines += ["", "[axes]"]
         for a in self.axes:
             vals = [_toml_value(v) for v in a.values]
@@ -244,8 +269,9 @@ class SweepSpec(BaseModel):
 # ---- parsing ---------------------------------------------------------------------------
 
 
-def load_spec(path: str | os.PathLike[str], force: bool = False) -> SweepSpec:
-    """Read and validate a TOML spec file; SpecError (one line) on any problem."""
+def load_spec(path: str | os.PathLike[str], force: bool = False, stored: bool = False) -> SweepSpec:
+    """Read and validate a TOML spec file; SpecError (one line) on any problem. `stored`: the file is a
+    result set's spec.toml (a parameter it leaves out is neutral, see the module docstring)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -255,13 +281,16 @@ def load_spec(path: str | os.PathLike[str], force: bool = False) -> SweepSpec:
         raise SpecError(f"{p}: is a directory, expected a TOML spec file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(f"{p}: cannot read spec: {_one_line(e)}") from None
-    return parse_spec(text, where=str(p), force=force)
+    return parse_spec(text, where=str(p), force=force, stored=stored)
 
 
-def parse_spec(text_or_dict: str | bytes | Mapping[str, Any], where: str = "spec", force: bool = False) -> SweepSpec:
+def parse_spec(
+    text_or_dict: str | bytes | Mapping[str, Any], where: str = "spec", force: bool = False, stored: bool = False
+) -> SweepSpec:
     """Validate a spec given as TOML text or as an already-parsed dict.
 
-    More than MAX_POINTS points is refused unless force=True.
+    More than MAX_POINTS points is refused unless force=True. `stored`: read it as a result set's
+    spec.toml, where a parameter left out is neutral (`model_rev = 1`), not the default (2).
     """
     if isinstance(text_or_dict, bytes):
         try:
@@ -283,7 +312,7 @@ def parse_spec(text_or_dict: str | bytes | Mapping[str, Any], where: str = "spec
     else:
         raise SpecError(f"{where}: expected TOML text or a dict, got {type(text_or_dict).__name__}")
     try:
-        fields = SpecInput.model_validate(dict(raw), context={"force": force}).canonical
+        fields = SpecInput.model_validate(dict(raw), context={"force": force, "stored": stored}).canonical
     except ValidationError as e:
         raise SpecError(f"{where}: {one_line(e)}") from None
     except RecursionError:

@@ -49,7 +49,18 @@ from pydantic_core import PydanticCustomError
 
 from core.errors import ParamError
 from core.estimators import DEFAULT_ESTIMATOR, ESTIMATORS
-from core.params import DEFAULTS, MAX_CPUS, PARAM_NAMES, PARAM_SPECS, SPECS, ParamSpec, integral, make_params, suggest
+from core.params import (
+    DEFAULTS,
+    MAX_CPUS,
+    PARAM_NAMES,
+    PARAM_SPECS,
+    SPECS,
+    STORED_DEFAULTS,
+    ParamSpec,
+    integral,
+    make_params,
+    suggest,
+)
 from core.precision import METRICS, Precision
 from sweeps.precision import Search
 
@@ -407,8 +418,10 @@ def _size(axis: AxisAsWritten) -> int:
 
 
 class SpecInput(_Input):
-    """A whole spec as written. Validate with ``SpecInput.model_validate(raw, context={"force": ...})``;
-    `.canonical` then holds the fields of the canonical SweepSpec (sweeps.spec)."""
+    """A whole spec as written. Validate with ``SpecInput.model_validate(raw, context={"force": ...,
+    "stored": ...})``; `.canonical` then holds the fields of the canonical SweepSpec (sweeps.spec).
+    `stored`: the spec.toml of a result set, where a parameter left out means its neutral value
+    (core.params.STORED_DEFAULTS: `model_rev` 1), not the default a user's spec gets (2)."""
 
     name: Annotated[str, Strict(), Field(pattern=r"^[a-z0-9_-]+$"), allowed("a non-empty string of [a-z0-9_-]")]
     seed: Annotated[int, Strict(), Interval(ge=0, le=UINT64_MAX), allowed("an integer in [0, 2**64 - 1]")]
@@ -431,6 +444,7 @@ class SpecInput(_Input):
     @model_validator(mode="after")
     def _whole(self, info: ValidationInfo) -> SpecInput:
         force = bool((info.context or {}).get("force", False))
+        absent = STORED_DEFAULTS if (info.context or {}).get("stored", False) else DEFAULTS
         if self.trials != "auto" and self.precision is not None:
             raise problem('[precision] needs trials = "auto" (it sets the trials per point)')
         if self.trials == "auto" and self.precision is None:
@@ -462,7 +476,7 @@ class SpecInput(_Input):
             "shard_trials": self.shard_trials,
             "estimator": self.estimator,
             "task_seconds": self.task_seconds,
-            "base": {k: base_given.get(k, SPECS[k].canon(DEFAULTS[k])) for k in PARAM_NAMES if k not in axes_given},
+            "base": {k: base_given.get(k, SPECS[k].canon(absent[k])) for k in PARAM_NAMES if k not in axes_given},
             "axes": tuple((k, _expand(k, a)) for k, a in axes_given.items()),
             "precision": rule,
             "search": None if self.search is None else Search(lo=self.search.n_cpus[0], hi=self.search.n_cpus[1]),

@@ -18,6 +18,7 @@ defined once in ``queries.resultset``; this module adds what only a sweep knows:
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,12 @@ from queries.resultset.storage import is_uri
 from queries.resultset.writer import FLUSH_S, SetWriter
 from sweeps.spec import SpecError, SweepSpec, parse_spec
 
-__all__ = ["StoreError", "ResultStore", "RangeSet", "MANIFEST", "SPEC_FILE", "POINTS_DIR", "EVENTS_DIR",
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = ["StoreError", "ResultStore", "resume_refusal", "RangeSet", "MANIFEST", "SPEC_FILE", "POINTS_DIR", "EVENTS_DIR",
            "package_version", "is_uri"]
 
 
@@ -49,12 +55,54 @@ def package_version() -> str:
         return "0+unknown"
 
 
-def _check_same(display: str, m: Manifest, spec: SweepSpec, plan: dict[str, Any] | None) -> None:
+def _stored_spec(text: str | None) -> tuple[SweepSpec, bool] | None:
+    """(the spec of a result set's spec.toml read as stored, whether it names model_rev), or None
+    if it is missing or unreadable."""
+    if text is None:
+        return None
+    try:
+        raw = tomllib.loads(text)
+        spec = parse_spec(text, where=SPEC_FILE, force=True, stored=True)
+    except (SpecError, tomllib.TOMLDecodeError):
+        return None
+    names = {*raw.get("base", {}), *raw.get("axes", {})} if isinstance(raw, dict) else set()
+    return spec, "model_rev" in names
+
+
+def resume_refusal(display: str, stored_hash: str, stored_text: str | None, spec: SweepSpec) -> str | None:
+    """Why `spec` may not resume the result set at `display` (one line), or None when it may (the
+    same spec hash). The one rule `stoprace run` and `POST /api/sweeps` both apply.
+
+    A spec that differs from the stored one only in `model_rev` is told so, and how to pin it: a
+    set stored before model_rev existed holds revision 1 (its spec.toml does not name it), while a
+    spec that leaves model_rev out runs revision 2 (SCHEMA.md, "Sweep spec")."""
+    if stored_hash == spec.spec_hash:
+        return None
+    got = _stored_spec(stored_text)
+    if got is not None and "model_rev" in spec.base and "model_rev" in got[0].base:
+        stored, named = got
+        have, want = stored.base["model_rev"], spec.base["model_rev"]
+        if have != want and spec.with_base(model_rev=have).spec_hash == stored_hash:
+            held = (f"was stored before model_rev existed, so it holds model revision {have}" if not named
+                    else f"holds model_rev = {have} results")
+            why = " (the default when a spec leaves model_rev out)" if want == 2 else ""
+            return (f"{display} {held}; this spec runs model_rev = {want}{why}: to resume {display}, pin it "
+                    f"with model_rev = {have} under [base], or use another --out for revision {want}")
+    return (f"{display} holds results of a different spec (hash {stored_hash[:12]}…, this spec "
+            f"{spec.spec_hash[:12]}…); use another --out")
+
+
+def _read_spec_text(fs) -> str | None:
+    try:
+        return fs.read_bytes(SPEC_FILE).decode("utf-8") if fs.kind(SPEC_FILE) == "file" else None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _check_same(display: str, m: Manifest, spec: SweepSpec, plan: dict[str, Any] | None, fs=None) -> None:
     if m.spec_hash != spec.spec_hash:
-        raise StoreError(
-            f"{display} holds results of a different spec (hash {m.spec_hash[:12]}…, this spec "
-            f"{spec.spec_hash[:12]}…); use another --out"
-        )
+        why = resume_refusal(display, m.spec_hash, None if fs is None else _read_spec_text(fs), spec)
+        raise StoreError(why)
     if plan is not None and m.plan is not None and _norm(m.plan) != _norm(plan):
         import json
 
@@ -124,7 +172,7 @@ class ResultStore:
         if kind == "file":
             raise StoreError(f"{path} exists and is not a directory; use another --out")
         if kind == "dir" and fs.kind(MANIFEST) is not None:
-            _check_same(path, read_manifest(fs), spec, plan)  # before the lock: a refusal writes nothing
+            _check_same(path, read_manifest(fs), spec, plan, fs)  # before the lock: a refusal writes nothing
             w = SetWriter.open(fs, break_lock=break_lock, **kw)
             try:
                 _check_same(path, w.manifest, spec, plan)
@@ -133,7 +181,11 @@ class ResultStore:
                     store.repaired = w.verify()
                 if plan is not None and w.manifest.plan is None:
                     w.set_fields(plan=plan)
-                w.ensure_layout(spec.to_toml())
+                # a stored spec.toml that reads as this spec stays as written (e.g. one from before
+                # model_rev existed, resumed by a spec pinning model_rev = 1): nothing is rewritten
+                kept = _stored_spec(_read_spec_text(fs))
+                same = kept is not None and kept[0].spec_hash == spec.spec_hash
+                w.ensure_layout(_read_spec_text(fs) if same else spec.to_toml())  # type: ignore[arg-type]
                 w.flush()
             except BaseException:
                 w.abandon()
@@ -178,7 +230,7 @@ class ResultStore:
         """Open a result set read-only (queries, replay); StoreError (one line) if it is not one."""
         rs = ResultSet.open(results_dir, filesystem)
         try:
-            spec = parse_spec(rs.spec_text(), where=rs.backend.display(SPEC_FILE), force=True)
+            spec = parse_spec(rs.spec_text(), where=rs.backend.display(SPEC_FILE), force=True, stored=True)
         except (SpecError, StoreError) as e:
             raise StoreError(f"{rs.display}: cannot read the spec of this results dir: {e}") from None
         if spec.spec_hash != rs.manifest.spec_hash:

@@ -14,9 +14,14 @@ from core.vectorized import TrialBatch
 
 
 def draws_from(p: Params, **cols) -> Draws:
-    """A batch of one trial from per-CPU lists; unspecified draws get quiet defaults."""
+    """A batch of one trial from per-CPU lists (CPU 0's `dirty0` and `w0` as scalars); unspecified
+    draws get quiet defaults (CPU 0 clean; the early flush's IPI taken at 1 µs, irqs on)."""
     m = p.n_remote
     base = {
+        "dirty0": False,
+        "w0": 1000.0,
+        "ipi_pre": [1.0] * m,
+        "off_pre": [0.0] * m,
         "ipi": [1.0] * m,
         "off": [0.0] * m,
         "dirty": [False] * m,
@@ -27,7 +32,7 @@ def draws_from(p: Params, **cols) -> Draws:
         "hold": [0.0] * m,
     }
     base.update(cols)
-    arr = {k: np.array([v], dtype=bool if k in ("dirty", "dead") else float) for k, v in base.items()}
+    arr = {k: np.array([v], dtype=bool if k in ("dirty", "dead", "dirty0") else float) for k, v in base.items()}
     return Draws(**arr)
 
 

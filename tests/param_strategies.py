@@ -23,7 +23,10 @@ def domain_strategy(s: ParamSpec) -> st.SearchStrategy[Any]:
     default (and the default itself), capped at the upper bound."""
     if s.choices is not None:
         return st.sampled_from(s.choices)
-    lo = s.ge if s.ge is not None else 0
+    lo = s.ge if s.ge is not None else (s.gt if s.gt is not None else 0)
+    if s.kind == "float" and s.gt is not None:  # an open lower bound (udelay_factor > 0)
+        hi = max(10.0 * float(s.default), float(lo) + 1.0)
+        return st.one_of(st.just(float(s.default)), st.floats(float(lo), hi, exclude_min=True))
     if s.kind == "int":
         hi = lo + INT_SPAN if s.le is None else min(s.le, lo + INT_SPAN)
         return st.integers(int(lo), int(hi))

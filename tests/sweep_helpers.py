@@ -32,6 +32,13 @@ wait = [0, 1]
 """
 
 
+def pin_rev1(text: str) -> str:
+    """A result set's spec.toml from before model_rev existed, as a user's spec that resumes it: pinned
+    at model_rev = 1 (a spec that leaves model_rev out runs revision 2 and is refused there)."""
+    assert "model_rev" not in text
+    return text.replace("[base]\n", "[base]\nmodel_rev = 1\n", 1)
+
+
 def write_spec(tmp: Path, text: str = SMALL_SPEC, name: str = "spec.toml") -> Path:
     p = tmp / name
     p.write_text(text)

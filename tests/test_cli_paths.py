@@ -17,7 +17,7 @@ import pytest
 
 from sweeps.cli import build_parser, main
 
-from sweep_helpers import ROOT
+from sweep_helpers import ROOT, pin_rev1
 
 FIXTURE = ROOT / "tests" / "fixtures" / "release1-naive"
 
@@ -83,7 +83,8 @@ def test_read_only_result_set_that_needs_writing_is_one_line_and_keeps_its_rows(
     for p in [d, *d.rglob("*")]:
         p.chmod(p.stat().st_mode & ~0o222)
     try:
-        r = _stoprace("run", str(d / "spec.toml"), "--out", str(d), "--workers", "1")
+        (tmp_path / "pinned.toml").write_text(pin_rev1((d / "spec.toml").read_text()))
+        r = _stoprace("run", str(tmp_path / "pinned.toml"), "--out", str(d), "--workers", "1")
         assert r.returncode == 2, r.stderr
         # refused before Ray starts (no start line), naming the dir: taking the writer lock is the
         # first write a run makes in an existing set

@@ -205,12 +205,16 @@ FORCED = dict(n_cpus=2, ipi_jitter_us=0.0, nmi_jitter_us=0.0, nmi_base_us=3e4, w
               stall_median_us=1.0e6, stall_sigma=0.3, irq_off_mean_us=2e5)
 
 
-def test_forced_case_exact_and_unbiased():
-    p = make_params(FORCED)
-    # One CPU, never visited late: s = T_nmi, a = T_nmi + nmi_base; h = 5 + 1000 > handoff, so
-    # race <=> c in (T_nmi, a] <=> off in (T_nmi - k, a - k], k = prologue + wbinvd = 1005.
+@pytest.mark.parametrize("rev", [1, 2])
+def test_forced_case_exact_and_unbiased(rev):
+    p = make_params(dict(FORCED, model_rev=rev))
+    # One CPU, never visited late: s = T_nmi, a = T_nmi + nmi_base, T_done = max(T_nmi + 1, c).
+    # Revision 1: h = 5 + 1000 > handoff, so race <=> c in (T_nmi, a] <=> off in (T_nmi - k, a - k],
+    # k = prologue + wbinvd = 1005. Revision 2: CPU 0 is dirty and flushes for w_0 = 1000 in the
+    # hand-over, H = 1100 > h, so the handler must also end after c + H: c < a + h - H = a - 95.
     k = p.prologue_us + p.wbinvd_us
-    x1, x2 = p.t_nmi_us - k, p.t_nmi_us + p.nmi_base_us - k
+    end = p.nmi_base_us if rev == 1 else p.nmi_base_us + k - (p.handoff_us + p.wbinvd_us)
+    x1, x2 = p.t_nmi_us - k, p.t_nmi_us + end - k
     ln = sst.lognorm(s=p.stall_sigma, scale=p.stall_median_us)
     ex = sst.expon(scale=p.irq_off_mean_us)
     exact = p.p_stall * (ln.cdf(x2) - ln.cdf(x1)) + (1 - p.p_stall) * (ex.sf(x1) - ex.sf(x2))

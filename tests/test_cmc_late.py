@@ -54,9 +54,10 @@ SAME_DRAWS = {
     # weights exp(-x0 / 10) ~ 1e-4: the exponential tail matters
     "ef_small_jitter": dict(n_cpus=6, mitigation="early_flush", nmi_jitter_us=10.0, p_stall=0.8,
                             stall_median_us=1.0005e6, stall_sigma=0.003),
-    "ef_wait0": dict(n_cpus=6, mitigation="early_flush", wait=0, nmi_wait_us=200.0, nmi_jitter_us=150.0,
+    # model_rev = 1: revision 2 has no early flush on the panic path (wait = 0)
+    "ef_wait0": dict(n_cpus=6, mitigation="early_flush", wait=0, model_rev=1, nmi_wait_us=200.0, nmi_jitter_us=150.0,
                      p_stall=0.8, stall_median_us=T_NMI, stall_sigma=0.0005),
-    "ef_wait0_dead": dict(n_cpus=6, mitigation="early_flush", wait=0, nmi_wait_us=300.0, p_unresponsive=0.1,
+    "ef_wait0_dead": dict(n_cpus=6, mitigation="early_flush", wait=0, model_rev=1, nmi_wait_us=300.0, p_unresponsive=0.1,
                           nmi_jitter_us=100.0, p_stall=0.7, stall_median_us=T_NMI, stall_sigma=0.001),
     "ef_many_late": dict(n_cpus=7, mitigation="early_flush", p_stall=0.9, stall_median_us=1.0008e6,
                          stall_sigma=0.0005, nmi_jitter_us=60.0, handoff_us=60.0, nmi_send_us=5.0),
@@ -113,11 +114,11 @@ def test_nu_threshold_is_tight_and_safe(name):
 POINTS = {
     "ef_wait1": dict(n_cpus=16, mitigation="early_flush", p_stall=0.05, stall_median_us=T_NMI, stall_sigma=0.001,
                      nmi_jitter_us=100.0),
-    "ef_wait0": dict(n_cpus=16, mitigation="early_flush", wait=0, nmi_wait_us=200.0, p_stall=0.1,
+    "ef_wait0": dict(n_cpus=16, mitigation="early_flush", wait=0, model_rev=1, nmi_wait_us=200.0, p_stall=0.1,
                      stall_median_us=T_NMI, stall_sigma=0.001, nmi_jitter_us=150.0),
     "ef_small_handoff": dict(n_cpus=12, mitigation="early_flush", handoff_us=20.0, p_stall=0.3,
                              stall_median_us=T_NMI, stall_sigma=0.0005, nmi_jitter_us=20.0),
-    "ef_wait0_dead": dict(n_cpus=16, mitigation="early_flush", wait=0, p_unresponsive=0.01, p_stall=0.1,
+    "ef_wait0_dead": dict(n_cpus=16, mitigation="early_flush", wait=0, model_rev=1, p_unresponsive=0.01, p_stall=0.1,
                           stall_median_us=T_NMI, stall_sigma=0.001, nmi_jitter_us=150.0),
     "ef_many_late": dict(n_cpus=8, mitigation="early_flush", p_stall=0.6, stall_median_us=1.0008e6,
                          stall_sigma=0.0005, nmi_jitter_us=60.0, handoff_us=60.0),
@@ -230,7 +231,7 @@ def test_zero_estimate_interval_not_wider_than_naive():
 HOLD_SAME_DRAWS = {
     "ef_hold": dict(n_cpus=6, mitigation="early_flush", p_nmi_delay=0.3, nmi_delay_median_us=150.0,
                     nmi_delay_sigma=0.5, p_stall=0.8, stall_median_us=T_NMI, stall_sigma=0.0005),
-    "ef_hold_wait0": dict(n_cpus=6, mitigation="early_flush", wait=0, nmi_wait_us=150.0, p_nmi_delay=0.5,
+    "ef_hold_wait0": dict(n_cpus=6, mitigation="early_flush", wait=0, model_rev=1, nmi_wait_us=150.0, p_nmi_delay=0.5,
                           nmi_delay_median_us=120.0, p_stall=0.8, stall_median_us=T_NMI, stall_sigma=0.0005),
     "ef_hold_atoms": dict(n_cpus=5, mitigation="early_flush", nmi_jitter_us=0.0, p_nmi_delay=0.5,
                           nmi_delay_median_us=140.0, nmi_delay_sigma=0.0, p_stall=0.8, stall_median_us=T_NMI,
@@ -261,7 +262,7 @@ def test_hold_offs_vectorized_equals_scalar_reference(name):
 HOLD_POINTS = {
     "ef_hold": dict(n_cpus=16, mitigation="early_flush", p_nmi_delay=0.2, nmi_delay_sigma=0.5, p_stall=0.1,
                     stall_median_us=T_NMI, stall_sigma=0.001),
-    "ef_hold_wait0": dict(n_cpus=16, mitigation="early_flush", wait=0, nmi_wait_us=200.0, p_nmi_delay=0.2,
+    "ef_hold_wait0": dict(n_cpus=16, mitigation="early_flush", wait=0, model_rev=1, nmi_wait_us=200.0, p_nmi_delay=0.2,
                           p_stall=0.1, stall_median_us=T_NMI, stall_sigma=0.001),
     "ef_hold_atom": dict(n_cpus=16, mitigation="early_flush", nmi_jitter_us=0.0, p_nmi_delay=0.3,
                          nmi_delay_median_us=160.0, nmi_delay_sigma=0.0, p_stall=0.1, stall_median_us=T_NMI,

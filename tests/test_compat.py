@@ -29,9 +29,12 @@ from sweeps.cli import main
 from sweeps.grid import PLANNER_VERSION, iter_points, iter_tasks
 from sweeps.shard import run_task
 from sweeps.spec import load_spec
+from sweeps.store import StoreError
 
 from sweep_helpers import read_dir, without_wall
 
+LATER_COLUMNS = ("preflush_hist",)
+"""points columns (not parameters) added since the first release wrote these dirs."""
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 NAIVE, CMC, PARTIAL = (FIXTURES / f"release1-{k}" for k in ("naive", "cmc", "partial"))
 
@@ -51,7 +54,7 @@ def comparable(t: pa.Table, where_none_only: bool) -> list[dict]:
 
 @pytest.mark.parametrize("d", [NAIVE, CMC], ids=["naive", "cmc"])
 def test_rerun_stores_the_same_rows(d):
-    spec = load_spec(d / "spec.toml")
+    spec = load_spec(d / "spec.toml", stored=True)  # read as stored: no model_rev means revision 1
     m = manifest(d)
     assert spec.spec_hash == m["spec_hash"]  # the canonical spec leaves neutral later parameters out
     plan = m["plan"]
@@ -67,7 +70,7 @@ def test_rerun_stores_the_same_rows(d):
     for task in tasks:
         old = stored_points(d, task.task_id)
         new = run_task(task, spec.name, spec.estimator).points
-        assert set(old.column_names) | set(NEUTRAL) == set(new.column_names)
+        assert set(old.column_names) | set(NEUTRAL) | set(LATER_COLUMNS) == set(new.column_names)
         for name, v in NEUTRAL.items():
             assert set(new.column(name).to_pylist()) == {v}
         a = comparable(old, cmc_only_none)
@@ -78,7 +81,7 @@ def test_rerun_stores_the_same_rows(d):
 
 
 def test_rerun_stores_the_same_events():
-    spec = load_spec(NAIVE / "spec.toml")
+    spec = load_spec(NAIVE / "spec.toml", stored=True)
     plan = manifest(NAIVE)["plan"]
     tasks = iter_tasks(spec, plan["cpu_trials_per_s"], plan["max_shards"], plan["min_tasks"])
     events = [run_task(t, spec.name).events for t in tasks]
@@ -124,7 +127,12 @@ def test_partial_resumes_exactly_the_missing_tasks_and_equals_naive(tmp_path):
     before = {f.name: f.read_bytes() for f in (d / "points").glob("*.parquet")}
     spec_text = (d / "spec.toml").read_bytes()
     assert len(before) == 10
-    rep = run(d / "spec.toml", d, num_cpus=2, progress=False)
+    # its spec.toml as a user's spec runs model_rev = 2 (the default): refused before Ray starts
+    with pytest.raises(StoreError, match=r"stored before model_rev existed.*pin it with model_rev = 1 under \[base\]"):
+        run(d / "spec.toml", d, num_cpus=2, progress=False)
+    pinned = tmp_path / "pinned.toml"
+    pinned.write_text(spec_text.decode().replace("[base]\n", "[base]\nmodel_rev = 1\n"))
+    rep = run(pinned, d, num_cpus=2, progress=False)
     assert (rep.tasks_run, rep.tasks_skipped, rep.n_tasks, rep.complete) == (6, 10, 16, True)
     assert {f.name: f.read_bytes() for f in (d / "points").glob("*.parquet") if f.name in before} == before
     assert (d / "spec.toml").read_bytes() == spec_text  # nothing rewritten: the same canonical spec

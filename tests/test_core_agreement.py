@@ -108,9 +108,10 @@ N_REF_OF = {"race_window": 12000, "deadline_3cpu": 20000}  # cheap regimes get m
 ALPHA = ALPHA_RUN / (6 * len(REGIMES))
 
 
+@pytest.mark.parametrize("rev", [1, 2])  # both model revisions (tests/test_rev2.py has revision 2's own regimes)
 @pytest.mark.parametrize("name", sorted(REGIMES))
-def test_same_draws_same_results_trial_for_trial(name):
-    p = make_params(REGIMES[name])
+def test_same_draws_same_results_trial_for_trial(name, rev):
+    p = make_params(dict(REGIMES[name], model_rev=rev))
     d = draw_all(np.random.default_rng(sorted(REGIMES).index(name)), p, 1500)
     b = simulate_draws(p, d)
     assert mismatches(p, d, b) == []

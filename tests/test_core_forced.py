@@ -131,18 +131,22 @@ def test_all_unresponsive_times_out_with_wait_0():
     assert np.all(b.t_done_us == 2e6 + 1000 + 4 * 1.0 + 2e4)
 
 
-def test_early_flush_removes_wbinvd_from_the_stop_and_reports_preflush():
-    p = make_params(dict(n_cpus=16, mitigation="early_flush", wbinvd_contention=0.01, **QUIET))
+@pytest.mark.parametrize("rev, preflush", [(1, 1150.0), (2, 1151.0)])
+def test_early_flush_removes_wbinvd_from_the_stop_and_reports_preflush(rev, preflush):
+    # every WBINVD is 1000 x (1 + 0.01 x 15) = 1150 µs; revision 1 flushes at once, revision 2 only
+    # once each CPU has taken the flush IPI (ipi' = 1 µs, irqs on: 1 + 1150), CPU 0 alongside (1150)
+    p = make_params(dict(n_cpus=16, mitigation="early_flush", wbinvd_contention=0.01, model_rev=rev, **QUIET))
     b = simulate(p, 300, 5)
     assert np.all(b.t_done_us == 6.0)
-    assert np.allclose(b.preflush_us, 1000 * (1 + 0.01 * 15))
+    assert np.allclose(b.preflush_us, preflush, rtol=1e-15)
 
 
-def test_early_flush_still_races_when_the_nmi_comes_after_the_handoff():
+@pytest.mark.parametrize("rev, preflush", [(1, 1000.0), (2, 1001.0)])
+def test_early_flush_still_races_when_the_nmi_comes_after_the_handoff(rev, preflush):
     # NMI latency 500 µs, no WBINVD in the handler (h = prologue): still a race.
-    p = make_params(dict(n_cpus=2, mitigation="early_flush", **QUIET))
+    p = make_params(dict(n_cpus=2, mitigation="early_flush", model_rev=rev, **QUIET))
     b, r = both(p, draws_from(p, off=[T_NMI + 0.5 - 5.0], dirty=[True], nmi=[500.0]))
-    assert r.outcome == "race" and b.preflush_us[0] == 1000.0
+    assert r.outcome == "race" and b.preflush_us[0] == preflush
     assert b.overlap_us[0] == pytest.approx(500 + 5 - 1.0)
 
 

@@ -88,9 +88,13 @@ def test_point_id_pinned_and_independent_of_sweep():
     assert p0.point_id == next(iter_points(mk({}, seed=99, trials=5))).point_id
     assert p0.point_seed != next(iter_points(mk({}, seed=99))).point_seed
     assert p0.point_id == PINNED_DEFAULT_ID
+    assert '"model_rev":2' in cj  # the default is not neutral: it is part of the identity
+    # the same point at model_rev = 1 (neutral) has the id every release before model_rev gave it
+    assert next(iter_points(mk({}, base={"model_rev": 1}))).point_id == PINNED_REV1_ID
 
 
-PINNED_DEFAULT_ID = "3bae7de350deb810"
+PINNED_DEFAULT_ID = "b26f97ea220f96a3"
+PINNED_REV1_ID = "3bae7de350deb810"  # the default point's id before model_rev existed
 
 
 def test_point_seed_definition():

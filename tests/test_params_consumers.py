@@ -22,7 +22,7 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from core.errors import ParamError
-from core.params import MAX_US, NEUTRAL, PARAM_NAMES, PARAM_SPECS, SPECS, Params, make_params
+from core.params import DEFAULTS, MAX_US, NEUTRAL, PARAM_NAMES, PARAM_SPECS, SPECS, Params, make_params
 from queries.db import connect
 from sweeps.cli import build_parser
 from sweeps.grid import iter_points, iter_tasks
@@ -47,7 +47,7 @@ def another_value(s):
     up = s.le is None or s.default < s.le
     if s.kind == "int":
         return s.default + 1 if up else s.default - 1
-    end = (s.default + 2.0 if s.le is None else s.le) if up else s.ge
+    end = (s.default + 2.0 if s.le is None else s.le) if up else (s.ge if s.ge is not None else s.gt)
     return (s.default + end) / 2
 
 
@@ -65,6 +65,10 @@ def test_table_is_params():
         if s.le is not None:
             with pytest.raises(ParamError, match=s.name):
                 make_params({s.name: s.py_type(s.le * 2 + 1)})
+        if s.gt is not None:  # the open bound itself is refused, just above it is not
+            with pytest.raises(ParamError, match=s.name):
+                make_params({s.name: s.py_type(s.gt)})
+            assert getattr(make_params({s.name: s.gt + 1e-9}), s.name) == s.gt + 1e-9
         if s.choices is not None:
             with pytest.raises(ParamError, match=s.name):
                 make_params({s.name: s.py_type(s.default) + s.py_type(7)})
@@ -166,7 +170,8 @@ def test_sql_views_read_a_set_written_before_later_parameters(tmp_path):
     m["tasks_done"], m["n_tasks"] = [[0, 1]], 2  # commit it: a file the manifest does not list is not read
     (old / "manifest.json").write_text(json.dumps(m))
     rows = connect(old).execute(f"SELECT n_cpus, {', '.join(NEUTRAL)} FROM points ORDER BY n_cpus").fetchall()
-    assert rows == [(8, *NEUTRAL.values()), (16, *NEUTRAL.values())]
+    # the old file reads neutral (model_rev 1); the newer one keeps what it stored (the defaults: model_rev 2)
+    assert rows == [(8, *NEUTRAL.values()), (16, *(DEFAULTS[n] for n in NEUTRAL))]
 
 
 def test_hypothesis_strategies_fuzz_every_parameter():

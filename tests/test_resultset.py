@@ -230,7 +230,7 @@ def test_compacted_partial_dir_resumes(tmp_path):
     compact(locate(d))
     from sweeps.spec import load_spec
 
-    spec = load_spec(d / "spec.toml", force=True)
+    spec = load_spec(d / "spec.toml", force=True, stored=True)
     store = ResultStore.create_or_open(d, spec)
     assert store.done_tasks() == set(range(10)) and store.cpu_trials_done is not None
     store.close()

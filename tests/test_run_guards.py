@@ -22,7 +22,7 @@ from sweeps.grid import iter_tasks
 from sweeps.guards import MAX_CPU_TRIALS, MAX_TASKS, approx, check_size, estimated_tasks, format_seconds
 from sweeps.spec import SpecError, load_spec, parse_spec
 
-from sweep_helpers import ROOT, stored
+from sweep_helpers import ROOT, pin_rev1, stored
 
 FIXTURE_SPEC = ROOT / "tests" / "fixtures" / "release1-naive" / "spec.toml"
 
@@ -80,7 +80,8 @@ def test_resumed_run_says_how_much_is_stored(tmp_path, capsys, ray_session):
     for f in (d / "points").glob("task-*.parquet"):
         t = pq.read_table(f, columns=["n_cpus", "trials"])
         stored_cpu_trials += sum(a * b for a, b in zip(t["n_cpus"].to_pylist(), t["trials"].to_pylist()))
-    assert main(["run", str(d / "spec.toml"), "--out", str(d)]) == 0
+    (tmp_path / "pinned.toml").write_text(pin_rev1((d / "spec.toml").read_text()))
+    assert main(["run", str(tmp_path / "pinned.toml"), "--out", str(d)]) == 0
     err = capsys.readouterr().err
     start = next(ln for ln in err.splitlines() if " running " in ln)
     total = _cpu_trials_by_hand(d / "spec.toml")

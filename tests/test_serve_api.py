@@ -344,7 +344,7 @@ def test_a_stopped_run_is_resumed_by_submitting_its_spec_again(tmp_path):
     complete run's (release1-naive, same spec), as a CLI resume does."""
     from serve_helpers import FIXTURES
 
-    from sweep_helpers import read_dir, without_wall
+    from sweep_helpers import pin_rev1, read_dir, without_wall
 
     root = tmp_path / "results"
     root.mkdir()
@@ -355,7 +355,7 @@ def test_a_stopped_run_is_resumed_by_submitting_its_spec_again(tmp_path):
         c = TestClient(a, base_url="http://127.0.0.1")
         s = c.get("/api/sweeps/release1-naive").json()
         assert s["status"] == "partial" and s["tasks_done"] == 10 and s["tasks_total"] == 16
-        spec = (FIXTURES / "release1-partial" / "spec.toml").read_text()
+        spec = pin_rev1((FIXTURES / "release1-partial" / "spec.toml").read_text())
         r = c.post("/api/sweeps", content=spec.encode(), headers={"content-type": "application/toml"})
         assert r.status_code == 202, r.text
         wait_done(c, "release1-naive")

@@ -117,7 +117,7 @@ def test_release1_rows_are_reproduced_by_run_task():
     from sweeps.spec import load_spec
 
     d = Path(__file__).parent / "fixtures" / "release1-naive"
-    spec = load_spec(d / "spec.toml")
+    spec = load_spec(d / "spec.toml", stored=True)
     tasks = list(iter_tasks(spec))
     assert len(tasks) == 16
     for t in tasks:

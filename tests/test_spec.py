@@ -120,7 +120,7 @@ def test_base_values_canonical():
         ('[base]\nmitigation = "later"\n', ["mitigation = 'later'", "none, early_flush"]),
         ("[base]\np_stall = 1.5\n", ["p_stall = 1.5", "[0, 1]"]),
         ("[base]\nwbinvd_us = nan\n", ["wbinvd_us = nan"]),
-        ("[base]\nudelay_factor = 0.5\n", ["udelay_factor = 0.5", ">= 1"]),
+        ("[base]\nudelay_factor = 0.0\n", ["udelay_factor = 0.0", "> 0"]),
         ("[base]\nn_cpus = 8\n[axes]\nn_cpus = [8, 16]\n", ["'n_cpus' is in both [base] and [axes]"]),
     ],
 )
@@ -299,9 +299,13 @@ def test_canonical_json_shape_and_hash_stable():
     # pinned: a change here means every existing results dir is refused; bump deliberately
     assert s.spec_hash == parse_spec(BIG).spec_hash
     assert s.spec_hash == PINNED_HASH
+    assert obj["base"]["model_rev"] == 2  # a spec that leaves it out runs revision 2
+    # pinned at model_rev = 1 (neutral, left out of the hash): the hash before model_rev existed
+    assert parse_spec(BIG.replace("[base]\n", "[base]\nmodel_rev = 1\n")).spec_hash == PINNED_REV1_HASH
 
 
-PINNED_HASH = "b6873d64bae50f0e7c6689abbd605cd12f148a54453633c52b31c3d21635beec"
+PINNED_HASH = "ad3e4d613400c0a99a763ce2b6a263f741e76a98f6a2eb7af8e45f794965b228"
+PINNED_REV1_HASH = "b6873d64bae50f0e7c6689abbd605cd12f148a54453633c52b31c3d21635beec"
 
 
 def test_hash_changes_with_content():

@@ -39,6 +39,7 @@ POINTS_SCHEMA = pa.schema(
         pa.field("p_bad_var", pa.float64()),
         pa.field("preflush_sum_us", pa.float64()),  # early_flush only: sum over trials of preflush_us
         pa.field("preflush_max_us", pa.float64()),
+        pa.field("preflush_hist", pa.list_(pa.int64())),  # the t_done_hist bins over preflush_us (model_rev 2)
         pa.field("seed", pa.uint64()),
         pa.field("wall_s", pa.float64()),
     ]

@@ -15,6 +15,8 @@ WITH agg AS (
         osum(CASE WHEN isfinite(t_done_sum_us) THEN t_done_sum_us END, shard) AS t_sum_us,
         max(t_done_max_us) FILTER (WHERE isfinite(t_done_max_us)) AS t_max_us,
         @@preflush@@ AS preflush_us,
+        @@preflush_max@@ AS preflush_max_us,
+        (@@flush_hangs@@)::BIGINT AS flush_hangs,
         @@cmc_agg@@,
         any_value(seed) AS seed
     FROM points
@@ -36,6 +38,22 @@ q AS (
     FROM cum
     GROUP BY sweep, point_id
 ),
+-- the same quantiles of the early flush's time (preflush_bins; early_flush points only)
+pcum AS (
+    SELECT
+        sweep, point_id, b, h::DOUBLE AS h,
+        sum(h) OVER (PARTITION BY sweep, point_id ORDER BY b ROWS UNBOUNDED PRECEDING)::DOUBLE AS c,
+        sum(h) OVER (PARTITION BY sweep, point_id)::DOUBLE AS tot
+    FROM preflush_bins
+),
+pq AS (
+    SELECT
+        sweep, point_id,
+        arg_min(hist_x(b, c, h, 0.5::DOUBLE * tot), b) FILTER (WHERE c >= 0.5::DOUBLE * tot) AS px50,
+        arg_min(hist_x(b, c, h, 0.99::DOUBLE * tot), b) FILTER (WHERE c >= 0.99::DOUBLE * tot) AS px99
+    FROM pcum
+    GROUP BY sweep, point_id
+),
 -- the cmc estimator (core.cmc), where the sweep ran it: shards pooled exactly as core.cmc_stats.combine,
 -- interval from core.cmc_stats.estimate_interval (both through queries.estimates)
 est AS (
@@ -54,7 +72,7 @@ SELECT
     CASE WHEN is_cmc THEN 'cmc' ELSE 'naive' END AS estimator,
     shards, trials, clean, nmi_clean, timeout, race, hang,
     timeout + race + hang AS bad,
-    trials - clean AS nmi_phase,  -- trials that missed the 1 s REBOOT-vector wait (MODEL.md)
+    trials - clean - flush_hangs AS nmi_phase,  -- trials that missed the 1 s REBOOT-vector wait (MODEL.md)
     -- p_race and p_bad: the sweep's estimator (cmc estimate and interval, or counts and Wilson)
     CASE WHEN is_cmc THEN race_cmc.p ELSE prob(race, trials) END AS p_race,
     CASE WHEN is_cmc THEN race_cmc.lo ELSE wilson_lo(race, trials) END AS p_race_lo,
@@ -73,7 +91,10 @@ SELECT
     hist_q(x99, t_max_us) AS t_p99_us,
     hist_q(x999, t_max_us) AS t_p999_us,
     t_max_us,
-    preflush_us,
+    preflush_us,  -- the early flush's mean time per kexec that ran it (NULL without one)
+    hist_q(px50, preflush_max_us) AS preflush_p50_us,
+    hist_q(px99, preflush_max_us) AS preflush_p99_us,
+    preflush_max_us,
     -- the naive counts of the same trials, always, and whether they disagree with cmc: the two
     -- 95% intervals do not overlap (NULL for a naive sweep)
     prob(race, trials) AS p_race_naive,
@@ -97,4 +118,5 @@ SELECT
     bad_cmc.hi AS p_bad_cmc_hi,
     seed
 FROM est
-LEFT JOIN q USING (sweep, point_id);
+LEFT JOIN q USING (sweep, point_id)
+LEFT JOIN pq USING (sweep, point_id);

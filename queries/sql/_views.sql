@@ -34,6 +34,18 @@ SELECT
 FROM params_long
 GROUP BY sweep, point_id;
 
+-- One row per (point, non-empty preflush bin b = 0..127): the early flush's time per kexec
+-- (`preflush_hist`, the stop-time bins over preflush_us; early_flush points only) summed over shards.
+CREATE OR REPLACE TEMP VIEW preflush_bins AS
+SELECT sweep, point_id, b, sum(h) AS h
+FROM (
+    SELECT sweep, point_id, unnest(@@preflush_hist@@) AS h, generate_subscripts(@@preflush_hist@@, 1) - 1 AS b
+    FROM points
+    WHERE @@preflush_hist@@ IS NOT NULL
+)
+WHERE h > 0
+GROUP BY sweep, point_id, b;
+
 -- One row per (point, non-empty histogram bin b = 0..127): the bin count summed over shards.
 CREATE OR REPLACE TEMP VIEW point_bins AS
 SELECT sweep, point_id, b, sum(h) AS h

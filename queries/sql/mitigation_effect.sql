@@ -1,11 +1,14 @@
 -- description: mitigation none vs early_flush at equal other parameters: by what factor the fix lowers p_race (95% interval), stop-time change, preflush cost
--- Pairs are matched on all other parameters, across sweeps too (`sweep` shows both when they differ).
+-- Pairs are matched on all other parameters, across sweeps too (`sweep` shows both when they differ);
+-- model_rev is one of them, so a pair is always of one model revision (named in `model_rev`).
 -- p_race is the sweep's estimator (`estimator`: cmc estimate and interval, or counts and Wilson).
 -- race_factor = p_race(none) / p_race(early_flush), with a 95% interval (queries.estimates.ratio_interval):
 -- 'delta-log' from the two estimates and their variances on the log scale when both are > 0 and
 -- known to 25%; else 'bounds', the ratio of the 97.5% interval ends (Bonferroni), e.g. ">= lo" when
 -- early_flush saw no race (race_factor NULL, race_factor_hi = inf). disagree: a side's cmc interval
--- misses its naive counts' interval. preflush_us is the mean early WBINVD time when stored, else NULL.
+-- misses its naive counts' interval. The fix's cost per kexec, the early flush's time (preflush_us:
+-- its mean; p50, p99 from the stored preflush histogram, max), NULL where not stored or not run
+-- (revision 2 runs no early flush on the panic path, wait = 0).
 WITH keyed AS (
     SELECT
         sweep, point_id,
@@ -41,6 +44,7 @@ pairs AS (
 )
 SELECT
     CASE WHEN n.sweep = f.sweep THEN n.sweep ELSE n.sweep || ' vs ' || f.sweep END AS sweep,
+    n.model_rev AS model_rev,
     n.differs,
     CASE WHEN n.estimator = f.estimator THEN n.estimator ELSE n.estimator || '/' || f.estimator END AS estimator,
     n.trials AS trials_none,
@@ -64,6 +68,9 @@ SELECT
     n.t_p99_us AS t_p99_none_us,
     f.t_p99_us AS t_p99_flush_us,
     f.t_p99_us - n.t_p99_us AS t_p99_change_us,
-    f.preflush_us AS preflush_us
+    f.preflush_us AS preflush_us,
+    f.preflush_p50_us AS preflush_p50_us,
+    f.preflush_p99_us AS preflush_p99_us,
+    f.preflush_max_us AS preflush_max_us
 FROM pairs
-ORDER BY n.sweep, f.sweep, n.p_race DESC NULLS LAST, n.differs
+ORDER BY n.sweep, f.sweep, n.model_rev DESC, n.p_race DESC NULLS LAST, n.differs

@@ -1,9 +1,9 @@
--- description: p_race along each swept axis, the other axes held at their medians and the scenario axes (wait, mitigation) split out
--- param: split=wait,mitigation [axes] comma-separated axes that are never held at a "median" but shown value by value
+-- description: p_race along each swept axis, the other axes held at their medians and the scenario axes (wait, mitigation, model_rev) split out
+-- param: split=wait,mitigation,model_rev [axes] comma-separated axes that are never held at a "median" but shown value by value
 -- A swept axis has more than one value within its sweep. The median of a numeric axis is the lower
 -- middle of its distinct values; a text axis is held at its default if swept over it, else at its
--- first value. Scenario axes ($split: by default wait, the panic path 0 or the kexec path 1, and
--- mitigation) are not nuisances to hold at a middle value: every row names its `scenario` (their
+-- first value. Scenario axes ($split: by default wait, the panic path 0 or the kexec path 1,
+-- mitigation, and model_rev, the model revision) are not nuisances to hold at a middle value: every row names its `scenario` (their
 -- values) and each axis is shown once per scenario. `held` lists the values the other axes are held
 -- at. p_race is the sweep's estimator (`estimator`); `disagree`: its cmc interval misses the counts'.
 WITH swept AS (

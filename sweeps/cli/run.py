@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Run every (point, shard) of SPEC.toml as Ray tasks and store the results as Parquet "
             "(SCHEMA.md). Runs on an embedded Ray unless --address or RAY_ADDRESS names a cluster. "
             "Re-running on the same --out resumes: only tasks not stored yet are run; a dir holding "
-            "a different spec is refused. Ctrl-C keeps every finished task."
+            "a different spec is refused. Ctrl-C keeps every finished task. A spec that does not name "
+            "model_rev runs model revision 2 (MODEL.md); a dir stored before model_rev existed holds "
+            "revision 1 and is resumed only by a spec that pins model_rev = 1 under [base]."
         ),
     )
     p.add_argument("spec", metavar="SPEC.toml", help="sweep spec (see examples/)")

@@ -58,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=COMMANDS["simulate"],
         description=(
             "Simulate one point of the stop-race model and print outcome counts, probabilities "
-            "with 95% Wilson intervals, stop-time mean/p50/p99 and throughput. "
+            "with 95% Wilson intervals, stop-time mean/p50/p99, the early flush's time (mitigation "
+            "early_flush) and throughput. --model-rev 1 runs the first release's model (MODEL.md). "
             "Example: stoprace simulate --n-cpus 256 --p-stall 0.01 --trials 1e6"
         ),
     )
@@ -144,7 +145,8 @@ def format_report(params: Params, rep: dict) -> str:
 
     non_default = {k: v for k, v in params.model_dump().items() if v != DEFAULTS[k]}
     lines = [
-        f"point: {', '.join(f'{k}={v}' for k, v in non_default.items()) or 'all defaults'}",
+        f"point: {', '.join(f'{k}={v}' for k, v in non_default.items()) or 'all defaults'}"
+        + ("" if "model_rev" in non_default else f"   (model_rev {params.model_rev})"),
         f"trials: {rep['trials']:,}   NMI phase: {rep['nmi_phase']:,}   seed: {rep['seed']}",
         "",
         f"{'outcome':<10} {'count':>12} {'p':>10} {'95% lo':>10} {'95% hi':>10}",
@@ -154,9 +156,10 @@ def format_report(params: Params, rep: dict) -> str:
     t = rep["t_done_us"]
     lines.append("")
     lines.append("stop time (µs): " + "  ".join(f"{k} {_fmt_us(t[k])}" for k in ("mean", "p50", "p99", "p999", "max")))
-    if rep["preflush_us"]["max"] is not None:
-        pf = rep["preflush_us"]
-        lines.append(f"preflush (µs): mean {pf['mean']:,.1f}  max {pf['max']:,.1f}")
+    pf = rep["preflush_us"]
+    if pf["trials"]:  # the fix's cost per kexec: the early flush's time, over the trials that ran it
+        lines.append("preflush (µs): " + "  ".join(f"{k} {_fmt_us(pf[k])}" for k in ("mean", "p50", "p99", "max"))
+                     + (f"   ({rep['trials'] - pf['trials']:,} hung in the flush)" if pf["trials"] < rep["trials"] else ""))
     k = rep["p"]["race"]["k"]
     if k == 0:
         lines.append(f"no race seen: p_race < {_fmt_p(rep['p']['race']['hi'])} (95% upper bound)")

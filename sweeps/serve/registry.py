@@ -204,7 +204,7 @@ class Registry:
         if data is None:
             return None
         try:
-            spec = parse_spec(data, where=f"{served.location}/{SPEC_FILE}", force=True)
+            spec = parse_spec(data, where=f"{served.location}/{SPEC_FILE}", force=True, stored=True)
         except SpecError:
             return None
         with self._lock:

@@ -79,9 +79,9 @@ def _integrate_off(p: Params, d: dict[str, list], i: int) -> list[float]:
     """[race_sum, race, bad] parts of CPU i: its indicators integrated over the law of off_i
     (every other draw, its own NMI latency included, as given in `d`)."""
     m = p.n_cpus - 1
-    early = p.mitigation == "early_flush"
+    early = p.mitigation == "early_flush" and not (p.model_rev == 2 and p.wait == 0)
     base = reference.simulate_trial(p, d)
-    t_nmi, step, ho = p.t_nmi_us, p.nmi_send_us, p.handoff_us
+    t_nmi, step, ho = p.t_nmi_us, p.nmi_send_us, reference.handover_us(p, d)
     clocks = [t_nmi]
     for _ in range(m + 1):
         clocks.append(clocks[-1] + step)
@@ -187,7 +187,7 @@ def ref_nu_threshold(p: Params, d: dict[str, list], i: int, k_i: float, h_i: flo
     r = reference.simulate_trial(p, _with(d, i, ipi=0.0, off=max(s_i - k_i + 1e-4, 0.0), nmi=far))
     if r.t_done_us is None:
         return INF
-    return r.t_done_us - s_i + p.handoff_us - h_i
+    return r.t_done_us - s_i + reference.handover_us(p, d) - h_i
 
 
 def _ref_strata(p: Params, nu0: float, nmi: float, hold: float, holdoff: float | None) -> list[tuple[float, float]]:
@@ -223,7 +223,8 @@ def cmc_trial_reference(p: Params, d: dict[str, list], detail: bool = False, hol
     produce) plus a uniform grid, each piece is probed at two interior points, and
     pieces whose probes disagree are bisected to floating-point resolution. Atoms
     (off_i <= ipi_i gives e_i = ipi_i; a degenerate stall law) are evaluated directly.
-    A CPU whose NMI-path handler is shorter than handoff_us races only with a late NMI:
+    A CPU whose NMI-path handler is shorter than the hand-over H (`reference.handover_us`: handoff_us,
+    plus CPU 0's flush in revision 2) races only with a late NMI:
     its latency is integrated out too (core/README.md, "Late NMIs"), with its threshold
     found by running the reference model (`ref_nu_threshold`) and `holdoff` the fresh
     hold-off draw per CPU (needed when p_nmi_delay > 0).
@@ -231,18 +232,27 @@ def cmc_trial_reference(p: Params, d: dict[str, list], detail: bool = False, hol
     (race, bad, race_sum). Slow (plain Python): for tests on a few CPUs.
     """
     m = p.n_cpus - 1
-    early = p.mitigation == "early_flush"
+    early = p.mitigation == "early_flush" and not (p.model_rev == 2 and p.wait == 0)
     base = reference.simulate_trial(p, d)
     bad = 1.0 if (base.outcome == "hang" or _timed_out(p, base)) else 0.0
+    if base.hung_in_flush is not None:  # revision 2: hung in the early flush, whatever off_i is
+        return (0.0, bad, 0.0) if detail else (0.0, bad)
+    ho = reference.handover_us(p, d)
     race = race_sum = 0.0
     random_nmi = p.nmi_jitter_us > 0 or p.p_nmi_delay > 0
+
+    def handler(j: int) -> float:
+        return p.prologue_us + (d["w2"][j] if bool(d["dirty"][j]) and not early else 0.0)
+
+    # revision 2 integrates a late CPU's NMI latency only in trials where no CPU has h_j >= H
+    direct = p.model_rev == 2 and any(not d["dead"][j] and handler(j) >= ho for j in range(m))
     for i in range(m):
         if d["dead"][i]:
             continue
         dirty = bool(d["dirty"][i]) and not early
         k_i = p.prologue_us + (d["w"][i] if dirty else 0.0)
         h_i = p.prologue_us + (d["w2"][i] if dirty else 0.0)
-        if random_nmi and h_i < p.handoff_us:
+        if random_nmi and h_i < ho and not direct:
             nu0 = ref_nu_threshold(p, d, i, k_i, h_i)
             tot = [0.0, 0.0, 0.0]
             if math.isfinite(nu0):

@@ -45,12 +45,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.draws import Draws, draw_nmi_path, draw_phase1, lognormal, new_generator
+from core.draws import Draws, draw_nmi_path, draw_phase1, draw_rev2, lognormal, new_generator
 from core.estimators.cmc.stats import FP_REL, CmcBatch, CmcSummary, combine, estimate_interval
 from core.numerics import ndtr_diff
 from core.offlaw import OffLaw
 from core.params import Params
-from core.vectorized import TrialBatch, chunk_layout, chunk_seed, final_clear, locate_trial, simulate_draws
+from core.vectorized import TrialBatch, chunk_layout, chunk_seed, final_clear, hand_over, locate_trial, simulate_draws
 
 INF = math.inf
 
@@ -61,11 +61,13 @@ INF = math.inf
 
 
 def draw_chunk_cmc(p: Params, n: int, rng: np.random.Generator) -> Draws:
-    """Every per-CPU draw of `n` trials, NMI path included (eagerly, CPU-major)."""
+    """Every per-CPU draw of `n` trials, NMI path included (eagerly, CPU-major), then the
+    revision-2 draws (none for revision 1 or wait = 0)."""
     d = draw_phase1(rng, p, n)
     nmi, w2, hold = draw_nmi_path(rng, p, n * p.n_remote)  # nmi carries its sampled hold-off
     shape = (p.n_remote, n)
-    return Draws(d.ipi, d.off, d.dirty, d.w, w2.reshape(shape).T, nmi.reshape(shape).T, d.dead, hold.reshape(shape).T)
+    d = Draws(d.ipi, d.off, d.dirty, d.w, w2.reshape(shape).T, nmi.reshape(shape).T, d.dead, hold.reshape(shape).T)
+    return d.with_rev2(draw_rev2(rng, p, n))
 
 
 LATE_STREAM = 0
@@ -252,9 +254,9 @@ def _context(p: Params, c, e, w, dirty, dead, nmi, h) -> _Ctx:
     return _Ctx(s, tl, fp, mlo, hot)
 
 
-def _membership(p: Params, cv, s, a, end, tl, fp, mlo):
+def _membership(p: Params, cv, s, a, end, tl, fp, mlo, ho):
     """For explicit clear times cv of CPU i: (R_i, A_i, A_i without hang/timeout), using the
-    model's own floating-point comparisons."""
+    model's own floating-point comparisons; `ho` is the hand-over H of each trial."""
     racer = (cv > s) & (cv <= a)
     f = np.maximum(fp, cv)
     if p.wait == 1:
@@ -267,8 +269,8 @@ def _membership(p: Params, cv, s, a, end, tl, fp, mlo):
         timeout = f > dl
         t_done = np.where(timeout, dl, np.maximum(tl, f))
     with np.errstate(invalid="ignore"):
-        race_i = racer & ~hang & (end > t_done + p.handoff_us)
-        first = race_i & ~(mlo > t_done + p.handoff_us)
+        race_i = racer & ~hang & (end > t_done + ho)
+        first = race_i & ~(mlo > t_done + ho)
     return race_i, first, first & ~timeout
 
 
@@ -287,9 +289,28 @@ class _Cpu:
     tl: np.ndarray  # T_loop'
     fp: np.ndarray  # F' (max final clear of the other CPUs)
     mlo: np.ndarray  # max handler end over racers j < i
+    ho: np.ndarray  # H, the hand-over of i's trial (handoff_us, + CPU 0's WBINVD in revision 2)
 
     def take(self, sel: np.ndarray) -> "_Cpu":
-        return _Cpu(*(getattr(self, f)[sel] for f in self.__dataclass_fields__))
+        """The CPUs where `sel`, as flat arrays (in row-major order, as boolean indexing gives)."""
+        if sel.ndim != 2:
+            return _Cpu(*(getattr(self, f)[sel] for f in self.__dataclass_fields__))
+        rows, cols = np.nonzero(sel)  # once, not once per field
+        return _Cpu(*(_gather(getattr(self, f), rows, cols) for f in self.__dataclass_fields__))
+
+
+def _gather(a: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """a[rows, cols] for a 2-D array, by its memory layout: the chunk's draws are CPU-major
+    (transposed views), H is one value per trial (broadcast); a flat take is ~5x faster than
+    fancy or boolean indexing on those layouts."""
+    n, m = a.shape
+    if a.strides[1] == 0:  # broadcast along CPUs
+        return a[:, 0][rows]
+    if a.flags.c_contiguous:
+        return a.ravel()[rows * m + cols]
+    if a.flags.f_contiguous:
+        return a.T.ravel()[cols * n + rows]
+    return a[rows, cols]
 
 
 @dataclass
@@ -324,7 +345,7 @@ def _terms(p: Params, law: OffLaw, g: _Cpu, nmi: np.ndarray, keep: np.ndarray | 
     s, tl, fp, mlo, dead = g.s, g.tl, g.fp, g.mlo, g.dead
     a = s + nmi
     end = a + g.h
-    ho = p.handoff_us
+    ho = g.ho
     kk = g.kk
     shape = s.shape
 
@@ -386,7 +407,8 @@ def _terms(p: Params, law: OffLaw, g: _Cpu, nmi: np.ndarray, keep: np.ndarray | 
             cand &= keep
         if not cand.any():
             continue
-        r_any, r_first, r_bad = _membership(p, c0[cand], s[cand], a[cand], end[cand], tl[cand], fp[cand], mlo[cand])
+        r_any, r_first, r_bad = _membership(p, c0[cand], s[cand], a[cand], end[cand], tl[cand], fp[cand], mlo[cand],
+                                            ho[cand])
         w0 = law.cdf(g.ipi[cand]) if mass0 is None else np.full(r_any.size, mass0)
         atoms.append((cand, w0 * r_any, w0 * r_first, w0 * r_bad))
     return _Terms(m1a, m1f, m2a, m2f, atoms)
@@ -394,22 +416,28 @@ def _terms(p: Params, law: OffLaw, g: _Cpu, nmi: np.ndarray, keep: np.ndarray | 
 
 def late_nmi_cpus(p: Params, g: _Cpu) -> np.ndarray:
     """CPUs whose NMI latency is integrated out too (core/README.md, "Late NMIs"): those
-    whose NMI-path handler is shorter than the hand-over (h_i < handoff_us: they race only
-    if the NMI comes late), when the latency is random at all."""
+    whose NMI-path handler is shorter than the hand-over (h_i < H: they race only if the NMI
+    comes late), when the latency is random at all. Model revision 2: only in trials where no
+    CPU has h_j >= H (core/README.md, "Revision 2 in the cmc estimator": where one has, the
+    sampled latency serves, unbiased, for a fraction of the cost). `g` is (trials x CPUs)."""
     if p.nmi_jitter_us == 0 and p.p_nmi_delay == 0:
         return np.zeros(g.h.shape, dtype=bool)
-    return ~g.dead & (g.h < p.handoff_us)
+    late = ~g.dead & (g.h < g.ho)
+    if p.model_rev == 2:
+        direct = np.asarray((~g.dead & ~late).any(axis=1))  # a CPU that races with its sampled latency
+        late &= ~direct[:, None]
+    return late
 
 
 def nu_threshold(p: Params, g: _Cpu) -> np.ndarray:
     """nu0: CPU i can race only if its NMI latency exceeds nu0 (inf: it never can).
 
     Every race of i has T_done >= min(B, D') (B = max(T_loop', F'); D' = T_loop' +
-    nmi_wait only for wait = 0) and needs a_i + h_i > T_done + handoff_us, a_i = s_i + nu_i.
+    nmi_wait only for wait = 0) and needs a_i + h_i > T_done + H, a_i = s_i + nu_i.
     """
     b = np.maximum(g.tl, g.fp)
     t_min = b if p.wait == 1 else np.minimum(b, g.tl + p.nmi_wait_scaled_us)
-    return t_min - g.s + p.handoff_us - g.h
+    return t_min - g.s + g.ho - g.h
 
 
 def late_strata(
@@ -452,7 +480,7 @@ def late_strata(
 
 def _cmc_values(p: Params, d: Draws, holdoff: np.ndarray | None = None) -> CmcBatch:
     n, m = d.ipi.shape
-    early = p.mitigation == "early_flush"
+    early = p.early_flush_applies
     dirty = np.zeros_like(d.dirty) if early else d.dirty
     dead = d.dead
     e = np.maximum(d.ipi, d.off)
@@ -462,10 +490,12 @@ def _cmc_values(p: Params, d: Draws, holdoff: np.ndarray | None = None) -> CmcBa
     h = np.where(dirty, p.prologue_us + d.w2, p.prologue_us)
     weff = np.where(dirty, d.w, 0.0)
     ctx = _context(p, c, e, d.w, dirty, dead, d.nmi, h)
-    g = _Cpu(d.ipi, d.w, dirty, dead, p.prologue_us + weff, h, ctx.s, ctx.tl, ctx.fp, ctx.mlo)
+    # H is part of X_{-i} for every i (CPU 0's flag and flush are not off_i): one value per trial
+    ho = np.broadcast_to(np.asarray(hand_over(p, d.rev2().need(p)), dtype=np.float64).reshape(-1, 1), (n, m))
+    g = _Cpu(d.ipi, d.w, dirty, dead, p.prologue_us + weff, h, ctx.s, ctx.tl, ctx.fp, ctx.mlo, ho)
     law = OffLaw.of(p)
 
-    # CPUs that race at their sampled NMI latency, whatever it is (h_i >= handoff_us)
+    # CPUs that race at their sampled NMI latency, whatever it is (h_i >= H)
     late = late_nmi_cpus(p, g)
     t = _terms(p, law, g, d.nmi, keep=~late if late.any() else None)
     race_sum = t.m1a.sum(axis=1)
@@ -511,7 +541,7 @@ def _cmc_values(p: Params, d: Draws, holdoff: np.ndarray | None = None) -> CmcBa
     lt = (c > p.t_nmi_us) & ~dead
     if lt.any():
         ti, ii = np.nonzero(lt)
-        r_any, r_first, _ = _membership(p, c[lt], s[lt], a[lt], end[lt], tl[lt], fp[lt], mlo[lt])
+        r_any, r_first, _ = _membership(p, c[lt], s[lt], a[lt], end[lt], tl[lt], fp[lt], mlo[lt], ho[lt])
         n_racing = np.bincount(ti[r_any], minlength=n).astype(np.int32)
         fc = np.full(n, m + 1, np.int64)
         np.minimum.at(fc, ti[r_first], ii[r_first] + 1)

@@ -22,6 +22,7 @@ from sweeps.serve.registry import Served, read_manifest, status_word
 from sweeps.serve.responses import flag, json_response
 from sweeps.serve.security import SPEC_TYPES, content_type, json_object, read_body
 from sweeps.spec import SpecError, parse_spec
+from sweeps.store import SPEC_FILE, resume_refusal
 
 router = APIRouter(prefix="/api/sweeps", tags=["runs"])
 
@@ -64,9 +65,8 @@ def submit_spec(svc: Services, text: str | bytes, force: bool = False) -> tuple[
         if m is None:
             if not p.is_dir() or any(p.iterdir()):
                 raise Conflict(f"{location} exists and is not a stoprace result set")
-        elif m.get("spec_hash") != spec.spec_hash:
-            raise Conflict(f"{location} holds results of a different spec named '{spec.name}' "
-                           f"(hash {str(m.get('spec_hash'))[:12]}…, this spec {spec.spec_hash[:12]}…)")
+        elif (why := resume_refusal(location, str(m.get("spec_hash")), _spec_text(p), spec)) is not None:
+            raise Conflict(why)  # the rule `stoprace run` applies (sweeps.store), e.g. model_rev
         else:
             check = svc.registry.integrity(Served(spec.name, location))
             if not isinstance(check, str) and status_word(check) == "complete":
@@ -75,3 +75,11 @@ def submit_spec(svc: Services, text: str | bytes, force: bool = False) -> tuple[
     run = svc.runner.submit(spec.name, location, spec.to_toml(), force=force)
     svc.registry.add_submitted(location)
     return {"name": spec.name, "location": location, "status": run.state}, 202
+
+
+def _spec_text(d: Path) -> str | None:
+    """A result set's spec.toml, or None if unreadable (resume_refusal then says only "different spec")."""
+    try:
+        return (d / SPEC_FILE).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
