@@ -35,7 +35,8 @@ TASKS8 = list(iter_tasks(SPEC8, cpu_trials_per_s=1))  # one shard per task: 8 ta
 
 @pytest.fixture()
 def calls(monkeypatch):
-    """[("fsync", path) | ("replace", src, dst)] in the order they happen (paths resolved)."""
+    """[("fsync", path) | ("replace", src, dst)] in the order they happen (paths resolved; dst's own last
+    component is kept, so a rename over a symbolic link names the link, not what it pointed to)."""
     log: list[tuple] = []
     real_fsync, real_replace = os.fsync, os.replace
 
@@ -47,7 +48,8 @@ def calls(monkeypatch):
         return real_fsync(fd)
 
     def replace(src, dst, *a, **kw):
-        log.append(("replace", os.path.realpath(src), os.path.realpath(dst)))
+        dst_parent, dst_name = os.path.split(os.path.abspath(dst))
+        log.append(("replace", os.path.realpath(src), os.path.join(os.path.realpath(dst_parent), dst_name)))
         return real_replace(src, dst, *a, **kw)
 
     monkeypatch.setattr(os, "fsync", fsync)
