@@ -12,6 +12,7 @@ unmutated copy (the baseline): a red baseline would "kill" everything, so it abo
     python benchmarks/mutants.py --only capacity  # mutants whose name, file or class matches
     python benchmarks/mutants.py --check          # only check that every snippet is still there
     python benchmarks/mutants.py --list
+    python benchmarks/mutants.py --only str-search --tests tests/test_search.py  # other tests than the list's
 
 A snippet that is not found exactly once in its file is *stale* (the code moved on): it
 is reported by name with its file and the exit status is 2, so a stale list is noticed
@@ -707,6 +708,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fail-under", type=float, default=0.0, help="exit 1 if the kill rate (%%) is below this")
     ap.add_argument("--jobs", "-j", type=int, default=1, help="mutants run at once (default 1)")
     ap.add_argument("--root", type=Path, default=ROOT, help="repository to mutate (default: this one)")
+    ap.add_argument("--tests", nargs="+", metavar="TEST", default=None,
+                    help="run these tests against every selected mutant instead of each mutant's own "
+                         "(e.g. the suite before a mutant's tests were written: which mutants it let through)")
     a = ap.parse_args(argv)
 
     names = [m.name for m in MUTANTS]
@@ -715,6 +719,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"duplicate mutant names: {sorted(dup)}", file=sys.stderr)
         return 2
     chosen = select(a.only)
+    if a.tests:
+        chosen = [Mutant(m.name, m.cls, m.file, m.old, m.new, tuple(a.tests), m.what) for m in chosen]
     if not chosen:
         print(f"no mutant matches {a.only}", file=sys.stderr)
         return 2
@@ -764,7 +770,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nkilled {killed} of {len(todo)} mutants ({rate:.1f}%) in {time.monotonic() - t_all:.0f} s"
           + (f"; {len(bad)} stale, not run" if bad else ""))
     for m in survivors:
-        print(f"  survived: {m.name} [{m.cls}] {m.file}: {m.what}; tests {' '.join(m.tests)}")
+        print(f"  survived: {m.name} [{m.cls}] {m.file}: {m.what}" + ("" if a.tests else f"; tests {' '.join(m.tests)}"))
     for name, why in bad.items():
         print(f"  stale: {name}: {why}")
     if bad:
