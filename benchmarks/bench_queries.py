@@ -25,6 +25,11 @@ segments, commits, merges), and a second set B of the same grid with other count
 directly; then a fresh process times the full `outcomes`, the capacity table, `importance`
 (p_race) and `compare` A vs B, and reports its peak RSS (targets: outcomes <= 3 s, importance
 and compare <= 1 s each, <= 1 GiB on a 2-core machine).
+``--scales 1,2,4`` writes 1x, 2x and 4x that size (4x: 43,680 points, 436,800 rows; point j has
+the parameters of grid cell j mod 10,920) and prints, for each in a fresh process, how its peak
+RSS (ru_maxrss, after `outcomes` and after the capacity table) and times grow with the rows
+(issue 22 item 6: <= 1 GiB at 4x, linear). ``--estimator cmc`` writes the rows as cmc shards, as
+the real cluster example's are, so `outcomes` pools every point through queries.estimates.
 """
 
 from __future__ import annotations
@@ -86,11 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", help="use/keep this dir instead of a temp dir")
     ap.add_argument("--cluster-example", action="store_true",
                     help="109,200 rows written through the real store; time and peak RSS of outcomes and capacity")
+    ap.add_argument("--scales", help="with --cluster-example: comma-separated multiples of its size, e.g. 1,2,4")
+    ap.add_argument("--estimator", choices=["naive", "cmc"], default="naive",
+                    help="with --scales: the estimator the rows say they ran (cmc: outcomes pools every point "
+                         "through the Python functions of queries.estimates, as for the real cluster example)")
     ap.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)  # the child process of --cluster-example
     ap.add_argument("--dir-b", help=argparse.SUPPRESS)  # its set B for compare
     args = ap.parse_args(argv)
     if args.measure:
-        return measure(Path(args.dir), Path(args.dir_b), args.repeat)
+        return measure(Path(args.dir), Path(args.dir_b) if args.dir_b else None, args.repeat)
     if args.cluster_example:
         return cluster_example(args)
 
@@ -146,14 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def with_estimator_columns(t: pa.Table) -> pa.Table:
-    """The naive estimator's columns (as sweeps.shard writes them) and null preflush columns."""
+def with_estimator_columns(t: pa.Table, estimator: str = "naive") -> pa.Table:
+    """The estimator's columns (as sweeps.shard writes them; for "cmc" the same per-shard mean and
+    variance, so `outcomes` pools them through queries.estimates) and null preflush columns."""
     n = pc.cast(t["trials"], pa.float64())
     p_race = pc.divide(pc.cast(t["race"], pa.float64()), n)
     bad = pc.add(pc.add(t["race"], t["hang"]), t["timeout"])
     p_bad = pc.divide(pc.cast(bad, pa.float64()), n)
     var = lambda p: pc.divide(pc.multiply(p, pc.subtract(1.0, p)), pc.subtract(n, 1.0))  # noqa: E731
-    cols = {"estimator": pa.array(["naive"] * t.num_rows), "p_race_est": p_race, "p_race_var": var(p_race),
+    cols = {"estimator": pa.array([estimator] * t.num_rows), "p_race_est": p_race, "p_race_var": var(p_race),
             "p_bad_est": p_bad, "p_bad_var": var(p_bad), "preflush_sum_us": pa.nulls(t.num_rows, pa.float64()),
             "preflush_max_us": pa.nulls(t.num_rows, pa.float64()),
             "preflush_hist": pa.nulls(t.num_rows, pa.list_(pa.int64()))}
@@ -162,15 +172,15 @@ def with_estimator_columns(t: pa.Table) -> pa.Table:
     return t
 
 
-def build_through_store(d: Path) -> None:
-    """The cluster example's size through ResultStore.write_task, two shards per task, then finish."""
+def build_through_store(d: Path, scale: int = 1, estimator: str = "naive") -> None:
+    """`scale` x the cluster example's size through ResultStore.write_task, two shards per task, then finish."""
     import numpy as np
 
     from queries.resultset.schema import POINTS_SCHEMA
     from sweeps.spec import parse_spec
     from sweeps.store import ResultStore
 
-    rows = CLUSTER_POINTS * CLUSTER_SHARDS
+    rows = CLUSTER_POINTS * scale * CLUSTER_SHARDS
     spec = parse_spec({"name": "bulk", "seed": 0, "trials": 1000, "axes": {"n_cpus": [2, 4]}})
     rng = np.random.default_rng(0)
     axes = cluster_axes()
@@ -179,7 +189,8 @@ def build_through_store(d: Path) -> None:
     n_tasks = 0
     for start in range(0, rows, 8192):  # build 8192 rows at a time, store them task by task
         table = with_estimator_columns(
-            sr.bulk_rows(np.arange(start, min(start + 8192, rows)), rng, shards_per_point=CLUSTER_SHARDS, axes=axes))
+            sr.bulk_rows(np.arange(start, min(start + 8192, rows)), rng, shards_per_point=CLUSTER_SHARDS, axes=axes),
+            estimator)
         table = table.select(POINTS_SCHEMA.names).cast(POINTS_SCHEMA)  # as sweeps.shard.run_task returns it
         for off in range(0, table.num_rows, ROWS_PER_TASK):
             store.write_task(n_tasks, table.slice(off, ROWS_PER_TASK))
@@ -189,14 +200,15 @@ def build_through_store(d: Path) -> None:
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     m = ResultSet.open(d).manifest
     files = [f for seg in m.segments for f in seg.files()]
-    print(f"stored {rows:,} points rows ({CLUSTER_POINTS:,} points x {CLUSTER_SHARDS} shards) as {n_tasks:,} tasks "
+    print(f"stored {rows:,} points rows ({CLUSTER_POINTS * scale:,} points x {CLUSTER_SHARDS} shards) as {n_tasks:,} tasks "
           f"through the store in {wall:.1f} s ({n_tasks / wall:,.0f} tasks/s; {cpu:.1f} CPU-s incl. building rows): "
           f"{len(files)} committed files, {sum(f.size for f in files) / 2**20:.1f} MiB")
 
 
-def measure(d: Path, d_b: Path, repeat: int) -> int:
-    """(child process) full outcomes, capacity, importance over `d` and compare `d` vs `d_b`: best-of-`repeat`
-    seconds and this process's peak RSS."""
+def measure(d: Path, d_b: Path | None, repeat: int) -> int:
+    """(child process) full outcomes, capacity, importance over `d` and compare `d` vs `d_b` (without `d_b`:
+    outcomes and capacity only): best-of-`repeat` seconds and this process's peak RSS, also after connecting
+    and after outcomes."""
     import json
     import resource
 
@@ -207,28 +219,35 @@ def measure(d: Path, d_b: Path, repeat: int) -> int:
     t0 = time.perf_counter()
     con = connect(d)
     t_connect = time.perf_counter() - t0
-    con_b = connect(d_b)
+
+    def peak() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     def full():
         return con.sql("SELECT * FROM outcomes").to_arrow_table()
 
+    rss_connect = peak()
     c0 = time.process_time()
     t_full, out = best(full, repeat)
     c1 = time.process_time()
+    rss_outcomes = peak()
     t_cap, cap = best(lambda: capacity(con, 1e-3), repeat)
     c2 = time.process_time()
-    t_imp, imp = best(lambda: importance(con, "p_race"), repeat)
-    c3 = time.process_time()
-    t_cmp, cmp_ = best(lambda: compare(con, con_b, metric="p_race"), repeat)
-    c4 = time.process_time()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"connect_s": t_connect, "outcomes_s": t_full, "outcomes_rows": out.num_rows,
-                      "outcomes_cpu_s": (c1 - c0) / repeat, "capacity_cpu_s": (c2 - c1) / repeat,
-                      "capacity_s": t_cap, "capacity_rows": cap.limits.num_rows,
-                      "importance_s": t_imp, "importance_cpu_s": (c3 - c2) / repeat,
-                      "importance_points": imp.rows.column("points")[0].as_py(), "importance_rows": imp.rows.num_rows,
-                      "compare_s": t_cmp, "compare_cpu_s": (c4 - c3) / repeat, "compare_matched": cmp_.matched,
-                      "peak_rss_mib": rss}))
+    m = {"connect_s": t_connect, "outcomes_s": t_full, "outcomes_rows": out.num_rows,
+         "outcomes_cpu_s": (c1 - c0) / repeat, "capacity_cpu_s": (c2 - c1) / repeat,
+         "capacity_s": t_cap, "capacity_rows": cap.limits.num_rows,
+         "rss_connect_mib": rss_connect, "rss_outcomes_mib": rss_outcomes}
+    if d_b is not None:
+        con_b = connect(d_b)
+        t_imp, imp = best(lambda: importance(con, "p_race"), repeat)
+        c3 = time.process_time()
+        t_cmp, cmp_ = best(lambda: compare(con, con_b, metric="p_race"), repeat)
+        c4 = time.process_time()
+        m.update({"importance_s": t_imp, "importance_cpu_s": (c3 - c2) / repeat,
+                  "importance_points": imp.rows.column("points")[0].as_py(), "importance_rows": imp.rows.num_rows,
+                  "compare_s": t_cmp, "compare_cpu_s": (c4 - c3) / repeat, "compare_matched": cmp_.matched})
+    m["peak_rss_mib"] = peak()
+    print(json.dumps(m))
     return 0
 
 
@@ -243,12 +262,11 @@ def result_dir(given: str | None) -> Iterator[Path]:
 
 
 def cluster_example(args) -> int:
-    import json
-    import subprocess
-
     from machine import machine
 
     print("# bench_queries --cluster-example ", machine())
+    if args.scales:
+        return scaling(args, [int(x) for x in args.scales.split(",")])
     with result_dir(args.dir) as d:
         if not (d / "manifest.json").exists():
             build_through_store(d)
@@ -256,9 +274,7 @@ def cluster_example(args) -> int:
         if not (d_b / "manifest.json").exists():
             sr.write_bulk(d_b, CLUSTER_POINTS * CLUSTER_SHARDS, shards_per_point=CLUSTER_SHARDS, n_files=4,
                           sweep="bulk-b", seed=1, axes=cluster_axes())
-        r = subprocess.run([sys.executable, __file__, "--measure", "--dir", str(d), "--dir-b", str(d_b),
-                            "--repeat", str(args.repeat)], capture_output=True, text=True, check=True)
-        m = json.loads(r.stdout.strip().splitlines()[-1])
+        m = measure_in_subprocess(d, args.repeat, d_b)
         print(f"connect (manifest, checksums, views)       {m['connect_s']:8.3f} s")
         print(f"full outcomes ({m['outcomes_rows']:,} points, every column) {m['outcomes_s']:8.3f} s   (target <= 3 s; "
               f"{m['outcomes_cpu_s']:.3f} CPU-s in all threads)")
@@ -271,6 +287,46 @@ def cluster_example(args) -> int:
         print(f"ratio importance / full outcomes: {m['importance_s'] / m['outcomes_s']:.2f}; "
               f"compare / full outcomes: {m['compare_s'] / m['outcomes_s']:.2f}")
         print(f"peak RSS of the query process              {m['peak_rss_mib']:8.0f} MiB (target <= 1024 MiB)")
+    return 0
+
+
+def measure_in_subprocess(d: Path, repeat: int, d_b: Path | None = None) -> dict:
+    """`measure` in a fresh process (its own peak RSS), as a dict."""
+    import json
+    import subprocess
+
+    extra = ["--dir-b", str(d_b)] if d_b is not None else []
+    r = subprocess.run([sys.executable, __file__, "--measure", "--dir", str(d), *extra, "--repeat", str(repeat)],
+                       capture_output=True, text=True, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def scaling(args, scales: list[int]) -> int:
+    """The cluster example at each scale: build (once, kept with --dir), then measure each in a fresh process."""
+    with result_dir(args.dir) as base:
+        dirs = {}
+        for k in scales:
+            d = base.parent / (f"{base.name}-x{k}" + ("" if args.estimator == "naive" else f"-{args.estimator}"))
+            if not (d / "manifest.json").exists():
+                build_through_store(d, k, args.estimator)
+            dirs[k] = d
+        print(f"estimator: {args.estimator}")
+        print(f"{'scale':>5} {'rows':>8} {'points':>7} {'outcomes s':>10} {'CPU s':>6} {'capacity s':>10} "
+              f"{'RSS connect':>11} {'RSS outcomes':>12} {'RSS peak':>9}  (MiB; target <= 1024 at 4x)")
+        ms = {}
+        for k, d in dirs.items():
+            m = ms[k] = measure_in_subprocess(d, args.repeat)
+            print(f"{k:>4}x {CLUSTER_POINTS * k * CLUSTER_SHARDS:>8,} {m['outcomes_rows']:>7,} {m['outcomes_s']:>10.3f} "
+                  f"{m['outcomes_cpu_s']:>6.2f} {m['capacity_s']:>10.3f} {m['rss_connect_mib']:>11.0f} "
+                  f"{m['rss_outcomes_mib']:>12.0f} {m['peak_rss_mib']:>9.0f}")
+        lo, hi = min(ms), max(ms)
+        if hi > lo:
+            def grow(key: str) -> float:
+                return (ms[hi][key] - ms[lo][key]) / (hi - lo)
+
+            print(f"per 1x more rows ({CLUSTER_POINTS * CLUSTER_SHARDS:,}): RSS after outcomes "
+                  f"+{grow('rss_outcomes_mib'):.0f} MiB, peak +{grow('peak_rss_mib'):.0f} MiB, "
+                  f"outcomes +{grow('outcomes_s'):.3f} s")
     return 0
 
 

@@ -91,7 +91,8 @@ def summary(d: Path) -> tuple[int, int, int]:
     """(committed files, their bytes, files on disk) of a result set."""
     m = ResultSet.open(d).manifest
     files = [f for s in m.segments for f in s.files()]
-    on_disk = sum(1 for sub in ("points", "events") for _ in (d / sub).glob("*.parquet"))
+    data = d / ".data" if (d / ".data").is_dir() else d  # format 3 keeps the files there (points/ holds links)
+    on_disk = sum(1 for sub in ("points", "events") for _ in (data / sub).glob("*.parquet"))
     return len(files), sum(f.size for f in files), on_disk
 
 

@@ -18,9 +18,23 @@ Design choices and why:
 - **Bounded, lazy submission**: at most ``max_in_flight`` tasks (default 2 x
   the cluster's CPUs: enough queued work to hide the driver's per-result
   time, little enough that the driver never holds much) are submitted but
-  not yet handed to ``on_result``. ``tasks`` is pulled one item at a time
+  not yet handed to ``on_result`` (with ``batch_s``: Ray calls, each of at most
+  ``MAX_BATCH`` tasks). ``tasks`` is pulled one item at a time
   only when a slot frees, so a generator of 10^6 descriptors is never
   materialised.
+- **Batching tiny tasks** (opt-in, ``batch_s``): a Ray task costs ~1-2 ms of
+  scheduling, transfer and driver time whatever it does, so tasks of about a
+  millisecond (adaptive waves, boundary searches, tiny shards) would spend most
+  of their time in Ray. With ``batch_s`` set, consecutive tasks are packed into
+  one Ray call until their expected time (a running mean of the time ``fn``
+  has taken per task, measured by the workers) reaches ``batch_s`` seconds, at
+  most ``MAX_BATCH`` tasks (``BATCH_S`` is a good value: Ray's ~1-2 ms per call
+  becomes a few per cent). The task stays the unit of everything else: each result
+  is handed to ``on_result`` on its own, counted and weighted on its own. A batch
+  starts only from tasks the iterator has ready: it never waits for more (a
+  ``WAIT`` or the end of ``tasks`` closes it), so results that decide the next
+  tasks arrive as soon as without batching. Tasks that take ``batch_s`` or more
+  (a sweep's normal ~2 s tasks) are never batched.
 - **Retries**: ``fn`` is wrapped once with ``ray.remote(max_retries=retries,
   retry_exceptions=False)``: a worker or node dying is retried by Ray; an
   exception raised by ``fn`` itself is a bug and is re-raised in the driver
@@ -59,7 +73,7 @@ import ray
 from cluster.connect import connect, disconnect, session
 from cluster.progress import make_display
 
-__all__ = ["RunStats", "RunInterrupted", "run_map", "connect", "disconnect", "session", "WAIT"]
+__all__ = ["RunStats", "RunInterrupted", "run_map", "connect", "disconnect", "session", "WAIT", "BATCH_S"]
 
 WAIT = type("Wait", (), {"__repr__": lambda self: "WAIT"})()
 """Yielded by a task iterator that has nothing runnable until a result arrives (more may follow)."""
@@ -86,6 +100,8 @@ class RunStats:
     worker_seconds: float
     cpus: int
     max_in_flight: int
+    calls: int = 0
+    """Ray calls made for the delivered tasks: fewer than ``tasks`` when tiny tasks were batched (``batch_s``)."""
 
     @property
     def slots(self) -> int:
@@ -132,6 +148,39 @@ def _timed(fn: Callable[[T], R]) -> Callable[[T], tuple[R, float]]:
     name = str(getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "task"))
     timed_call.__name__ = timed_call.__qualname__ = name
     return timed_call
+
+
+def _timed_batch(fn: Callable[[T], R]) -> Callable[[list[T]], list[tuple[R, float]]]:
+    """Wrap ``fn`` to run a list of tasks in one Ray call, each timed as by ``_timed``."""
+    one = _timed(fn)
+
+    def timed_batch(tasks: list[T]) -> list[tuple[R, float]]:
+        return [one(t) for t in tasks]
+
+    timed_batch.__name__ = timed_batch.__qualname__ = one.__name__
+    return timed_batch
+
+
+BATCH_S = 0.05
+"""A ``batch_s`` for callers with tasks of any size: batches of ~50 ms of work (a millisecond task goes
+50 to a Ray call), short enough that the last batches do not leave CPUs idle at the end of a run."""
+MAX_BATCH = 256
+"""Most tasks one Ray call carries with ``batch_s`` (bounds the driver's memory per call and a retry's work)."""
+
+
+BATCH_EMA = 0.2
+"""Weight of the newest task in the running mean of a task's time that sizes batches: tasks whose
+cost changes along the stream (a grid walked from small n_cpus to large) resize batches within a few."""
+
+
+def batch_size(batch_s: float | None, task_s: float | None) -> int:
+    """How many tasks the next Ray call carries: ``batch_s`` seconds of tasks at ``task_s`` seconds
+    each (the running mean of the tasks timed so far), 1 while no task is timed or batching is off."""
+    if batch_s is None or task_s is None:
+        return 1
+    if task_s <= 0:
+        return MAX_BATCH
+    return max(1, min(MAX_BATCH, int(batch_s / task_s)))
 
 
 class _SigtermAsInterrupt:
@@ -201,6 +250,7 @@ def run_map(
     runtime_env: dict[str, Any] | None = None,
     poll_s: float = 1.0,
     shutdown_follows: bool | None = None,
+    batch_s: float | None = None,
 ) -> RunStats:
     """Run ``fn(task)`` on Ray for every task; call ``on_result(task, result)`` in the driver.
 
@@ -223,6 +273,8 @@ def run_map(
     caller connected with ``cluster.connect`` just for this call), so a stop
     leaves in-flight tasks to that shutdown instead of cancelling them one by
     one (see the module docstring); default: iff ``run_map`` started Ray itself.
+    ``batch_s``: pack tasks shorter than this many seconds into shared Ray calls
+    (see the module docstring; None: one Ray call per task).
 
     Raises the task's exception (after stopping the rest, see the module
     docstring) if ``fn`` raises, and ``RunInterrupted`` (a KeyboardInterrupt
@@ -232,6 +284,8 @@ def run_map(
         raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
+    if batch_s is not None and not batch_s > 0:
+        raise ValueError(f"batch_s must be > 0, got {batch_s}")
     if total is None and isinstance(tasks, Sized):
         total = len(tasks)
 
@@ -247,6 +301,7 @@ def run_map(
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         limit = max_in_flight if max_in_flight is not None else 2 * cpus
         remote_fn = ray.remote(max_retries=retries, retry_exceptions=False)(_timed(fn))
+        remote_batch = ray.remote(max_retries=retries, retry_exceptions=False)(_timed_batch(fn)) if batch_s else None
 
         display = make_display(
             progress,
@@ -257,11 +312,13 @@ def run_map(
             unit=unit if weight is not None else "tasks",
         )
         it = iter(tasks)
-        in_flight: dict[ray.ObjectRef, T] = {}
+        in_flight: dict[ray.ObjectRef, list[T]] = {}  # each Ray call and the tasks it carries
         exhausted = False
         done = 0
+        calls = 0
         weight_done = 0.0
         worker_s = 0.0
+        task_s: float | None = None  # running mean of fn's seconds per task (sizes batches)
         t0 = time.perf_counter()
 
         def stats() -> RunStats:
@@ -272,6 +329,7 @@ def run_map(
                 worker_seconds=worker_s,
                 cpus=cpus,
                 max_in_flight=limit,
+                calls=calls,
             )
 
         with _SigtermAsInterrupt():
@@ -280,16 +338,23 @@ def run_map(
                 while True:
                     # Refill: pull from the iterator only when a slot is free.
                     waiting = False
-                    while not exhausted and len(in_flight) < limit:
-                        try:
-                            task = next(it)
-                        except StopIteration:
-                            exhausted = True
-                            break
-                        if task is WAIT:  # nothing runnable until a result arrives
-                            waiting = True
-                            break
-                        in_flight[remote_fn.remote(task)] = task
+                    while not exhausted and not waiting and len(in_flight) < limit:
+                        batch: list[T] = []
+                        for _ in range(batch_size(batch_s, task_s)):
+                            try:
+                                task = next(it)
+                            except StopIteration:
+                                exhausted = True
+                                break
+                            if task is WAIT:  # nothing runnable until a result arrives
+                                waiting = True
+                                break
+                            batch.append(task)
+                        if len(batch) == 1:
+                            in_flight[remote_fn.remote(batch[0])] = batch
+                        elif batch:
+                            assert remote_batch is not None
+                            in_flight[remote_batch.remote(batch)] = batch
                     if not in_flight:
                         if waiting:
                             raise RuntimeError("the task iterator waits for results, but nothing is in flight")
@@ -301,14 +366,17 @@ def run_map(
                     if len(refs) > 1:  # sweep up everything else already done
                         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
                     for ref in ready:
-                        task = in_flight.pop(ref)
-                        result, secs = ray.get(ref)  # re-raises fn's exception
-                        on_result(task, result)
-                        w = float(weight(task)) if weight is not None else 1.0
-                        done += 1
-                        weight_done += w
-                        worker_s += secs
-                        display.advance(1, w, describe() if describe is not None else None)
+                        carried = in_flight.pop(ref)
+                        got = ray.get(ref)  # re-raises fn's exception
+                        calls += 1
+                        for task, (result, secs) in zip(carried, [got] if len(carried) == 1 else got):
+                            on_result(task, result)
+                            w = float(weight(task)) if weight is not None else 1.0
+                            done += 1
+                            weight_done += w
+                            worker_s += secs
+                            task_s = secs if task_s is None else task_s + BATCH_EMA * (secs - task_s)
+                            display.advance(1, w, describe() if describe is not None else None)
             except KeyboardInterrupt:
                 if cancel_on_stop:
                     _cancel_all(in_flight)

@@ -91,10 +91,11 @@ def _quote_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def open_result_set(path: str | os.PathLike[str]) -> ResultSet:
-    """Open and check a result set (local path or URI); QueryError (one line) if it is not one."""
+def open_result_set(path: str | os.PathLike[str] | ResultSet) -> ResultSet:
+    """Open and check a result set (local path or URI; or one opened and checked already, e.g. by
+    sweeps.integrity.check_result_set); QueryError (one line) if it is not one or has no points."""
     try:
-        rs = ResultSet.open(path)
+        rs = path if isinstance(path, ResultSet) else ResultSet.open(path)
         rs.check()
     except StoreError as e:
         raise QueryError(str(e)) from None
@@ -211,10 +212,12 @@ def _run_script(con: duckdb.DuckDBPyConnection, sql: str) -> None:
         con.execute(stmt)
 
 
-def connect(*result_dirs: str | Path, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+def connect(*result_dirs: str | Path | ResultSet, threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the views of this module over the given result sets.
 
-    Each is a local dir or any URI ``--out`` accepts (s3://..., file://...): the files the
+    Each is a local dir or any URI ``--out`` accepts (s3://..., file://...), or a ResultSet
+    checked already (the CLI passes sweeps.integrity's, which also holds first-release files
+    against the task plan and the stored spec against its hash): the files the
     manifest commits are registered as Arrow datasets, so no DuckDB extension is needed.
     The table ``result_sets`` (dir, sweep, spec_hash, n_tasks, tasks_stored, complete,
     problem) says which sets are incomplete or damaged; damaged files are left out.
@@ -228,12 +231,13 @@ def connect(*result_dirs: str | Path, threads: int | None = None) -> duckdb.Duck
     seen: dict[str, str] = {}
     for d in result_dirs:
         rs = open_result_set(d)
+        name = rs.display if isinstance(d, ResultSet) else str(d)
         if any(_same_place(rs, o) for o in sets):
-            raise QueryError(f"results dir '{d}' given twice")
+            raise QueryError(f"results dir '{name}' given twice")
         h = rs.manifest.spec_hash
         if h in seen:
-            raise QueryError(f"'{seen[h]}' and '{d}' hold the same sweep (spec_hash {h[:12]}): counts would be doubled")
-        seen[h] = str(d)
+            raise QueryError(f"'{seen[h]}' and '{name}' hold the same sweep (spec_hash {h[:12]}): counts would be doubled")
+        seen[h] = name
         sets.append(rs)
 
     con = duckdb.connect(":memory:")
@@ -300,16 +304,52 @@ def _status_table(sets: list[ResultSet]) -> pa.Table:
         ("tasks_stored", pa.int64()), ("complete", pa.bool_()), ("problem", pa.string())]))
 
 
+SCAN_OPTIONS = {"batch_size": 4096, "batch_readahead": 1, "fragment_readahead": 2, "use_threads": False}
+"""How every DuckDB scan of the registered datasets reads the Parquet files. pyarrow's defaults
+(batches of 131,072 rows, 16 batches and 4 files read ahead, row groups decoded on all cores) let a
+scan decode up to 16 row groups ahead of DuckDB: the 128-bin histograms are ~1 KiB a points row
+decoded, so at 4x the cluster example (436,800 rows, 19 row groups) a scan of `t_done_hist`
+buffered the whole column, ~450 MiB, and `outcomes` peaked at 1.2 GiB. With these, a scan decodes
+one row group at a time (the dataset scan decodes whole row groups: ~45 MiB of histograms for the
+store's 32,768 rows) and holds one or two, whatever the size of the set; DuckDB's own threads still
+share the work. benchmarks/RESULTS.md ("Queries at 1x, 2x, 4x the cluster example") has the A/B."""
+
+
+class _BoundedScans:
+    """A pyarrow dataset whose scanners take SCAN_OPTIONS (DuckDB calls ``scanner(columns=, filter=)``)."""
+
+    def scanner(self, **kw):  # type: ignore[no-untyped-def]
+        return super().scanner(**{**SCAN_OPTIONS, **kw})  # type: ignore[misc]
+
+
+class _FileSystemDataset(_BoundedScans, ds.FileSystemDataset):
+    pass
+
+
+class _UnionDataset(_BoundedScans, ds.UnionDataset):
+    pass
+
+
+def _bounded(d: ds.Dataset) -> ds.Dataset:
+    """The same dataset (files, schema, format, filesystem), scanned with SCAN_OPTIONS."""
+    if isinstance(d, ds.FileSystemDataset):
+        return _FileSystemDataset(list(d.get_fragments()), d.schema, d.format, d.filesystem)
+    if isinstance(d, ds.UnionDataset):
+        return _UnionDataset(d.schema, d.children)
+    return d
+
+
 def _union(sets: list[ResultSet], table: str) -> ds.Dataset | None:
-    """One Arrow dataset over ``table`` of every set (columns unified by name; absent ones read as null)."""
+    """One Arrow dataset over ``table`` of every set (columns unified by name; absent ones read as null),
+    its scans bounded in memory (SCAN_OPTIONS)."""
     parts = [d for d in (rs.dataset(table) for rs in sets) if d is not None]
     if not parts:
         return None
     if len(parts) == 1:
-        return parts[0]
+        return _bounded(parts[0])
     schema = pa.unify_schemas([p.schema for p in parts], promote_options="permissive")
-    return ds.dataset([ds.dataset(p.files, schema=schema, format="parquet", filesystem=p.filesystem)
-                       for p in parts])
+    return _bounded(ds.dataset([ds.dataset(p.files, schema=schema, format="parquet", filesystem=p.filesystem)
+                                for p in parts]))
 
 
 def _create_views(con: duckdb.DuckDBPyConnection, sets: list[ResultSet], threads: int | None) -> None:

@@ -5,6 +5,11 @@ plans ~2e13 shards); a command that starts such a run silently looks hung. So ev
 says what it is about to do (points, CPU-trials, tasks, CPUs, an ETA), and one above
 ``MAX_CPU_TRIALS`` or ``MAX_TASKS`` is refused unless forced. The same bound applies to
 ``stoprace simulate``. Pure functions of the spec and a CPU count: no Ray, no I/O.
+
+A ``[search]`` spec has no n_cpus axis: its probes are points at n_cpus between the search
+limits, and how many a combination gets depends on the answers. It is sized at its most
+(``search_probe_bound``: the longest bisection the limits allow, every probe at max_trials),
+never at the base n_cpus its grid carries.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 
+from core.cost import cpu_trials as _cpu_trials
 from sweeps.grid import DEFAULT_CPU_TRIALS_PER_S, MAX_SHARDS_PER_TASK, MIN_TASKS, total_cpu_trials
 from sweeps.spec import SpecError, SweepSpec
 
@@ -22,6 +29,8 @@ __all__ = [
     "ESTIMATOR_COST",
     "RunPlan",
     "estimated_tasks",
+    "planned_cpu_trials",
+    "search_probe_bound",
     "check_size",
     "size_problem",
     "simulate_eta_s",
@@ -79,19 +88,53 @@ class RunPlan:
         )
 
 
+@lru_cache(maxsize=256)
+def search_probe_bound(lo: int, hi: int) -> tuple[int, int]:
+    """(most probes, most n_cpus summed over them) of one combination's bisection on [lo, hi].
+
+    The two ends, then midpoints (sweeps.search.midpoint) until the bracket is resolved; which
+    half is kept depends on the answers, so this takes the worse half at every step.
+    """
+    from sweeps.search import midpoint, resolved  # the search's own rules; sweeps.search loads pyarrow
+
+    @lru_cache(maxsize=None)
+    def worst(a: int, b: int) -> tuple[int, int]:
+        if resolved(a, b):
+            return 0, 0
+        m = midpoint(a, b)
+        left, right = worst(a, m), worst(m, b)
+        return 1 + max(left[0], right[0]), m + max(left[1], right[1])
+
+    probes, cpus = worst(lo, hi)
+    return 2 + probes, lo + hi + cpus
+
+
+def planned_cpu_trials(spec: SweepSpec) -> int:
+    """CPU-trials a run of ``spec`` may take at most: the grid's (sweeps.grid.total_cpu_trials),
+    or for a [search] spec every combination's longest bisection with each probe at max_trials."""
+    if spec.search is None:
+        return total_cpu_trials(spec)
+    _, cpus = search_probe_bound(spec.search.lo, spec.search.hi)
+    return spec.n_points * _cpu_trials(cpus, spec.trials)
+
+
 def estimated_tasks(spec: SweepSpec) -> int:
     """About how many tasks sweeps.grid.iter_tasks plans, without walking the points.
 
     The planner packs shards into tasks up to a CPU-trials budget (at most MAX_SHARDS_PER_TASK
     each) and gives a shard costlier than the budget a task of its own; this follows that per
     n_cpus value. Packing across point boundaries makes the real count differ by a few percent.
+    A [search] spec counts its most probes per combination, each sized at the upper limit.
     """
-    total = total_cpu_trials(spec)
-    shards = spec.n_points * spec.n_shards_per_point
+    total = planned_cpu_trials(spec)
     budget = min(spec.task_seconds * DEFAULT_CPU_TRIALS_PER_S, total / MIN_TASKS)
     axis = next((a for a in spec.axes if a.name == "n_cpus"), None)
     values = [int(v) for v in axis.values] if axis is not None else [int(spec.base["n_cpus"])]
     per_value = spec.n_points // len(values)  # points with each n_cpus value
+    if spec.search is not None:
+        probes, _ = search_probe_bound(spec.search.lo, spec.search.hi)
+        values, per_value = [spec.search.hi], spec.n_points * probes
+    shards = per_value * len(values) * spec.n_shards_per_point
     tasks = 0.0
     for v in values:
         shards_per_task = max(1, min(int(budget // (v * spec.shard_trials)), MAX_SHARDS_PER_TASK))
@@ -115,7 +158,7 @@ def check_size(spec: SweepSpec, force: bool = False) -> None:
     """SpecError (one line) if the sweep is above MAX_CPU_TRIALS or MAX_TASKS and not forced."""
     if force:
         return
-    why = size_problem(total_cpu_trials(spec), estimated_tasks(spec))
+    why = size_problem(planned_cpu_trials(spec), estimated_tasks(spec))
     if why:
         raise SpecError(
             f"{spec.name}: {why}; lower trials or the axes (or raise task_seconds/shard_trials for tasks), "

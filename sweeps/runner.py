@@ -27,7 +27,7 @@ from typing import Any
 import ray
 
 from cluster.connect import connect, disconnect, resolve_address, token_auth_enabled
-from cluster.executor import WAIT, RunInterrupted, RunStats, run_map
+from cluster.executor import BATCH_S, WAIT, RunInterrupted, RunStats, run_map
 from cluster.jobs import in_ray_job, shipping_runtime_env
 from core.cost import cpu_trials
 from queries.resultset.errors import StoreError, one_line
@@ -220,6 +220,7 @@ def _run_on_ray(
             unit="CPU-trials",
             progress=progress,
             shutdown_follows=started,
+            batch_s=BATCH_S,  # tiny tasks (waves, searches, tiny shards) share Ray calls
         )
     except RunInterrupted:
         with _writing(out_path):

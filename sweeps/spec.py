@@ -72,6 +72,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -104,6 +105,8 @@ __all__ = [
     "Axis",
     "SweepSpec",
     "load_spec",
+    "read_spec_file",
+    "MAX_SPEC_BYTES",
     "parse_spec",
     "MAX_POINTS",
     "MAX_TRIALS",
@@ -269,19 +272,57 @@ class SweepSpec(BaseModel):
 # ---- parsing ---------------------------------------------------------------------------
 
 
+MAX_SPEC_BYTES = 4 << 20
+"""A spec file larger than this is refused (a spec is a few KiB even with long explicit axis lists)."""
+
+_UTF8_BOM = "\ufeff"
+_FOREIGN_BOMS = {b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
+
+
+def _kind(mode: int) -> str | None:
+    """What a non-regular file is, in words (None for a regular file)."""
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def read_spec_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a spec file; SpecError (one line) unless it is a regular file of at most MAX_SPEC_BYTES.
+
+    A directory, device, FIFO or socket is refused by what it is, before it is read (a FIFO or a
+    character device could block or never end); the read itself is bounded too.
+    """
+    p = Path(path)
+    try:
+        kind = _kind(os.stat(p).st_mode)
+        if kind is not None:
+            raise SpecError(f"{p}: is {kind}, expected a TOML spec file")
+        # O_NONBLOCK: if the path became a FIFO since the stat, opening it does not wait for a writer
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise SpecError(f"{p}: no such spec file") from None
+    except OSError as e:
+        raise SpecError(f"{p}: cannot read spec: {_one_line(e)}") from None
+    with os.fdopen(fd, "rb") as f:
+        kind = _kind(os.fstat(f.fileno()).st_mode)
+        if kind is not None:
+            raise SpecError(f"{p}: is {kind}, expected a TOML spec file")
+        try:
+            data = f.read(MAX_SPEC_BYTES + 1)
+        except OSError as e:
+            raise SpecError(f"{p}: cannot read spec: {_one_line(e)}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"{p}: larger than {MAX_SPEC_BYTES >> 20} MiB, not a spec file")
+    return data
+
+
 def load_spec(path: str | os.PathLike[str], force: bool = False, stored: bool = False) -> SweepSpec:
     """Read and validate a TOML spec file; SpecError (one line) on any problem. `stored`: the file is a
     result set's spec.toml (a parameter it leaves out is neutral, see the module docstring)."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"{p}: no such spec file") from None
-    except IsADirectoryError:
-        raise SpecError(f"{p}: is a directory, expected a TOML spec file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(f"{p}: cannot read spec: {_one_line(e)}") from None
-    return parse_spec(text, where=str(p), force=force, stored=stored)
+    return parse_spec(read_spec_file(path), where=str(Path(path)), force=force, stored=stored)
 
 
 def parse_spec(
@@ -293,11 +334,16 @@ def parse_spec(
     spec.toml, where a parameter left out is neutral (`model_rev = 1`), not the default (2).
     """
     if isinstance(text_or_dict, bytes):
+        bom = next((name for b, name in _FOREIGN_BOMS.items() if text_or_dict.startswith(b)), None)
+        if bom:
+            raise SpecError(f"{where}: is {bom} text (it starts with a {bom} byte-order mark); save it as UTF-8")
         try:
             text_or_dict = text_or_dict.decode("utf-8")
         except UnicodeDecodeError as e:
             raise SpecError(f"{where}: not UTF-8 text: {_one_line(e)}") from None
     if isinstance(text_or_dict, str):
+        # a UTF-8 byte-order mark (editors on Windows write one) is not part of the TOML
+        text_or_dict = text_or_dict.removeprefix(_UTF8_BOM)
         _check_key_depth(text_or_dict, where)
         try:
             raw: Mapping[str, Any] = tomllib.loads(text_or_dict)

@@ -9,8 +9,8 @@ defined once in ``queries.resultset``; this module adds what only a sweep knows:
 - one writer at a time: ``create_or_open`` takes the set's writer lock and refuses at
   once (naming the holder) while another run holds it; ``break_lock`` takes it anyway;
 - on reopening, every committed file is verified (size and SHA-256; first-release files:
-  present with a readable footer) and damaged ones are dropped, so their tasks run again
-  (``repaired``);
+  read whole and held against the task plan, sweeps.integrity) and damaged, duplicated or
+  foreign ones are dropped, so their tasks run again (``repaired``);
 - ``write_task`` buffers a task's rows; a task is done once a manifest commit lists its
   segment (see queries.resultset.writer for when that happens).
 """
@@ -32,6 +32,7 @@ from queries.resultset.ranges import RangeSet
 from queries.resultset.reader import Damage, ResultSet, probe, read_manifest
 from queries.resultset.storage import is_uri
 from queries.resultset.writer import FLUSH_S, SetWriter
+from sweeps.integrity import plan_expectation, stored_spec
 from sweeps.spec import SpecError, SweepSpec, parse_spec
 
 if sys.version_info >= (3, 11):
@@ -177,8 +178,8 @@ class ResultStore:
             try:
                 _check_same(path, w.manifest, spec, plan)
                 store = cls(spec, writer=w)
-                if verify:
-                    store.repaired = w.verify()
+                if verify:  # first-release task files are held against the plan too (sweeps.integrity)
+                    store.repaired = w.verify(expect=plan_expectation(spec, w.manifest))
                 if plan is not None and w.manifest.plan is None:
                     w.set_fields(plan=plan)
                 # a stored spec.toml that reads as this spec stays as written (e.g. one from before
@@ -229,10 +230,7 @@ class ResultStore:
     ) -> ResultStore:
         """Open a result set read-only (queries, replay); StoreError (one line) if it is not one."""
         rs = ResultSet.open(results_dir, filesystem)
-        try:
-            spec = parse_spec(rs.spec_text(), where=rs.backend.display(SPEC_FILE), force=True, stored=True)
-        except (SpecError, StoreError) as e:
-            raise StoreError(f"{rs.display}: cannot read the spec of this results dir: {e}") from None
+        spec = stored_spec(rs)
         if spec.spec_hash != rs.manifest.spec_hash:
             raise StoreError(f"{rs.display}: {SPEC_FILE} does not match the spec_hash in {MANIFEST}")
         return cls(spec, reader=rs)

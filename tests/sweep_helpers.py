@@ -59,6 +59,17 @@ def read_dir(d: Path | str, what: str = "points") -> pa.Table:
     return t.sort_by(keys)
 
 
+def data_file(d: Path | str, rel: str) -> Path:
+    """Where the file a manifest lists as ``rel`` (``points/seg-....parquet``) lies: under .data/ in
+    format 3 (points/ then holds links to it), in points/ itself in older sets."""
+    import json
+
+    from queries.resultset.layout import physical
+
+    m = json.loads((Path(d) / "manifest.json").read_text())
+    return Path(d) / physical(m.get("data_dir", ""), rel)
+
+
 def without_wall(t: pa.Table) -> pa.Table:
     return t.drop_columns(["wall_s"]) if "wall_s" in t.column_names else t
 

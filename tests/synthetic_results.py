@@ -257,8 +257,20 @@ def _spec_toml(sweep: str, seed: int, pts: Sequence[Point]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stored_spec_hash(path: Path) -> str:
+    """The spec_hash of the set's spec.toml as stoprace reads it back (sweeps.integrity checks it
+    against the manifest); a spec stoprace cannot parse gets the hash of its bytes."""
+    from sweeps.spec import SpecError, parse_spec
+
+    text = (path / "spec.toml").read_text()
+    try:
+        return parse_spec(text, force=True).spec_hash
+    except SpecError:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _write_manifest(path: Path, sweep: str, seed: int, n_points: int, n_tasks: int) -> None:
-    spec_hash = hashlib.sha256((path / "spec.toml").read_bytes()).hexdigest()
+    spec_hash = stored_spec_hash(path)
     manifest = {"spec_hash": spec_hash, "version": "0.1.0", "created": "2025-06-16T00:00:00Z",
                 "sweep": sweep, "seed": seed, "n_points": n_points, "n_tasks": n_tasks,
                 "tasks_done": list(range(n_tasks))}

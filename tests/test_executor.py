@@ -16,7 +16,7 @@ import ray
 import ray.cloudpickle
 
 from cluster.connect import connect, resolve_address
-from cluster.executor import RunInterrupted, RunStats, run_map
+from cluster.executor import MAX_BATCH, RunInterrupted, RunStats, batch_size, run_map
 
 # --- task functions -------------------------------------------------------------
 # Workers cannot import this test module (tests/ is not on their sys.path), so
@@ -43,6 +43,11 @@ def die_once(task: tuple[int, str]) -> int:
             marker.write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)
     return i * 10
+
+
+def with_ray_task_id(x: int) -> tuple[int, str]:
+    """x and the id of the Ray task running it (tasks batched into one Ray call share it)."""
+    return x, ray.get_runtime_context().get_task_id()
 
 
 def sleep_unless_zero(x: int) -> int:
@@ -232,3 +237,70 @@ def test_wait_with_nothing_in_flight_is_a_bug(ray_session):
 
     with pytest.raises(RuntimeError, match="nothing is in flight"):
         run_map(square, iter([WAIT]), on_result=lambda t, r: None, progress=False)
+
+
+def test_batch_size_packs_batch_s_of_tasks_at_the_mean_task_time():
+    assert batch_size(None, 1e-3) == 1  # batching off
+    assert batch_size(0.05, None) == 1  # no task timed yet: one task, to learn its time
+    assert batch_size(0.05, 1e-3) == 50
+    assert batch_size(0.05, 0.02) == 2
+    assert batch_size(0.05, 0.05) == 1 and batch_size(0.05, 2.0) == 1  # normal tasks are never batched
+    assert batch_size(0.05, 1e-9) == MAX_BATCH and batch_size(0.05, 0.0) == MAX_BATCH
+
+
+def test_batched_tiny_tasks_share_ray_calls_and_arrive_one_by_one(ray_session):
+    n = 600
+    seen: Counter[int] = Counter()
+    per_call: Counter[str] = Counter()
+
+    def on_result(task: int, result: tuple[int, str]) -> None:
+        x, ray_task = result
+        assert x == task  # each task's own result, not a neighbour's
+        seen[task] += 1
+        per_call[ray_task] += 1
+
+    stats = run_map(with_ray_task_id, range(n), on_result=on_result, batch_s=0.05, weight=lambda t: t + 1,
+                    progress=False)
+    assert seen == Counter(range(n))  # each task exactly once
+    assert stats.tasks == n and stats.weight == n * (n + 1) / 2  # counted and weighted per task
+    assert stats.calls == len(per_call) < n / 10  # ~10 us tasks: many to a Ray call
+    assert 1 < max(per_call.values()) <= MAX_BATCH
+    # without batch_s every task is a Ray call of its own
+    per_call.clear()
+    seen.clear()
+    stats = run_map(with_ray_task_id, range(20), on_result=on_result, progress=False)
+    assert stats.calls == len(per_call) == 20 and seen == Counter(range(20))
+
+
+def test_batched_task_exception_propagates(ray_session):
+    got: list[int] = []
+    with pytest.raises(ValueError, match="bad task 5"):
+        run_map(fail_on_5, range(50), on_result=lambda t, r: got.append(t), batch_s=0.05, progress=False)
+    assert 5 not in got
+    assert ray.is_initialized()
+
+
+def test_wait_closes_a_batch(ray_session):
+    """With batching, a WAIT still sends what is ready at once (the chain would stall otherwise)."""
+    from cluster.executor import WAIT
+
+    results: list[int] = []
+
+    def chain():
+        yield from (1, 2, 3)  # three ready tasks, then each next one only once the one before is in
+        nxt = 4
+        while nxt <= 8:
+            if nxt - 1 in results:
+                yield nxt
+                nxt += 1
+            else:
+                yield WAIT
+
+    seen: list[int] = []
+
+    def on_result(t: int, r: int) -> None:
+        seen.append(t)
+        results.append(t)
+
+    stats = run_map(square, chain(), on_result=on_result, batch_s=0.05, progress=False)
+    assert sorted(seen[:3]) == [1, 2, 3] and seen[3:] == [4, 5, 6, 7, 8] and stats.tasks == 8

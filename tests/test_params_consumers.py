@@ -164,8 +164,10 @@ def test_sql_views_read_a_set_written_before_later_parameters(tmp_path):
     con = connect(old)
     row = con.execute(f"SELECT {', '.join(NEUTRAL)} FROM outcomes").fetchone()
     assert row == tuple(NEUTRAL.values())
-    pq.write_table(t.set_column(t.schema.get_field_index("n_cpus"), "n_cpus", pa.array([16] * t.num_rows, pa.int32()))
-                   .replace_schema_metadata(None), old / "points" / "task-000001.parquet")
+    other = t.set_column(t.schema.get_field_index("n_cpus"), "n_cpus", pa.array([16] * t.num_rows, pa.int32()))
+    other = other.set_column(other.schema.get_field_index("point_id"), "point_id",
+                             pa.array(["0123456789abcdef"] * t.num_rows))  # another point (a repeated one is refused)
+    pq.write_table(other.replace_schema_metadata(None), old / "points" / "task-000001.parquet")
     m = json.loads((old / "manifest.json").read_text())
     m["tasks_done"], m["n_tasks"] = [[0, 1]], 2  # commit it: a file the manifest does not list is not read
     (old / "manifest.json").write_text(json.dumps(m))

@@ -207,6 +207,29 @@ def test_union_by_name_mixes_files_with_extra_columns(con, grid_dir):
     assert one(con, "SELECT count(*) FROM outcomes")[0] == 18
 
 
+def test_scans_of_the_registered_files_are_bounded_and_read_every_row(grid_dir, noevents_dir, monkeypatch):
+    """The datasets DuckDB scans read in SCAN_OPTIONS' small batches (bounded memory, issue 22 item 6),
+    one set or several, and give exactly the rows pyarrow reads from the same files by default."""
+    import pyarrow.compute as pc
+
+    import queries.db as db
+    from queries.resultset.reader import ResultSet
+
+    monkeypatch.setitem(db.SCAN_OPTIONS, "batch_size", 3)
+    sets = [ResultSet.open(grid_dir), ResultSet.open(noevents_dir)]
+    for chosen in (sets[:1], sets):
+        d = db._union(chosen, "points")
+        assert d is not None
+        batches = list(d.scanner(columns=["point_id", "shard", "t_done_hist"]).to_reader())
+        assert len(batches) > 1 and max(b.num_rows for b in batches) <= 3
+        plain = [rs.dataset("points").to_table(columns=["point_id", "shard", "t_done_hist"]) for rs in chosen]
+        key = [("point_id", "ascending"), ("shard", "ascending")]
+        got = pa.Table.from_batches(batches).sort_by(key)
+        assert got.equals(pa.concat_tables(plain).sort_by(key))
+        assert d.scanner(filter=pc.field("shard") == 0).to_table().num_rows == sum(
+            t.filter(pc.field("shard") == 0).num_rows for t in plain)  # DuckDB's pushed-down filters
+
+
 def test_empty_events_view_has_the_events_columns(noevents_dir):
     assert not list((noevents_dir / "events").glob("*.parquet"))
     c = connect(noevents_dir)

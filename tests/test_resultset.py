@@ -62,7 +62,8 @@ def segment_set(tmp_path: Path) -> Path:
 def test_first_release_manifests_migrate(name, tasks):
     rs = ResultSet.open(FIXTURES / name)
     m = rs.manifest
-    assert m.format_version == FORMAT_VERSION == 2 and m.segments == [] and len(m.done()) == tasks
+    assert m.format_version == FORMAT_VERSION == 3 and m.segments == [] and len(m.done()) == tasks
+    assert m.data_dir == ""  # the first release kept its files in points/ itself
     i = rs.check()
     assert len(i.intact) == tasks and not i.damaged
     assert i.complete == (name != "release1-partial")
@@ -76,7 +77,7 @@ def test_unknown_format_version_is_refused_by_every_reader(tmp_path, capsys):
     m = json.loads((d / "manifest.json").read_text())
     m["format_version"] = 99
     (d / "manifest.json").write_text(json.dumps(m))
-    want = "results format version 99, this stoprace reads 1 to 2"
+    want = "results format version 99, this stoprace reads 1 to 3"
     for open_ in (ResultSet.open, ResultStore.open_existing, connect,
                   lambda p: ResultStore.create_or_open(p, SPEC)):
         with pytest.raises((StoreError, QueryError), match=want):
@@ -117,16 +118,17 @@ def test_damaged_segment_is_reported_and_recomputed(tmp_path, capsys, how):
     seg = json.loads((d / "manifest.json").read_text())["segments"][1]
     assert seg["tasks"] == [[2, 3]]
     full = read_dir(d)
-    _damage(d / seg["points"]["path"], how)
+    where = f".data/{seg['points']['path']}"  # the file itself (points/ holds a view: links to the committed files)
+    _damage(d / where, how)
     i = ResultSet.open(d).check()
-    assert set(i.intact) == {0, 1, 4, 5} and not i.complete
+    assert set(i.intact) == {0, 1, 4, 5} and not i.complete and i.status == "damaged"
     (dmg,) = i.damaged
-    assert dmg.path == seg["points"]["path"] and list(dmg.tasks) == [2, 3]
+    assert dmg.path == where and list(dmg.tasks) == [2, 3]
     # query answers from the intact tasks and says, in one stderr line, which are missing
     rc, out, err = run_cli(capsys, "query", d, "--sql", "select count(*) n from points", "--format", "csv")
     assert rc == 0 and out.splitlines()[1] == "4"
     (line,) = err.strip().splitlines()
-    assert line.startswith("stoprace query: warning: ") and "missing tasks 2-3" in line and seg["points"]["path"] in line
+    assert line.startswith("stoprace query: warning: ") and "missing tasks 2-3" in line and where in line
     # capacity refuses unless --partial
     rc, out, err = run_cli(capsys, "capacity", d, "--target-p", "0.5")
     assert rc == 2 and "--partial" in err and "missing tasks 2-3" in err and out == ""
@@ -134,7 +136,7 @@ def test_damaged_segment_is_reported_and_recomputed(tmp_path, capsys, how):
     assert rc == 0 and out.startswith("PARTIAL: ") and "missing tasks 2-3" in out
     # the next writer drops the damaged segment, so its tasks are run (here: written) again
     store = ResultStore.create_or_open(d, SPEC)
-    assert [r.path for r in store.repaired] == [seg["points"]["path"]]
+    assert [r.path for r in store.repaired] == [where]
     assert store.done_tasks() == {0, 1, 4, 5}
     for t in TASKS[2:4]:
         store.write_task(t.task_id, points_table(t), events_table(2) if t.task_id == 2 else None)
@@ -217,10 +219,14 @@ def test_compact_first_release_dir(tmp_path, capsys):
     assert m["cpu_trials_done"] == 172800  # the first release's own count, recomputed from the rows
     assert read_dir(d).equals(before_pts) and read_dir(d, "events").equals(before_ev)
     assert connect(d).sql("select * from outcomes order by all").to_arrow_table().equals(before_out)
-    # old files stay for readers still using them, listed as garbage, until the grace period ends
-    assert (d / "points" / "task-000000.parquet").exists() and len(m["garbage"]) == 19
+    # old files stay for readers still using them, listed as garbage, until the grace period ends; outside
+    # readers see the committed segment only at once (points/ is a view, the files live in .data/)
+    seg_name = Path(m["segments"][0]["points"]["path"]).name
+    assert (d / ".data" / "points" / "task-000000.parquet").exists() and len(m["garbage"]) == 19
+    assert sorted(os.listdir(d / "points")) == [seg_name] and (d / "points").is_symlink()
     rc, out, err = run_cli(capsys, "compact", d, "--grace", "0")
-    assert rc == 0 and sorted(os.listdir(d / "points")) == [Path(m["segments"][0]["points"]["path"]).name]
+    assert rc == 0 and sorted(os.listdir(d / ".data" / "points")) == [seg_name]
+    assert sorted(os.listdir(d / "points")) == [seg_name]
     assert json.loads((d / "manifest.json").read_text())["garbage"] == []
     assert read_dir(d).equals(before_pts)
 

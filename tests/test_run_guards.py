@@ -178,3 +178,55 @@ def test_plot_above_the_pixel_budget_is_one_line(tmp_path, capsys):
     # a normal plot still works (and says its pixel size)
     assert main(["plot", str(d), "--x", "n_cpus", "-o", str(out)]) == 0
     assert "800x600 px" in capsys.readouterr().out and out.stat().st_size > 0
+
+
+SEARCH_SPEC = """
+name = "wide-search"
+seed = 3
+trials = "auto"
+[precision]
+target = 1e-6
+max_trials = 100_000_000
+[search]
+n_cpus = [2, 8192]
+[axes]
+p_stall = [0.01, 0.02, 0.05]
+"""
+
+
+def _search_probes_by_hand(lo: int, hi: int, boundary: int) -> list[int]:
+    """The probes of a bisection whose probes pass exactly at n_cpus <= boundary (sweeps.search's steps)."""
+    import math
+
+    probes, a, b = [lo, hi], lo, hi
+    if boundary < lo or boundary >= hi:
+        return probes
+    while (b - a) / 2 > max(1.0, 0.05 * (a + b) / 2):
+        m = min(max(math.floor(math.sqrt(a * b) + 0.5), a + 1), b - 1)
+        probes.append(m)
+        a, b = (m, b) if m <= boundary else (a, m)
+    return probes
+
+
+def test_search_spec_is_sized_over_its_searched_range(tmp_path):
+    # 3 combinations; sized at the grid's base n_cpus (64) it was 3 x 64 x 1e8 = 1.9e10 CPU-trials and
+    # passed; its probes run at up to 8192 CPUs, the longest bisection summing to ~38,000 CPUs
+    spec_file = tmp_path / "search.toml"
+    spec_file.write_text(SEARCH_SPEC)
+    worst = max(sum(_search_probes_by_hand(2, 8192, n)) for n in range(1, 8193))
+    by_hand = 3 * worst * 100_000_000
+    assert 3 * 64 * 100_000_000 < MAX_CPU_TRIALS < by_hand
+    from sweeps.guards import planned_cpu_trials, search_probe_bound
+
+    spec = load_spec(spec_file)
+    assert planned_cpu_trials(spec) == by_hand
+    assert search_probe_bound(2, 8192)[0] == max(len(_search_probes_by_hand(2, 8192, n)) for n in range(1, 8193))
+    r = _stoprace("run", str(spec_file), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2, r.stderr
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and "--force" in err and f"{approx(by_hand)} CPU-trials" in err, err
+    assert not (tmp_path / "o").exists()
+    # a narrow search of the same spec is within the guard
+    narrow = load_spec(spec_file.write_text(SEARCH_SPEC.replace("[2, 8192]", "[2, 64]")) and spec_file)
+    assert planned_cpu_trials(narrow) == 3 * max(sum(_search_probes_by_hand(2, 64, n)) for n in range(1, 65)) * 10**8
+    check_size(narrow)

@@ -20,6 +20,8 @@ from serve_helpers import FIXTURES
 from sweeps.serve import ServeConfig, create_app, shutdown
 from sweeps.serve.runs import Run
 
+from sweep_helpers import pin_rev1
+
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 HUGE = (FIXTURES / "release1-naive" / "spec.toml").read_text().replace(
@@ -141,7 +143,7 @@ def test_a_damaged_set_is_not_complete_to_a_submission_either(served):
     intact complete set answers 200 "complete" and runs nothing."""
     root, make = served
     client, rec = make()
-    spec = (root / "release1-naive" / "spec.toml").read_text()
+    spec = pin_rev1((root / "release1-naive" / "spec.toml").read_text())  # stored before model_rev existed
     r = client.post("/api/sweeps", json={"spec": spec})
     assert r.status_code == 200 and r.json()["status"] == "complete" and rec.calls == []
     (root / "release1-naive" / "points" / "task-000003.parquet").unlink()

@@ -112,9 +112,12 @@ def test_release1_rows_are_reproduced_by_run_task():
     # tests/fixtures/release1-naive was written by the first release: recomputing each of its
     # tasks must give the stored rows (every stored column but wall_s). This pins the whole
     # random-stream layout (point seeds, shard seeds [point_seed, k], chunking, draw order).
+    # Floats within row_compare.FLOAT_ULPS (the fixture's CPU had no AVX-512), the rest exact.
     import pyarrow.parquet as pq
 
     from sweeps.spec import load_spec
+
+    from row_compare import assert_same_rows
 
     d = Path(__file__).parent / "fixtures" / "release1-naive"
     spec = load_spec(d / "spec.toml", stored=True)
@@ -129,4 +132,88 @@ def test_release1_rows_are_reproduced_by_run_task():
                 continue
             stored = pq.read_table(f)
             cols = [c for c in stored.column_names if c != "wall_s"]
+            assert_same_rows(table.select(cols), stored.select(cols), f"{what} of task {t.task_id}")
+
+
+def test_row_compare_accepts_last_bits_only():
+    # the tolerance the release1 comparisons use: 2 ULP pass (what an AVX-512 CPU changes), a change a
+    # real bug would make (1e-9 relative, an int, a NaN, a string) fails
+    from row_compare import FLOAT_ULPS, assert_same_rows, ulp_distance
+
+    x = 60865305.99403034
+    base = pa.table({"s": [x, float("nan"), 1.0], "n": [1, 2, 3], "id": ["a", "b", "c"]})
+
+    def with_(**cols):
+        return pa.table({**{c: base[c] for c in base.column_names}, **cols})
+
+    two_ulp = np.nextafter(np.nextafter(x, np.inf), np.inf)
+    assert ulp_distance(np.array([x]), np.array([two_ulp]))[0] == 2
+    assert ulp_distance(np.array([0.0]), np.array([-0.0]))[0] == 0
+    assert_same_rows(with_(s=[two_ulp, float("nan"), 1.0]), base)
+    assert FLOAT_ULPS * np.spacing(x) < x * 1e-13
+    for bad in (with_(s=[x * (1 + 1e-9), float("nan"), 1.0]), with_(s=[x, 0.0, 1.0]), with_(n=[1, 2, 4]),
+                with_(id=["a", "b", "d"]), with_(s=[x, float("nan"), float("inf")])):
+        with pytest.raises(AssertionError):
+            assert_same_rows(bad, base)
+
+
+def test_release1_rows_are_bit_identical_on_the_fixtures_simd_path():
+    # Why the comparison above allows FLOAT_ULPS: with NumPy's AVX-512 kernels switched off (the
+    # fixture's CPU had none) every column, floats included, is bit-identical to the stored one.
+    import os
+    import subprocess
+    import sys
+
+    from numpy._core._multiarray_umath import __cpu_features__
+
+    if not __cpu_features__.get("X86_V4"):
+        pytest.skip("this CPU has no AVX-512: the comparison above is bit-exact here already")
+    code = """
+import pyarrow.parquet as pq
+from pathlib import Path
+from sweeps.grid import iter_tasks
+from sweeps.shard import run_task
+from sweeps.spec import load_spec
+d = Path("tests/fixtures/release1-naive")
+spec = load_spec(d / "spec.toml")
+for t in iter_tasks(spec):
+    r = run_task(t, spec.name)
+    for what, table in (("points", r.points), ("events", r.events)):
+        f = d / what / f"task-{t.task_id:06d}.parquet"
+        if f.exists():
+            stored = pq.read_table(f)
+            cols = [c for c in stored.column_names if c != "wall_s"]
             assert table.select(cols).to_pylist() == stored.select(cols).to_pylist(), (what, t.task_id)
+print("identical")
+"""
+    env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR"}
+    r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "identical", r.stderr[-2000:]
+
+
+def test_a_task_result_crosses_pickle_unchanged(rows):
+    """What a worker sends (TaskResult pickled as Arrow IPC batches) is rebuilt to the same tables:
+    same schema, same values, nulls and all; the points and events of every task of the fixture."""
+    import pickle
+
+    from sweeps.schema import EVENTS_SCHEMA, POINTS_SCHEMA
+    from sweeps.shard import TaskResult
+
+    spec, _, _, _ = rows
+    results = [run_task(t, spec.name) for t in iter_tasks(spec, min_tasks=1)]
+    assert sum(r.events.num_rows for r in results) > 0  # the events path is exercised
+    for r in results:
+        wire = r.__reduce__()[1]
+        assert isinstance(wire[1], bytes) and isinstance(wire[2], bytes)  # the IPC path, not Arrow's pickling
+        back = pickle.loads(pickle.dumps(r, protocol=5))
+        assert (back.task_id, back.cpu_trials) == (r.task_id, r.cpu_trials)
+        for got, want, schema in ((back.points, r.points, POINTS_SCHEMA), (back.events, r.events, EVENTS_SCHEMA)):
+            assert got.schema.equals(schema) and got.num_rows == want.num_rows
+            assert got.to_pylist() == want.to_pylist()  # NaN-free columns (NaNs are stored as nulls)
+    # an empty events table and a table of another schema come back as they went
+    empty = TaskResult(7, results[0].points, EVENTS_SCHEMA.empty_table(), 1)
+    assert pickle.loads(pickle.dumps(empty)).events.equals(EVENTS_SCHEMA.empty_table())
+    other = pa.table({"x": [1, 2]})
+    odd = pickle.loads(pickle.dumps(TaskResult(8, other, other, 2)))
+    assert odd.points.equals(other) and odd.events.equals(other)

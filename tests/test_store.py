@@ -78,22 +78,29 @@ def stored_rows(d, what: str = "points") -> pa.Table:
 
 
 TASKS = list(iter_tasks(SPEC, cpu_trials_per_s=1))  # one shard per task: 6 tasks
+LAYOUT = [".current", ".data", ".views", "events", "manifest.json", "points", "spec.toml"]
+"""A set's top level (queries.resultset.layout) once its writer is done."""
 
 
 def test_create_layout_and_manifest(tmp_path):
     out = tmp_path / "a" / "b" / "res"
     store = ResultStore.create_or_open(out, SPEC, plan=plan_signature())
-    assert sorted(os.listdir(out)) == ["events", "manifest.json", "points", "spec.toml", "writer.lock"]
+    assert sorted(os.listdir(out)) == LAYOUT + ["writer.lock"]
+    # the tables' files live under .data; manifest.json, points/ and events/ are links through .current,
+    # the generation the last commit made (the views of points and events: empty yet)
+    assert sorted(os.listdir(out / ".data")) == ["events", "points"]
+    assert all((out / t).is_symlink() and os.listdir(out / t) == [] for t in ("points", "events"))
+    assert os.readlink(out / "manifest.json") == ".current/manifest.json" and (out / ".current").is_symlink()
     lock = json.loads((out / "writer.lock").read_text())
     assert lock["pid"] == os.getpid() and lock["host"] and lock["started"]
     assert parse_spec((out / "spec.toml").read_text()) == SPEC
     m = committed(out)
-    assert m["format_version"] == 2 and m["spec_hash"] == SPEC.spec_hash and m["n_points"] == 3
+    assert m["format_version"] == 3 and m["data_dir"] == ".data" and m["spec_hash"] == SPEC.spec_hash and m["n_points"] == 3
     assert m["n_tasks"] is None and m["segments"] == [] and m["legacy_tasks"] == [] and "T" in m["created"]
     assert m["plan"] == plan_signature()
     assert store.done_tasks() == set()
     store.close()
-    assert sorted(os.listdir(out)) == ["events", "manifest.json", "points", "spec.toml"]  # lock released
+    assert sorted(os.listdir(out)) == LAYOUT  # lock released
 
 
 def test_segments_hold_many_tasks_and_read_back_exactly(tmp_path):
@@ -177,21 +184,21 @@ def test_uncommitted_files_are_invisible_and_a_dead_writers_leftovers_go(tmp_pat
     import socket
 
     assert socket.gethostname() == os.uname().nodename
-    orphan = tmp_path / "points" / f"seg-{dead}-000001.parquet"
+    orphan = tmp_path / ".data" / "points" / f"seg-{dead}-000001.parquet"  # where the writer writes
     pq.write_table(points_table(TASKS[1]).select(POINTS_SCHEMA.names).cast(POINTS_SCHEMA), orphan)
-    tmp = tmp_path / "points" / f".seg-{dead}-000002.parquet.{dead}.tmp"
+    tmp = tmp_path / ".data" / "points" / f".seg-{dead}-000002.parquet.{dead}.tmp"
     tmp.write_bytes(b"half a file")
     assert ResultStore.open_existing(tmp_path).done_tasks() == {0}
     assert stored_rows(tmp_path).num_rows == 1  # the orphan segment is not read
     store = ResultStore.create_or_open(tmp_path, SPEC)  # the stale lock is taken over
     assert not orphan.exists() and not tmp.exists()
-    assert store.done_tasks() == {0}
+    assert store.done_tasks() == {0} and len(os.listdir(tmp_path / "points")) == 1  # the view: the committed one
     store.close()
 
 
 def test_first_release_tmp_files_removed(tmp_path):
     ResultStore.create_or_open(tmp_path, SPEC).close()
-    stale = [tmp_path / "points" / "task-000001.parquet.tmp", tmp_path / "manifest.json.tmp"]
+    stale = [tmp_path / ".data" / "points" / "task-000001.parquet.tmp", tmp_path / "manifest.json.tmp"]
     for p in stale:
         p.write_bytes(b"half")
     ResultStore.create_or_open(tmp_path, SPEC).close()
@@ -257,9 +264,11 @@ def test_open_existing_errors(tmp_path):
 def test_crash_after_manifest_self_heals(tmp_path):
     ResultStore.create_or_open(tmp_path, SPEC).close()
     os.remove(tmp_path / "spec.toml")
-    os.rmdir(tmp_path / "points")
+    os.rmdir(tmp_path / ".data" / "points")
+    os.remove(tmp_path / "points")  # killed after the manifest, before the table dirs and their views
     store = ResultStore.create_or_open(tmp_path, SPEC)
-    assert (tmp_path / "spec.toml").exists() and (tmp_path / "points").is_dir()
+    assert (tmp_path / "spec.toml").exists() and (tmp_path / ".data" / "points").is_dir()
+    assert (tmp_path / "points").is_symlink() and os.listdir(tmp_path / "points") == []
     assert store.done_tasks() == set()
     store.close()
 
@@ -284,6 +293,14 @@ def test_rangeset_matches_set(xs):
     assert all(ranges[i][1] + 1 < ranges[i + 1][0] for i in range(len(ranges) - 1))  # disjoint, not adjacent
     assert RangeSet(ranges).ranges() == ranges
     assert all((x in r) == (x in set(xs)) for x in range(-1, 62))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 60), max_size=50), st.lists(st.integers(0, 60), max_size=50))
+def test_rangeset_intersection_and_difference_match_sets(xs, ys):
+    a, b = RangeSet(xs), RangeSet(ys)
+    assert list(a.intersection(b)) == sorted(set(xs) & set(ys)) == list(b.intersection(a))
+    assert list(a.difference(b)) == sorted(set(xs) - set(ys))
 
 
 def test_points_columns_cover_model():
@@ -352,7 +369,7 @@ def test_file_uri_is_the_local_store(tmp_path):
     store = ResultStore.create_or_open(uri, SPEC, plan=plan_signature())
     assert store.path == tmp_path / "r"
     _fill(store, TASKS)
-    assert sorted(os.listdir(tmp_path / "r")) == ["events", "manifest.json", "points", "spec.toml"]
+    assert sorted(os.listdir(tmp_path / "r")) == LAYOUT
     by_path, by_uri = ResultStore.open_existing(tmp_path / "r"), ResultStore.open_existing(uri)
     assert by_path.done_tasks() == by_uri.done_tasks() == set(range(6)) and by_uri.complete
     assert by_uri.read_points().sort_by("n_cpus").equals(by_path.read_points().sort_by("n_cpus"))

@@ -16,7 +16,18 @@ from sweeps.cli import main
 from sweeps.grid import iter_points
 from sweeps.spec import load_spec
 
-from sweep_helpers import SLOW_SPEC, SMALL_SPEC, cli, descendants, read_dir, stored, wait_for, without_wall, write_spec
+from sweep_helpers import (
+    SLOW_SPEC,
+    SMALL_SPEC,
+    cli,
+    data_file,
+    descendants,
+    read_dir,
+    stored,
+    wait_for,
+    without_wall,
+    write_spec,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -80,6 +91,36 @@ def test_same_spec_gives_identical_rows(reference_run, tmp_path):
     run(spec, tmp_path / "again", progress=False)
     assert without_wall(read_dir(tmp_path / "again")).equals(without_wall(read_dir(out)))
     assert read_dir(tmp_path / "again", "events").equals(read_dir(out, "events"))
+
+
+def test_tiny_tasks_batched_into_ray_calls_store_the_rows_of_run_task(ray_session, tmp_path, monkeypatch):
+    """One ~1 ms shard per task (the runner packs them into shared Ray calls, issue 22 item 5):
+    every stored row equals what sweeps.shard.run_task gives for that task in this process."""
+    import pyarrow as pa
+
+    import sweeps.runner
+    from sweeps.grid import iter_tasks
+    from sweeps.shard import run_task
+    from sweeps.spec import parse_spec
+
+    text = SMALL_SPEC.replace("shard_trials = 1000", "shard_trials = 100").replace("task_seconds = 0.05",
+                                                                                    "task_seconds = 0.00001")
+    spec = parse_spec(text)
+    tasks = list(iter_tasks(spec))
+    assert len(tasks) == spec.n_points * spec.n_shards_per_point == 240  # one shard per task
+    # batches of up to 10 s of tasks, so they are batched even when a loaded machine slows each to 50 ms
+    monkeypatch.setattr(sweeps.runner, "BATCH_S", 10.0)
+    rep = run(spec, tmp_path / "out", progress=False)
+    assert rep.complete and rep.stats is not None and rep.stats.tasks == 240
+    assert rep.stats.calls < rep.stats.tasks / 2  # tasks really shared Ray calls
+    direct = [run_task(t, spec.name) for t in tasks]
+    for what in ("points", "events"):
+        got = read_dir(tmp_path / "out", what)
+        want = pa.concat_tables([getattr(r, what) for r in direct])
+        assert want.num_rows > 0 and got.num_rows == want.num_rows
+        keys = [("point_id", "ascending"), ("shard", "ascending")] + ([("trial", "ascending")] if what == "events" else [])
+        want = without_wall(want.sort_by(keys))
+        assert without_wall(got).select(want.column_names).to_pylist() == want.to_pylist(), what
 
 
 @pytest.fixture(scope="module")
@@ -344,10 +385,10 @@ def test_damaged_segment_is_recomputed_by_run_and_reported_by_query(reference_ru
 
     spec, ref_out = reference_run
     out = tmp_path / "out"
-    shutil.copytree(ref_out, out)
+    shutil.copytree(ref_out, out, symlinks=True)  # a copy as `cp -r` makes it (links stay links)
     m = json.loads((out / "manifest.json").read_text())
     seg = m["segments"][0]
-    victim = out / seg["points"]["path"]
+    victim = data_file(out, seg["points"]["path"])  # the file itself (points/ holds a link to it)
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 3])  # truncated
     assert main(["query", str(out), "--sql", "select count(*) from points"]) in (0, 2)

@@ -1,5 +1,12 @@
 """manifest.json: what a result set holds, and its commit point.
 
+Format 3 (this release) keeps every table file under ``data_dir`` (``.data``, where dataset
+discovery does not look) and shows the committed ones to outside readers through
+``points/`` and ``events/`` views (queries.resultset.view); formats 1 and 2 kept them in
+``points/``/``events/`` themselves (``data_dir`` ""), and the first write by this release
+moves them (queries.resultset.view.convert). File paths in the manifest name the table and
+file (``points/seg-....parquet``); where a file lies is ``layout.physical(data_dir, path)``.
+
 A task is done exactly when the manifest lists it: in a committed segment (whose files
 the manifest names with size and SHA-256) or, for sets written by the first release, in
 ``legacy_tasks`` (per-task files ``points/task-N.parquet``, no checksums). Files on disk
@@ -19,13 +26,14 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from queries.resultset.errors import StoreError
+from queries.resultset.layout import DATA_DIR, TABLES
 from queries.resultset.ranges import RangeSet
 
 FORMAT: Literal["stoprace-results"] = "stoprace-results"
-FORMAT_VERSION: Literal[2] = 2
+FORMAT_VERSION: Literal[3] = 3
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "FileEntry", "Segment", "Garbage", "Manifest", "MIGRATIONS",
            "parse_manifest", "dump_manifest", "now_iso"]
@@ -40,6 +48,11 @@ class FileEntry(BaseModel):
     size: int = Field(ge=0)
     sha256: str
     rows: int = Field(ge=0)
+
+    @field_validator("path")
+    @classmethod
+    def _inside_a_table(cls, v: str) -> str:
+        return table_path(v)
 
 
 class Segment(BaseModel):
@@ -63,6 +76,16 @@ class Segment(BaseModel):
         return sum(f.size for f in self.files())
 
 
+def table_path(v: str) -> str:
+    """``v`` if it names a file of a table (``points/NAME`` or ``events/NAME``), else ValueError: a
+    manifest never makes a reader open (or a writer delete) anything outside the set's tables."""
+    table, sep, name = v.partition("/")
+    if not (sep and table in TABLES and name and "/" not in name and name not in (".", "..") and "\\" not in name
+            and "\x00" not in name):
+        raise ValueError(f"{v!r} is not a file of the points or events table")
+    return v
+
+
 class Garbage(BaseModel):
     """A file no longer referenced (merged or compacted away) since ``since`` (epoch s); deleted after a grace period."""
 
@@ -71,6 +94,11 @@ class Garbage(BaseModel):
     path: str
     since: float
 
+    @field_validator("path")
+    @classmethod
+    def _inside_a_table(cls, v: str) -> str:
+        return table_path(v)
+
 
 class Manifest(BaseModel):
     """The current manifest (format version 2). Unknown top-level keys are kept as they are."""
@@ -78,7 +106,9 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     format: Literal["stoprace-results"] = FORMAT
-    format_version: Literal[2] = FORMAT_VERSION
+    format_version: Literal[3] = FORMAT_VERSION
+    data_dir: Literal["", ".data"] = DATA_DIR
+    """Where the table files lie: ".data" (format 3), or "" (the set's root: sets written before format 3)."""
     sweep: str | None = None
     spec_hash: str
     version: str | None = None
@@ -120,7 +150,15 @@ def _v1_to_v2(m: dict[str, Any]) -> dict[str, Any]:
     return m
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+def _v2_to_v3(m: dict[str, Any]) -> dict[str, Any]:
+    """Format 2 kept its files in points/ and events/ themselves (no views)."""
+    m = dict(m)
+    m["data_dir"] = ""
+    m["format_version"] = 3
+    return m
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 """MIGRATIONS[v] turns a version-v manifest dict into version v + 1."""
 
 

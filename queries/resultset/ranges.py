@@ -65,6 +65,36 @@ class RangeSet:
     def __bool__(self) -> bool:
         return bool(self._starts)
 
+    def intersection(self, other: RangeSet) -> RangeSet:
+        """The ids in both (range by range: cost follows the number of ranges, not of ids)."""
+        out: list[tuple[int, int]] = []
+        i = j = 0
+        a, b = other._starts, other._ends
+        while i < len(self._starts) and j < len(a):
+            lo, hi = max(self._starts[i], a[j]), min(self._ends[i], b[j])
+            if lo <= hi:
+                out.append((lo, hi))
+            if self._ends[i] < b[j]:
+                i += 1
+            else:
+                j += 1
+        return RangeSet(out)
+
+    def difference(self, other: RangeSet) -> RangeSet:
+        """The ids in this set and not in ``other`` (range by range)."""
+        out: list[tuple[int, int]] = []
+        for s, e in zip(self._starts, self._ends):
+            cur = s
+            j = max(bisect_left(other._ends, s), 0)
+            while cur <= e and j < len(other._starts) and other._starts[j] <= e:
+                if other._starts[j] > cur:
+                    out.append((cur, other._starts[j] - 1))
+                cur = max(cur, other._ends[j] + 1)
+                j += 1
+            if cur <= e:
+                out.append((cur, e))
+        return RangeSet(out)
+
     def ranges(self) -> list[list[int]]:
         return [[a, b] for a, b in zip(self._starts, self._ends)]
 

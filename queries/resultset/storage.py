@@ -40,7 +40,7 @@ from queries.resultset.layout import tmp_name
 
 __all__ = [
     "NewFile", "Backend", "LocalBackend", "ArrowBackend", "FileStat", "Written", "locate", "is_uri", "atomic_write_file",
-    "sha256_of",
+    "sha256_of", "exchange", "fsync_dir",
 ]
 
 _CHUNK = 1 << 20
@@ -90,6 +90,8 @@ class Backend(Protocol):
     """A result set's root on some filesystem; ``rel`` paths use '/' and are relative to the root."""
 
     local: bool
+    views: bool
+    """True where symbolic links work (local): the set keeps its files under .data and publishes views."""
     arrow_fs: pafs.FileSystem
 
     def path(self, rel: str = "") -> Path | str: ...
@@ -179,10 +181,42 @@ def _finish_written(path: Path, tmp: Path) -> None:
     _fsync_dir(path.parent)
 
 
+def fsync_dir(d: Path) -> None:
+    """fsync a directory (its entries: a rename or a new link in it is durable afterwards)."""
+    _fsync_dir(d)
+
+
+_RENAME_EXCHANGE = 2
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths atomically (Linux renameat2 RENAME_EXCHANGE); False where the
+    kernel, the C library or the filesystem cannot, so the caller falls back to two renames."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        f = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    f.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    f.restype = ctypes.c_int
+    at_fdcwd = -100
+    if f(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    import errno
+
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
 class LocalBackend:
     """A result set on the local filesystem."""
 
     local = True
+    views = True
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -302,6 +336,7 @@ class ArrowBackend:
     """A result set on a pyarrow filesystem (object stores: one complete PUT per file, never a rename)."""
 
     local = False
+    views = False
 
     def __init__(self, fs: pafs.FileSystem, root: str, display: str, uri: str | None = None) -> None:
         self.arrow_fs = fs

@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -41,8 +42,11 @@ import pyarrow.parquet as pq
 from core.cost import cpu_trials
 from queries.resultset.errors import StoreError, one_line
 from queries.resultset.layout import (
+    CURRENT,
+    DATA_DIR,
     EVENTS_DIR,
     GC_GRACE_S,
+    GENERATION_GRACE_S,
     MANIFEST,
     POINTS_DIR,
     SEGMENT_BYTES,
@@ -50,6 +54,7 @@ from queries.resultset.layout import (
     TABLES,
     is_tmp,
     new_token,
+    physical,
     segment_file,
     task_file,
     task_id_of,
@@ -58,9 +63,10 @@ from queries.resultset.layout import (
 from queries.resultset.lock import WriterLock, acquire
 from queries.resultset.manifest import FileEntry, Garbage, Manifest, Segment, dump_manifest, now_iso
 from queries.resultset.ranges import RangeSet
-from queries.resultset.reader import Damage, ResultSet, read_manifest
+from queries.resultset.reader import Damage, Expect, ResultSet, read_manifest
 from queries.resultset.schema import EVENTS_SCHEMA, POINTS_SCHEMA, SCHEMAS, conform
 from queries.resultset.storage import Backend, NewFile
+from queries.resultset.view import collect_generations, commit, convert, ensure_links, uses_generations
 
 __all__ = ["SetWriter", "SEGMENT_BYTES", "ROW_GROUP_ROWS", "BUFFER_BYTES", "FLUSH_S", "MERGE_FANOUT", "GC_GRACE_S",
            "compact", "CompactReport"]
@@ -105,8 +111,9 @@ def _cpu_trials(points: pa.Table) -> int:
 class _TableOut:
     """Streams record batches into one new Parquet file in row groups of ROW_GROUP_ROWS rows."""
 
-    def __init__(self, nf: NewFile, schema: pa.Schema) -> None:
+    def __init__(self, nf: NewFile, schema: pa.Schema, name: str) -> None:
         self.nf = nf
+        self.name = name  # as the manifest lists it (points/seg-...); nf writes it where it lies
         self.schema = schema
         flat = [f.name for f in schema if not pa.types.is_nested(f.type)]
         # dictionaries only for strings, statistics only for flat columns: on the 128-bin
@@ -143,7 +150,7 @@ class _TableOut:
         self._write()
         self.w.close()
         w = self.nf.commit()
-        return FileEntry(path=w.path, size=w.size, sha256=w.sha256, rows=self.rows)
+        return FileEntry(path=self.name, size=w.size, sha256=w.sha256, rows=self.rows)
 
     def abort(self) -> None:
         try:
@@ -195,6 +202,8 @@ class SetWriter:
         self._last_commit = time.monotonic()
         self._mutex = threading.RLock()
         self.closed = False
+        self._commit_cost = 0.0  # seconds the last manifest commit took (a generation: a link per file)
+        self._commit_files = 0  # about how many files it linked
 
     # ---- opening -------------------------------------------------------------------------------
     @classmethod
@@ -203,6 +212,7 @@ class SetWriter:
         lock = acquire(backend, new_token(), break_lock=break_lock)
         try:
             w = cls(backend, read_manifest(backend), lock, **kw)
+            w._upgrade()
             w._cleanup()
         except BaseException:
             lock.release()
@@ -221,6 +231,7 @@ class SetWriter:
         try:
             if backend.kind(MANIFEST) is not None:
                 raise StoreError(f"{backend.display()}: another writer created this results dir just now; run again")
+            manifest = manifest.model_copy(update={"data_dir": DATA_DIR if backend.views else ""})
             w = cls(backend, manifest, lock, **kw)
             w.ensure_layout(spec_text)
             w._write_manifest()
@@ -239,7 +250,9 @@ class SetWriter:
         if current != spec_text:
             fs.replace_bytes(SPEC_FILE, spec_text.encode(), self.token)
         for t in TABLES:
-            fs.makedirs(t)
+            fs.makedirs(self._phys(t))
+        if uses_generations(fs, self.manifest) and (Path(fs.path()) / CURRENT).is_symlink():
+            ensure_links(fs, self.token)
 
     # ---- state ---------------------------------------------------------------------------------
     @property
@@ -251,26 +264,30 @@ class SetWriter:
         with self._mutex:
             return RangeSet(self._done.ranges())
 
-    def verify(self) -> list[Damage]:
-        """Check every committed file; drop damaged ones from the manifest so their tasks are run again."""
+    def verify(self, expect: Expect | None = None) -> list[Damage]:
+        """Check every committed file (``expect``: what first-release task files must hold, from the
+        plan); drop what is damaged, duplicated or conflicting from the manifest, so those tasks run again."""
         with self._mutex:
-            damaged = ResultSet(self.backend, self.manifest).check(verify=True).damaged
+            damaged = ResultSet(self.backend, self.manifest).check(verify=True, expect=expect).damaged
             if damaged:
-                bad = RangeSet()
-                for d in damaged:
-                    bad.update(d.tasks)
+                m = self.manifest
+                drop = {d.segment for d in damaged if d.segment is not None}
+                bad_legacy = RangeSet(d.legacy_task for d in damaged if d.legacy_task is not None)
+                keep = [s for i, s in enumerate(m.segments) if i not in drop]
+                gone = [s for i, s in enumerate(m.segments) if i in drop]
+                kept_files = {f.path for s in keep for f in s.files()}
                 now = time.time()
-                keep: list[Segment] = []
-                gone: list[Segment] = []
-                for s in self.manifest.segments:
-                    (gone if any(t in bad for t in s.task_set()) else keep).append(s)
-                legacy = RangeSet(t for t in RangeSet(self.manifest.legacy_tasks) if t not in bad)
-                garbage = list(self.manifest.garbage) + [Garbage(path=f.path, since=now) for s in gone for f in s.files()]
-                garbage += [Garbage(path=task_file(t, tid), since=now) for tid in bad
-                            if tid in RangeSet(self.manifest.legacy_tasks) for t in TABLES]
-                ctd = self.manifest.cpu_trials_done
-                legacy_bad = any(t in RangeSet(self.manifest.legacy_tasks) for t in bad)
-                ctd = None if ctd is None or legacy_bad else ctd - sum(s.cpu_trials for s in gone)
+                garbage = list(m.garbage) + [Garbage(path=f.path, since=now) for s in gone for f in s.files()
+                                             if f.path not in kept_files]
+                garbage += [Garbage(path=task_file(t, tid), since=now) for tid in bad_legacy for t in TABLES]
+                legacy = RangeSet(m.legacy_tasks).difference(bad_legacy)
+                ctd = m.cpu_trials_done
+                if not legacy:
+                    ctd = sum(s.cpu_trials for s in keep)  # exact: every kept segment records its own
+                elif bad_legacy or ctd is None:
+                    ctd = None  # first-release tasks record none: recounted from the rows when needed
+                else:
+                    ctd -= sum(s.cpu_trials for s in gone)
                 self._replace(segments=keep, legacy_tasks=legacy.ranges(), garbage=garbage, cpu_trials_done=ctd)
                 self._done = self.manifest.done()
                 self._write_manifest()
@@ -293,7 +310,7 @@ class SetWriter:
                 self._buf_bytes -= _footprint(*old)
             self._buf[task_id] = (pts, evs)
             self._buf_bytes += _footprint(pts, evs)
-            if self._buf_bytes >= self.buffer_bytes or time.monotonic() - self._last_commit >= self.flush_s:
+            if self._buf_bytes >= self.buffer_bytes or time.monotonic() - self._last_commit >= self._commit_interval():
                 self.flush()
 
     def flush(self) -> None:
@@ -361,27 +378,58 @@ class SetWriter:
         self.manifest = self.manifest.model_copy(update=fields)
 
     def _write_manifest(self) -> None:
+        """Commit the manifest: a new generation where the filesystem has links (queries.resultset.view:
+        the manifest and the views outside readers see change in one rename), else one atomic write."""
+        t0 = time.monotonic()
         self.manifest = self.manifest.model_copy(update={"updated": now_iso()})
-        self.backend.replace_bytes(MANIFEST, dump_manifest(self.manifest), self.token)
+        data = dump_manifest(self.manifest)
+        if uses_generations(self.backend, self.manifest):
+            self._seq += 1
+            commit(self.backend, self.manifest, data, self.token, self._seq)
+        else:
+            self.backend.replace_bytes(MANIFEST, data, self.token)
         self._last_commit = time.monotonic()
+        self._commit_cost = self._last_commit - t0
+        self._commit_files = len(RangeSet(self.manifest.legacy_tasks)) + 2 * len(self.manifest.segments)
         self.manifest_dirty = False
+
+    def _commit_interval(self) -> float:
+        """Seconds between segment commits: ``flush_s``; for a set of more than 1,000 files (a large
+        first-release set: a generation links every committed file) at least 20 times what the last
+        commit took, so committing stays under ~5% of the time."""
+        return self.flush_s if self._commit_files <= 1000 else max(self.flush_s, 20 * self._commit_cost)
+
+    def _upgrade(self) -> None:
+        """A set written before format 3 on a filesystem with links: move its files under .data and
+        commit it as a generation (queries.resultset.view.convert)."""
+        if self.backend.views and self.manifest.data_dir == "":
+            self.manifest = self.manifest.model_copy(update={"data_dir": DATA_DIR, "updated": now_iso()})
+            self._seq += 1
+            convert(self.backend, self.manifest, dump_manifest(self.manifest), self.token, self._seq)
 
     def _next_name(self, table: str) -> str:
         return segment_file(table, self.token, self._seq)
+
+    def _phys(self, rel: str) -> str:
+        return physical(self.manifest.data_dir, rel)
+
+    def _new_out(self, table: str, schema: pa.Schema) -> _TableOut:
+        name = self._next_name(table)
+        return _TableOut(self.backend.new_file(self._phys(name), self.token), schema, name)
 
     def _write_segment(self, tasks: RangeSet, points: list[pa.Table], events: list[pa.Table],
                        cpu_trials: int) -> Segment:
         self._seq += 1
         outs: list[_TableOut] = []
         try:
-            p = _TableOut(self.backend.new_file(self._next_name(POINTS_DIR), self.token), POINTS_SCHEMA)
+            p = self._new_out(POINTS_DIR, POINTS_SCHEMA)
             outs.append(p)
             for t in points:
                 for b in t.to_batches(max_chunksize=ROW_GROUP_ROWS):
                     p.add(b)
             e = None
             if any(t.num_rows for t in events):
-                e = _TableOut(self.backend.new_file(self._next_name(EVENTS_DIR), self.token), EVENTS_SCHEMA)
+                e = self._new_out(EVENTS_DIR, EVENTS_SCHEMA)
                 outs.append(e)
                 for t in events:
                     for b in t.to_batches():
@@ -423,7 +471,7 @@ class SetWriter:
         i = 0
         while i < len(sources):
             self._seq += 1
-            p = _TableOut(self.backend.new_file(self._next_name(POINTS_DIR), self.token), schemas[POINTS_DIR])
+            p = self._new_out(POINTS_DIR, schemas[POINTS_DIR])
             e: _TableOut | None = None
             tasks = RangeSet()
             cpu = 0
@@ -436,8 +484,7 @@ class SetWriter:
                     if src.events is not None:
                         for b in self._batches(src.events):
                             if e is None:
-                                e = _TableOut(self.backend.new_file(self._next_name(EVENTS_DIR), self.token),
-                                              schemas[EVENTS_DIR])
+                                e = self._new_out(EVENTS_DIR, schemas[EVENTS_DIR])
                             e.add(b)
                     tasks.update(src.tasks)
                     i += 1
@@ -453,7 +500,7 @@ class SetWriter:
             yield Segment(tasks=_pairs(tasks), points=pt_entry, events=ev_entry, cpu_trials=cpu)
 
     def _batches(self, rel: str) -> Iterator[pa.RecordBatch]:
-        with self.backend.open_input(rel) as f:
+        with self.backend.open_input(self._phys(rel)) as f:
             yield from pq.ParquetFile(f).iter_batches(batch_size=READ_BATCH_ROWS)
 
     # ---- garbage and leftovers -------------------------------------------------------------------
@@ -462,28 +509,33 @@ class SetWriter:
         grace = self.grace_s if grace_s is None else grace_s
         now = time.time()
         with self._mutex:
+            if self.backend.views:
+                collect_generations(self.backend, min(grace, GENERATION_GRACE_S))
             due = [g for g in self.manifest.garbage if now - g.since >= grace]
             if not due:
                 return 0
             for g in due:
-                self.backend.delete(g.path)
+                self.backend.delete(self._phys(g.path))
             self._replace(garbage=[g for g in self.manifest.garbage if now - g.since < grace])
             self._write_manifest()
             return len(due)
 
     def _referenced(self) -> set[str]:
+        """Where every file the manifest names lies (relative to the set)."""
         refs = {f.path for s in self.manifest.segments for f in s.files()}
         refs |= {g.path for g in self.manifest.garbage}
         for tid in RangeSet(self.manifest.legacy_tasks):
             refs.update(task_file(t, tid) for t in TABLES)
-        return refs
+        return {self._phys(r) for r in refs}
 
     def _cleanup(self) -> None:
         """Delete leftovers: files of a dead writer, first-release *.tmp, unreferenced files past the grace period."""
         refs = self._referenced()
         now = time.time()
         dead = self.lock.dead_token
-        for sub in ("",) + TABLES:
+        if self.backend.views:
+            collect_generations(self.backend, min(self.grace_s, GENERATION_GRACE_S), dead)
+        for sub in ("",) + tuple(self._phys(t) for t in TABLES):
             for name, st in self.backend.listdir(sub).items():
                 if st is None:
                     continue
@@ -516,19 +568,21 @@ class CompactReport:
     bytes_after: int
 
 
-def compact(backend: Backend, *, break_lock: bool = False, grace_s: float = GC_GRACE_S) -> CompactReport:
+def compact(backend: Backend, *, break_lock: bool = False, grace_s: float = GC_GRACE_S,
+            expect: Expect | None = None) -> CompactReport:
     """Rewrite every first-release per-task file and every small segment into few large segments.
 
     One manifest commit swaps the old files for the new: a reader sees the old set or the
     new, never both or neither. The old files are deleted ``grace_s`` seconds later (by the
     next compaction or run on the set; ``grace_s=0``: now, which may break readers running
-    at this moment). Damaged files are refused (StoreError): run the sweep to repair first.
+    at this moment). Damaged files are refused (StoreError): run the sweep to repair first
+    (``expect``: what first-release task files must hold, from the plan; see ResultSet.check).
     """
     w = SetWriter.open(backend, break_lock=break_lock, grace_s=grace_s)
     try:
         m = w.manifest
         rs = ResultSet(backend, m)
-        integrity = rs.check(verify=True)
+        integrity = rs.check(verify=True, expect=expect)
         if integrity.damaged:
             raise StoreError(f"{integrity.problem()}; `stoprace run` the same spec to recompute them before compacting")
         legacy = RangeSet(m.legacy_tasks)
@@ -540,9 +594,9 @@ def compact(backend: Backend, *, break_lock: bool = False, grace_s: float = GC_G
         for tid in legacy:
             prel = task_file(POINTS_DIR, tid)
             erel = task_file(EVENTS_DIR, tid)
-            st = backend.stat(prel)
+            st = backend.stat(w._phys(prel))
             before_bytes += st.size if st else 0
-            est = backend.stat(erel) if erel in ev_present else None
+            est = backend.stat(w._phys(erel)) if erel in ev_present else None
             before_bytes += est.size if est else 0
             sources.append(_Source(RangeSet([tid]), prel, erel if erel in ev_present else None,
                                    (st.size if st else 0) + (est.size if est else 0)))

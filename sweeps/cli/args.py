@@ -39,7 +39,7 @@ def add_scheduling_options(p: argparse.ArgumentParser) -> None:
     from sweeps.guards import MAX_CPU_TRIALS, MAX_TASKS, approx
     from sweeps.spec import MAX_POINTS
 
-    p.add_argument("--max-in-flight", type=count_arg, metavar="N", help="tasks submitted at once (default 2 x cluster CPUs)")
+    p.add_argument("--max-in-flight", type=count_arg, metavar="N", help="Ray calls submitted at once (default 2 x cluster CPUs; tiny tasks share a call)")
     p.add_argument("--retries", type=int, default=3, metavar="N", help="retries of a task whose worker or node died (default 3)")
     p.add_argument(
         "--force",

@@ -44,11 +44,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Carry out the subcommand from parsed arguments; returns the exit code."""
-    from queries.resultset.reader import ResultSet
+    from queries.resultset.errors import StoreError
     from queries.resultset.writer import compact
+    from sweeps.integrity import check_result_set, plan_expectation, spec_problem
 
-    rs = ResultSet.open(args.dir)  # one-line refusal if DIR is not a result set (nothing written)
-    rep = compact(rs.backend, break_lock=args.break_lock, grace_s=args.grace)
+    v = check_result_set(args.dir)  # one-line refusal if DIR is not a result set (nothing written)
+    rs = v.result_set
+    spec, problem = spec_problem(rs)
+    if v.status == "damaged":  # files left out, or a spec.toml that no longer matches (problem)
+        raise StoreError(f"{v.line}; `stoprace run` the same spec to recompute them before compacting")
+    expect = plan_expectation(spec, rs.manifest) if spec is not None else None
+    rep = compact(rs.backend, break_lock=args.break_lock, grace_s=args.grace, expect=expect)
     print(f"{rep.display}: {rep.tasks} tasks, {rep.files_before} files ({_size(rep.bytes_before)}) -> "
           f"{rep.files_after} files ({_size(rep.bytes_after)})")
     return 0

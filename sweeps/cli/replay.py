@@ -33,8 +33,9 @@ def handle(args: argparse.Namespace) -> int:
     """Carry out the subcommand from parsed arguments; returns the exit code."""
     from queries.db import open_result_set
     from queries.replay import format_timeline, replay, replay_json
+    from sweeps.integrity import check_result_set
 
-    rs = open_result_set(args.dir)
+    rs = open_result_set(check_result_set(args.dir).result_set)  # the verdict query and the API give
     problem = rs.check().problem()
     if problem:
         print(f"stoprace replay: warning: {problem}", file=sys.stderr)
