@@ -218,3 +218,92 @@ def test_open_deletes_foreign_leftovers_only_after_the_grace_period(tmp_path, mo
     monkeypatch.setattr(writer_mod.time, "time", lambda: t0 + grace)
     ResultStore.create_or_open(d, SPEC8, manifest_interval=3600).close()
     assert not stray.exists()
+
+
+# ---- format 3: the generation commit (queries/resultset/view.py) ------------------------------------------
+
+
+def test_generation_commit_is_durable_before_and_after_its_rename(tmp_path, calls):
+    """Format 3: the generation (its manifest file, its link directories, itself) is fsynced before the
+    one rename that makes it current, and the set's directory after it."""
+    d = tmp_path / "r"
+    store = ResultStore.create_or_open(d, SPEC8, manifest_interval=3600)
+    if not (d / ".current").is_symlink():
+        pytest.skip("no generations on this filesystem")
+    calls.clear()
+    store.write_task(0, points_table(TASKS8[0]), events_table(2))
+    store.flush()
+    gen = Path(os.path.realpath(d / ".current"))
+    i = next(j for j, c in enumerate(calls) if c[0] == "replace" and c[2] == str(Path(os.path.realpath(d)) / ".current"))
+    before = calls[:i]
+    for p in (gen / "manifest.json", gen / "points", gen / "events", gen):
+        assert ("fsync", str(p)) in before, (p, calls)
+    assert ("fsync", os.path.realpath(d)) in calls[i + 1:], calls
+    store.close()
+
+
+def test_the_current_generation_is_never_collected(tmp_path, monkeypatch):
+    from queries.resultset.view import collect_generations
+
+    d = tmp_path / "r"
+    store = ResultStore.create_or_open(d, SPEC8, manifest_interval=3600)
+    if not (d / ".current").is_symlink():
+        pytest.skip("no generations on this filesystem")
+    for t in TASKS8[:3]:
+        store.write_task(t.task_id, points_table(t))
+        store.flush()
+    store.close()
+    gens = sorted(p.name for p in (d / ".views").iterdir() if p.is_dir())
+    assert len(gens) >= 2
+    n = collect_generations(LocalBackend(d), 0.0)
+    left = sorted(p.name for p in (d / ".views").iterdir() if p.is_dir())
+    assert left == [os.path.basename(os.readlink(d / ".current"))] and n == len(gens) - 1
+    assert sorted(ResultStore.open_existing(d).done_tasks()) == [0, 1, 2]
+
+
+# ---- repair (SetWriter.verify) ------------------------------------------------------------------------------
+
+
+def _two_segments(d: Path) -> list[dict]:
+    store = ResultStore.create_or_open(d, SPEC8, manifest_interval=3600)
+    for t in TASKS8[:4]:
+        store.write_task(t.task_id, points_table(t))
+        if t.task_id % 2:
+            store.flush()
+    store.close()
+    segs = json.loads((d / "manifest.json").read_text())["segments"]
+    assert [s["tasks"] for s in segs] == [[[0, 1]], [[2, 3]]]
+    return segs
+
+
+def test_repair_drops_only_the_damaged_segment(tmp_path):
+    d = tmp_path / "r"
+    segs = _two_segments(d)
+    bad = _real(d, segs[1]["points"]["path"])
+    data = bytearray(bad.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    store = ResultStore.create_or_open(d, SPEC8, manifest_interval=3600)  # verifies on open
+    m = json.loads((d / "manifest.json").read_text())
+    assert [s["tasks"] for s in m["segments"]] == [[[0, 1]]]
+    assert sorted(store.done_tasks()) == [0, 1]
+    assert m["cpu_trials_done"] == segs[0]["cpu_trials"]
+    assert {g["path"] for g in m["garbage"]} == {segs[1]["points"]["path"]}
+    store.close()
+
+
+def test_repair_of_a_repeated_listing_keeps_the_files_it_still_lists(tmp_path):
+    """A segment listed twice (a careless edit): one listing goes, its files stay (the other lists them)."""
+    d = tmp_path / "r"
+    segs = _two_segments(d)
+    mpath = Path(os.path.realpath(d / "manifest.json"))
+    m = json.loads(mpath.read_text())
+    m["segments"].append(m["segments"][0])
+    mpath.write_text(json.dumps(m))
+    store = ResultStore.create_or_open(d, SPEC8, manifest_interval=3600)
+    m = json.loads((d / "manifest.json").read_text())
+    assert [s["tasks"] for s in m["segments"]] == [[[0, 1]], [[2, 3]]]
+    assert m["garbage"] == [] and m["cpu_trials_done"] == segs[0]["cpu_trials"] + segs[1]["cpu_trials"]
+    store._w.collect_garbage(grace_s=0.0)
+    assert _real(d, segs[0]["points"]["path"]).is_file()
+    store.close()
