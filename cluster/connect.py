@@ -42,9 +42,7 @@ import tempfile
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-import ray
-
-__all__ = ["connect", "disconnect", "session", "resolve_address", "token_auth_enabled"]
+__all__ = ["connect", "disconnect", "ray_is_up", "session", "resolve_address", "token_auth_enabled"]
 
 # Ray logs "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled
 # to opt out ..." on this logger at every ray.init() that turns token auth on by default.
@@ -80,6 +78,8 @@ def connect(
     warnings and worker output (``log_to_driver``) still reach stderr so a
     crashing worker is never silent.
     """
+    import ray  # here, not at import: resolve_address and a run that stays in-process need no Ray
+
     if ray.is_initialized():
         return False
     target = resolve_address(address)
@@ -145,8 +145,17 @@ def _retry_warnings_held_back() -> Iterator[None]:
 
 def disconnect(started: bool) -> None:
     """``ray.shutdown()`` if ``started`` (the value ``connect`` returned), else nothing."""
-    if started and ray.is_initialized():
-        ray.shutdown()
+    if started:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def ray_is_up() -> bool:
+    """True if this process has a Ray session (without importing Ray when nothing did)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and bool(ray.is_initialized())
 
 
 @contextmanager

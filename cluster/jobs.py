@@ -41,8 +41,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ray.job_submission import JobStatus, JobSubmissionClient
-
 __all__ = [
     "DEFAULT_EXCLUDES",
     "JobInfo",
@@ -74,7 +72,9 @@ DEFAULT_EXCLUDES: list[str] = [
 # and a driver passing its own runtime_env with the same fields is an error.
 _JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
-_TERMINAL = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+_TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+"""Ray's JobStatus values of an ended job (ray.job_submission is imported only by JobsClient: a run that
+only asks `in_ray_job` or builds a runtime_env loads no Ray)."""
 
 # Ray's client logs every package upload and websocket close at INFO on stderr.
 _CHATTY_LOGGERS = (
@@ -82,6 +82,10 @@ _CHATTY_LOGGERS = (
     "ray.dashboard.modules.job.sdk",
     "ray._private.runtime_env.packaging",
 )
+
+
+SUBMIT_RETRY_S = 30.0
+"""How long `JobsClient.submit` keeps retrying while Ray's job head says to try again later."""
 
 
 class JobsError(Exception):
@@ -169,21 +173,23 @@ class JobInfo:
     start_time: float | None = None
     end_time: float | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    driver_exit_code: int | None = None
+    """The entrypoint's exit code once it has ended (None while running, or if Ray does not say)."""
 
     @property
     def terminal(self) -> bool:
-        return self.status in {s.value for s in _TERMINAL}
+        return self.status in _TERMINAL
 
     @property
     def succeeded(self) -> bool:
-        return self.status == JobStatus.SUCCEEDED.value
+        return self.status == "SUCCEEDED"
 
     @classmethod
     def _from_ray(cls, d: Any) -> JobInfo:
         def secs(ms: Any) -> float | None:
             return ms / 1000.0 if ms else None
 
-        status = d.status.value if isinstance(d.status, JobStatus) else str(d.status)
+        status = str(getattr(d.status, "value", d.status))
         return cls(
             job_id=d.submission_id or d.job_id or "",
             status=status,
@@ -192,6 +198,7 @@ class JobInfo:
             start_time=secs(d.start_time),
             end_time=secs(d.end_time),
             metadata=dict(d.metadata or {}),
+            driver_exit_code=getattr(d, "driver_exit_code", None),
         )
 
 
@@ -207,6 +214,8 @@ class JobsClient:
         if quiet:
             for name in _CHATTY_LOGGERS:
                 logging.getLogger(name).setLevel(logging.WARNING)
+        from ray.job_submission import JobSubmissionClient
+
         try:
             self._client = JobSubmissionClient(self.address, headers=headers)
         except Exception as e:  # ConnectionError, requests errors, version mismatch, auth
@@ -252,14 +261,22 @@ class JobsClient:
         kw: dict[str, Any] = {}
         if entrypoint_num_cpus is not None:
             kw["entrypoint_num_cpus"] = entrypoint_num_cpus
-        return self._call(
-            self._client.submit_job,
-            entrypoint=entrypoint,
-            runtime_env=runtime_env,
-            submission_id=submission_id,
-            metadata={str(k): str(v) for k, v in (metadata or {}).items()} or None,
-            **kw,
-        )
+        deadline = time.monotonic() + SUBMIT_RETRY_S
+        while True:
+            try:
+                return self._client.submit_job(
+                    entrypoint=entrypoint,
+                    runtime_env=runtime_env,
+                    submission_id=submission_id,
+                    metadata={str(k): str(v) for k, v in (metadata or {}).items()} or None,
+                    **kw,
+                )
+            except Exception as e:
+                # Ray's job head answers 500 "No available agent to submit job, please try again later" while
+                # the head's dashboard agent is (re)registering or busy: a wait, not the user's error
+                if "try again later" not in str(e) or time.monotonic() >= deadline:
+                    raise self._fail(e, None) from None
+            time.sleep(1.0)
 
     def info(self, job_id: str) -> JobInfo:
         return JobInfo._from_ray(self._call(self._client.get_job_info, job_id, job_id=job_id))
@@ -276,6 +293,56 @@ class JobsClient:
     def stop(self, job_id: str) -> bool:
         """Ask the cluster to stop the job (SIGTERM, then SIGKILL); False if it had already ended."""
         return bool(self._call(self._client.stop_job, job_id, job_id=job_id))
+
+    def head_python(self, timeout: float = 10.0) -> str | None:
+        """The Python the head node's raylet starts its workers with (None if the dashboard does not say).
+
+        That interpreter has Ray, and on a node set up as README says, stoprace's dependencies; a
+        job's entrypoint, by contrast, runs whatever ``python`` is first on the head's PATH, which
+        need not be it (a venv whose ``bin/ray start`` was run without activating it). Read from the
+        dashboard's node summary: the head raylet's ``--python_worker_command``. The dashboard's agent
+        reports a node's command line periodically (and, on a loaded head, sometimes without it), so
+        this asks again for up to ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self._head_python_once()
+            if found is not None or time.monotonic() >= deadline:
+                return found
+            time.sleep(0.5)
+
+    def _head_python_once(self) -> str | None:
+        import shlex
+
+        try:
+            r = self._client._do_request("GET", "/nodes?view=summary", timeout=10)
+            nodes = r.json()["data"]["summary"]
+        except Exception:  # an older/newer dashboard, a proxy in between: the caller falls back
+            return None
+        for node in nodes:
+            raylet = node.get("raylet") or {}
+            if not raylet.get("isHeadNode") or raylet.get("state", "ALIVE") != "ALIVE":
+                continue
+            for arg in node.get("cmdline") or ():
+                if isinstance(arg, str) and arg.startswith("--python_worker_command="):
+                    words = shlex.split(arg.partition("=")[2])
+                    return words[0] if words else None
+        return None
+
+    def run_to_end(
+        self, entrypoint: str, *, runtime_env: dict[str, Any] | None = None, submission_id: str | None = None,
+        metadata: dict[str, str] | None = None, timeout: float = 300.0, poll_s: float = 0.25,
+    ) -> tuple[JobInfo, str]:
+        """Run a short job to its end (e.g. a preflight check) and return its final info and output.
+
+        A job still running after ``timeout`` seconds is stopped and JobsError says so.
+        """
+        job_id = self.submit(entrypoint, runtime_env=runtime_env, submission_id=submission_id, metadata=metadata)
+        info = self.wait(job_id, timeout=timeout, poll_s=poll_s)
+        if not info.terminal:
+            self.stop(job_id)
+            raise JobsError(f"job {job_id} on {self.address} did not end within {timeout:.0f} s ({info.status})")
+        return info, self.logs(job_id)
 
     def wait(self, job_id: str, *, timeout: float | None = None, poll_s: float = 1.0) -> JobInfo:
         """Poll until the job has ended (or ``timeout`` seconds passed); returns its last info."""

@@ -4,14 +4,20 @@ One definition, used by the runner to decide whether a point gets more shards
 and by `queries` (the `precision_status` SQL macro is written to match
 `decide` operation for operation, and tested against it):
 
-- the estimate and 95% interval are exactly what `outcomes` reports for the
-  metric: the pooled cmc estimate (`core.estimators.cmc.stats.combine` + `estimate_interval`)
-  where the sweep ran cmc and the metric is one cmc estimates (p_race, p_bad),
-  otherwise k/n with the Wilson interval of `stats.wilson`;
+- the estimate and interval of the metric are core.intervals.estimate, exactly what
+  `outcomes` reports (p_race pooled cmc where the sweep ran cmc, counted outcomes exact
+  Clopper-Pearson, p_bad under cmc the cmc race part plus the counted hang/timeout part);
+- a point is looked at after each wave, at most `max_looks(rule)` = 1 + ceil(log2(max_trials /
+  min_trials)) times (sweeps.waves doubles the shards per look, from >= min_trials to <=
+  max_trials). "below target" / "above target" read the interval at level `look_conf(rule)` =
+  1 - 0.05 / max_looks(rule) (Bonferroni over the looks, alpha spending): the chance that any
+  look's interval misses the true value is <= 5%, so a point's target decision is wrong with
+  probability <= 5% overall, not per look (for counted metrics exactly, since Clopper-Pearson
+  holds its level; for cmc as far as the CLT does);
 - a point with fewer than `min_trials` trials is open; after that, in this order:
-  `below target` (hi < target), `above target` (lo > target), `precise`
-  (half-width (hi - lo) / 2 <= rel_half_width x p, p > 0), `budget exhausted`
-  (trials >= max_trials), else open.
+  `below target` (look hi < target), `above target` (look lo > target), `precise`
+  (half-width (hi - lo) / 2 of the 95% interval <= rel_half_width x p, p > 0: a statement
+  about the reported interval, not a test), `budget exhausted` (trials >= max_trials), else open.
 
 Pure: no I/O, no Ray. `PointTally` pools a point's shards in shard order, so the
 result never depends on the order in which shards were completed.
@@ -26,13 +32,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .estimators.cmc.stats import combine, estimate_interval
-from .stats import wilson
+from .estimators import integrates_race
+from .estimators.cmc.stats import combine
+from .intervals import CONF, METRIC_OUTCOMES, METRICS, Estimate, Observed, possible, split_conf
+from .intervals import estimate as metric_estimate
 
 __all__ = [
     "ABOVE",
     "BELOW",
-    "CMC_METRICS",
     "DECIDED",
     "EXHAUSTED",
     "METRICS",
@@ -44,22 +51,11 @@ __all__ = [
     "PointTally",
     "Precision",
     "ShardStats",
-    "cmc_estimate",
-    "cmc_y_max",
     "decide",
+    "look_conf",
+    "max_looks",
     "naive_estimate",
 ]
-
-METRICS: tuple[str, ...] = ("p_race", "p_bad", "p_hang", "p_timeout")
-METRIC_OUTCOMES: dict[str, tuple[str, ...]] = {
-    "p_race": ("race",),
-    "p_bad": ("race", "hang", "timeout"),
-    "p_hang": ("hang",),
-    "p_timeout": ("timeout",),
-}
-"""Which outcome counts make up each metric's naive count (as `outcomes`)."""
-CMC_METRICS: dict[str, str] = {"p_race": "race", "p_bad": "bad"}
-"""Metrics the cmc estimator estimates (stored as p_<name>_est / p_<name>_var)."""
 
 BELOW = "below target"
 ABOVE = "above target"
@@ -69,6 +65,8 @@ OPEN = "open"
 STATUSES: tuple[str, ...] = (BELOW, ABOVE, PRECISE, EXHAUSTED, OPEN)
 DECIDED: frozenset[str] = frozenset({BELOW, ABOVE, PRECISE, EXHAUSTED})
 """A point with one of these statuses gets no more shards."""
+ERROR_RATE = 1.0 - CONF
+"""Per point, the largest probability that a "below target" / "above target" decision is wrong."""
 
 
 class Precision(BaseModel):
@@ -101,50 +99,39 @@ class Precision(BaseModel):
         }
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """A point's estimate of one metric with its 95% interval (lo <= p <= hi)."""
-
-    p: float
-    lo: float
-    hi: float
-    trials: int
-    estimator: str  # "naive" (Wilson) or "cmc"
+def max_looks(rule: Precision) -> int:
+    """Most looks a point can get: 1 + ceil(log2(max_trials / min_trials)) (one per wave of
+    sweeps.waves.wave_bounds, whatever the shard size: see tests/test_precision.py)."""
+    k = 0
+    while rule.min_trials << k < rule.max_trials:
+        k += 1
+    return k + 1
 
 
-def naive_estimate(k: int, n: int) -> Estimate:
-    """k/n with the 95% Wilson interval (n = 0: p = 0 in [0, 1])."""
-    lo, hi = wilson(k, n)
-    return Estimate(k / n if n > 0 else 0.0, float(lo), float(hi), int(n), "naive")
+def look_conf(rule: Precision) -> float:
+    """Level of the interval each look's target decision reads: 1 - ERROR_RATE / max_looks(rule)."""
+    return split_conf(CONF, max_looks(rule))
 
 
-def cmc_y_max(metric: str, n_cpus: int) -> float:
-    """Largest per-trial cmc value: n_cpus - 1 for race, n_cpus for bad (as `outcomes`)."""
-    return float(n_cpus - 1 if metric == "p_race" else n_cpus)
+def naive_estimate(k: int, n: int, conf: float = CONF) -> Estimate:
+    """k/n with the exact (Clopper-Pearson) interval at `conf` (n = 0: p = 0 in [0, 1])."""
+    return metric_estimate("p_race", Observed(int(n), race=int(k)), conf)
 
 
-def cmc_estimate(parts: list[tuple[int, float, float]], metric: str, n_cpus: int) -> Estimate:
-    """Pooled cmc estimate of shards [(n, mean, variance of the mean), ...] in shard order."""
-    n, mean, var = combine(parts)
-    lo, hi = estimate_interval(mean, var, n, 0.95, cmc_y_max(metric, n_cpus))
-    y_max = cmc_y_max(metric, n_cpus)
-    p = min(max(mean, 0.0), y_max) if math.isfinite(mean) else 0.0  # as estimate_interval clamps it
-    return Estimate(p, lo, hi, n, "cmc")
+def decide(est: Estimate, rule: Precision, look: Estimate, trials: int | None = None) -> str:
+    """The status of a point (see the module docstring for the order).
 
-
-def decide(est: Estimate, rule: Precision, trials: int | None = None) -> str:
-    """The status of a point from its estimate (see the module docstring for the order).
-
-    `trials` is the point's total (defaults to est.trials; they differ only if the
-    cmc estimate covers fewer trials than the counts, which a sweep never stores).
+    `est` is the metric's 95% estimate (what `outcomes` reports; `precise` reads it), `look` the
+    same at look_conf(rule) (the target decisions read it). `trials` is the point's total
+    (defaults to est.trials).
     """
     n = est.trials if trials is None else trials
     if n < rule.min_trials:
         return OPEN
     if rule.target is not None:
-        if est.hi < rule.target:
+        if look.hi < rule.target:
             return BELOW
-        if est.lo > rule.target:
+        if look.lo > rule.target:
             return ABOVE
     if rule.rel_half_width is not None and est.p > 0 and (est.hi - est.lo) / 2.0 <= rule.rel_half_width * est.p:
         return PRECISE
@@ -184,10 +171,22 @@ class ShardStats:
 
 @dataclass
 class PointTally:
-    """The shards of one point seen so far, pooled in shard order on demand."""
+    """The shards of one point seen so far, pooled in shard order on demand.
+
+    `hang_possible` / `timeout_possible`: core.intervals.possible of the point (True, the
+    conservative reading, when unknown); `for_params` fills them from the parameters.
+    """
 
     n_cpus: int
     shards: dict[int, ShardStats] = field(default_factory=dict)
+    hang_possible: bool = True
+    timeout_possible: bool = True
+
+    @classmethod
+    def for_params(cls, values: Mapping[str, object]) -> PointTally:
+        """The tally of a point with these parameter values (n_cpus, wait, p_unresponsive)."""
+        hang, timeout = possible(int(values["wait"]), float(values["p_unresponsive"]))  # type: ignore[call-overload,arg-type]
+        return cls(int(values["n_cpus"]), hang_possible=hang, timeout_possible=timeout)  # type: ignore[call-overload]
 
     def add(self, shard: int, stats: ShardStats) -> None:
         self.shards[int(shard)] = stats
@@ -200,20 +199,23 @@ class PointTally:
     def trials(self) -> int:
         return sum(s.trials for s in self.shards.values())
 
-    def estimate(self, metric: str, upto: int | None = None) -> Estimate:
-        """The metric's estimate over shards 0 .. upto-1 (all shards seen when None), as `outcomes`."""
+    def observed(self, upto: int | None = None) -> Observed:
+        """Shards 0 .. upto-1 (all shards seen when None) pooled, as `outcomes` pools them."""
         ks = sorted(self.shards) if upto is None else list(range(upto))
         rows = [self.shards[k] for k in ks]
         n = sum(r.trials for r in rows)
-        # cmc when every shard ran it (as `outcomes`: cmc_trials = trials)
-        cmc = metric in CMC_METRICS and bool(rows) and all(r.estimator == "cmc" for r in rows)
-        if cmc:
-            name = CMC_METRICS[metric]
-            parts = [(r.trials, getattr(r, f"p_{name}_est"), getattr(r, f"p_{name}_var")) for r in rows]
-            return cmc_estimate(parts, metric, self.n_cpus)
-        k = sum(getattr(r, o) for r in rows for o in METRIC_OUTCOMES[metric])
-        return naive_estimate(k, n)
+        race_cmc = None
+        # an integrated race estimate when every shard has one (as `outcomes`: cmc_trials = trials)
+        if rows and all(integrates_race(r.estimator) for r in rows):
+            race_cmc = combine([(r.trials, r.p_race_est, r.p_race_var) for r in rows])
+        return Observed(n, sum(r.race for r in rows), sum(r.hang for r in rows), sum(r.timeout for r in rows),
+                        race_cmc, self.n_cpus, self.hang_possible, self.timeout_possible)
+
+    def estimate(self, metric: str, upto: int | None = None, conf: float = CONF) -> Estimate:
+        """The metric's estimate over shards 0 .. upto-1 (all shards seen when None), as `outcomes`."""
+        return metric_estimate(metric, self.observed(upto), conf)
 
     def status(self, rule: Precision, upto: int | None = None) -> str:
         """decide() on shards 0 .. upto-1."""
-        return decide(self.estimate(rule.metric, upto), rule)
+        obs = self.observed(upto)
+        return decide(metric_estimate(rule.metric, obs, CONF), rule, metric_estimate(rule.metric, obs, look_conf(rule)))

@@ -12,7 +12,7 @@ import numpy as np
 
 from .histogram import N_BINS, histogram, quantile
 from .outcomes import EVENT_OUTCOMES, OUTCOMES
-from .stats import wilson
+from .stats import clopper_pearson
 from .vectorized import TrialBatch
 
 _EVENT_CODES = np.array([OUTCOMES.index(o) for o in EVENT_OUTCOMES])
@@ -73,11 +73,11 @@ class Summary:
         return int(self.preflush_hist.sum())
 
     def report(self, conf: float = 0.95) -> dict:
-        """Counts, probabilities with Wilson intervals, stop-time mean/p50/p99/p999 (JSON-able)."""
+        """Counts, probabilities with exact (Clopper-Pearson) intervals, stop-time mean/p50/p99/p999 (JSON-able)."""
         n = self.trials
         probs = {}
         for name, k in [(o, self.count(o)) for o in OUTCOMES] + [("bad", self.bad)]:
-            lo, hi = wilson(k, n, conf)
+            lo, hi = clopper_pearson(k, n, conf)
             probs[name] = {"k": k, "p": k / n if n else float("nan"), "lo": lo, "hi": hi}
         fin = self.finite
         return {

@@ -1,23 +1,31 @@
 """Capacity planning: the largest n_cpus whose per-kexec failure probability stays under a target.
 
 A cell (a combination of the `by` axes and one n_cpus value) passes when the 95%
-upper bound of the metric is below the target: the cmc interval where the sweep
-ran cmc (for p_race and p_bad), else the Wilson interval of the counts, never an
-intersection of the two (`disagree` flags a cmc interval that misses the naive
-one). Axes that are swept but neither n_cpus nor in `by` are taken worst case:
-the cell is the point with the largest upper bound over them. Scenario axes
-(SCENARIO_AXES: `wait`, the panic path 0 or the kexec path 1, `mitigation`, and
-`model_rev`, the model revision the rows were simulated with, plus any the caller
-marks with `split`) are never folded into a worst case nor pooled: a
+upper bound of the metric is below the target. The bound is core.intervals.estimate,
+as in `outcomes`: counted outcomes exact (Clopper-Pearson; 0 where the model cannot
+produce them), p_race the cmc interval where the sweep ran cmc, p_bad under cmc the
+cmc race part plus the counted hang/timeout part (`method` names the parts); the
+naive counts are never intersected with a cmc interval (`disagree` flags a cmc
+interval that misses them). Axes that are swept but neither n_cpus nor in `by` are
+taken worst case: the cell is the point with the largest upper bound over them.
+Scenario axes (SCENARIO_AXES: `wait`, the panic path 0 or the kexec path 1,
+`mitigation`, and `model_rev`, the model revision the rows were simulated with, plus
+any the caller marks with `split`) are never folded into a worst case nor pooled: a
 scenario axis that is swept is always split out (added to `by`), or must be
 fixed with `where` (an SQL predicate on `outcomes`, e.g. "wait = 1"). Equal
-parameter sets from several sweeps are pooled. The limit of a group is the
-largest n_cpus such that it and every smaller n_cpus of the group pass.
+parameter sets from several sweeps are pooled. The limit of a group is the largest
+n_cpus such that it and every smaller n_cpus of the group pass.
 
-With 0 events in n trials the Wilson upper bound is z²/(n + z²) ≈ 3.84/n, so a
-target p is out of reach of every point with fewer than ~3.84/p trials: the
-result says so and how many trials would do (and the rule of three, ~3/p, for
-the one-sided exact bound that core.stats.trials_needed gives).
+A counted part with 0 events in n trials has the upper bound 1 - 0.025^(1/n) ≈ 3.69/n,
+so a target p is out of reach of a cell with fewer than ~3.69/p trials (under cmc:
+the target less the race part's bound, at the Bonferroni level of the counted part):
+the cell says "unresolved" and how many trials would do (core.intervals.resolution;
+"more than 1e15" beyond core.stats.MAX_TRIALS_NEEDED), never "pass".
+
+On an adaptive set whose rule has this metric and target, a cell passes when every
+point in it (after `where`, like the rows) was decided `below target`: the decision
+read the interval at the rule's look level (core.precision.look_conf), so it holds
+at 95% per point over all its looks.
 
 The fleet table turns each cell into expected failures per year for H hosts
 each kexec'ing K times a year: p·H·K, with the interval from the bounds, and the
@@ -26,11 +34,11 @@ stop-time p99/p999 a kexec must budget for.
 Tables (pyarrow): `limits` has one row per group: the by-axes, `max_n_cpus`
 (NULL when even the smallest fails), the metric's estimate and bounds there
 (columns named after the metric: p_bad, p_bad_lo, p_bad_hi), its trials and
-stop-time p99/p999, the first failing n_cpus (`fails_at_n_cpus`, `fail_p_bad*`)
-and a `status` text: "all pass ...", "exceeds at n_cpus=N" (lower bound above the
-target), "unresolved at n_cpus=N ..." (0 events, too few trials) or
-"inconclusive at n_cpus=N ...". `cells` is every (by-axes, n_cpus) cell; `fleet`
-is one row per cell.
+stop-time p99/p999, the first failing n_cpus (`fails_at_n_cpus`, `fail_p_bad*`),
+`method`, and a `status` text: "all pass ...", "exceeds at n_cpus=N" (lower bound
+above the target), "unresolved at n_cpus=N ..." (0 events, too few trials; the
+trials needed), "budget exhausted at n_cpus=N ..." (adaptive) or "inconclusive at
+n_cpus=N ...". `cells` is every (by-axes, n_cpus) cell; `fleet` is one row per cell.
 """
 
 from __future__ import annotations
@@ -43,15 +51,16 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from core.intervals import CMC_COUNTED, Observed, resolution
 from core.params import PARAM_NAMES, suggest
+from core.stats import MAX_TRIALS_NEEDED, clopper_pearson, zero_event_trials
 from core.stats import trials_needed as exact_trials_needed
-from core.stats import wilson, z_value
 
 from .db import QueryError, first_line, quote_ident, render_sql
 from .estimates import CONF
 from .sandbox import filtered_outcomes
 
-__all__ = ["METRICS", "SCENARIO_AXES", "Capacity", "capacity", "wilson_trials_needed", "wilson_upper_zero"]
+__all__ = ["METRICS", "SCENARIO_AXES", "Capacity", "capacity", "format_trials", "upper_zero"]
 
 SCENARIO_AXES: tuple[str, ...] = ("wait", "mitigation", "model_rev")
 """Axes that describe which situation a kexec is in (or which model answers: `model_rev`), not a
@@ -62,22 +71,14 @@ METRICS: dict[str, str] = {"p_bad": "bad", "p_race": "race", "p_hang": "hang", "
 """Metric name -> count column of `outcomes`."""
 
 
-def wilson_upper_zero(n: int) -> float:
-    """95% Wilson upper bound with 0 events in n trials: z²/(n + z²)."""
-    return float(wilson(0, n)[1])
+def upper_zero(n: int) -> float:
+    """The exact 95% upper bound with 0 events in n trials: 1 - 0.025^(1/n) (about 3.69/n)."""
+    return clopper_pearson(0, n)[1]
 
 
-def wilson_trials_needed(target_p: float) -> int:
-    """Fewest trials for which 0 events puts the 95% Wilson upper bound below target_p (≈ 3.84/p)."""
-    if not 0 < target_p < 1:
-        raise QueryError(f"target p = {target_p} must be in (0, 1)")
-    z2 = z_value() ** 2
-    n = max(1, int(math.floor(z2 * (1.0 - target_p) / target_p)))
-    while wilson_upper_zero(n) >= target_p:
-        n += 1
-    while n > 1 and wilson_upper_zero(n - 1) < target_p:
-        n -= 1
-    return n
+def format_trials(n: int | None) -> str:
+    """A trial count for a note, "more than 1e15" when core.stats returned None (beyond its cap)."""
+    return f"more than {MAX_TRIALS_NEEDED:.0e}".replace("e+", "e") if n is None else f"{n:,}"
 
 
 @dataclass
@@ -97,8 +98,10 @@ class Capacity:
     """The model revisions of the rows summarized (several: `model_rev` is split out, never pooled)."""
     resolvable: bool
     max_trials: int
-    trials_needed: int
-    rule_of_three: int
+    trials_needed: int | None
+    """Trials with 0 events that put a counted metric's exact 95% bound under the target (None: more than
+    core.stats.MAX_TRIALS_NEEDED)."""
+    rule_of_three: int | None
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,10 +112,6 @@ class Capacity:
             "rule_of_three": self.rule_of_three, "notes": self.notes,
             "limits": self.limits.to_pylist(), "fleet": None if self.fleet is None else self.fleet.to_pylist(),
         }
-
-
-CMC_METRICS = ("p_race", "p_bad")
-"""Metrics the cmc estimator (core.estimators.cmc.walk) estimates; capacity uses its interval where present."""
 
 
 def _check_axis(name: str, what: str) -> None:
@@ -162,23 +161,31 @@ def capacity(
     with filtered_outcomes(con, where, "capacity_src") as view:
         cells, swept = _cells(con, view, metric, by, scenario)
         revs = [int(r[0]) for r in con.execute(f"SELECT DISTINCT model_rev FROM {view} ORDER BY 1").fetchall()]
-    if cells.num_rows == 0:
-        raise QueryError("no points" + (f" where {where}" if where else ""))
-    by_list, split_out, worst_over = _axes(swept, by, scenario)
+        if cells.num_rows == 0:
+            raise QueryError("no points" + (f" where {where}" if where else ""))
+        by_list, split_out, worst_over = _axes(swept, by, scenario)
+        # the adaptive decisions of exactly the points the rows come from (after --where)
+        decided = _decided_cells(con, view, by_list, metric, target_p)
 
     rows = cells.to_pylist()
     max_trials = max((r["max_trials"] for r in rows), default=0)
-    needed = wilson_trials_needed(target_p)
+    needed = zero_event_trials(target_p)
     rule3 = exact_trials_needed(target_p)
-    # a cmc estimate resolves probabilities far below 1/trials, so the Wilson rule does not bind it
-    resolvable = max_trials >= needed or any(r["estimator"] == "cmc" for r in rows)
+    res = {id(r): resolution(metric, _observed(r), target_p, CONF) for r in rows}
+    # no cell can pass when each has its upper bound above the target only for want of trials
+    resolvable = not all(res[id(r)].unresolved for r in rows)
 
     notes: list[str] = []
     if not resolvable:
+        # the most any cell needs (under cmc+counted more than a count alone: its part is at 97.5%)
+        each = [res[id(r)].needed for r in rows]
+        most = None if any(n is None for n in each) else max(each)  # type: ignore[type-var]
         notes.append(
-            f"CANNOT RESOLVE {metric} < {target_p:g}: with 0 events the 95% upper bound of the largest point "
-            f"({max_trials:,} trials) is {wilson_upper_zero(max_trials):.3g} > {target_p:g}. A point needs at least "
-            f"{needed:,} trials with 0 events (Wilson; rule of three: ~{rule3:,} = 3/p) to show it; no n_cpus can pass."
+            f"CANNOT RESOLVE {metric} < {target_p:g}: in every cell the 95% upper bound is at or above it only "
+            f"because 0 events were seen (the largest point has {max_trials:,} trials). A point needs "
+            f"{'up to ' if most is not None else ''}{format_trials(most)} trials with 0 events (a count alone: "
+            f"{format_trials(needed)} for the exact bound, rule of three {format_trials(rule3)} = 3/p) to show it; "
+            "no n_cpus can pass."
         )
     if "n_cpus" not in swept:
         notes.append("n_cpus is not swept: the only limit that can be shown is the one n_cpus value that was run.")
@@ -195,15 +202,16 @@ def capacity(
     if n_dis:
         notes.append(f"{n_dis} cell(s) where the naive counts' 95% interval misses the cmc one (disagree = yes); "
                      "the cmc numbers are shown.")
-    est = sorted({r["estimator"] for r in rows})
-    how = {("cmc",): "the cmc interval", ("naive",): "Wilson on the counts"}.get(
-        tuple(est), "the cmc interval where the sweep ran cmc, else Wilson on the counts")
-    notes.append(f"estimator: {' and '.join(est)}: bounds are {how} (95%)" + (f"; where {where}" if where else "") + ".")
+    methods = sorted({r["method"] for r in rows})
+    notes.append(f"method: {', '.join(methods)}: 95% bounds"
+                 + (f"; where {where}" if where else "") + " (core/README.md, \"Intervals\").")
+    if CMC_COUNTED in methods:
+        notes.append("cmc+counted: the cmc race part at 97.5% plus the exact 97.5% bound of the hang/timeout "
+                     "count (Bonferroni): 0 hangs and timeouts in n trials still leave up to ~4.4/n.")
 
-    decided = _decided_cells(con, by_list, metric, target_p)
     if decided is not None:
         notes.append(f"adaptive sweep (trials = \"auto\", rule {metric} vs {target_p:g}): a cell passes when every "
-                     "point in it was decided 'below target' (outcomes.status).")
+                     "point in it was decided 'below target' (outcomes.status, at 95% per point over all its looks).")
 
     # group cells by the by-axis values, in n_cpus order (the SQL sorts)
     groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -234,9 +242,10 @@ def capacity(
             status = f"exceeds at n_cpus={fail['n_cpus']}"
         elif fail_status == "budget exhausted":
             status = f"budget exhausted at n_cpus={fail['n_cpus']}: interval spans the target at max_trials"
-        elif fail["k"] == 0 and fail["estimator"] != "cmc":
-            status = (f"unresolved at n_cpus={fail['n_cpus']}: 0 events in {fail['trials']:,} trials, "
-                      f"needs {needed:,}")
+        elif res[id(fail)].unresolved and not res[id(fail)].race_blocks:
+            what = "hangs or timeouts" if fail["method"] == CMC_COUNTED else "events"
+            status = (f"unresolved at n_cpus={fail['n_cpus']}: 0 {what} in {fail['trials']:,} trials, "
+                      f"needs {format_trials(res[id(fail)].needed)}")
         else:
             status = f"inconclusive at n_cpus={fail['n_cpus']}: interval spans the target"
         row: dict[str, Any] = dict(zip(by_list, key))
@@ -250,6 +259,7 @@ def capacity(
             "fail_p_lo": None if fail is None else fail["p_lo"],
             "fail_p_hi": None if fail is None else fail["p_hi"],
             "estimator": (ok_prefix or fail or {}).get("estimator"),
+            "method": (ok_prefix or fail or {}).get("method"),
             "disagree": any(bool(c["disagree"]) for c in cs) if any(c["disagree"] is not None for c in cs) else None,
             "status": status,
         })
@@ -262,7 +272,7 @@ def capacity(
         ("max_n_cpus", pa.int32()), ("p", pa.float64()), ("p_lo", pa.float64()), ("p_hi", pa.float64()),
         ("trials", pa.int64()), ("t_p99_us", pa.float64()), ("t_p999_us", pa.float64()),
         ("fails_at_n_cpus", pa.int32()), ("fail_p", pa.float64()), ("fail_p_lo", pa.float64()),
-        ("fail_p_hi", pa.float64()), ("estimator", pa.string()), ("disagree", pa.bool_()),
+        ("fail_p_hi", pa.float64()), ("estimator", pa.string()), ("method", pa.string()), ("disagree", pa.bool_()),
         ("status", pa.string()),
     ])
 
@@ -273,7 +283,7 @@ def capacity(
         for r in rows:
             fr = {a: r[a] for a in by_list}
             fr.update({
-                "n_cpus": r["n_cpus"], "trials": r["trials"], "estimator": r["estimator"],
+                "n_cpus": r["n_cpus"], "trials": r["trials"], "estimator": r["estimator"], "method": r["method"],
                 "p": r["p"], "p_lo": r["p_lo"], "p_hi": r["p_hi"],
                 "failures_per_year": None if r["p"] is None else r["p"] * hk,
                 "failures_per_year_lo": r["p_lo"] * hk,
@@ -283,7 +293,7 @@ def capacity(
             })
             fleet_rows.append(fr)
         fleet = _table(fleet_rows, cells.schema, by_list, [
-            ("n_cpus", pa.int32()), ("trials", pa.int64()), ("estimator", pa.string()),
+            ("n_cpus", pa.int32()), ("trials", pa.int64()), ("estimator", pa.string()), ("method", pa.string()),
             ("p", pa.float64()), ("p_lo", pa.float64()),
             ("p_hi", pa.float64()), ("failures_per_year", pa.float64()), ("failures_per_year_lo", pa.float64()),
             ("failures_per_year_hi", pa.float64()), ("within_target", pa.bool_()),
@@ -296,6 +306,13 @@ def capacity(
     fleet = None if fleet is None else _rename_p(fleet, metric)
     return Capacity(metric, float(target_p), by_list, worst_over, split_out, where, cells, limits, fleet, revs,
                     resolvable, int(max_trials), needed, rule3, notes)
+
+
+def _observed(r: dict[str, Any]) -> Observed:
+    """A cell row of _capacity.sql as core.intervals sees it (the worst point's pooled counts)."""
+    cmc = None if r["cmc_n"] is None else (int(r["cmc_n"]), float(r["cmc_m"]), float(r["cmc_v"]))
+    return Observed(int(r["trials"]), int(r["race"]), int(r["hang"]), int(r["timeout"]), cmc, int(r["n_cpus"]),
+                    bool(r["hang_possible"]), bool(r["timeout_possible"]))
 
 
 def _swept(con: duckdb.DuckDBPyConnection, view: str) -> list[str]:
@@ -323,9 +340,7 @@ def _cells(con: duckdb.DuckDBPyConnection, view: str, metric: str, by: Sequence[
         "by_lead": "".join(f"{quote_ident(a)}, " for a in by_list),
         "params": ", ".join(quote_ident(n) for n in PARAM_NAMES),
         "k": quote_ident(METRICS[metric]),
-        "cmc_m": f"{metric}_cmc" if metric in CMC_METRICS else "NULL::DOUBLE",
-        "cmc_v": f"{metric}_cmc_var" if metric in CMC_METRICS else "NULL::DOUBLE",
-        "ymax": "n_cpus" if metric == "p_bad" else "n_cpus - 1",
+        "metric": f"'{metric}'",
         "conf": f"{CONF!r}::DOUBLE",
     })
     try:
@@ -334,17 +349,19 @@ def _cells(con: duckdb.DuckDBPyConnection, view: str, metric: str, by: Sequence[
         raise QueryError(f"capacity query failed: {first_line(e)}") from None
 
 
-def _decided_cells(con: duckdb.DuckDBPyConnection, by: list[str], metric: str, target_p: float) -> dict | None:
-    """Per (by-axes, n_cpus) cell, the decided status of an adaptive sweep (queries.precision):
-    'below target' if every point in it is, else 'above target' if any point is, else 'budget exhausted'
-    if any is, else 'open'. None unless every open sweep stopped its points on this metric and target."""
+def _decided_cells(con: duckdb.DuckDBPyConnection, view: str, by: list[str], metric: str,
+                   target_p: float) -> dict | None:
+    """Per (by-axes, n_cpus) cell of `view` (outcomes after --where), the decided status of an adaptive
+    sweep (queries.precision): 'below target' if every point in it is, else 'above target' if any point
+    is, else 'budget exhausted' if any is, else 'open'. None unless every open sweep stopped its points
+    on this metric and target."""
     try:
         rules = con.execute("SELECT DISTINCT metric, target FROM precision_rules").fetchall()
     except duckdb.Error:
         return None  # no adaptive sweep among the open dirs
     if rules != [(metric, float(target_p))]:
         return None
-    if con.execute("SELECT count(*) FROM outcomes WHERE status IS NULL").fetchone()[0]:  # type: ignore[index]
+    if con.execute(f"SELECT count(*) FROM {view} WHERE status IS NULL").fetchone()[0]:  # type: ignore[index]
         return None  # a fixed-trials sweep is mixed in: judge on the intervals
     cols = "".join(f"{quote_ident(a)}, " for a in by)
     rows = con.execute(f"""
@@ -353,7 +370,7 @@ def _decided_cells(con: duckdb.DuckDBPyConnection, by: list[str], metric: str, t
                     WHEN bool_or(status = 'above target') THEN 'above target'
                     WHEN bool_or(status = 'budget exhausted') THEN 'budget exhausted'
                     ELSE 'open' END
-        FROM outcomes GROUP BY ALL""").fetchall()
+        FROM {view} GROUP BY ALL""").fetchall()
     return {tuple(r[:-1]): r[-1] for r in rows}
 
 

@@ -13,10 +13,12 @@ Views (all lazy, over the Parquet files, nothing is copied into memory):
   when no task had a race, hang or timeout trial;
 - `result_sets`: one row per opened set: complete or not, and the problem line;
 - `outcomes`: one row per (sweep, point_id): parameters, `estimator`, summed counts,
-  p_race/p_hang/p_timeout/p_bad with 95% bounds (`*_lo`, `*_hi`), mean and
+  p_race/p_hang/p_timeout/p_bad with 95% bounds (`*_lo`, `*_hi`) and how each was made
+  (`*_method`: core.intervals), mean and
   p50/p99/p999 stop time from the merged histogram (+inf: in the open top bin,
-  >= 8.66e7 µs), max stop time. p_race and p_bad are the sweep's estimator: the cmc
-  estimate and interval where it ran cmc, else counts with Wilson bounds;
+  >= 8.66e7 µs), max stop time. p_race is the sweep's estimator: the cmc estimate and
+  interval where it ran cmc, else counts with exact bounds; p_bad under cmc is the cmc race
+  part plus the counted hang/timeout part;
   `p_race_naive*`/`p_bad_naive*` are always the counts, `p_*_disagree` flags a cmc
   interval that misses the naive one, `p_*_cmc*` are the cmc columns (NULL if naive).
   No `wall_s` (it stays in `points`): the view is the same bytes run to run;
@@ -28,10 +30,11 @@ Views (all lazy, over the Parquet files, nothing is copied into memory):
   `defaults` (one row, every parameter's default) and `params` (name, ord, kind,
   default_value, default_num).
 
-Macros usable from any query: `wilson_lo(k, n)`, `wilson_hi(k, n)` (95%),
+Macros usable from any query: `count_lo(k, n)`, `count_hi(k, n)` (exact 95%),
+`wilson_lo(k, n)`, `wilson_hi(k, n)` (Wilson 95%, for comparison only),
 `prob(k, n)`, `hist_x(b, c, h, target)`, `hist_us(x)`, `osum(x, order)`; functions
-(queries.estimates): `cmc_interval`, `cmc_pool_shards`, `cmc_pool_strata`,
-`ratio_interval`, `z_value`.
+(queries.estimates): `metric_ci`, `count_ci`, `outcome_possible`, `zero_event_trials`,
+`cmc_interval`, `cmc_pool_shards`, `cmc_pool_strata`, `ratio_interval`, `z_value`.
 
 Several directories can be opened at once; the `sweep` column tells them apart,
 and rows with the same (sweep, point_id) are pooled. The same sweep (same spec
@@ -49,6 +52,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from core.errors import StopraceError
+from core.estimators import ESTIMATORS
 from core.params import NEUTRAL, PARAM_NAMES, PARAM_SPECS, SPECS
 from queries.resultset.errors import StoreError
 from queries.resultset.layout import EVENTS_DIR, POINTS_DIR
@@ -181,7 +185,9 @@ def _template(name: str, columns: set[str]) -> str:
         preflush = "NULL::DOUBLE"
     # the cmc shards of a point, as lists {n, m, v} in shard order for queries.estimates.pool_shards
     if "p_race_est" in columns and "estimator" in columns:
-        cmc = "FILTER (WHERE estimator = 'cmc')"
+        # shards of the estimators that integrate p_race (core.estimators: Estimator.integrates_race)
+        names = ", ".join(_quote_str(e.name) for e in ESTIMATORS.values() if e.integrates_race) or "NULL"
+        cmc = f"FILTER (WHERE estimator IN ({names}))"
         parts = [f"(sum(trials) {cmc})::BIGINT AS cmc_trials"]
         for what in ("race", "bad"):
             est, var = f"p_{what}_est", f"p_{what}_var"

@@ -7,9 +7,9 @@
   `lines`, error bars from the 95% bounds, 0-event points drawn at their upper
   bound with an open down-triangle.
 
-Probabilities are the sweep's estimator, as in `outcomes`: the cmc estimate and
-interval where the sweep ran cmc (p_race, p_bad), else the counts with Wilson
-bounds; the axis label names it. When several points fall into one cell (axes
+Probabilities and their intervals are core.intervals.estimate, as in `outcomes`
+(p_race the cmc estimate where the sweep ran cmc, p_bad then its race part plus
+the counted hang/timeout part, counted outcomes exact bounds); the axis label names it. When several points fall into one cell (axes
 other than the plotted ones vary) their counts are summed, or their cmc
 estimates pooled with trial weights (probabilities), or the maximum is taken
 (stop times), and the title says over which axes. Rendering uses matplotlib's Agg canvas
@@ -196,15 +196,13 @@ def _interval_label(cells: list[dict[str, Any]]) -> str:
     if est == {"cmc"}:
         return " (cmc estimate, 95% interval)"
     if est == {"naive"}:
-        return " (95% Wilson interval)"
+        return " (exact 95% interval)"
     return " (cmc where run, else counts; 95% interval)"
 
 
 def _cells(con: duckdb.DuckDBPyConnection, view: str, keys: list[str], metric: str):
     q = [quote_ident(k) for k in keys]
-    cmc = metric in ("p_race", "p_bad")
-    slots = {"cmc_m": f"{metric}_cmc" if cmc else "NULL::DOUBLE", "cmc_v": f"{metric}_cmc_var" if cmc else "NULL::DOUBLE",
-             "ymax": "n_cpus" if metric == "p_bad" else "n_cpus - 1", "conf": f"{CONF!r}::DOUBLE"}
+    slots = {"metric": f"'{metric}'" if metric in PROB_METRICS else "NULL::VARCHAR", "conf": f"{CONF!r}::DOUBLE"}
     if metric in PROB_METRICS:
         slots.update({"k": quote_ident(PROB_METRICS[metric]), "tvalue": "NULL::DOUBLE"})
     else:

@@ -4,7 +4,8 @@ A dir's stop rule is the `[precision]` table of its canonical spec.toml
 (core.precision.Precision). When any open dir has one, `outcomes` (as built by
 _outcomes.sql) is renamed `outcomes_base`, the view `precision` is built on it
 (queries/sql/_precision.sql: the rule's estimate, interval and status per
-point, the same definition as core.precision.decide), and `outcomes` becomes
+point, the same definition as core.precision.decide, with the look level core.precision.look_conf
+of each rule in `precision_rules.look_conf`), and `outcomes` becomes
 `outcomes_base` plus `status` and `precision_metric` (NULL for points of fixed-trials
 sweeps). Result sets without a rule are left exactly as they were.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from core.precision import Precision
+from core.precision import Precision, look_conf
 from queries.resultset.errors import StoreError
 from queries.resultset.reader import ResultSet
 
@@ -62,6 +63,7 @@ def install(con: duckdb.DuckDBPyConnection, result_dirs: Iterable[str | Path | R
         "rel_half_width": pa.array([r.rel_half_width for r in rules.values()], pa.float64()),
         "max_trials": pa.array([r.max_trials for r in rules.values()], pa.int64()),
         "min_trials": pa.array([r.min_trials for r in rules.values()], pa.int64()),
+        "look_conf": pa.array([look_conf(r) for r in rules.values()], pa.float64()),
     })
     con.register("precision_rules", table)
     con.execute("ALTER VIEW outcomes RENAME TO outcomes_base")

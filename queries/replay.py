@@ -4,6 +4,11 @@ The stored row gives the point's parameters and seed; the shard's seed follows
 (MODEL.md), and the vectorized core recomputes only the chunk holding the trial.
 The recorded draws are then run through the scalar reference model, which gives
 the per-CPU timeline and cross-checks the vectorized result.
+
+A trial of the late estimator has explicit draws only for its late CPUs (those that missed
+the 1 s wait); the others are known by their number and the maximum of their clear times
+(T_max). The reference runs with stand-ins for them (clearing at the bottom of the law, one
+exactly at T_max), and the timeline shows the late CPUs and one line for the others.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import pyarrow.compute as pc
 
 from core.draws import Draws
 from core.estimators import get_estimator
+from core.estimators.late.estimator import LateTrial
 from core.outcomes import OUTCOMES
 from core.params import PARAM_NAMES, Params, make_params, with_neutral
 from core.reference import TrialResult, simulate_trial
@@ -38,9 +44,14 @@ class Replay:
     draws: Draws
     result: TrialResult
     vectorized_outcome: str
+    late: LateTrial | None = None
+    """Late estimator: what it drew (the late CPUs, the others' count and T_max); the timeline's
+    other CPUs are stand-ins."""
 
     def to_json(self) -> dict[str, Any]:
         r = asdict(self.result)
+        if self.late is not None:  # only the late CPUs were drawn: the others are not a timeline
+            r["cpus"] = [c for c in r["cpus"] if c["cpu"] in set(self.late.cpu)]
         return {
             "point_id": self.point_id,
             "shard": self.shard,
@@ -49,6 +60,7 @@ class Replay:
             "params": self.params.model_dump(),
             "vectorized_outcome": self.vectorized_outcome,
             **r,
+            **({"late": asdict(self.late)} if self.late is not None else {}),
         }
 
 
@@ -103,7 +115,8 @@ def replay(result_dir: str | Path | ResultSet, point_id: str, shard: int, trial:
         raise QueryError(f"{where}: point {point_id} shard {shard}: {e.args[0]}") from None
     r = est.replay(params, row["trials"], seed, trial)
     result = simulate_trial(params, r.draws.to_lists())
-    return Replay(point_id, shard, trial, params, row["seed"], r.draws, result, OUTCOMES[r.batch.outcome[0]])
+    late = r.values if isinstance(r.values, LateTrial) else None
+    return Replay(point_id, shard, trial, params, row["seed"], r.draws, result, OUTCOMES[r.batch.outcome[0]], late)
 
 
 def _cpu0_line(r: Replay) -> str:
@@ -140,7 +153,11 @@ def format_timeline(r: Replay, all_cpus: bool = False, limit: int = 40) -> str:
     """
     res = r.result
     cpus = res.cpus
-    flush = any(c.flush_done is not None for c in cpus)
+    # the early flush's per-CPU IPIs: the late estimator draws only their maximum (preflush_us)
+    flush = r.late is None and any(c.flush_done is not None for c in cpus)
+    if r.late is not None:  # late estimator: the late CPUs are the trial's only individual draws
+        late_ids = set(r.late.cpu)
+        cpus = [c for c in cpus if c.cpu in late_ids]
     if not all_cpus and len(cpus) > limit:
         nmi = [c for c in cpus if c.nmi_send is not None]
         latest = sorted(cpus, key=lambda c: c.clear, reverse=True)[: max(5, limit - len(nmi))]
@@ -178,6 +195,11 @@ def format_timeline(r: Replay, all_cpus: bool = False, limit: int = 40) -> str:
                   f"{_t(c.flush_done):>13}" + ("  (never took it)" if c.dead else "") for c in shown]
     if len(shown) < len(cpus):
         lines.append(f"({len(cpus) - len(shown)} CPUs that cleared early without an NMI not shown; --all shows them)")
+    if r.late is not None and r.late.others:
+        parts = ", ".join(f"{n} {k}" for k, n in r.late.counts.items() if n)
+        lines.append(f"({r.late.others} other CPUs cleared by T_max = {_t(r.late.t_max_us)} µs, the maximum of their "
+                     f"clear times, drawn as one value ({parts}); the late estimator draws only the {r.late.late_cpus} "
+                     f"CPU{'s' if r.late.late_cpus != 1 else ''} that missed the 1 s wait individually)")
     if r.vectorized_outcome != res.outcome:
         lines.append(f"WARNING: vectorized core says {r.vectorized_outcome}, reference says {res.outcome}")
     return "\n".join(lines)

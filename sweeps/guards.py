@@ -27,6 +27,8 @@ __all__ = [
     "MAX_CPU_TRIALS",
     "MAX_TASKS",
     "ESTIMATOR_COST",
+    "IN_PROCESS_CPU_S",
+    "planned_cpu_s",
     "RunPlan",
     "estimated_tasks",
     "planned_cpu_trials",
@@ -45,8 +47,18 @@ at the naive estimator's ~3e7 CPU-trials/s per CPU (benchmarks/RESULTS.md), days
 MAX_TASKS = 10**6
 """More tasks than this needs --force: one driver stores ~150-250 tasks/s (README, "Scale"),
 so 1e6 tasks are over an hour of driver time whatever the CPUs."""
-ESTIMATOR_COST = {"naive": 1.0, "cmc": 6.0}
-"""CPU time of a trial relative to naive, for the ETA only (RESULTS.md: a cmc trial costs ~5.7x)."""
+ESTIMATOR_COST = {"naive": 1.0, "cmc": 6.0, "late": 0.03}
+"""CPU time of a trial relative to naive, for the ETA only (RESULTS.md: a cmc trial costs ~5.7x;
+a late one 1/30 at 64 CPUs, less at more, more where many CPUs miss the 1 s wait)."""
+IN_PROCESS_CPU_S = 2.0
+"""A sweep planned below this many CPU-seconds (`planned_cpu_s`) runs in the driver's own process without
+starting Ray (sweeps.runner), unless an address, a worker count or a Ray session up says where: Ray's
+start-up (several seconds) would dwarf it."""
+
+
+def planned_cpu_s(cpu_trials: float, estimator: str = "naive") -> float:
+    """CPU-seconds `cpu_trials` take at the planner's calibrated rate per CPU (the ETA's rate)."""
+    return cpu_trials / (DEFAULT_CPU_TRIALS_PER_S / ESTIMATOR_COST.get(estimator, 1.0))
 
 
 @dataclass(frozen=True)
@@ -73,8 +85,7 @@ class RunPlan:
     @property
     def eta_s(self) -> float:
         """Seconds at the planner's rate per CPU (an estimate: the real rate depends on the parameters)."""
-        rate = DEFAULT_CPU_TRIALS_PER_S / ESTIMATOR_COST.get(self.estimator, 1.0) * max(self.cpus, 1)
-        return self.remaining_cpu_trials / rate
+        return planned_cpu_s(self.remaining_cpu_trials, self.estimator) / max(self.cpus, 1)
 
     def line(self) -> str:
         """One line: size, tasks, where, ETA."""

@@ -7,7 +7,7 @@ A spec file looks like::
     trials = 1_000_000            # per point (an integral float such as 1e6 is accepted too),
                                   # or "auto" with a [precision] table (sweeps.precision)
     shard_trials = 100_000        # default 100_000; shards per point = ceil(trials / shard_trials)
-    estimator = "naive"           # "naive" (default) or "cmc"
+    estimator = "naive"           # "naive" (default), "cmc" or "late" (core.estimators)
     task_seconds = 2.0            # default 2.0; target run time of one task (sweeps.grid)
 
     [base]                        # fixed parameters (core.params / MODEL.md)

@@ -5,7 +5,11 @@ have with trials = max_trials), run in waves whose cumulative shard counts grow
 geometrically: ``wave_bounds`` = b_0 = ceil(min_trials / shard_trials), b_{j+1} =
 min(M, GROWTH x b_j), ..., M = ceil(max_trials / shard_trials). Once every shard of
 wave j (shards 0 .. b_j - 1) is stored, the stop rule (core.precision) is applied to
-exactly those shards: a decided point stops, an open one gets wave j + 1.
+exactly those shards: a decided point stops, an open one gets wave j + 1. Each wave is one
+look; there are len(wave_bounds) <= core.precision.max_looks(rule) of them, and the rule
+reads its target decisions at core.precision.look_conf(rule), the 5% error rate spent over
+that many looks (Bonferroni), so a point's "below target" / "above target" holds at 95%
+overall, whichever wave decides it.
 
 Why the stored rows are a deterministic function of the spec: a decision reads only
 the shards of complete waves, pooled in shard order, never "whatever has arrived";
@@ -134,7 +138,7 @@ class WavePlan:
             raise ValueError(f"point index {p.index} added twice")
         self.points[p.index] = p
         self._by_id[p.point_id] = p.index
-        self.tallies[p.index] = PointTally(p.n_cpus)
+        self.tallies[p.index] = PointTally.for_params(p.values)
         self.wave[p.index] = 0
         self.status[p.index] = OPEN
         self.open_points += 1

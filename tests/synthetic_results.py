@@ -264,7 +264,7 @@ def stored_spec_hash(path: Path) -> str:
 
     text = (path / "spec.toml").read_text()
     try:
-        return parse_spec(text, force=True).spec_hash
+        return parse_spec(text, force=True, stored=True).spec_hash
     except SpecError:
         return hashlib.sha256(text.encode()).hexdigest()
 

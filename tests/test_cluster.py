@@ -76,7 +76,7 @@ class TwoNodes:
 
     def ensure_two(self) -> None:
         if not self.cluster.worker_nodes:
-            self.cluster.add_node(num_cpus=1)
+            self.cluster.add_node(num_cpus=1, dashboard_agent_listen_port=_free_port())
             self.cluster.wait_for_nodes()
 
     def worker_raylet_pid(self) -> int:
@@ -101,13 +101,16 @@ def cluster():
     dash_port = _free_port()
     c = Cluster(shutdown_at_exit=True)
     try:
-        c.add_node(num_cpus=1, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=dash_port)
+        # every port its own: Ray's fixed defaults (the dashboard agent's 52365) may be held by another
+        # Ray on this machine, and a head whose agent cannot listen takes no jobs ("No available agent")
+        c.add_node(num_cpus=1, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=dash_port,
+                   dashboard_agent_listen_port=_free_port())
         try:
             if current.exists() and current.read_text().strip() == c.address:
                 current.write_text(before) if before is not None else current.unlink()
         except OSError:
             pass
-        c.add_node(num_cpus=1)
+        c.add_node(num_cpus=1, dashboard_agent_listen_port=_free_port())
         c.wait_for_nodes()
         yield TwoNodes(c, f"http://127.0.0.1:{dash_port}")
     finally:
@@ -403,10 +406,11 @@ def test_workers_with_cluster_address_is_refused(tmp_path, capsys, monkeypatch):
 def test_submit_entrypoint_is_a_real_run_command():
     from sweeps.cli.submit import entrypoint
 
-    for ship in (True, False):
-        cmd = shlex.split(entrypoint("s.toml", "s3://b/p", ship=ship, max_in_flight=8, retries=5, force=True))
-        argv = cmd[3:] if ship else cmd[1:]
-        assert (cmd[:3] == ["python", "-m", "sweeps.cli"]) if ship else (cmd[0] == "stoprace")
+    for python in ("python", "/opt/ray env/bin/python3"):
+        cmd = shlex.split(entrypoint("s.toml", "s3://b/p", python=shlex.quote(python), max_in_flight=8, retries=5,
+                                     force=True))
+        argv = cmd[3:]
+        assert cmd[:3] == [python, "-m", "sweeps.cli"]
         args = build_parser().parse_args(argv)
         assert args.command == "run" and args.spec == "s.toml" and args.out == "s3://b/p"
         assert args.no_ship and args.no_progress and args.max_in_flight == 8 and args.retries == 5 and args.force
@@ -417,6 +421,7 @@ def test_runtime_env_for_cluster_runs(monkeypatch):
 
     import cluster as cluster_pkg
     import core
+    import queries
     import sweeps
     from cluster.jobs import JobsError, shipping_runtime_env
     from sweeps.errors import ClusterError
@@ -433,6 +438,7 @@ def test_runtime_env_for_cluster_runs(monkeypatch):
         "core": Path(core.__file__).parent.resolve(),
         "sweeps": Path(sweeps.__file__).parent.resolve(),
         "cluster": Path(cluster_pkg.__file__).parent.resolve(),
+        "queries": Path(queries.__file__).parent.resolve(),  # queries.resultset: the rows' schema
     }
     assert "__pycache__" in env["excludes"]
     assert _cluster_runtime_env("10.0.0.1:6379", None, None, False) is None  # --no-ship

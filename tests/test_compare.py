@@ -1,8 +1,8 @@
 """`stoprace compare` (issue 21 items 2 and 4): two result sets point by point.
 
 Ratios and their intervals are recomputed here by hand from the counts (k / n, the
-binomial variance, Wilson bounds from core.stats, z from the standard library), and
-the `changed` flags from the two 95% Wilson intervals; the sets are hand-made
+binomial variance, exact (Clopper-Pearson) bounds from scipy (precision_helpers.cp), z from the standard library), and
+the `changed` flags from the two exact 95% intervals; the sets are hand-made
 (tests/synthetic_results.py) with known changes, plus a real model_rev 1 vs 2 run.
 """
 
@@ -16,12 +16,12 @@ from statistics import NormalDist
 import pytest
 
 from core.params import SPECS
-from core.stats import wilson
 from queries.compare import compare
 from queries.db import connect
 from queries.estimates import RATIO_MAX_CV
 
 from grid_helpers import write_y_grid
+from precision_helpers import cp
 from synthetic_results import grid, write_results
 
 Z975 = NormalDist().inv_cdf(0.975)
@@ -85,14 +85,14 @@ def test_ratios_intervals_and_flags_by_hand(sets, stoprace):
         ka, kb = races(p), races(p, MOVED)
         pa_, pb = ka / TRIALS, kb / TRIALS
         assert (row["p_a"], row["p_b"]) == (pytest.approx(pa_, rel=1e-12), pytest.approx(pb, rel=1e-12))
-        (la, ha), (lb, hb) = wilson(ka, TRIALS), wilson(kb, TRIALS)
+        (la, ha), (lb, hb) = cp(ka, TRIALS), cp(kb, TRIALS)
         assert row["changed"] == bool(ha < lb or hb < la), (p, row)
         va, vb = pa_ * (1 - pa_) / TRIALS, pb * (1 - pb) / TRIALS
         if ka and kb and math.sqrt(va) <= RATIO_MAX_CV * pa_ and math.sqrt(vb) <= RATIO_MAX_CV * pb:
             s = math.sqrt(va / pa_ ** 2 + vb / pb ** 2)
             want = (pb / pa_, pb / pa_ * math.exp(-Z975 * s), pb / pa_ * math.exp(Z975 * s), "delta-log")
         else:  # the 97.5% interval ends, Bonferroni
-            (la9, ha9), (lb9, hb9) = (wilson(k, TRIALS, conf=0.975) for k in (ka, kb))
+            (la9, ha9), (lb9, hb9) = (cp(k, TRIALS, 0.975) for k in (ka, kb))
             want = (pb / pa_ if ka else None, lb9 / ha9, hb9 / la9 if la9 > 0 else None, "bounds")
         got = (row["ratio"], row["ratio_lo"], row["ratio_hi"], row["method"])
         assert got[3] == want[3], (p, got)

@@ -3,8 +3,8 @@
 Every number is checked against an independent computation: the closed-form ANOVA of an
 Ishigami function over the grid's levels (tests/grid_helpers.py, one-dimensional means
 only), the noise terms as traces of the projection matrices (built explicitly here),
-SciPy's `sobol_indices` (Saltelli sampling of the continuous function), and Wilson bounds
-from core.stats for the zero rule.
+SciPy's `sobol_indices` (Saltelli sampling of the continuous function), and exact bounds
+from scipy for the zero rule.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import math
 import numpy as np
 import pytest
 
-from core.stats import wilson
 from queries.db import connect
 from queries.importance import grid_indices, importance
 from queries.point_estimates import point_estimates
 
 from grid_helpers import ishigami, ishigami_anova, write_y_grid
+from precision_helpers import cp
 from synthetic_results import grid, write_results
 
 # Level values of the three axes (x in radians) and the parameter values they stand for.
@@ -230,7 +230,7 @@ def test_noisy_result_set_corrected_within_sampling_error_raw_not(noise_ensemble
 
 
 def test_zero_estimates_enter_at_their_upper_bound_and_are_counted(tmp_path, stoprace):
-    """Naive counts: a point with 0 races has y = log10 of its 95% Wilson upper bound and no noise term."""
+    """Naive counts: a point with 0 races has y = log10 of its exact 95% upper bound and no noise term."""
     def races(p):
         return 0 if p["n_cpus"] == 8 and p["wbinvd_us"] < 1000 else p["n_cpus"] // 4 + int(p["wbinvd_us"] // 500)
 
@@ -240,7 +240,7 @@ def test_zero_estimates_enter_at_their_upper_bound_and_are_counted(tmp_path, sto
     est = point_estimates(connect(d), "p_race")
     for r in est.to_pylist():
         n, k = r["trials"], r["k"]
-        hi = float(wilson(k, n)[1])
+        hi = float(cp(k, n)[1])
         if k == 0:
             assert r["zero"] and r["y"] == pytest.approx(math.log10(hi), rel=1e-12) and r["y_var"] == 0.0
         else:
@@ -248,7 +248,7 @@ def test_zero_estimates_enter_at_their_upper_bound_and_are_counted(tmp_path, sto
             assert not r["zero"] and r["y"] == pytest.approx(math.log10(p), rel=1e-12)
             assert r["var"] == pytest.approx(p * (1 - p) / n, rel=1e-12)
             assert r["y_var"] == pytest.approx((1 - p) / (n * p) / math.log(10) ** 2, rel=1e-9)
-            lo975, hi975 = (float(x) for x in wilson(k, n, conf=0.975))
+            lo975, hi975 = (float(x) for x in cp(k, n, 0.975))
             assert (r["lo975"], r["hi975"]) == (pytest.approx(lo975, rel=1e-12), pytest.approx(hi975, rel=1e-12))
     res = stoprace("importance", d, "--format", "json")
     assert res.rc == 0, res.err

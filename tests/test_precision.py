@@ -15,6 +15,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
+from scipy import stats as sst
 from wave_helpers import drive_plan, fake_rows
 
 from core.precision import (
@@ -28,6 +29,8 @@ from core.precision import (
     Precision,
     ShardStats,
     decide,
+    look_conf,
+    max_looks,
     naive_estimate,
 )
 from queries.db import read_sql
@@ -35,7 +38,8 @@ from sweeps.grid import iter_points
 from sweeps.spec import SpecError, parse_spec
 from sweeps.waves import WavePlan, task_id_of, wave_bounds
 
-from precision_helpers import Z95, naive_status, pooled, status, wilson95
+from precision_helpers import Z95, cmc_status, cp, naive_status, pooled, status
+from precision_helpers import look_conf as helper_look_conf
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -129,48 +133,98 @@ RULE = Precision(metric="p_bad", target=1e-3, rel_half_width=0.1, max_trials=100
 @pytest.mark.parametrize(
     "est,expected",
     [
-        (Estimate(5e-4, 1e-4, 9.99e-4, 5000, "naive"), BELOW),
-        (Estimate(5e-4, 1e-4, 1e-3, 5000, "naive"), OPEN),  # hi == target: not entirely below
-        (Estimate(2e-3, 1.0001e-3, 3e-3, 5000, "naive"), ABOVE),
-        (Estimate(2e-3, 1e-3, 3e-3, 5000, "naive"), OPEN),  # lo == target: not entirely above
+        (Estimate(5e-4, 1e-4, 9.99e-4, 5000, "counted"), BELOW),
+        (Estimate(5e-4, 1e-4, 1e-3, 5000, "counted"), OPEN),  # hi == target: not entirely below
+        (Estimate(2e-3, 1.0001e-3, 3e-3, 5000, "counted"), ABOVE),
+        (Estimate(2e-3, 1e-3, 3e-3, 5000, "counted"), OPEN),  # lo == target: not entirely above
         (Estimate(1e-3, 0.91e-3, 1.09e-3, 5000, "cmc"), PRECISE),  # half-width 9% of the estimate, spans target
         (Estimate(1e-3, 0.89e-3, 1.11e-3, 5000, "cmc"), OPEN),  # 11%
         (Estimate(1e-3, 0.89e-3, 1.11e-3, 100_000, "cmc"), EXHAUSTED),
-        (Estimate(1e-4, 0.0, 9e-4, 999, "naive"), OPEN),  # decided interval, but fewer than min_trials
-        (Estimate(0.0, 0.0, 2e-3, 100_000, "naive"), EXHAUSTED),  # p = 0 is never "precise"
+        (Estimate(1e-4, 0.0, 9e-4, 999, "counted"), OPEN),  # decided interval, but fewer than min_trials
+        (Estimate(0.0, 0.0, 2e-3, 100_000, "counted"), EXHAUSTED),  # p = 0 is never "precise"
         (Estimate(5e-4, 4.9e-4, 5.1e-4, 5000, "cmc"), BELOW),  # both met: the target's answer wins
     ],
 )
 def test_decide_hand_cases(est, expected):
-    assert decide(est, RULE) == expected
-    assert status(est.p, est.lo, est.hi, est.trials, RULE.model_dump()) == expected
+    assert decide(est, RULE, est) == expected
+    assert status(est.p, est.lo, est.hi, est.lo, est.hi, est.trials, RULE.model_dump()) == expected
+
+
+@pytest.mark.parametrize(
+    "est,look,expected",
+    [
+        # the 95% interval is below the target but the look interval is not: no decision yet
+        (Estimate(5e-4, 1e-4, 9e-4, 5000, "counted"), Estimate(5e-4, 5e-5, 1e-3, 5000, "counted"), OPEN),
+        (Estimate(2e-3, 1.5e-3, 3e-3, 5000, "counted"), Estimate(2e-3, 1e-3, 4e-3, 5000, "counted"), OPEN),
+        # the look interval decides; the 95% one is what `precise` reads
+        (Estimate(5e-4, 4e-4, 6e-4, 5000, "cmc"), Estimate(5e-4, 3e-4, 9.9e-4, 5000, "cmc"), BELOW),
+        (Estimate(1.1e-3, 1.05e-3, 1.15e-3, 5000, "cmc"), Estimate(1.1e-3, 1e-3, 1.2e-3, 5000, "cmc"), PRECISE),
+    ],
+)
+def test_target_decisions_read_the_look_interval_and_precise_the_95_one(est, look, expected):
+    assert decide(est, RULE, look) == expected
+    assert status(est.p, est.lo, est.hi, look.lo, look.hi, est.trials, RULE.model_dump()) == expected
 
 
 def test_half_width_exactly_at_the_bound_is_precise():
     """Dyadic numbers, so (hi - lo) / 2 == rel x p exactly: the bound is inclusive."""
     p = 2.0**-10
     rule = Precision(rel_half_width=0.125, max_trials=10**6, min_trials=1)
-    assert decide(Estimate(p, p - p / 8, p + p / 8, 10, "cmc"), rule) == PRECISE
-    assert decide(Estimate(p, p - p / 8, p + p / 8 + 2.0**-30, 10, "cmc"), rule) == OPEN
+    e = Estimate(p, p - p / 8, p + p / 8, 10, "cmc")
+    assert decide(e, rule, e) == PRECISE
+    e = Estimate(p, p - p / 8, p + p / 8 + 2.0**-30, 10, "cmc")
+    assert decide(e, rule, e) == OPEN
+
+
+@pytest.mark.parametrize("max_trials,min_trials,looks", [
+    (100_000, 1000, 8),  # log2(100) = 6.64
+    (64_000, 1000, 7),  # exactly 2^6: 1, 2, 4, ..., 64 shards
+    (1000, 1000, 1),
+    (1001, 1000, 2),
+    (3, 1, 3),
+])
+def test_max_looks_and_look_conf_hand_computed(max_trials, min_trials, looks):
+    rule = Precision(target=0.1, max_trials=max_trials, min_trials=min_trials)
+    assert max_looks(rule) == looks
+    assert look_conf(rule) == pytest.approx(1 - 0.05 / looks, rel=1e-15)
+    assert look_conf(rule) == pytest.approx(helper_look_conf(rule.model_dump()), rel=1e-15)
+
+
+@pytest.mark.parametrize("shard_trials", [1, 7, 100, 333, 1000, 4096])
+@pytest.mark.parametrize("min_trials,max_trials", [(1, 1), (1, 2), (5, 9), (100, 3200), (150, 100_000),
+                                                   (1000, 64_000), (999, 64_001), (4096, 4097), (250, 1050)])
+def test_waves_never_look_more_often_than_the_spending_assumes(shard_trials, min_trials, max_trials):
+    """The Bonferroni split is over max_looks(rule) looks: a spec's waves (one look each) are never more,
+    whatever the shard size rounds the bounds to."""
+    head = f'name = "t"\nseed = 1\ntrials = "auto"\nshard_trials = {shard_trials}\n[axes]\nn_cpus = [4]\n'
+    s = spec_of(f"target = 0.1\nmax_trials = {max_trials}\nmin_trials = {min_trials}\n", head)
+    assert len(wave_bounds(s)) <= max_looks(s.precision)
 
 
 def test_naive_zero_events_hand_computed():
-    """0 events in n: Wilson's upper bound is z^2 / (n + z^2); below 1e-3 from n = 3838 on."""
-    z2 = Z95**2
-    n_star = math.ceil(z2 * (1 - 1e-3) / 1e-3 + 1e-9)  # smallest n with z2/(n+z2) < 1e-3
-    assert n_star == 3838
-    assert naive_estimate(0, n_star).hi == pytest.approx(z2 / (n_star + z2), rel=1e-12)
-    assert decide(naive_estimate(0, n_star), RULE) == BELOW
-    assert decide(naive_estimate(0, n_star - 1), RULE) == OPEN
+    """0 events in n at RULE's look level 1 - 0.05/8: the exact upper bound 1 - 0.003125^(1/n) is below
+    1e-3 from n = 5766 on (ln 0.003125 / ln 0.999 = 5765.4); the 95% bound alone would pass at 3689."""
+    c = 1 - 0.05 / 8
+    assert look_conf(RULE) == pytest.approx(c, rel=1e-15)
+    n_star = 5766
+    assert 1 - 0.003125 ** (1 / n_star) < 1e-3 <= 1 - 0.003125 ** (1 / (n_star - 1))
+    assert naive_estimate(0, n_star, c).hi == pytest.approx(1 - 0.003125 ** (1 / n_star), rel=1e-12)
+    t = PointTally(n_cpus=8)
+    t.add(0, ShardStats(n_star, 0, 0, 0))
+    assert t.status(RULE) == BELOW
+    t.add(0, ShardStats(n_star - 1, 0, 0, 0))
+    assert t.status(RULE) == OPEN
+    t.add(0, ShardStats(3689, 0, 0, 0))
+    assert t.estimate("p_bad").hi < 1e-3 and t.status(RULE) == OPEN  # 95% below, look level not
 
 
 def test_target_only_and_rel_only_rules():
     only_t = Precision(target=0.01, max_trials=10_000, min_trials=500)
     only_r = Precision(metric="p_race", rel_half_width=0.5, max_trials=10_000, min_trials=500)
-    e = Estimate(0.02, 0.015, 0.025, 1000, "naive")  # above target and half-width 25%
-    assert decide(e, only_t) == ABOVE and decide(e, only_r) == PRECISE
-    wide = Estimate(0.02, 0.001, 0.04, 1000, "naive")
-    assert decide(wide, only_t) == OPEN and decide(wide, only_r) == OPEN
+    e = Estimate(0.02, 0.015, 0.025, 1000, "counted")  # above target and half-width 25%
+    assert decide(e, only_t, e) == ABOVE and decide(e, only_r, e) == PRECISE
+    wide = Estimate(0.02, 0.001, 0.04, 1000, "counted")
+    assert decide(wide, only_t, wide) == OPEN and decide(wide, only_r, wide) == OPEN
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -184,13 +238,14 @@ def test_naive_tally_matches_independent_recomputation(seed):
     n = sum(s[0] for s in shards)
     k_bad = sum(sum(s[1:]) for s in shards)
     e = t.estimate("p_bad")
-    assert (e.trials, e.estimator) == (n, "naive")
+    assert (e.trials, e.method) == (n, "counted")
     assert e.p == k_bad / n
-    lo, hi = wilson95(k_bad, n)
-    assert e.lo == pytest.approx(lo, rel=1e-12, abs=1e-15) and e.hi == pytest.approx(hi, rel=1e-12)
+    lo, hi = cp(k_bad, n)
+    assert e.lo == pytest.approx(lo, rel=1e-9, abs=1e-15) and e.hi == pytest.approx(hi, rel=1e-9)
     k_race = sum(s[1] for s in shards)
     assert t.estimate("p_race").p == k_race / n
-    for rule in (RULE, Precision(target=0.002, max_trials=n, min_trials=1)):
+    for rule in (RULE, Precision(target=0.002, max_trials=n, min_trials=1), Precision(target=0.001, max_trials=n,
+                                                                                       min_trials=n // 3)):
         assert t.status(rule) == naive_status(k_bad, n, rule.model_dump())
 
 
@@ -205,7 +260,7 @@ def test_cmc_tally_pools_like_one_pass_over_all_trials(seed):
         t.add(k, ShardStats(v.size, 0, 0, 0, "cmc", float(v.mean()), float(v.var(ddof=1) / v.size), 0.0, 0.0))
     allv = np.concatenate(values)
     e = t.estimate("p_race")
-    assert e.estimator == "cmc" and e.trials == allv.size
+    assert e.method == "cmc" and e.trials == allv.size
     assert e.p == pytest.approx(allv.mean(), rel=1e-12)
     half = Z95 * math.sqrt(allv.var(ddof=1) / allv.size)  # CLT interval; well above the 1e-9 floor here
     assert e.lo == pytest.approx(allv.mean() - half, rel=1e-9)
@@ -213,33 +268,79 @@ def test_cmc_tally_pools_like_one_pass_over_all_trials(seed):
     n, m, v = pooled([(x.size, float(x.mean()), float(x.var(ddof=1) / x.size)) for x in values])
     assert n == allv.size and m == pytest.approx(allv.mean(), rel=1e-12)
     assert v == pytest.approx(allv.var(ddof=1) / allv.size, rel=1e-9)  # the helper itself, against numpy
-    # p_hang is not a cmc metric: Wilson on the naive counts (all 0 here)
-    assert t.estimate("p_hang").estimator == "naive"
+    # p_hang is counted (exact on the naive counts, all 0 here): 0 hangs in N trials still allow ~3.69/N
+    h = t.estimate("p_hang")
+    assert h.method == "counted" and h.hi == pytest.approx(1 - 0.025 ** (1 / allv.size), rel=1e-12)
+    # the rule at its look level: the pooled estimate with the CLT at 1 - 0.05/8
+    for target in (m * 0.9, m * 0.99, m * 1.01, m * 1.1):
+        rule = Precision(metric="p_race", target=target, max_trials=10**6, min_trials=1000)
+        assert t.status(rule) == cmc_status(m, v, n, rule.model_dump()), target
+
+
+def test_cmc_p_bad_adds_the_counted_part_at_bonferroni_levels():
+    """The issue-23 case in small: cmc race ~1e-7 and no timeout seen in 1000 trials. p_bad is the race part
+    at 97.5% plus the exact 97.5% bound of 0 hangs+timeouts, 1 - 0.0125^(1/1000) = 4.37e-3, never the
+    collapsed interval of the per-trial bad values; with hangs and timeouts impossible it is p_race."""
+    rng = np.random.default_rng(7)
+    vals = rng.choice([1.07e-7, 4.7e-8], size=1000, p=[0.95, 0.05])
+    m, v = float(vals.mean()), float(vals.var(ddof=1) / vals.size)
+    row = ShardStats(1000, 0, 0, 0, "cmc", m, v, m, v)
+    t = PointTally(n_cpus=64)
+    t.add(0, row)
+    e = t.estimate("p_bad")
+    z = float(sst.norm.ppf(1 - 0.0125))
+    assert e.method == "cmc+counted"
+    assert e.p == pytest.approx(m, rel=1e-12)
+    assert e.hi == pytest.approx(m + z * math.sqrt(v) + (1 - 0.0125 ** (1 / 1000)), rel=1e-9)
+    assert e.lo == pytest.approx(m - z * math.sqrt(v), rel=1e-9)
+    assert 1.05e-4 < e.hi and e.hi == pytest.approx(4.37e-3, rel=1e-3)
+    # 2 timeouts seen: the counted part is Clopper-Pearson of 2 in 1000 at 97.5% (scipy), p adds 2/1000
+    t.add(0, ShardStats(1000, 0, 0, 2, "cmc", m, v, m + 2e-3, v))
+    e2 = t.estimate("p_bad")
+    lo2, hi2 = cp(2, 1000, 0.975)
+    assert e2.p == pytest.approx(m + 2e-3, rel=1e-12)
+    assert e2.lo == pytest.approx(m - z * math.sqrt(v) + lo2, rel=1e-9)
+    assert e2.hi == pytest.approx(m + z * math.sqrt(v) + hi2, rel=1e-9)
+    # the kexec path without dead CPUs: neither can happen, so p_bad is the cmc race estimate at 95%
+    k = PointTally.for_params({"n_cpus": 64, "wait": 1, "p_unresponsive": 0.0})
+    k.add(0, row)
+    assert k.estimate("p_bad") == k.estimate("p_race")
+    assert k.estimate("p_hang").method == k.estimate("p_timeout").method == "zero by model"
+    assert (k.estimate("p_hang").lo, k.estimate("p_hang").hi) == (0.0, 0.0)
+    # the adaptive rule of the issue (p_bad vs 1e-6) never says below target on the panic path
+    rule = Precision(metric="p_bad", target=1e-6, max_trials=64_000, min_trials=1000)
+    assert t.status(rule) != BELOW and k.status(rule) == BELOW
 
 
 def test_cmc_zero_variance_interval_is_bounded_by_the_metrics_largest_value():
     """Every trial gave the same v > 0 (zero sample variance): the interval is the distribution-free
     one of core/README.md, [v (1 - q), v + (y_max - v) q] with q = 1 - 0.025^(1/n), where y_max is
-    the largest per-trial value: n_cpus - 1 racing CPUs for p_race, n_cpus for p_bad."""
+    the largest per-trial value: n_cpus - 1 racing CPUs for p_race. p_bad under cmc adds the counted
+    part: both at 97.5% (q' = 1 - 0.0125^(1/n)), v + (n_cpus - 1 - v) q' + q'."""
     n, v, n_cpus = 400, 1e-7, 8
     t = PointTally(n_cpus=n_cpus)
     t.add(0, ShardStats(n, 0, 0, 0, "cmc", v, 0.0, v, 0.0))
     q = 1.0 - 0.025 ** (1.0 / n)  # ~9.2e-3: the hand-computed fraction of trials not seen
+    q2 = 1.0 - 0.0125 ** (1.0 / n)
     fp = 1e-9 * v  # core.estimators.cmc.stats.FP_REL: floating-point floor on the half-width
-    for metric, y_max in (("p_race", n_cpus - 1), ("p_bad", n_cpus)):
-        e = t.estimate(metric)
-        assert e.estimator == "cmc" and e.p == v
-        assert e.hi == pytest.approx(v + (y_max - v) * q + fp, rel=1e-12), metric
-        assert e.lo == pytest.approx(v * (1.0 - q) - fp, rel=1e-9), metric
-    # the two upper ends differ by exactly q (one more unit of range): the bound is the metric's
-    assert t.estimate("p_bad").hi - t.estimate("p_race").hi == pytest.approx(q, rel=1e-9)
+    e = t.estimate("p_race")
+    assert e.method == "cmc" and e.p == v
+    assert e.hi == pytest.approx(v + (n_cpus - 1 - v) * q + fp, rel=1e-12)
+    assert e.lo == pytest.approx(v * (1.0 - q) - fp, rel=1e-9)
+    b = t.estimate("p_bad")
+    assert b.method == "cmc+counted" and b.p == v
+    assert b.hi == pytest.approx(v + (n_cpus - 1 - v) * q2 + fp + q2, rel=1e-12)
+    assert b.lo == pytest.approx(v * (1.0 - q2) - fp, rel=1e-9)
 
 
 # ---- B: the SQL twin ---------------------------------------------------------------------
 
 
 def test_sql_precision_status_equals_decide():
+    from queries.estimates import register
+
     con = duckdb.connect()
+    register(con)  # the macros' count_lo/count_hi call queries.estimates' functions
     for stmt in duckdb.extract_statements(read_sql("_macros")):
         con.execute(stmt)
     rng = random.Random(3)
@@ -248,24 +349,34 @@ def test_sql_precision_status_equals_decide():
     for p, lo, hi in itertools.product(grid, grid, grid):
         if not lo <= p <= hi:
             continue
-        for n in (999, 1000, 50_000, 100_000):
-            for target, rel in ((1e-3, 0.1), (None, 0.1), (1e-3, None), (1e-3, 0.5)):
-                cases.append((p, lo, hi, n, target, rel, 100_000, 1000))
+        for wider in (0.0, 2e-4):  # the look interval: the same, or wider on both sides
+            llo, lhi = max(0.0, lo - wider), hi + wider
+            for n in (999, 1000, 50_000, 100_000):
+                for target, rel in ((1e-3, 0.1), (None, 0.1), (1e-3, None), (1e-3, 0.5)):
+                    cases.append((p, lo, hi, llo, lhi, n, target, rel, 100_000, 1000))
     for _ in range(500):
         lo = rng.random() * 1e-2
         hi = lo + rng.random() * 1e-2
         p = lo + (hi - lo) * rng.random()
+        llo, lhi = lo * rng.random(), hi * (1 + rng.random())
         target, rel = rng.choice([(None, 0.3), (5e-3, None), (5e-3, 1.0), (5e-3, 0.3)])
-        cases.append((p, lo, hi, rng.randint(1, 10**6), target, rel, rng.randint(10**5, 10**6), rng.randint(1, 10**5)))
+        cases.append((p, lo, hi, llo, lhi, rng.randint(1, 10**6), target, rel, rng.randint(10**5, 10**6),
+                      rng.randint(1, 10**5)))
+    names = ("p", "lo", "hi", "llo", "lhi", "n", "t", "r", "mx", "mn")
     got = con.execute(
-        "SELECT precision_status(p, lo, hi, n, t, r, mx, mn) FROM (SELECT unnest($1, recursive := true))",
-        [[dict(zip(("p", "lo", "hi", "n", "t", "r", "mx", "mn"), c)) for c in cases]],
+        "SELECT precision_status(p, lo, hi, llo, lhi, n, t, r, mx, mn) FROM (SELECT unnest($1, recursive := true))",
+        [[dict(zip(names, c)) for c in cases]],
     ).fetchall()
-    want = [decide(Estimate(c[0], c[1], c[2], c[3], "naive"),
-                   Precision(metric="p_bad", target=c[4], rel_half_width=c[5], max_trials=c[6], min_trials=c[7]))
+    want = [decide(Estimate(c[0], c[1], c[2], c[5], "counted"),
+                   Precision(metric="p_bad", target=c[6], rel_half_width=c[7], max_trials=c[8], min_trials=c[9]),
+                   Estimate(c[0], c[3], c[4], c[5], "counted"))
             for c in cases]
     assert [g[0] for g in got] == want
     assert set(want) == {BELOW, ABOVE, PRECISE, EXHAUSTED, OPEN}
+    # the look interval matters in the table: some case is decided on the 95% interval alone but not on it
+    assert any(decide(Estimate(c[0], c[1], c[2], c[5], "counted"),
+                      Precision(metric="p_bad", target=c[6], rel_half_width=c[7], max_trials=c[8], min_trials=c[9]),
+                      Estimate(c[0], c[1], c[2], c[5], "counted")) != w for c, w in zip(cases, want))
 
 
 # ---- C: waves ----------------------------------------------------------------------------

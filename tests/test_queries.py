@@ -2,7 +2,8 @@
 
 Everything runs on small result dirs written by tests/synthetic_results.py with
 known counts; each SQL answer is checked against a plain pyarrow/numpy
-aggregation of the same files using core.stats.wilson and core.histogram.quantile.
+aggregation of the same files using exact binomial intervals from scipy (precision_helpers.cp) and
+core.histogram.quantile.
 The `reference_outcomes(dir)` helper works on any result dir, so the same checks
 can run over a real `stoprace run` directory.
 """
@@ -28,8 +29,8 @@ from core.errors import StopraceError
 from core.histogram import N_BINS, quantile
 from core.outcomes import EVENT_OUTCOMES, OUTCOMES
 from core.params import DEFAULTS, PARAM_NAMES
-from core.stats import trials_needed, wilson
-from queries.capacity import capacity, wilson_trials_needed
+from core.stats import trials_needed, wilson, zero_event_trials
+from queries.capacity import capacity
 from queries.db import QueryError, connect, result_set_problems, swept_axes
 from queries.format import header, render_table
 from queries.named import list_named, load_named, run_named, run_sql
@@ -37,6 +38,7 @@ from sweeps.cli import main
 from sweeps.schema import EVENTS_SCHEMA, POINTS_SCHEMA
 
 import synthetic_results as sr
+from precision_helpers import cp
 
 REPO = Path(__file__).resolve().parents[1]
 P_NAMES = [f"p_{o}" for o in ("race", "hang", "timeout", "bad")]
@@ -91,9 +93,13 @@ def reference_outcomes(*dirs: Path) -> dict[tuple[str, str], dict[str, Any]]:
     for a in acc.values():
         n = a["trials"]
         a["bad"] = a["timeout"] + a["race"] + a["hang"]
+        # MODEL.md: only a dead CPU on the kexec path hangs, only the panic path times out
+        can = {"p_race": True, "p_bad": True, "p_hang": a["wait"] == 1 and a["p_unresponsive"] > 0,
+               "p_timeout": a["wait"] == 0}
         for name, k in (("p_race", a["race"]), ("p_hang", a["hang"]), ("p_timeout", a["timeout"]), ("p_bad", a["bad"])):
             a[name] = k / n if n else None
-            a[name + "_lo"], a[name + "_hi"] = wilson(k, n)
+            a[name + "_lo"], a[name + "_hi"] = cp(k, n) if can[name] or k else (0.0, 0.0)
+            a[name + "_method"] = "counted" if can[name] or k else "zero by model"
         finite = n - a["hang"]
         a["t_mean_us"] = a["t_sum"] / finite if finite else None
         for q, col in ((0.5, "t_p50_us"), (0.99, "t_p99_us"), (0.999, "t_p999_us")):
@@ -319,9 +325,10 @@ def test_outcomes_match_reference(con, ref):
             assert g[n] == r[n], n
         for n in P_NAMES:
             assert close(g[n], r[n]), n
-            # Wilson: same operations as core.stats.wilson, so equal to the last bits or nearly
-            assert close(g[n + "_lo"], r[n + "_lo"], rel=1e-12, abs_=1e-18), (n, g[n + "_lo"], r[n + "_lo"])
-            assert close(g[n + "_hi"], r[n + "_hi"], rel=1e-12, abs_=1e-18), (n, g[n + "_hi"], r[n + "_hi"])
+            # exact intervals against scipy's beta quantiles: core.stats solves to ~1e-13, scipy to ~1e-15
+            assert close(g[n + "_lo"], r[n + "_lo"], rel=1e-9, abs_=1e-18), (n, g[n + "_lo"], r[n + "_lo"])
+            assert close(g[n + "_hi"], r[n + "_hi"], rel=1e-9, abs_=1e-18), (n, g[n + "_hi"], r[n + "_hi"])
+            assert g[n + "_method"] == r[n + "_method"], n
         for n in ("t_mean_us", "t_p50_us", "t_p99_us", "t_p999_us", "t_max_us"):
             assert close(g[n], r[n], rel=1e-12), (n, g[n], r[n])
         assert g["preflush_us"] is None
@@ -422,8 +429,14 @@ def test_hang_conditions(con, ref, threshold):
     for pid, g in got.items():
         r = ref[("grid", pid)]
         assert g["differs"] == reference_differs(r)
-        assert g["verdict"] == ("exceeds" if r["p_bad_lo"] > threshold else "possible")
-        assert close(g["p_bad_hi"], r["p_bad_hi"])
+        verdict = "exceeds" if r["p_bad_lo"] > threshold else "unresolved" if r["bad"] == 0 else "possible"
+        assert g["verdict"] == verdict and g["method"] == "counted"
+        if verdict == "unresolved":  # the smallest n with cp(0, n) < threshold, from scipy
+            n = g["trials_needed"]
+            assert cp(0, n)[1] < threshold <= cp(0, n - 1)[1]
+        else:
+            assert g["trials_needed"] is None
+        assert close(g["p_bad_hi"], r["p_bad_hi"], rel=1e-9)
         assert (g["race"], g["hang"], g["timeout"], g["trials"]) == (r["race"], r["hang"], r["timeout"], r["trials"])
     his = [r["p_bad_lo"] for r in t.to_pylist()]
     assert his == sorted(his, reverse=True)
@@ -460,14 +473,14 @@ def test_sensitivity(con, ref):
                 assert len(sel) == 1
                 n, k = sel[0]["trials"], sel[0]["race"]
                 scen = " ".join(f"{b}={x}" for b, x in zip(scen_axes, sc))
-                want.append((a, v, scen, n, k, k / n, *wilson(k, n)))
+                want.append((a, v, scen, n, k, k / n, *cp(k, n)))
     assert len(t) == len(want) == 3 * 2 + 3 * 2 + 2
     for g, w in zip(t, want):
         a, v, scen, n, k, p, lo, hi = w
         assert g["axis"] == a and g["value"] == str(v)  # DuckDB's text of the value: '64', '1000.0', 'none'
         assert g["scenario"] == scen and g["estimator"] == "naive"
         assert (g["trials"], g["race"]) == (n, k)
-        assert close(g["p_race"], p) and close(g["p_race_lo"], lo) and close(g["p_race_hi"], hi)
+        assert close(g["p_race"], p) and close(g["p_race_lo"], lo, 1e-9) and close(g["p_race_hi"], hi, 1e-9)
     held = {g["axis"]: g["held"] for g in t}
     assert held["n_cpus"] == "wbinvd_us=1000" and held["mitigation"] == "n_cpus=64 wbinvd_us=1000"
 
@@ -546,12 +559,15 @@ def test_differs_and_defaults_tables(con):
 # --------------------------------------------------------------------------- capacity
 
 
-def test_wilson_trials_needed_is_the_zero_event_threshold():
-    for p in (1e-3, 1e-6, 3e-8):
-        n = wilson_trials_needed(p)
-        assert wilson(0, n)[1] < p <= wilson(0, n - 1)[1]
-        assert 3.8 / p < n < 3.9 / p
-        assert abs(trials_needed(p) * p - 3.0) < 0.01  # rule of three
+def test_zero_event_trials_is_the_exact_zero_event_threshold():
+    """The smallest n whose exact 95% upper bound of 0 events (scipy) is below p: ~3.69/p."""
+    for p in (1e-3, 1e-6, 3e-8, 0.3):
+        n = zero_event_trials(p)
+        assert cp(0, n)[1] < p <= cp(0, n - 1)[1]
+        if p < 0.01:
+            assert 3.68 / p < n < 3.7 / p
+            assert abs(trials_needed(p) * p - 3.0) < 0.01  # rule of three
+    assert zero_event_trials(1e-16) is None and trials_needed(1e-16) is None  # beyond 1e15 trials
 
 
 def test_capacity_forced_case(cap_dir):
@@ -561,7 +577,7 @@ def test_capacity_forced_case(cap_dir):
     assert [r["wbinvd_us"] for r in rows] == [100.0, 10000.0]
     for r in rows:
         assert r["max_n_cpus"] == 64 and r["fails_at_n_cpus"] == 256
-        assert r["p_race"] == 0 and r["p_race_hi"] == pytest.approx(wilson(0, 4_000_000)[1], rel=1e-12)
+        assert r["p_race"] == 0 and r["p_race_hi"] == pytest.approx(1 - 0.025 ** (1 / 4_000_000), rel=1e-12)
         assert r["status"] == "exceeds at n_cpus=256"
         assert r["fail_p_race"] == pytest.approx(13_000 / 4_000_000)
     # p_bad adds the hangs; worst case over wbinvd_us when --by is empty
@@ -586,7 +602,7 @@ def test_capacity_fleet_table(cap_dir):
 def test_capacity_cannot_resolve(small_dir):
     c = capacity(connect(small_dir), 1e-6)
     assert not c.resolvable and c.max_trials == 100_000
-    assert c.trials_needed == wilson_trials_needed(1e-6) and c.rule_of_three == trials_needed(1e-6)
+    assert c.trials_needed == 3_688_878 and c.rule_of_three == 2_995_731  # ln(0.025) / ln(1 - 1e-6), ln(0.05) / ...
     assert any("CANNOT RESOLVE" in n and f"{c.trials_needed:,}" in n for n in c.notes)
     for r in c.limits.to_pylist():
         assert r["max_n_cpus"] is None and r["status"].startswith("unresolved at n_cpus=8")
@@ -701,7 +717,7 @@ def test_cli_capacity(capsys, cap_dir, small_dir):
     assert rc == 0, err
     assert "exceeds at n_cpus=256" in out and "failures_per_year" in out and "t_p999 (µs)" in out
     rc, out, err = _run(capsys, "capacity", small_dir, "--target-p", "1e-6")
-    assert rc == 0 and out.startswith("CANNOT RESOLVE") and f"{wilson_trials_needed(1e-6):,}" in out
+    assert rc == 0 and out.startswith("CANNOT RESOLVE") and "3,688,878" in out
     rc, out, _ = _run(capsys, "capacity", cap_dir, "--target-p", "1e-6", "--format", "json")
     data = json.loads(out)
     assert data["resolvable"] and {r["max_n_cpus"] for r in data["limits"]} == {64}

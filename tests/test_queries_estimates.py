@@ -2,7 +2,8 @@
 
 Checked against independent computations over the same Parquet files (pyarrow
 reads, numpy/python aggregation, core.estimators.cmc.stats.combine / estimate_interval as the
-definition of the cmc pooling, core.stats.wilson for counts), plus:
+definition of the cmc pooling, precision_helpers.ref_estimate for what each metric's interval is:
+Clopper-Pearson from scipy for counts, the Bonferroni sum for p_bad under cmc), plus:
 
 - property tests (hypothesis) over synthetic result dirs with random counts and cmc
   estimates, and over the real result dirs of tests/fixtures: every interval any
@@ -32,7 +33,7 @@ from hypothesis import strategies as st
 from core.estimators.cmc.stats import combine, estimate_interval
 from core.histogram import N_BINS, TOP_EDGE_US, quantile
 from core.params import NEUTRAL, PARAM_NAMES
-from core.stats import wilson, z_value
+from core.stats import z_value
 from queries.capacity import capacity
 from queries.db import QueryError, connect
 from queries.estimates import RATIO_MAX_CV, pool_strata, ratio_interval
@@ -42,14 +43,16 @@ from queries.plot import plot
 from sweeps.cli import main
 
 import synthetic_results as sr
+from precision_helpers import cp, ref_estimate
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
 
 # Tolerances: the SQL calls the same Python functions (queries.estimates -> core.estimators.cmc.stats) on the same
 # doubles, and sums shards in shard order like combine, so cmc columns agree to rounding (1e-12
-# relative). Wilson in SQL mirrors core.stats.wilson operation for operation (1e-12, as test_queries).
+# relative). Exact (Clopper-Pearson) bounds: core.stats against scipy's beta quantiles, 1e-9 (test_stats).
 REL = 1e-12
+CP_REL = 1e-9
 
 
 def _points(d: Path) -> list[dict[str, Any]]:
@@ -64,7 +67,8 @@ def _key(r: dict[str, Any]) -> tuple:
 
 
 def reference_estimates(d: Path) -> dict[str, dict[str, Any]]:
-    """Per point_id, from the Parquet files: naive counts with Wilson, and cmc pooled as core.combine."""
+    """Per point_id, from the Parquet files: naive counts with exact bounds, cmc pooled as core.combine, and
+    every metric as precision_helpers.ref_estimate words it."""
     by: dict[str, list] = defaultdict(list)
     for r in _points(d):
         by[r["point_id"]].append(r)
@@ -74,22 +78,25 @@ def reference_estimates(d: Path) -> dict[str, dict[str, Any]]:
         n = sum(r["trials"] for r in rows)
         o: dict[str, Any] = {p: rows[0].get(p, NEUTRAL.get(p)) for p in PARAM_NAMES}  # first-release rows lack later params
         o["trials"] = n
-        o["k_race"] = sum(r["race"] for r in rows)
-        o["k_bad"] = sum(r["race"] + r["hang"] + r["timeout"] for r in rows)
+        counts = {c: sum(r[c] for r in rows) for c in ("race", "hang", "timeout")}
+        o["k_race"] = counts["race"]
+        o["k_bad"] = sum(counts.values())
         cmc = all(r.get("estimator") == "cmc" for r in rows)
         o["estimator"] = "cmc" if cmc else "naive"
-        for what, ymax in (("race", o["n_cpus"] - 1), ("bad", o["n_cpus"])):
+        race_cmc = combine((r["trials"], r["p_race_est"], r["p_race_var"]) for r in rows) if cmc else None
+        for metric in ("p_race", "p_bad", "p_hang", "p_timeout"):
+            o[metric] = ref_estimate(metric, n, counts["race"], counts["hang"], counts["timeout"], race_cmc,
+                                     o["n_cpus"], o["wait"], o["p_unresponsive"])
+        for what in ("race", "bad"):
             k = o[f"k_{what}"]
-            wlo, whi = wilson(k, n)
+            wlo, whi = cp(k, n)
             o[f"naive_{what}"] = (k / n, wlo, whi)
             if cmc:
                 big_n, m, v = combine((r["trials"], r[f"p_{what}_est"], r[f"p_{what}_var"]) for r in rows)
-                lo, hi = estimate_interval(m, v, big_n, 0.95, ymax)
-                o[f"cmc_{what}"] = (m, lo, hi, v)
-                o[f"p_{what}"] = (m, lo, hi)
+                o[f"cmc_{what}"] = (m, v)
+                _, lo, hi, _ = o[f"p_{what}"]
                 o[f"disagree_{what}"] = hi < wlo or lo > whi
             else:
-                o[f"p_{what}"] = o[f"naive_{what}"]
                 o[f"disagree_{what}"] = None
         out[pid] = o
     return out
@@ -138,20 +145,22 @@ def test_outcomes_report_the_cmc_estimate_and_flag_disagreement(cmc_dir):
     for pid, w in ref.items():
         g = got[pid]
         assert g["estimator"] == w["estimator"] == "cmc"
+        for metric in ("p_race", "p_bad", "p_hang", "p_timeout"):
+            p, lo, hi, method = w[metric]
+            assert g[f"{metric}_method"] == method, metric
+            assert g[metric] == pytest.approx(p, rel=REL)
+            assert g[f"{metric}_lo"] == pytest.approx(lo, rel=CP_REL, abs=1e-300)
+            assert g[f"{metric}_hi"] == pytest.approx(hi, rel=CP_REL)
+            assert g[f"{metric}_lo"] <= g[metric] <= g[f"{metric}_hi"]
+        # 1 hang in every other shard, no timeout: p_bad under cmc is the race part plus that count's part
+        assert w["p_bad"][3] == "cmc+counted" and w["p_hang"][3] == "counted"
         for what in ("race", "bad"):
-            p, lo, hi = w[f"p_{what}"]
-            assert g[f"p_{what}"] == pytest.approx(p, rel=REL)
-            assert g[f"p_{what}_lo"] == pytest.approx(lo, rel=REL, abs=1e-300)
-            assert g[f"p_{what}_hi"] == pytest.approx(hi, rel=REL)
-            assert g[f"p_{what}_cmc_var"] == pytest.approx(w[f"cmc_{what}"][3], rel=1e-9)
+            assert g[f"p_{what}_cmc_var"] == pytest.approx(w[f"cmc_{what}"][1], rel=1e-9)
             np_, nlo, nhi = w[f"naive_{what}"]
             assert (g[f"p_{what}_naive"], g[f"p_{what}_naive_lo"], g[f"p_{what}_naive_hi"]) == \
-                pytest.approx((np_, nlo, nhi), rel=REL, abs=1e-300)
+                pytest.approx((np_, nlo, nhi), rel=CP_REL, abs=1e-300)
             assert g[f"p_{what}_disagree"] == w[f"disagree_{what}"]
-            assert g[f"p_{what}_lo"] <= g[f"p_{what}"] <= g[f"p_{what}_hi"]
         flagged += w["disagree_race"]
-        # p_hang and p_timeout stay the counts' (cmc estimates only race and bad)
-        assert g["p_hang"] == pytest.approx(g["hang"] / g["trials"], rel=REL)
     assert flagged == 1  # the 512/none point of the fixture; the others agree
     assert "wall_s" not in got[next(iter(got))]
 
@@ -189,13 +198,13 @@ def test_mitigation_factor_delta_log_against_an_independent_computation(tmp_path
 
 def test_mitigation_factor_bounds_when_the_fix_saw_no_race(tmp_path):
     """Naive, 0 races with early_flush: the factor is unbounded above; its lower bound is the ratio of the
-    97.5% Wilson ends (Bonferroni: both hold together with >= 95%)."""
+    97.5% exact ends (scipy; Bonferroni: both hold together with >= 95%)."""
     pts = [sr.Point({"mitigation": "none"}, [_shard_counts(10_000, 50)]),
            sr.Point({"mitigation": "early_flush"}, [_shard_counts(10_000, 0)])]
     d = sr.write_results(tmp_path / "b", pts, sweep="b")
     (g,) = run_named(connect(d), "mitigation_effect").to_pylist()
-    lo_n, _ = wilson(50, 10_000, 0.975)
-    _, hi_f = wilson(0, 10_000, 0.975)
+    lo_n, _ = cp(50, 10_000, 0.975)
+    _, hi_f = cp(0, 10_000, 0.975)
     assert g["factor_method"] == "bounds" and g["race_factor"] is None
     assert g["race_factor_lo"] == pytest.approx(lo_n / hi_f, rel=1e-9) and g["race_factor_hi"] == math.inf
 
@@ -245,7 +254,8 @@ def check_every_interval_is_ordered(d: Path, tmp: Path) -> int:
     n = 0
     o = con.sql("SELECT * FROM outcomes").to_arrow_table().to_pylist()
     trip = [(f"p_{m}{s}", f"p_{m}{s}_lo", f"p_{m}{s}_hi") for m in ("race", "hang", "timeout", "bad") for s in ("",)]
-    trip += [(f"p_{m}_{s}", f"p_{m}_{s}_lo", f"p_{m}_{s}_hi") for m in ("race", "bad") for s in ("naive", "cmc")]
+    trip += [(f"p_{m}_naive", f"p_{m}_naive_lo", f"p_{m}_naive_hi") for m in ("race", "bad")]
+    trip += [("p_race_cmc", "p_race_cmc_lo", "p_race_cmc_hi")]
     n += _check_ordered(o, trip, "outcomes")
     n += _check_ordered(run_named(con, "hang_conditions", {"threshold": 0.0}).to_pylist(),
                         [("p_bad", "p_bad_lo", "p_bad_hi")], "hang_conditions")
@@ -317,7 +327,8 @@ def test_real_cmc_run_reports_cmc_everywhere():
     for r in con.sql("SELECT * FROM outcomes").to_arrow_table().to_pylist():
         w = ref[r["point_id"]]
         assert r["p_race"] == pytest.approx(w["p_race"][0], rel=REL, abs=1e-300)
-        assert (r["p_race_lo"], r["p_race_hi"]) == pytest.approx(w["p_race"][1:], rel=REL, abs=1e-300)
+        assert (r["p_race_lo"], r["p_race_hi"]) == pytest.approx(w["p_race"][1:3], rel=REL, abs=1e-300)
+        assert (r["p_bad"], r["p_bad_lo"], r["p_bad_hi"]) == pytest.approx(w["p_bad"][:3], rel=CP_REL, abs=1e-300)
     me = run_named(con, "mitigation_effect").to_pylist()
     assert me and all(g["estimator"] == "cmc" for g in me)
     assert all(r["estimator"] == "cmc" for r in run_named(con, "hang_conditions", {"threshold": 0.0}).to_pylist())
@@ -373,30 +384,27 @@ def reference_capacity(d: Path, metric: str, by: list[str], target: float, where
     by_point: dict[str, list] = defaultdict(list)
     for r in rows:
         by_point[r["point_id"]].append(r)
-    what = {"p_race": "race", "p_bad": "bad", "p_hang": "hang"}[metric]
     cells: dict[tuple, list] = defaultdict(list)
     for rs in by_point.values():
         p0 = rs[0]
         n = sum(r["trials"] for r in rs)
-        k = sum((r["race"] + r["hang"] + r["timeout"]) if what == "bad" else r[what] for r in rs)
-        if what in ("race", "bad") and all(r.get("estimator") == "cmc" for r in rs):
-            ymax = p0["n_cpus"] - (1 if what == "race" else 0)
-            big_n, m, v = combine((r["trials"], r[f"p_{what}_est"], r[f"p_{what}_var"]) for r in rs)
-            lo, hi = estimate_interval(m, v, big_n, 0.95, ymax)
-            est = (m, lo, hi, "cmc")
-        else:
-            lo, hi = wilson(k, n)
-            est = (k / n, lo, hi, "naive")
+        cmc = all(r.get("estimator") == "cmc" for r in rs)
+        race_cmc = combine((r["trials"], r["p_race_est"], r["p_race_var"]) for r in rs) if cmc else None
+        c = {o: sum(r[o] for r in rs) for o in ("race", "hang", "timeout")}
+        p, lo, hi, method = ref_estimate(metric, n, c["race"], c["hang"], c["timeout"], race_cmc, p0["n_cpus"],
+                                         p0["wait"], p0.get("p_unresponsive", 0.0))
+        est = (p, lo, hi, "cmc" if cmc else "naive", method)
         hist = np.sum([np.asarray(r["t_done_hist"]) for r in rs], axis=0)
         t_max = max(r["t_done_max_us"] for r in rs)
         cells[(*(p0[a] for a in by), p0["n_cpus"])].append(
-            {"p": est[0], "lo": est[1], "hi": est[2], "estimator": est[3],
+            {"p": est[0], "lo": est[1], "hi": est[2], "estimator": est[3], "method": est[4],
              "p99": quantile(hist, 0.99, t_max), "p999": quantile(hist, 0.999, t_max)})
     out = {}
     for key, pts in cells.items():
         his = np.array([x["hi"] for x in pts])
         w = pts[int(np.argmax(his))]
         out[key] = {"p": w["p"], "p_lo": w["lo"], "p_hi": float(his.max()), "estimator": w["estimator"],
+                    "method": w["method"],
                     "points": len(pts), "t_p99_us": float(np.max([x["p99"] for x in pts])),
                     "t_p999_us": float(np.max([x["p999"] for x in pts]))}
     limits = {}
@@ -410,7 +418,7 @@ def reference_capacity(d: Path, metric: str, by: list[str], target: float, where
     return out, {g: v["max"] for g, v in limits.items()}
 
 
-@pytest.mark.parametrize("metric, target", [("p_race", 1e-6), ("p_bad", 3e-5), ("p_hang", 2.5e-4)])
+@pytest.mark.parametrize("metric, target", [("p_race", 1e-6), ("p_bad", 3e-4), ("p_hang", 2.5e-4)])
 def test_capacity_against_an_independent_worst_case(fold_dir, metric, target):
     """The folded axis (wbinvd_us) changes every count and estimate, so best instead of worst case, summed
     instead of maxed p99/p999, or Wilson instead of the cmc interval each give other numbers here."""
@@ -424,9 +432,10 @@ def test_capacity_against_an_independent_worst_case(fold_dir, metric, target):
     for key, w in want.items():
         g = got[key]
         assert g["points"] == w["points"] == 2
-        assert g["estimator"] == w["estimator"] == ("naive" if metric == "p_hang" else "cmc")
-        # same doubles through the same functions (core combine / estimate_interval, Wilson): 1e-12
-        assert (g["p"], g["p_lo"], g["p_hi"]) == pytest.approx((w["p"], w["p_lo"], w["p_hi"]), rel=1e-12, abs=1e-300)
+        assert g["estimator"] == w["estimator"] == "cmc"
+        assert g["method"] == w["method"] == {"p_race": "cmc", "p_bad": "cmc+counted", "p_hang": "counted"}[metric]
+        # same doubles through the same cmc functions (1e-12), exact bounds against scipy (1e-9)
+        assert (g["p"], g["p_lo"], g["p_hi"]) == pytest.approx((w["p"], w["p_lo"], w["p_hi"]), rel=CP_REL, abs=1e-300)
         # quantiles: SQL vs core.histogram.quantile on the same merged bins (1e-12, as test_queries)
         assert g["t_p99_us"] == pytest.approx(w["t_p99_us"], rel=1e-12)
         assert g["t_p999_us"] == pytest.approx(w["t_p999_us"], rel=1e-12)
@@ -466,7 +475,7 @@ def test_cli_capacity_where_and_split(capsys, fold_dir):
                "--by", "wbinvd_us"])
     out, err = capsys.readouterr()
     assert rc == 0, err
-    assert "where wait = 1" in out and "split out mitigation" in out and "estimator: cmc" in out
+    assert "where wait = 1" in out and "split out mitigation" in out and "method: cmc: 95% bounds" in out
     rc = main(["capacity", str(fold_dir), "--target-p", "1e-6", "--by", "wait", "--split", "wbinvd_us"])
     out, err = capsys.readouterr()
     assert rc == 0, err
@@ -518,7 +527,8 @@ def test_sensitivity_never_holds_wait_at_a_median(fold_dir):
         sc = dict(kv.split("=") for kv in r["scenario"].split())
         (w,) = [o for o in ref.values() if o["n_cpus"] == int(r["value"]) and o["wbinvd_us"] == 100.0
                 and o["wait"] == int(sc["wait"]) and o["mitigation"] == sc["mitigation"]]
-        assert (r["p_race"], r["p_race_lo"], r["p_race_hi"]) == pytest.approx(w["p_race"], rel=1e-12)
+        assert (r["p_race"], r["p_race_lo"], r["p_race_hi"]) == pytest.approx(w["p_race"][:3], rel=1e-12)
+        assert r["method"] == w["p_race"][3] == "cmc"
     # a user-marked axis too
     t = run_named(connect(fold_dir), "sensitivity", {"split": "wait,mitigation,wbinvd_us"}).to_pylist()
     assert not any("wbinvd_us=" in r["held"] for r in t)

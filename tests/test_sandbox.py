@@ -123,8 +123,9 @@ def test_named_parameters_cannot_smuggle_sql(world, capsys):
     """--param values are bound, never pasted: a value holding SQL is just a string."""
     rc, out, err = _run(capsys, "query", world / "rs", "--named", "hang_conditions",
                         "--param", "threshold=0); COPY (SELECT 1) TO 'x.csv'; --", "--format", "csv")
-    # bound as a string where a number is expected: a conversion error, one line, nothing run or written
-    assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1 and "bad SQL" in err
+    # checked against the parameter's declared type before any SQL runs: one line, nothing run or written
+    assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "threshold=0); COPY" in err and "is not allowed: probability, a number in [0, 1]" in err
     assert not (world / "x.csv").exists()
 
 

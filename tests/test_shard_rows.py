@@ -175,7 +175,7 @@ from sweeps.grid import iter_tasks
 from sweeps.shard import run_task
 from sweeps.spec import load_spec
 d = Path("tests/fixtures/release1-naive")
-spec = load_spec(d / "spec.toml")
+spec = load_spec(d / "spec.toml", stored=True)
 for t in iter_tasks(spec):
     r = run_task(t, spec.name)
     for what, table in (("points", r.points), ("events", r.events)):

@@ -16,6 +16,7 @@ from sweeps.cli import main
 from sweeps.grid import iter_points
 from sweeps.spec import load_spec
 
+from precision_helpers import ref_estimate
 from sweep_helpers import (
     SLOW_SPEC,
     SMALL_SPEC,
@@ -93,12 +94,43 @@ def test_same_spec_gives_identical_rows(reference_run, tmp_path):
     assert read_dir(tmp_path / "again", "events").equals(read_dir(out, "events"))
 
 
+def test_in_process_and_ray_paths_store_identical_rows(reference_run, tmp_path):
+    """A sweep planned below sweeps.guards.IN_PROCESS_CPU_S runs in the driver's process without Ray unless told
+    otherwise (issue 22 item 4): the start line says which path, and the rows equal the Ray path's (the reference
+    ran on the module's Ray) except wall_s; forcing either path through the Python API gives them too."""
+    import subprocess
+    import sys
+
+    from sweeps.grid import total_cpu_trials
+    from sweeps.guards import IN_PROCESS_CPU_S, planned_cpu_s
+
+    spec, out = reference_run
+    assert planned_cpu_s(total_cpu_trials(load_spec(spec))) < IN_PROCESS_CPU_S  # what makes it the default here
+    here = tmp_path / "here"
+    code = ("import sys; from sweeps.cli import main; rc = main(sys.argv[1:]); "
+            "assert 'ray' not in sys.modules, 'the in-process path imported Ray'; sys.exit(rc)")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    p = subprocess.run([sys.executable, "-c", code, "run", str(spec), "--out", str(here), "--no-progress"],
+                       capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    start = next(ln for ln in p.stderr.splitlines() if ln.startswith("stoprace run: e2e-small:"))
+    assert f"on 1 CPU (in this process: under {IN_PROCESS_CPU_S:g} CPU-s of work, no Ray)" in start
+    assert without_wall(read_dir(here)).equals(without_wall(read_dir(out)))
+    assert read_dir(here, "events").equals(read_dir(out, "events"))
+    # the Python API: forced into this process (Ray is up in this module), and forced onto Ray
+    for forced, where in ((True, "forced-here"), (False, "forced-ray")):
+        rep = run(spec, tmp_path / where, progress=False, in_process=forced)
+        assert rep.in_process is forced and rep.complete and (rep.stats is None) is forced
+        assert without_wall(read_dir(tmp_path / where)).equals(without_wall(read_dir(out)))
+        assert read_dir(tmp_path / where, "events").equals(read_dir(out, "events"))
+
+
 def test_tiny_tasks_batched_into_ray_calls_store_the_rows_of_run_task(ray_session, tmp_path, monkeypatch):
     """One ~1 ms shard per task (the runner packs them into shared Ray calls, issue 22 item 5):
     every stored row equals what sweeps.shard.run_task gives for that task in this process."""
     import pyarrow as pa
 
-    import sweeps.runner
+    import cluster.executor
     from sweeps.grid import iter_tasks
     from sweeps.shard import run_task
     from sweeps.spec import parse_spec
@@ -109,8 +141,9 @@ def test_tiny_tasks_batched_into_ray_calls_store_the_rows_of_run_task(ray_sessio
     tasks = list(iter_tasks(spec))
     assert len(tasks) == spec.n_points * spec.n_shards_per_point == 240  # one shard per task
     # batches of up to 10 s of tasks, so they are batched even when a loaded machine slows each to 50 ms
-    monkeypatch.setattr(sweeps.runner, "BATCH_S", 10.0)
-    rep = run(spec, tmp_path / "out", progress=False)
+    # (the runner reads cluster.executor.BATCH_S when it starts the Ray path: it imports no Ray before)
+    monkeypatch.setattr(cluster.executor, "BATCH_S", 10.0)
+    rep = run(spec, tmp_path / "out", progress=False, in_process=False)
     assert rep.complete and rep.stats is not None and rep.stats.tasks == 240
     assert rep.stats.calls < rep.stats.tasks / 2  # tasks really shared Ray calls
     direct = [run_task(t, spec.name) for t in tasks]
@@ -324,9 +357,16 @@ def test_cmc_sweep_outcomes_merge_shards_exactly(cmc_run):
             assert g["cmc_trials"] == n
             assert g[f"p_{what}_cmc"] == pytest.approx(m, rel=1e-12)
             assert g[f"p_{what}_cmc_var"] == pytest.approx(v, rel=1e-6, abs=1e-30)
-            assert g[f"p_{what}_cmc_lo"] == pytest.approx(lo, rel=1e-6, abs=1e-300)
-            assert g[f"p_{what}_cmc_hi"] == pytest.approx(hi, rel=1e-6)
-            assert 0 <= g[f"p_{what}_cmc_lo"] < g[f"p_{what}_cmc_hi"]
+            if what == "race":  # p_bad's stored values get no interval of their own (core.intervals)
+                assert g["p_race_cmc_lo"] == pytest.approx(lo, rel=1e-6, abs=1e-300)
+                assert g["p_race_cmc_hi"] == pytest.approx(hi, rel=1e-6)
+                assert 0 <= g["p_race_cmc_lo"] < g["p_race_cmc_hi"]
+        # p_bad: the cmc race part plus the counted hang/timeout part, as core/README.md words it
+        race_cmc = combine((r["trials"], r["p_race_est"], r["p_race_var"]) for r in rows)
+        want = ref_estimate("p_bad", g["trials"], g["race"], g["hang"], g["timeout"], race_cmc, g["n_cpus"],
+                            g["wait"], g["p_unresponsive"])
+        assert (g["p_bad"], g["p_bad_lo"], g["p_bad_hi"]) == pytest.approx(want[:3], rel=1e-6, abs=1e-300)
+        assert g["p_bad_method"] == want[3]
         # the cmc estimate agrees with the naive count of the same trials (99.9%, combined)
         assert g["estimator"] == "cmc" and g["p_race"] == g["p_race_cmc"]
         assert g["p_race_naive"] == pytest.approx(g["race"] / g["trials"], rel=1e-12)

@@ -35,11 +35,12 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Replayed:
-    """One trial rebuilt from its address: its draws, result and estimator values."""
+    """One trial rebuilt from its address: its draws, result and estimator values (cmc: its
+    CmcBatch row; late: core.estimators.late.estimator.LateTrial; naive: None)."""
 
     draws: Draws
     batch: TrialBatch
-    values: CmcBatch | None = None
+    values: Any = None
 
 
 def naive_estimate(k: int, n: int) -> tuple[float, float]:
@@ -77,9 +78,26 @@ class ShardSummary:
             race, bad = naive_estimate(self.counts.count("race"), n), naive_estimate(self.counts.bad, n)
         return dict(zip(ESTIMATE_COLUMNS, (*race, *bad)))
 
-    def report(self) -> dict[str, Any] | None:
-        """The estimator's own report next to the outcome counts (JSON-able), None for naive."""
-        return None if self.cmc is None else self.cmc.report()
+    def report(self, params: Params | None = None) -> dict[str, Any] | None:
+        """The estimator's own report next to the outcome counts (JSON-able), None for naive.
+
+        Its "bad" is p_bad as core.intervals reports it (the cmc race part plus the counted
+        hang/timeout part, `method` says which), never the interval of the per-trial bad values,
+        which collapses when no hang or timeout was seen; `params` says which outcomes can happen
+        (None: all, the conservative reading).
+        """
+        if self.cmc is None:
+            return None
+        from core.intervals import Observed, estimate, possible
+
+        rep = self.cmc.report()
+        hang, timeout = (True, True) if params is None else possible(params.wait, params.p_unresponsive)
+        c = self.counts
+        obs = Observed(c.trials, c.count("race"), c.count("hang"), c.count("timeout"),
+                       (self.cmc.n, self.cmc.mean_race, self.cmc.var_race), max(self.cmc.n_cpus, 2), hang, timeout)
+        e = estimate("p_bad", obs, rep["conf"])
+        rep["bad"] = {"p": e.p, "var": e.var, "lo": e.lo, "hi": e.hi, "method": e.method}
+        return rep
 
 
 class Estimator(ABC):
@@ -87,6 +105,13 @@ class Estimator(ABC):
 
     name: str
     help: str
+    stream_version: int | None = None
+    """The estimator's own random-stream version where it has one (recorded in a sweep's plan,
+    so a resume across a change is refused); None: core.vectorized.STREAM_VERSION alone."""
+    integrates_race: bool = False
+    """True when the stored p_race_est / p_race_var are an integrated (variance-reduced) estimate whose
+    interval is a CLT one (cmc); False when they are outcome frequencies, so p_race is counted like
+    every other outcome (core.intervals: which part of which metric is counted)."""
 
     @abstractmethod
     def chunks(self, p: Params, n_trials: int, seed: np.random.SeedSequence) -> Iterator[Chunk]:

@@ -30,8 +30,10 @@ POINTS_SCHEMA = pa.schema(
         pa.field("t_done_sum_us", pa.float64()),
         pa.field("t_done_max_us", pa.float64()),
         pa.field("t_done_hist", pa.list_(pa.int64())),
-        # the sweep's estimator and, per shard, its estimate of p_race / p_bad with the variance of
-        # that estimate (naive: k/n and s^2/n of the 0/1 outcomes; cmc: core.estimators.cmc.walk); shards merge exactly
+        # the sweep's estimator ("naive", "cmc", "late", or "late->naive" for a late sweep's point
+        # that ran naive) and, per shard, its estimate of p_race / p_bad with the variance of that
+        # estimate (naive and late: k/n and s^2/n of the 0/1 outcomes; cmc: core.estimators.cmc.walk);
+        # shards merge exactly
         pa.field("estimator", pa.string()),
         pa.field("p_race_est", pa.float64()),
         pa.field("p_race_var", pa.float64()),

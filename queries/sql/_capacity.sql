@@ -1,35 +1,48 @@
 -- internal: capacity cells for queries.capacity: one row per (by-axes, n_cpus), the worst point over the
 -- other axes (largest 95% upper bound of the metric). Equal parameter sets in several sweeps are pooled.
--- Slots: @@src@@ (outcomes, filtered by --where), @@by_lead@@ ("a", "b", or empty), @@params@@, @@k@@ (the
--- metric's count column), @@cmc_m@@ / @@cmc_v@@ (the metric's cmc estimate and its variance in
--- `outcomes`, or NULL), @@ymax@@ (largest per-trial cmc value) and @@conf@@.
--- A cell's estimate is the sweep's estimator, as in `outcomes`: the cmc estimate and its interval where
--- the sweep ran cmc (several sweeps of the same parameters pooled by queries.estimates.pool_strata),
--- else the counts with Wilson bounds. The two are never intersected: where the naive counts' interval
--- misses the cmc one, `disagree` says so and the cmc numbers stand.
+-- Slots: @@src@@ (outcomes, filtered by --where), @@by_lead@@ ("a", "b", or empty), @@params@@, @@metric@@
+-- (the metric's name as a string literal), @@k@@ (its count column) and @@conf@@.
+-- A cell's estimate and interval are core.intervals.estimate (queries.estimates.metric_ci) over the pooled
+-- counts and, where the sweeps ran cmc, their pooled cmc race estimate (queries.estimates.pool_strata): the
+-- same definition as `outcomes` (`method`: counted, cmc, cmc+counted, zero by model). Where the naive
+-- counts' exact interval misses a cmc one, `disagree` says so and the cmc numbers stand.
 WITH pooled AS (
     SELECT
         @@params@@,
         sum(trials)::BIGINT AS trials,
+        sum(race)::BIGINT AS race,
+        sum(hang)::BIGINT AS hang,
+        sum(timeout)::BIGINT AS timeout,
         sum(@@k@@)::BIGINT AS k,
+        bool_or(hang_possible) AS hang_possible,
+        bool_or(timeout_possible) AS timeout_possible,
         cmc_pool_strata(
-            list({'n': cmc_trials::BIGINT, 'm': (@@cmc_m@@)::DOUBLE, 'v': (@@cmc_v@@)::DOUBLE} ORDER BY sweep) FILTER (WHERE estimator = 'cmc'),
-            (@@ymax@@)::DOUBLE, @@conf@@) AS cmc,
+            list({'n': cmc_trials::BIGINT, 'm': p_race_cmc::DOUBLE, 'v': p_race_cmc_var::DOUBLE} ORDER BY sweep)
+                FILTER (WHERE p_race_method = 'cmc'),
+            (n_cpus - 1)::DOUBLE, @@conf@@) AS cmc,
         max(t_p99_us) AS t_p99_us,
         max(t_p999_us) AS t_p999_us
     FROM @@src@@
     GROUP BY @@params@@
 ),
+est AS (
+    SELECT
+        *,
+        metric_ci(@@metric@@, trials, race, hang, timeout, hang_possible, timeout_possible,
+                  cmc.n, cmc.p, cmc.var, n_cpus::BIGINT, @@conf@@) AS m,
+        count_ci(k, trials, @@conf@@) AS naive
+    FROM pooled
+),
 cells AS (
     SELECT
         *,
-        CASE WHEN cmc IS NOT NULL THEN cmc.p ELSE prob(k, trials) END AS p,
-        CASE WHEN cmc IS NOT NULL THEN cmc.lo ELSE wilson_lo(k, trials) END AS p_lo,
-        CASE WHEN cmc IS NOT NULL THEN cmc.hi ELSE wilson_hi(k, trials) END AS p_hi,
+        m.p AS p,
+        m.lo AS p_lo,
+        m.hi AS p_hi,
+        m.method AS method,
         CASE WHEN cmc IS NOT NULL THEN 'cmc' ELSE 'naive' END AS estimator,
-        CASE WHEN cmc IS NOT NULL THEN cmc.hi < wilson_lo(k, trials) OR cmc.lo > wilson_hi(k, trials) END
-            AS disagree
-    FROM pooled
+        CASE WHEN m.method IN ('cmc', 'cmc+counted') THEN m.hi < naive.lo OR m.lo > naive.hi END AS disagree
+    FROM est
 ),
 worst AS (
     SELECT
@@ -38,7 +51,10 @@ worst AS (
         min(trials) AS min_trials,
         max(trials) AS max_trials,
         arg_max(struct_pack(p := p, p_lo := p_lo, k := k, trials := trials, estimator := estimator,
-                            disagree := disagree),
+                            method := method, disagree := disagree, race := race, hang := hang,
+                            timeout := timeout, hang_possible := hang_possible,
+                            timeout_possible := timeout_possible, cmc_n := cmc.n, cmc_m := cmc.p,
+                            cmc_v := cmc.var),
                 struct_pack(p_hi := p_hi, p := p, trials := trials)) AS w,
         max(p_hi) AS p_hi,
         max(t_p99_us) AS t_p99_us,
@@ -48,7 +64,9 @@ worst AS (
 )
 SELECT
     @@by_lead@@ n_cpus, points, min_trials, max_trials,
-    w.p AS p, w.p_lo AS p_lo, p_hi, w.k AS k, w.trials AS trials, w.estimator AS estimator,
-    w.disagree AS disagree, t_p99_us, t_p999_us
+    w.p AS p, w.p_lo AS p_lo, p_hi, w.k AS k, w.trials AS trials, w.estimator AS estimator, w.method AS method,
+    w.disagree AS disagree, w.race AS race, w.hang AS hang, w.timeout AS timeout,
+    w.hang_possible AS hang_possible, w.timeout_possible AS timeout_possible,
+    w.cmc_n AS cmc_n, w.cmc_m AS cmc_m, w.cmc_v AS cmc_v, t_p99_us, t_p999_us
 FROM worst
 ORDER BY @@by_lead@@ n_cpus

@@ -1,5 +1,12 @@
 -- internal: macros used by the views and the named queries (loaded by queries.db.connect)
--- 95% Wilson score interval, written to match core.stats.wilson operation for operation:
+-- The exact 95% interval of k events in n trials (Clopper-Pearson, core.intervals.counted_interval via the
+-- function count_ci of queries.estimates): what every counted outcome reports. NULL in gives NULL out.
+CREATE OR REPLACE TEMP MACRO count_lo(k, n) AS count_ci(k, n, 0.95::DOUBLE).lo;
+
+CREATE OR REPLACE TEMP MACRO count_hi(k, n) AS count_ci(k, n, 0.95::DOUBLE).hi;
+
+-- 95% Wilson score interval, for comparison only (its coverage dips below 95% near n p ~ 0.1..1; no view
+-- reports it), written to match core.stats.wilson operation for operation:
 -- n = 0 gives (0, 1), k = 0 gives lo = 0, k = n gives hi = 1, NULL in gives NULL out.
 CREATE OR REPLACE TEMP MACRO wilson_z() AS '1.9599639845400536'::DOUBLE;
 
@@ -62,17 +69,20 @@ CREATE OR REPLACE TEMP MACRO hist_q(x, t_max) AS
 CREATE OR REPLACE TEMP MACRO osum(x, o) AS
     list_sum(list(x ORDER BY o, x));
 
--- cmc estimates and intervals: the functions cmc_pool_shards, cmc_pool_strata, cmc_interval,
--- ratio_interval and z_value are Python (queries.estimates, core.cmc_stats), registered per connection.
+-- Estimates and intervals: the functions metric_ci, count_ci, outcome_possible, zero_event_trials,
+-- cmc_pool_shards, cmc_pool_strata, cmc_interval, ratio_interval and z_value are Python (queries.estimates
+-- over core.intervals), registered per connection.
 
 -- The adaptive stop rule of trials = "auto" sweeps, written to match core.precision.decide operation
--- for operation (tested against it): from a point's estimate p in [lo, hi] over n trials, its status.
+-- for operation (tested against it): from a point's 95% estimate p in [lo, hi] over n trials and the same
+-- metric's interval [look_lo, look_hi] at the rule's look level (core.precision.look_conf: alpha spent over
+-- the looks), its status. The target decisions read the look interval, `precise` the 95% one.
 -- target / rel may be NULL (criterion not given).
-CREATE OR REPLACE TEMP MACRO precision_status(p, lo, hi, n, target, rel, max_trials, min_trials) AS
+CREATE OR REPLACE TEMP MACRO precision_status(p, lo, hi, look_lo, look_hi, n, target, rel, max_trials, min_trials) AS
     CASE
         WHEN n < min_trials THEN 'open'
-        WHEN target IS NOT NULL AND hi < target THEN 'below target'
-        WHEN target IS NOT NULL AND lo > target THEN 'above target'
+        WHEN target IS NOT NULL AND look_hi < target THEN 'below target'
+        WHEN target IS NOT NULL AND look_lo > target THEN 'above target'
         WHEN rel IS NOT NULL AND p > 0 AND (hi - lo) / 2.0 <= rel * p THEN 'precise'
         WHEN n >= max_trials THEN 'budget exhausted'
         ELSE 'open'

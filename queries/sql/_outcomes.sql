@@ -54,8 +54,8 @@ pq AS (
     FROM pcum
     GROUP BY sweep, point_id
 ),
--- the cmc estimator (core.cmc), where the sweep ran it: shards pooled exactly as core.cmc_stats.combine,
--- interval from core.cmc_stats.estimate_interval (both through queries.estimates)
+-- the cmc estimator (core.estimators.cmc), where the sweep ran it: shards pooled exactly as
+-- core.estimators.cmc.stats.combine (queries.estimates.pool_shards)
 est AS (
     SELECT
         agg.*,
@@ -64,8 +64,27 @@ est AS (
         -- (pool_shards of no shards is NULL anyway), not once per naive point
         CASE WHEN race_parts IS NOT NULL THEN cmc_pool_shards(race_parts, (n_cpus - 1)::DOUBLE, @@conf@@) END
             AS race_cmc,
-        CASE WHEN bad_parts IS NOT NULL THEN cmc_pool_shards(bad_parts, n_cpus::DOUBLE, @@conf@@) END AS bad_cmc
+        CASE WHEN bad_parts IS NOT NULL THEN cmc_pool_shards(bad_parts, n_cpus::DOUBLE, @@conf@@) END AS bad_cmc,
+        outcome_possible(wait::BIGINT, p_unresponsive::DOUBLE) AS can
     FROM agg
+),
+-- every metric's estimate and interval: core.intervals.estimate (queries.estimates.point_metrics), the one
+-- definition: counted parts exact (Clopper-Pearson, or 0 where the model cannot produce the outcome),
+-- p_race the cmc estimate where the point ran cmc, p_bad under cmc its race part plus the counted part
+m0 AS (
+    SELECT
+        est.*,
+        point_metrics(trials, race, hang, timeout, can.hang, can.timeout,
+                      CASE WHEN is_cmc THEN race_cmc.n END, CASE WHEN is_cmc THEN race_cmc.p END,
+                      CASE WHEN is_cmc THEN race_cmc.var END, n_cpus::BIGINT, @@conf@@) AS pm
+    FROM est
+),
+m AS (
+    SELECT
+        m0.*,
+        pm.p_race AS m_race, pm.p_bad AS m_bad, pm.p_hang AS m_hang, pm.p_timeout AS m_timeout,
+        pm.naive_race AS n_race, pm.naive_bad AS n_bad
+    FROM m0
 )
 SELECT
     sweep, point_id, @@params@@,
@@ -73,19 +92,26 @@ SELECT
     shards, trials, clean, nmi_clean, timeout, race, hang,
     timeout + race + hang AS bad,
     trials - clean - flush_hangs AS nmi_phase,  -- trials that missed the 1 s REBOOT-vector wait (MODEL.md)
-    -- p_race and p_bad: the sweep's estimator (cmc estimate and interval, or counts and Wilson)
-    CASE WHEN is_cmc THEN race_cmc.p ELSE prob(race, trials) END AS p_race,
-    CASE WHEN is_cmc THEN race_cmc.lo ELSE wilson_lo(race, trials) END AS p_race_lo,
-    CASE WHEN is_cmc THEN race_cmc.hi ELSE wilson_hi(race, trials) END AS p_race_hi,
-    prob(hang, trials) AS p_hang,
-    wilson_lo(hang, trials) AS p_hang_lo,
-    wilson_hi(hang, trials) AS p_hang_hi,
-    prob(timeout, trials) AS p_timeout,
-    wilson_lo(timeout, trials) AS p_timeout_lo,
-    wilson_hi(timeout, trials) AS p_timeout_hi,
-    CASE WHEN is_cmc THEN bad_cmc.p ELSE prob(timeout + race + hang, trials) END AS p_bad,
-    CASE WHEN is_cmc THEN bad_cmc.lo ELSE wilson_lo(timeout + race + hang, trials) END AS p_bad_lo,
-    CASE WHEN is_cmc THEN bad_cmc.hi ELSE wilson_hi(timeout + race + hang, trials) END AS p_bad_hi,
+    -- each metric's estimate and 95% interval, and how it was made (`*_method`: counted, cmc, cmc+counted,
+    -- zero by model; core.intervals)
+    m_race.p AS p_race,
+    m_race.lo AS p_race_lo,
+    m_race.hi AS p_race_hi,
+    m_race.method AS p_race_method,
+    m_hang.p AS p_hang,
+    m_hang.lo AS p_hang_lo,
+    m_hang.hi AS p_hang_hi,
+    m_hang.method AS p_hang_method,
+    m_timeout.p AS p_timeout,
+    m_timeout.lo AS p_timeout_lo,
+    m_timeout.hi AS p_timeout_hi,
+    m_timeout.method AS p_timeout_method,
+    m_bad.p AS p_bad,
+    m_bad.lo AS p_bad_lo,
+    m_bad.hi AS p_bad_hi,
+    m_bad.method AS p_bad_method,
+    can.hang AS hang_possible,
+    can.timeout AS timeout_possible,
     CASE WHEN trials - hang > 0 THEN t_sum_us / (trials - hang) END AS t_mean_us,
     hist_q(x50, t_max_us) AS t_p50_us,
     hist_q(x99, t_max_us) AS t_p99_us,
@@ -95,28 +121,26 @@ SELECT
     hist_q(px50, preflush_max_us) AS preflush_p50_us,
     hist_q(px99, preflush_max_us) AS preflush_p99_us,
     preflush_max_us,
-    -- the naive counts of the same trials, always, and whether they disagree with cmc: the two
-    -- 95% intervals do not overlap (NULL for a naive sweep)
+    -- the naive counts of the same trials, always (exact intervals), and whether they disagree with cmc:
+    -- the two 95% intervals do not overlap (NULL for a naive sweep)
     prob(race, trials) AS p_race_naive,
-    wilson_lo(race, trials) AS p_race_naive_lo,
-    wilson_hi(race, trials) AS p_race_naive_hi,
+    n_race.lo AS p_race_naive_lo,
+    n_race.hi AS p_race_naive_hi,
     prob(timeout + race + hang, trials) AS p_bad_naive,
-    wilson_lo(timeout + race + hang, trials) AS p_bad_naive_lo,
-    wilson_hi(timeout + race + hang, trials) AS p_bad_naive_hi,
-    CASE WHEN is_cmc THEN race_cmc.hi < wilson_lo(race, trials) OR race_cmc.lo > wilson_hi(race, trials) END
-        AS p_race_disagree,
-    CASE WHEN is_cmc THEN bad_cmc.hi < wilson_lo(timeout + race + hang, trials)
-                       OR bad_cmc.lo > wilson_hi(timeout + race + hang, trials) END AS p_bad_disagree,
+    n_bad.lo AS p_bad_naive_lo,
+    n_bad.hi AS p_bad_naive_hi,
+    CASE WHEN is_cmc THEN m_race.hi < n_race.lo OR m_race.lo > n_race.hi END AS p_race_disagree,
+    CASE WHEN is_cmc THEN m_bad.hi < n_bad.lo OR m_bad.lo > n_bad.hi END AS p_bad_disagree,
     cmc_trials,
     race_cmc.p AS p_race_cmc,
     race_cmc.var AS p_race_cmc_var,
     race_cmc.lo AS p_race_cmc_lo,
     race_cmc.hi AS p_race_cmc_hi,
+    -- the stored cmc value of p_bad pooled (its hang/timeout part is a 0/1 count, so its own sample
+    -- variance says nothing when none was seen: no interval is built on it; p_bad_lo/hi is the interval)
     bad_cmc.p AS p_bad_cmc,
     bad_cmc.var AS p_bad_cmc_var,
-    bad_cmc.lo AS p_bad_cmc_lo,
-    bad_cmc.hi AS p_bad_cmc_hi,
     seed
-FROM est
+FROM m
 LEFT JOIN q USING (sweep, point_id)
 LEFT JOIN pq USING (sweep, point_id);

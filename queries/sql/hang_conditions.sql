@@ -1,28 +1,45 @@
 -- description: points where the 95% upper bound of p_bad (race+hang+timeout) exceeds $threshold, worst first
 -- param: threshold=1e-3 [probability] p_bad upper bound above which a point is listed
 -- needs: complete (a point not stored yet would be missing from the list, read as "not exceeding")
--- `verdict` is 'exceeds' when even the lower bound is above the threshold, 'possible' otherwise.
--- p_bad and p_race are the sweep's estimator (`estimator`: cmc estimate and interval, or counts and
--- Wilson); `disagree`: the cmc interval of p_bad misses the naive counts' one (the cmc one is used).
+-- `verdict` is 'exceeds' when even the lower bound is above the threshold; 'unresolved' when the upper bound
+-- is above it only because 0 events were seen where they count (core.intervals.resolution): `trials_needed`
+-- trials with 0 events would bring it below (NULL: more than 1e15, or the cmc race part alone is above);
+-- 'possible' otherwise. p_bad is core.intervals.estimate as in `outcomes` (`method`: counted, cmc, or
+-- cmc+counted: the cmc race part plus the counted hang/timeout part, so 0 timeouts seen never means 0);
+-- `disagree`: the p_bad interval misses the naive counts' one (the former is used).
+WITH r AS (
+    SELECT
+        o.*,
+        metric_resolution('p_bad', o.trials, o.race, o.hang, o.timeout, o.hang_possible, o.timeout_possible,
+                          CASE WHEN o.p_race_method = 'cmc' THEN o.cmc_trials END,
+                          CASE WHEN o.p_race_method = 'cmc' THEN o.p_race_cmc END,
+                          CASE WHEN o.p_race_method = 'cmc' THEN o.p_race_cmc_var END,
+                          o.n_cpus::BIGINT, $threshold::DOUBLE, 0.95::DOUBLE) AS res
+    FROM outcomes AS o
+    WHERE o.p_bad_hi > $threshold
+)
 SELECT
-    o.sweep,
-    o.point_id,
+    r.sweep,
+    r.point_id,
     d.differs,
-    CASE WHEN o.p_bad_lo > $threshold THEN 'exceeds' ELSE 'possible' END AS verdict,
-    o.estimator,
-    o.trials,
-    o.race,
-    o.hang,
-    o.timeout,
-    o.p_bad,
-    o.p_bad_lo,
-    o.p_bad_hi,
-    o.p_bad_disagree AS disagree,
-    o.p_race,
-    o.p_hang,
-    o.p_timeout,
-    o.t_p99_us
-FROM outcomes AS o
+    CASE WHEN r.p_bad_lo > $threshold THEN 'exceeds'
+         WHEN r.res.unresolved THEN 'unresolved'
+         ELSE 'possible' END AS verdict,
+    CASE WHEN r.res.unresolved THEN r.res.needed END AS trials_needed,
+    r.estimator,
+    r.p_bad_method AS method,
+    r.trials,
+    r.race,
+    r.hang,
+    r.timeout,
+    r.p_bad,
+    r.p_bad_lo,
+    r.p_bad_hi,
+    r.p_bad_disagree AS disagree,
+    r.p_race,
+    r.p_hang,
+    r.p_timeout,
+    r.t_p99_us
+FROM r
 JOIN differs AS d USING (sweep, point_id)
-WHERE o.p_bad_hi > $threshold
-ORDER BY o.p_bad_lo DESC, o.p_bad_hi DESC, o.sweep, d.differs
+ORDER BY r.p_bad_lo DESC, r.p_bad_hi DESC, r.sweep, d.differs

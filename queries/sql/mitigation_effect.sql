@@ -1,7 +1,8 @@
 -- description: mitigation none vs early_flush at equal other parameters: by what factor the fix lowers p_race (95% interval), stop-time change, preflush cost
 -- Pairs are matched on all other parameters, across sweeps too (`sweep` shows both when they differ);
 -- model_rev is one of them, so a pair is always of one model revision (named in `model_rev`).
--- p_race is the sweep's estimator (`estimator`: cmc estimate and interval, or counts and Wilson).
+-- p_race is the sweep's estimator (`estimator`: cmc estimate and interval, or counts with exact bounds;
+-- core.intervals).
 -- race_factor = p_race(none) / p_race(early_flush), with a 95% interval (queries.estimates.ratio_interval):
 -- 'delta-log' from the two estimates and their variances on the log scale when both are > 0 and
 -- known to 25%; else 'bounds', the ratio of the 97.5% interval ends (Bonferroni), e.g. ">= lo" when
@@ -24,21 +25,21 @@ WITH keyed AS (
 o AS (
     SELECT
         o.*, keyed.k, keyed.differs,
-        -- each side's variance of p_race and its 97.5% interval, for ratio_interval
-        CASE WHEN o.estimator = 'cmc' THEN o.p_race_cmc_var
-             ELSE o.p_race * (1.0 - o.p_race) / o.trials END::DOUBLE AS race_var,
-        CASE WHEN o.estimator = 'cmc'
-             THEN cmc_interval(o.p_race_cmc, o.p_race_cmc_var, o.cmc_trials, (o.n_cpus - 1)::DOUBLE, 0.975::DOUBLE)
-             ELSE {'lo': wilson_lo_z(o.race, o.trials, z_value(0.975::DOUBLE)),
-                   'hi': wilson_hi_z(o.race, o.trials, z_value(0.975::DOUBLE))} END AS race_ci975
+        -- each side's p_race with its variance and 97.5% interval, for ratio_interval: core.intervals.estimate
+        -- at 97.5%, the definition of the 95% one in `outcomes` (cmc where the point ran cmc, else exact)
+        metric_ci('p_race', o.trials, o.race, o.hang, o.timeout, o.hang_possible, o.timeout_possible,
+                  CASE WHEN o.p_race_method = 'cmc' THEN o.cmc_trials END,
+                  CASE WHEN o.p_race_method = 'cmc' THEN o.p_race_cmc END,
+                  CASE WHEN o.p_race_method = 'cmc' THEN o.p_race_cmc_var END,
+                  o.n_cpus::BIGINT, 0.975::DOUBLE) AS race_ci975
     FROM outcomes AS o
     JOIN keyed USING (sweep, point_id)
 ),
 pairs AS (
     SELECT
         n, f,
-        ratio_interval(n.p_race, n.race_var, n.race_ci975.lo, n.race_ci975.hi,
-                       f.p_race, f.race_var, f.race_ci975.lo, f.race_ci975.hi) AS r
+        ratio_interval(n.p_race, n.race_ci975.var, n.race_ci975.lo, n.race_ci975.hi,
+                       f.p_race, f.race_ci975.var, f.race_ci975.lo, f.race_ci975.hi) AS r
     FROM o AS n
     JOIN o AS f ON n.k = f.k AND n.mitigation = 'none' AND f.mitigation = 'early_flush'
 )

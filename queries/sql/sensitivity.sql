@@ -5,7 +5,8 @@
 -- first value. Scenario axes ($split: by default wait, the panic path 0 or the kexec path 1,
 -- mitigation, and model_rev, the model revision) are not nuisances to hold at a middle value: every row names its `scenario` (their
 -- values) and each axis is shown once per scenario. `held` lists the values the other axes are held
--- at. p_race is the sweep's estimator (`estimator`); `disagree`: its cmc interval misses the counts'.
+-- at. p_race and its interval are `outcomes`' (core.intervals: `method`, cmc where the sweep ran it, else
+-- exact on the counts); `disagree`: its cmc interval misses the counts'.
 WITH swept AS (
     SELECT sweep, name, any_value(ord) AS ord, list_contains(string_split($split, ','), name) AS is_split
     FROM params_long
@@ -75,6 +76,7 @@ SELECT
     scen.scenario,
     coalesce(held.held, '') AS held,
     o.estimator,
+    o.p_race_method AS method,
     o.trials,
     o.race,
     o.p_race,

@@ -18,8 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "capacity",
         help=COMMANDS["capacity"],
         description=(
-            "For a target per-kexec failure probability, judged on the 95% upper bound (the cmc interval where "
-            "the sweep ran cmc, else Wilson on the counts), the largest n_cpus that stays under it for each "
+            "For a target per-kexec failure probability, judged on the 95% upper bound (exact on counted "
+            "outcomes, the cmc interval of p_race where the sweep ran cmc; p_bad under cmc adds the counted "
+            "hang/timeout part), the largest n_cpus that stays under it for each "
             "combination of the --by axes (default: every other swept axis; swept axes not in --by are taken "
             "worst case, except the scenario axes wait and mitigation and any --split axis, which are always "
             "split out unless fixed with --where). Says when the trial counts cannot resolve "

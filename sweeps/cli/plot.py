@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=COMMANDS["plot"],
         description=(
             "Plot a metric of the outcomes view: with --y a heatmap (log colour scale, cells with a wide "
-            "95% interval or 0 events hatched), with --lines one line per value of that axis with Wilson error "
+            "95% interval or 0 events hatched), with --lines one line per value of that axis with 95% error "
             "bars, with neither a single line. Points that share a cell are aggregated (counts summed) and the "
             "title says so. Example: stoprace plot results/ --x n_cpus --y wbinvd_us --metric p_race -o fig.png"
         ),

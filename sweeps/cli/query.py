@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Run SQL over one or more result directories with DuckDB. Views: points (one row per point and "
             "shard), events (one row per race/hang/timeout trial), outcomes (one row per point: parameters, "
-            "estimator, counts, p_race/p_hang/p_timeout/p_bad with 95% bounds *_lo/*_hi (p_race/p_bad: cmc where "
-            "the sweep ran cmc, else Wilson), stop-time mean/p50/p99/p999 "
+            "estimator, counts, p_race/p_hang/p_timeout/p_bad with 95% bounds *_lo/*_hi and *_method (counted: "
+            "exact; p_race cmc where the sweep ran cmc, p_bad then cmc+counted), stop-time mean/p50/p99/p999 "
             "in µs), differs (parameters that differ from the defaults), defaults. "
             "Example: stoprace query results/ --named hang_conditions --param threshold=1e-4"
         ),

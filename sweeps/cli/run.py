@@ -14,14 +14,19 @@ COMMANDS = {"run": "run a sweep spec on Ray (embedded by default) into a results
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this module\'s subcommand(s) to the `stoprace` parser."""
+    from sweeps.guards import IN_PROCESS_CPU_S
+
     p = sub.add_parser(
         "run",
         help=COMMANDS["run"],
         description=(
             "Run every (point, shard) of SPEC.toml as Ray tasks and store the results as Parquet "
-            "(SCHEMA.md). Runs on an embedded Ray unless --address or RAY_ADDRESS names a cluster. "
+            "(SCHEMA.md). Runs on an embedded Ray unless --address or RAY_ADDRESS names a cluster; a sweep "
+            f"of under {IN_PROCESS_CPU_S:g} CPU-seconds runs in this process without starting Ray unless "
+            "--address/--workers is given. "
             "Re-running on the same --out resumes: only tasks not stored yet are run; a dir holding "
-            "a different spec is refused. Ctrl-C keeps every finished task. A spec that does not name "
+            "a different spec is refused. Ctrl-C keeps every finished task (a second Ctrl-C stops at once, "
+            "exit 130). A spec that does not name "
             "model_rev runs model revision 2 (MODEL.md); a dir stored before model_rev existed holds "
             "revision 1 and is resumed only by a spec that pins model_rev = 1 under [base]."
         ),
@@ -63,6 +68,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=handle)
 
 
+def _exit_at_once(e: BaseException) -> None:
+    """A second Ctrl-C while the first one's stop is under way: say what is stored, end this process's own
+    children (an embedded Ray: its GCS, raylet, agents and workers, which would otherwise outlive it) and
+    exit 130 now, without unwinding through Ray's shutdown (a KeyboardInterrupt there can end the process
+    with a signal: SIGSEGV was seen)."""
+    try:
+        print(f"stoprace run: {e} (second Ctrl-C: stopped at once)", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        _kill_children()
+    finally:
+        os._exit(130)
+
+
+def _kill_children() -> None:
+    """SIGKILL every descendant of this process (psutil comes with ray[default]; without it, nothing)."""
+    try:
+        import psutil
+    except ImportError:
+        return
+    try:
+        kids = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    for k in kids:
+        try:
+            k.kill()
+        except psutil.Error:
+            pass
+
+
 def handle(args: argparse.Namespace) -> int:
     """Carry out the subcommand from parsed arguments; returns the exit code."""
     from cluster.connect import resolve_address
@@ -102,6 +137,7 @@ def handle(args: argparse.Namespace) -> int:
             force=args.force,
             announce=lambda plan: print(f"stoprace run: {plan.line()}", file=sys.stderr, flush=True),
             break_lock=args.break_lock,
+            on_second_interrupt=_exit_at_once,
         )
     except SweepInterrupted as e:
         print(f"stoprace run: {e}", file=sys.stderr)

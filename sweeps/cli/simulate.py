@@ -58,8 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=COMMANDS["simulate"],
         description=(
             "Simulate one point of the stop-race model and print outcome counts, probabilities "
-            "with 95% Wilson intervals, stop-time mean/p50/p99, the early flush's time (mitigation "
-            "early_flush) and throughput. --model-rev 1 runs the first release's model (MODEL.md). "
+            "with exact 95% (Clopper-Pearson) intervals, stop-time mean/p50/p99, the early flush's time "
+            "(mitigation early_flush) and throughput. --model-rev 1 runs the first release's model (MODEL.md). "
             "Example: stoprace simulate --n-cpus 256 --p-stall 0.01 --trials 1e6"
         ),
     )
@@ -107,8 +107,8 @@ def handle(args: argparse.Namespace) -> int:
     acc = est.run_shard(params, args.trials, shard_seed(args.seed, 0))
     wall = time.perf_counter() - t0
     rep = acc.counts.report()
-    rep["estimator"] = est.name
-    extra = acc.report()
+    rep["estimator"] = acc.estimator  # late->naive where the late sampler does not apply
+    extra = acc.report(params)
     if extra is not None:
         rep[est.name] = extra
     rep["params"] = params.model_dump()
@@ -168,7 +168,8 @@ def format_report(params: Params, rep: dict) -> str:
         lines.append("")
         for name in ("race", "bad"):
             v = c[name]
-            lines.append(f"p_{name} (cmc) = {v['p']:.4g} [{v['lo']:.4g}, {v['hi']:.4g}]  (95%, {c['trials']:,} trials)")
+            how = v.get("method", "cmc").replace("cmc+counted", "cmc race + counted hang/timeout")
+            lines.append(f"p_{name} ({how}) = {v['p']:.4g} [{v['lo']:.4g}, {v['hi']:.4g}]  (95%, {c['trials']:,} trials)")
     rate = rep["cpu_trials_per_s"]
     lines.append(f"wall {rep['wall_s']:.2f} s, {rate / 1e6:,.1f} M CPU-trials/s" if rate else f"wall {rep['wall_s']:.2f} s")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from core.params import Params
 
 class CmcEstimator(Estimator):
     name = "cmc"
+    integrates_race = True
     help = (
         "also estimate p_race and p_bad by conditional Monte Carlo, unbiased with a 95% interval "
         "even when no race is seen (rare events, core/README.md); the naive counts then come from "

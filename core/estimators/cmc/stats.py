@@ -3,7 +3,9 @@
 Per-trial cmc values (`CmcBatch`) are bounded (0 <= Y <= n_cpus) and mostly tiny; these
 helpers fold chunks into running moments, merge shards into exactly what one pass over
 all trials gives, and turn (mean, variance of the mean, n) into an interval that is
-never negative and never of zero width. See core.estimators.cmc.walk for the estimator itself.
+never negative and never of zero width. See core.estimators.cmc.walk for the estimator itself,
+and core.intervals for how these intervals enter the reported metrics (only p_race's is used
+as is; p_bad's adds the counted hang/timeout part).
 """
 
 from __future__ import annotations
@@ -227,7 +229,11 @@ class CmcSummary:
         return estimate_interval(mo.mean, mo.var_of_mean, mo.n, conf, self.y_max(name), name in _EVENTS)
 
     def report(self, conf: float = 0.95) -> dict:
-        """Estimates, variances of the mean and intervals (JSON-able)."""
+        """Estimates, variances of the mean and intervals of the per-trial values (JSON-able).
+
+        "bad"'s interval here is that of the values themselves, which collapses onto the race part
+        when no hang or timeout was seen: it is not the reported p_bad. ShardSummary.report puts
+        core.intervals' p_bad (cmc race part + counted hang/timeout part) in its place."""
         out: dict = {"trials": self.n, "conf": conf}
         for name in _TRACKED:
             mo = self.moments[name]

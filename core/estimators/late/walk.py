@@ -1,0 +1,65 @@
+"""MODEL.md phase 2 over the late CPUs alone, column by column.
+
+The walk of core.vectorized (`_phase2`) works on every remote CPU of a trial and finds the
+CPUs sent an NMI among them; the late sampler's trials have only a few late CPUs (the others
+cleared by T1 < T_nmi, so they are never sent one, never move the send clock, and their
+f_i = c_i <= T1 < T_loop never matters), so this walks the K late CPUs of a class of trials in
+ascending CPU id, one column (one CPU of every trial) at a time. Same rule, same floating
+point: the send clock is the same running sum (`s + step` or `s + 0.0`), and the four cases of
+the final clear are core.vectorized's own `final_clear`. tests/test_late_walk.py checks it
+equals `_phase2` to the bit on random trials.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.outcomes import HANG, NMI_CLEAN, RACE, TIMEOUT
+from core.params import Params
+from core.vectorized import final_clear
+
+
+def late_walk(p: Params, e: np.ndarray, c: np.ndarray, w: np.ndarray, dirty: np.ndarray, dead: np.ndarray,
+              nmi: np.ndarray, w2: np.ndarray, handover: float | np.ndarray) -> tuple[np.ndarray, ...]:
+    """(outcome, t_done, nmi_sent, racers, overlap, first column + 1 or -1) of trials whose late
+    CPUs are the columns of (trials x K) arrays in ascending CPU id; padding columns have
+    c = -inf (never sent, never the maximum). nmi and w2 are every column's NMI-path draws;
+    `handover` is H (core.vectorized.hand_over), one value or one per trial."""
+    r, k = c.shape
+    step = p.nmi_send_us
+    s = np.full(r, p.t_nmi_us)
+    nsent = np.zeros(r, np.int32)
+    big_f = np.full(r, -np.inf)
+    racer = np.zeros((r, k), dtype=bool)
+    end = np.zeros((r, k))
+    for j in range(k):
+        cj = c[:, j]
+        sent = cj > s
+        a = s + nmi[:, j]
+        h = np.where(dirty[:, j], p.prologue_us + w2[:, j], p.prologue_us)
+        f = np.where(sent, final_clear(p, a, e[:, j], cj, w[:, j], dirty[:, j], dead[:, j], h), cj)
+        np.maximum(big_f, f, out=big_f)
+        racer[:, j] = sent & ~dead[:, j] & (a >= cj)
+        end[:, j] = a + h
+        nsent += sent
+        s = s + np.where(sent, step, 0.0)
+    t_loop = s
+    done = np.maximum(t_loop, big_f)
+    if p.wait == 1:
+        hang = np.isinf(big_f)
+        timeout = np.zeros(r, dtype=bool)
+        t_done = np.where(hang, np.nan, done)
+    else:
+        hang = np.zeros(r, dtype=bool)
+        deadline = t_loop + p.nmi_wait_scaled_us
+        timeout = big_f > deadline
+        t_done = np.where(timeout, deadline, done)
+    n_racers = racer.sum(axis=1).astype(np.int32)
+    racer &= ~hang[:, None]  # a hang has no T_done: no overlap, no race
+    over = np.where(racer, end - t_done[:, None], -np.inf).max(axis=1)
+    overlap = np.where((n_racers > 0) & ~hang, over, np.nan)
+    races = racer & (end > (t_done + handover)[:, None])
+    race = races.any(axis=1) & ~hang
+    first = np.where(race, races.argmax(axis=1) + 1, -1).astype(np.int32)
+    outcome = np.select([hang, race, timeout], [HANG, RACE, TIMEOUT], NMI_CLEAN).astype(np.uint8)
+    return outcome, t_done, nsent, n_racers, overlap, first
