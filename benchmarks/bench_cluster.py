@@ -45,6 +45,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private cluster of this 
 import ray  # noqa: E402
 from machine import machine  # noqa: E402  (benchmarks/machine.py)
 from ray.cluster_utils import Cluster  # noqa: E402
+from write_timer import WriteTimer  # noqa: E402  (benchmarks/write_timer.py)
 
 from cluster.executor import run_map  # noqa: E402
 from core.cost import UNIT  # noqa: E402
@@ -60,32 +61,6 @@ from sweep_helpers import race_spec  # noqa: E402  (tests/sweep_helpers.py)
 
 def noop(x: int) -> int:
     return x
-
-
-class WriteTimer:
-    """Wraps ResultStore.write_task to time the driver's per-result work."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.seconds = 0.0
-        self._orig = ResultStore.write_task
-
-    def __enter__(self) -> WriteTimer:
-        orig, timer = self._orig, self
-
-        def write_task(store, *a, **kw):
-            t0 = time.perf_counter()
-            try:
-                return orig(store, *a, **kw)
-            finally:
-                timer.seconds += time.perf_counter() - t0
-                timer.n += 1
-
-        ResultStore.write_task = write_task
-        return self
-
-    def __exit__(self, *exc) -> None:
-        ResultStore.write_task = self._orig
 
 
 def wait_cpus(n: int, timeout: float = 60) -> None:

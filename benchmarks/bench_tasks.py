@@ -32,13 +32,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import machine  # noqa: E402  (benchmarks/machine.py)
+from write_timer import WriteTimer  # noqa: E402  (benchmarks/write_timer.py)
 
 from cluster.connect import session  # noqa: E402
 from cluster.executor import run_map  # noqa: E402
 from sweeps.grid import iter_tasks  # noqa: E402
 from sweeps.runner import run  # noqa: E402
 from sweeps.spec import parse_spec  # noqa: E402
-from sweeps.store import ResultStore  # noqa: E402
 
 SPEC = """
 name = "bench-tasks"
@@ -59,31 +59,6 @@ def noop(x: int) -> int:
 def noop_rate(n: int) -> float:
     st = run_map(noop, range(n), on_result=lambda t, r: None, progress=False)
     return st.tasks / st.seconds
-
-
-class WriteTimer:
-    """Wraps ResultStore.write_task to time the driver's store per result."""
-
-    def __init__(self) -> None:
-        self.n, self.seconds = 0, 0.0
-        self._orig = ResultStore.write_task
-
-    def __enter__(self) -> WriteTimer:
-        orig, timer = self._orig, self
-
-        def write_task(store, *a, **kw):
-            t0 = time.perf_counter()
-            try:
-                return orig(store, *a, **kw)
-            finally:
-                timer.seconds += time.perf_counter() - t0
-                timer.n += 1
-
-        ResultStore.write_task = write_task  # type: ignore[method-assign]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        ResultStore.write_task = self._orig  # type: ignore[method-assign]
 
 
 def tree_cpu() -> dict[str, float]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import shutil
 import signal
 import threading
@@ -175,3 +176,37 @@ def test_a_copy_that_followed_the_links_reads_and_is_written_again(tmp_path, cap
     compact(locate(c), grace_s=0)  # the next writer puts the links back
     assert all((c / n).is_symlink() for n in ("manifest.json", "points", "events", ".current"))
     assert check_result_set(c).status == "complete" and agree(capsys, c) == 16
+
+
+README_READS = re.search(r"Read them without stoprace:\n\n  ```python\n(.*?)\n  ```",
+                         (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+
+
+def test_a_finished_run_reads_the_same_outside_and_so_do_the_readmes_one_liners(tmp_path, capsys):
+    """The issue's case: a run finished uninterrupted leaves the segments its final merge replaced
+    for their grace period (1,122 rows read outside where 192 were committed). Outside readers see
+    only the merged ones; the README's one-line reads, run as printed on this set, count its rows."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text(race_spec("finished", 5, 3000, 1000, 0.05))
+    d = tmp_path / "tdx"
+    finish(cli("run", str(spec), "--out", str(d), "--no-progress", env=ENV), timeout=600)
+    assert check_result_set(d).status == "complete"
+    superseded = len(list((d / ".data" / "points").glob("*.parquet"))) - len(list((d / "points").glob("*.parquet")))
+    assert superseded > 0, "the run left no superseded segment: the case is not reproduced"
+    n = agree(capsys, d)
+    assert n == 8 * 3  # 8 points x 3 shards of 1000 trials
+    assert README_READS, "the README's outside-reader block moved: update this test with it"
+    import duckdb  # noqa: F401 - the README's lines name these modules
+    import pandas  # noqa: F401
+    import polars  # noqa: F401
+    import pyarrow.dataset  # noqa: F401
+
+    lines = [ln.split("  #")[0].strip() for ln in README_READS[1].splitlines() if ln.strip()]
+    assert [ln.split(".")[0] for ln in lines] == ["duckdb", "pandas", "pyarrow", "polars"], lines
+    for line in lines:
+        got = eval(line.replace("results/tdx", str(d)))  # noqa: S307 - the README's own code
+        if line.startswith("duckdb"):  # a relation of one row: the count
+            (rows,), = got.fetchall()
+        else:  # a pandas or polars frame, a pyarrow table
+            rows = got.num_rows if line.startswith("pyarrow") else len(got)
+        assert rows == n, f"{line}: {rows} rows, stoprace {n}"

@@ -52,3 +52,43 @@ def test_start_line_example_is_what_run_prints_on_two_cpus():
     assert block, "the README's start-line example moved: update this test with it"
     quoted = " ".join(line.lstrip("# ").strip() for line in block[1].splitlines())
     assert quoted == f"stoprace run: {plan.line()}"
+
+
+def _g3(x: float) -> str:
+    """A number as the README's factor tables print it: 3 significant digits, exponent without '+'."""
+    return f"{x:.3g}".replace("e+", "e")
+
+
+def test_answer_tables_are_what_the_run_prints(tmp_path):
+    """README "The answer" (issue 24 item 7: its factor range was not what the run printed): the 64-CPU
+    cells at p_nmi_delay = 1e-3 of both hold-off tables, revision 2's factor with its interval and
+    revision 1's factor, from a run of examples/rev2-answer.toml cut to those points. Point ids and
+    seeds depend only on the spec's seed and each point's parameters (SCHEMA.md), so the cut run stores
+    exactly the full run's rows for them; the README rounds to 3 significant digits."""
+    section = README.split("**The factor p_race(none) / p_race(early_flush)**", 1)[1].split("![the factor", 1)[0]
+    rows = re.findall(r"^\| 1e-3 \| (.*) \|$", section, re.M)
+    assert len(rows) == 2, "the README's factor tables changed: update this test with them"
+    quoted = {}
+    for median, row in zip((200.0, 1000.0), rows):
+        cells = [c.strip() for c in row.split(" | ")]
+        quoted[median] = {2: cells[0], 1: cells[1]}  # 64 CPUs: rev 2 (with interval), rev 1
+    spec = (ROOT / "examples" / "rev2-answer.toml").read_text()
+    for line, cut in (("n_cpus = [64, 512, 1024]", "n_cpus = [64]"),
+                      ("p_nmi_delay = [0.0, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3]", "p_nmi_delay = [1e-3]"),
+                      ("nmi_delay_median_us = [200.0, 1000.0]", "nmi_delay_median_us = [200.0, 1000.0]")):
+        assert line in spec, f"examples/rev2-answer.toml no longer has {line!r}: update this test"
+        spec = spec.replace(line, cut)
+    (tmp_path / "cut.toml").write_text(spec)
+    out = tmp_path / "answer"
+    for argv in (["run", str(tmp_path / "cut.toml"), "--out", str(out), "--no-progress"],
+                 ["query", str(out), "--named", "mitigation_effect", "--format", "json"]):
+        r = subprocess.run([sys.executable, "-m", "sweeps.cli", *argv], cwd=ROOT, capture_output=True, text=True,
+                           timeout=600, stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, r.stderr[-2000:]
+    printed = {}
+    for x in json.loads(r.stdout):
+        median = 1000.0 if "nmi_delay_median_us=1000" in x["differs"] else 200.0
+        f = x["race_factor"]
+        printed[median, x["model_rev"]] = (f"{_g3(f)} [{_g3(x['race_factor_lo'])}, {_g3(x['race_factor_hi'])}]"
+                                           if x["model_rev"] == 2 else _g3(f))
+    assert printed == {(m, rev): quoted[m][rev] for m in quoted for rev in (1, 2)}

@@ -17,6 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 from serve_helpers import FIXTURES
 
+from queries.resultset.storage import locate
+from queries.resultset.writer import compact
 from sweeps.serve import ServeConfig, create_app, shutdown
 from sweeps.serve.runs import Run
 
@@ -109,7 +111,11 @@ def test_force_with_the_token_queues_the_run_as_run_force(served):
 
 
 def _cli_warning(stoprace, d: Path) -> str | None:
+    """The line `stoprace query` prints about the set: its stderr warning, or (a set with no intact points
+    file left, which it refuses) the same verdict in its error."""
     res = stoprace("query", d, "--sql", "SELECT count(*) AS n FROM points", "--format", "csv")
+    if res.rc == 2:
+        return f"{d}: " + res.one_line_error("query").split(" has no intact points files: ", 1)[1]
     assert res.rc == 0, res.err
     lines = res.err.strip().splitlines()
     assert len(lines) <= 1
@@ -124,10 +130,23 @@ def test_statuses_are_the_integrity_check_of_stoprace_query(served, stoprace):
     shutil.copytree(root / "release1-naive", root / "corrupt")
     f = root / "corrupt" / "points" / "task-000007.parquet"
     f.write_bytes(f.read_bytes()[:100])
+    # this release's sets (segments with checksums): one missing its points segment, one with a byte of its
+    # events segment flipped
+    for name in ("missing-segment", "flipped-segment"):
+        shutil.copytree(root / "release1-naive", root / name)
+        compact(locate(root / name), grace_s=0)
+        (seg,) = json.loads((root / name / "manifest.json").read_text())["segments"]
+        if name == "missing-segment":
+            (root / name / ".data" / seg["points"]["path"]).unlink()
+        else:
+            f = root / name / ".data" / seg["events"]["path"]
+            b = bytearray(f.read_bytes())
+            b[len(b) // 2] ^= 0x01
+            f.write_bytes(bytes(b))
     client, rec = make()
     listed = {s["name"]: s for s in client.get("/api/sweeps").json()}
     want = {"release1-naive": "complete", "release1-partial": "partial", "missing-file": "damaged",
-            "corrupt": "damaged"}
+            "corrupt": "damaged", "missing-segment": "damaged", "flipped-segment": "damaged"}
     assert {k: v["status"] for k, v in listed.items()} == want
     for name in want:
         s = listed[name]
@@ -135,7 +154,9 @@ def test_statuses_are_the_integrity_check_of_stoprace_query(served, stoprace):
         assert client.get(f"/api/sweeps/{name}").json()["status"] == want[name]
         assert (s["progress"] == 1.0) == (want[name] == "complete")
     assert "missing tasks 10-15" in listed["release1-partial"]["problem"]
-    assert "damaged:" in listed["corrupt"]["problem"] and "damaged:" in listed["missing-file"]["problem"]
+    for name in ("corrupt", "missing-file", "missing-segment", "flipped-segment"):
+        assert "damaged:" in listed[name]["problem"], name
+    assert "missing tasks 0-15" in listed["missing-segment"]["problem"]
 
 
 def test_a_damaged_set_is_not_complete_to_a_submission_either(served):
