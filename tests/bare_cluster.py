@@ -67,12 +67,19 @@ def venv_key(deps: list[str] | None = None) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _is_venv_bin(path: str) -> bool:
+    """A virtualenv's bin/ (any venv: a shell that activated another one before the tests must not
+    hand it to the nodes, whose PATH's `python` has to be some interpreter without Ray)."""
+    return (Path(path).parent / "pyvenv.cfg").is_file()
+
+
 def node_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a bare node: this one minus every trace of this project and its venvs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "PYTHON", "VIRTUAL_ENV"))}
     drop = {str(ROOT), str(CACHE), os.path.dirname(sys.executable)}
     env["PATH"] = os.pathsep.join(
-        p for p in os.environ.get("PATH", "").split(os.pathsep) if p and not any(p.startswith(d) for d in drop)
+        p for p in os.environ.get("PATH", "").split(os.pathsep)
+        if p and not any(p.startswith(d) for d in drop) and not _is_venv_bin(p)
     )
     env["RAY_AUTH_MODE"] = "disabled"
     env["RAY_USAGE_STATS_ENABLED"] = "0"

@@ -82,16 +82,30 @@ def _exit_at_once(e: BaseException) -> None:
 
 
 def _kill_children() -> None:
-    """SIGKILL every descendant of this process (psutil comes with ray[default]; without it, nothing)."""
+    """SIGKILL every descendant of this process (psutil comes with ray[default]; without it, nothing).
+
+    Stopped first, then listed again and killed: a raylet forking a worker between the listing and
+    its own kill would otherwise leave that worker behind, orphaned and out of reach."""
     try:
         import psutil
     except ImportError:
         return
-    try:
-        kids = psutil.Process().children(recursive=True)
-    except psutil.Error:
-        return
-    for k in kids:
+    me = psutil.Process()
+
+    def descendants() -> dict[int, psutil.Process]:
+        try:
+            return {k.pid: k for k in me.children(recursive=True)}
+        except psutil.Error:
+            return {}
+
+    kids = descendants()
+    for k in kids.values():
+        try:
+            k.suspend()
+        except psutil.Error:
+            pass
+    kids.update(descendants())  # anything forked before its parent stopped
+    for k in kids.values():
         try:
             k.kill()
         except psutil.Error:
