@@ -96,11 +96,11 @@ class InverseTable:
         return 3.0 * self.dt - 2.0 * self.a - self.b, -2.0 * self.dt + self.a + self.b
 
     @np.errstate(all="ignore")
-    def sample(self, x: np.ndarray) -> np.ndarray:
+    def sample(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """t(x) = inf{t: key(t) >= x} for an array of keys (in the table's range by interpolation,
-        outside it by bisection on the law itself)."""
+        outside it by bisection on the law itself); into `out` if given."""
         x = np.asarray(x, dtype=np.float64)
-        t = self._interpolate(x)
+        t = self._interpolate(x, out)
         if x.size and not (x.min() >= self.x_lo and x.max() <= self.x_hi):  # (NaN fails too)
             i = np.flatnonzero(~((x >= self.x_lo) & (x <= self.x_hi)))
             t[i] = self.solve(x[i])
@@ -135,16 +135,25 @@ class InverseTable:
             a = np.where(live & ~up, mid, a)
         return b
 
-    def _interpolate(self, x: np.ndarray) -> np.ndarray:
-        # (np.take: a gather from 1-D arrays is ~3x faster than fancy indexing here)
-        k = ((x - self.bucket_lo) * self.inv_bucket).astype(np.intp)
-        np.clip(k, 0, self.first.size - 1, out=k)
-        i = np.take(self.first, k)
-        for _ in range(self.scan):
-            i += x >= np.take(self.x1, i)
+    def _interpolate(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        # (np.take: a gather from 1-D arrays is ~3x faster than fancy indexing here; the passes
+        # write into their operands: one temporary of each type)
+        s = x - self.bucket_lo
+        s *= self.inv_bucket
+        i = s.astype(np.intp)
+        np.clip(i, 0, self.first.size - 1, out=i)
+        np.take(self.first, i, out=i)
+        if self.scan:
+            g = np.empty_like(s)
+            for _ in range(self.scan):
+                np.take(self.x1, i, out=g)
+                i += x >= g
         c2, c3 = self._cubic
-        s = (x - np.take(self.x0, i)) * np.take(self.inv_dx, i)
-        t = np.take(c3, i) * s
+        np.take(self.x0, i, out=s)
+        np.subtract(x, s, out=s)
+        s *= np.take(self.inv_dx, i)
+        t = np.take(c3, i, out=out)
+        t *= s
         t += np.take(c2, i)
         t *= s
         t += np.take(self.a, i)
@@ -153,15 +162,15 @@ class InverseTable:
         return t
 
     @np.errstate(all="ignore")
-    def sample_max(self, m: np.ndarray | int, e: np.ndarray) -> np.ndarray:
-        """The maximum of m iid draws, from E ~ Exp(1) variates `e`."""
+    def sample_max(self, m: np.ndarray | int, e: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The maximum of m iid draws, from E ~ Exp(1) variates `e` (into `out` if given)."""
         lam = e / m
         x = np.log(lam)
         np.negative(x, out=x)  # key(lam) = -log(lam) where lam <= 1 (nearly always) ...
         if lam.size and lam.max() > 1.0:
             big = lam > 1.0
             x[big] = 1.0 - lam[big]  # ... and 1 - lam above
-        return self.sample(x)
+        return self.sample(x, out)
 
     @staticmethod
     @np.errstate(all="ignore")
