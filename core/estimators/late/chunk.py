@@ -147,26 +147,29 @@ def simulate_chunk(plan: LatePlan, n: int, seed: np.random.SeedSequence, record:
     if record:
         dirty0 = np.zeros(n, bool)
         w0 = np.full(n, np.nan)
-    if rows.size:
-        for g, (grp, kg) in enumerate(_groups(rows, krows)):
-            if only_group_of is not None and only_group_of not in grp:
-                continue
-            # by K: each class of K is one contiguous run (K <= m < 2^16: a radix sort)
-            order = np.argsort(kg.astype(np.uint16) if plan.m < 1 << 16 else kg, kind="stable")
-            grp, kg = grp[order], kg[order]
-            grng = new_generator(chunk_seed(seed, g))
-            lc = _draw_group(plan, grp, kg, grng)
-            cpu0 = draw_cpu0(grng, p, grp.size)  # revision 2's CPU 0 (last in the group's stream)
-            r = _evaluate(p, kg, lc, hand_over(p, cpu0))
-            outcome[grp], t_done[grp], nmi_sent[grp], racers[grp], overlap[grp], first[grp] = r
-            if p.flush_ipi:  # revision 2: a dead CPU never takes the early flush's IPI: hung, no stop
-                hung = grp[np.bincount(np.repeat(np.arange(grp.size), kg)[lc.dead], minlength=grp.size) > 0]
-                outcome[hung], t_done[hung], nmi_sent[hung], racers[hung] = HANG, np.nan, 0, 0
-                overlap[hung], first[hung], preflush[hung] = np.nan, -1, np.nan
-            if record:
-                late_parts.append(lc)
-                if cpu0.dirty0 is not None:
-                    dirty0[grp], w0[grp] = cpu0.dirty0, cpu0.w0
+    drawn: list[tuple[np.ndarray, np.ndarray, LateCpus, Rev2Draws]] = []
+    for g, (grp, kg) in enumerate(_groups(rows, krows)):
+        if only_group_of is not None and only_group_of not in grp:
+            continue
+        # by K: each class of K is one contiguous run (K <= m < 2^16: a radix sort)
+        order = np.argsort(kg.astype(np.uint16) if plan.m < 1 << 16 else kg, kind="stable")
+        grp, kg = grp[order], kg[order]
+        grng = new_generator(chunk_seed(seed, g))
+        lc = _draw_group(plan, grp, kg, grng)
+        cpu0 = draw_cpu0(grng, p, grp.size)  # revision 2's CPU 0 (last in the group's stream)
+        drawn.append((grp, kg, lc, cpu0))
+    # the walk of every group's trials at once (each trial's result is its own)
+    _evaluate(p, [(grp, kg, lc, hand_over(p, cpu0)) for grp, kg, lc, cpu0 in drawn],
+              (outcome, t_done, nmi_sent, racers, overlap, first))
+    for grp, kg, lc, cpu0 in drawn:
+        if p.flush_ipi:  # revision 2: a dead CPU never takes the early flush's IPI: hung, no stop
+            hung = grp[np.bincount(np.repeat(np.arange(grp.size), kg)[lc.dead], minlength=grp.size) > 0]
+            outcome[hung], t_done[hung], nmi_sent[hung], racers[hung] = HANG, np.nan, 0, 0
+            overlap[hung], first[hung], preflush[hung] = np.nan, -1, np.nan
+        if record:
+            late_parts.append(lc)
+            if cpu0.dirty0 is not None:
+                dirty0[grp], w0[grp] = cpu0.dirty0, cpu0.w0
     batch = TrialBatch(outcome, t_done, nmi_sent, racers, overlap, first, preflush)
     if not record:
         return batch, None
@@ -308,6 +311,8 @@ def _groups(rows: np.ndarray, k: np.ndarray) -> list[tuple[np.ndarray, np.ndarra
     """Consecutive NMI-phase trials `rows` (K = k each) cut into groups of at most GROUP_SLOTS
     late CPUs, as (rows, k) per group (a trial alone may exceed it only if it has more late CPUs
     than that, which n_cpus <= 65536 rules out)."""
+    if not rows.size:
+        return []
     if int(k.sum()) <= GROUP_SLOTS:  # (the usual case: one group)
         return [(rows, k)]
     cum = np.cumsum(k)
@@ -418,62 +423,71 @@ def _draw_group(plan: LatePlan, rows: np.ndarray, k: np.ndarray, rng: np.random.
     return LateCpus(trial, cpu, dead, comp, ipi, off, dirty, w, nmi, w2, hold)
 
 
-def _evaluate(p: Params, kk: np.ndarray, lc: LateCpus,
-              handover: float | np.ndarray) -> tuple[np.ndarray, ...]:
-    """MODEL.md phase 2 (core.estimators.late.walk) over trials with kk late CPUs each, in
-    ascending kk, whose late CPUs are `lc`, trial by trial in that order, ascending CPU id in a
-    trial. Trials are walked in classes of K (1, 2, 3, 4, 5-8, 9-16, ...): a class of one K is
-    its CPUs' arrays reshaped (trials x K); a wider one is padded with CPUs that cleared at
-    -inf (never sent, never the maximum), at most half of the array."""
-    r = kk.size
-    start = np.concatenate([[0], np.cumsum(kk)])
-    ee = np.maximum(lc.ipi, lc.off)
-    cc = ee + p.prologue_us
-    cc = np.where(lc.dirty, cc + lc.w, cc)
-    cc = np.where(lc.dead, np.inf, cc)
-    outcome = np.empty(r, np.uint8)
-    t_done = np.empty(r)
-    nsent = np.empty(r, np.int32)
-    nracers = np.empty(r, np.int32)
-    overlap = np.empty(r)
-    first = np.empty(r, np.int32)
-    for lo, hi in _classes(int(kk.max())):
-        t0, t1 = np.searchsorted(kk, lo, side="left"), np.searchsorted(kk, hi, side="right")
-        if t1 <= t0:
+def _evaluate(p: Params, parts: list[tuple[np.ndarray, np.ndarray, LateCpus, float | np.ndarray]],
+              out: tuple[np.ndarray, ...]) -> None:
+    """MODEL.md phase 2 (core.estimators.late.walk) of the trials of `parts`, each (trial rows,
+    their K in ascending order, their late CPUs `lc` trial by trial in that order and ascending
+    CPU id in a trial, H); the results are written at the rows of `out` (outcome, t_done,
+    nmi_sent, racers, overlap, first racer). Trials are walked in classes of K (1, 2, 3, 4, 5-8,
+    9-16, ...) across the parts: a class of one K is its CPUs' arrays reshaped (trials x K); a
+    wider one is padded with CPUs that cleared at -inf (never sent, never the maximum, so the
+    padding changes no result), at most half of the array."""
+    prep = []
+    for rows, kk, lc, handover in parts:
+        ee = np.maximum(lc.ipi, lc.off)
+        cc = ee + p.prologue_us
+        cc = np.where(lc.dirty, cc + lc.w, cc)
+        cc = np.where(lc.dead, np.inf, cc)
+        start = np.concatenate([[0], np.cumsum(kk)])
+        fields = [ee, cc, lc.w, lc.dirty, lc.dead, lc.nmi, lc.w2, lc.cpu]
+        prep.append((rows, kk, start, fields, handover))
+    if not prep:
+        return
+    fills = (-np.inf, -np.inf, 0.0, False, False, 0.0, 0.0, 0)
+    for lo, hi in _classes(max(int(kk[-1]) for _, kk, _, _, _ in prep)):
+        pieces = []
+        for rows, kk, start, fields, handover in prep:
+            t0, t1 = np.searchsorted(kk, lo, side="left"), np.searchsorted(kk, hi, side="right")
+            if t1 > t0:
+                s0, s1 = start[t0], start[t1]
+                pieces.append((rows[t0:t1], kk[t0:t1], [v[s0:s1] for v in fields],
+                               handover if isinstance(handover, float) else handover[t0:t1]))
+        if not pieces:
             continue
-        s0, s1 = start[t0], start[t1]
-        nk = kk[t0:t1]
-        kmax = int(nk[-1])
-        shape = (t1 - t0, kmax)
-        exact = lo == hi  # one K: the slices reshaped
-        row = col = None
-        if not exact:
-            row = np.repeat(np.arange(t1 - t0), nk)
-            col = np.arange(s1 - s0) - (start[t0:t1] - s0)[row]
-
-        def grid(v: np.ndarray, fill, s0=s0, s1=s1, shape=shape, row=row, col=col) -> np.ndarray:
-            if row is None:
-                return v[s0:s1].reshape(shape)
-            g = np.full(shape, fill, dtype=v.dtype)
-            g[row, col] = v[s0:s1]
-            return g
-
-        args = (grid(ee, -np.inf), grid(cc, -np.inf), grid(lc.w, 0.0), grid(lc.dirty, False), grid(lc.dead, False))
-        nmi, w2 = grid(lc.nmi, 0.0), grid(lc.w2, 0.0)
-        h = handover if isinstance(handover, float) else handover[t0:t1]
+        if len(pieces) == 1:
+            rr, nk, cols, h = pieces[0]
+        else:
+            rr = np.concatenate([x[0] for x in pieces])
+            nk = np.concatenate([x[1] for x in pieces])
+            cols = [np.concatenate([x[2][j] for x in pieces]) for j in range(len(fills))]
+            h = pieces[0][3] if isinstance(pieces[0][3], float) else np.concatenate([x[3] for x in pieces])
+        r = rr.size
+        kmax = int(nk.max())
+        shape = (r, kmax)
+        if lo == hi:  # one K: the slices reshaped
+            grids = [v.reshape(shape) for v in cols]
+        else:
+            row = np.repeat(np.arange(r), nk)
+            col = np.arange(row.size) - (np.cumsum(nk) - nk)[row]
+            grids = []
+            for v, fill in zip(cols, fills):
+                g = np.full(shape, fill, dtype=v.dtype)
+                g[row, col] = v
+                grids.append(g)
+        ee_g, cc_g, w_g, dirty_g, dead_g, nmi, w2, ids = grids
+        args = (ee_g, cc_g, w_g, dirty_g, dead_g)
         if kmax <= WALK_COLUMNS:  # column by column
             o, td, ns, nr, ov, fr = late_walk(p, *args, nmi, w2, h)
         else:  # many late CPUs a trial: core.vectorized's walk, vectorized across them (the same, to the bit)
 
-            def supply(rr: np.ndarray, cols: np.ndarray, nmi=nmi, w2=w2) -> tuple[np.ndarray, np.ndarray]:
-                return nmi[rr, cols], w2[rr, cols]
+            def supply(rows2: np.ndarray, cols2: np.ndarray, nmi=nmi, w2=w2) -> tuple[np.ndarray, np.ndarray]:
+                return nmi[rows2, cols2], w2[rows2, cols2]
 
             def handed(h: float | np.ndarray = h) -> float | np.ndarray:
                 return h
 
-            o, td, ns, nr, ov, fr = _phase2(p, np.arange(t1 - t0), *args, supply, handed)
-        ids = grid(lc.cpu, 0).ravel()  # (trials x kmax, row-major)
-        fr = np.where(fr > 0, np.take(ids, np.arange(0, ids.size, kmax) + np.maximum(fr - 1, 0)), -1)
-        sl = slice(t0, t1)
-        outcome[sl], t_done[sl], nsent[sl], nracers[sl], overlap[sl], first[sl] = o, td, ns, nr, ov, fr
-    return outcome, t_done, nsent, nracers, overlap, first
+            o, td, ns, nr, ov, fr = _phase2(p, np.arange(r), *args, supply, handed)
+        flat = ids.ravel()  # (trials x kmax, row-major)
+        fr = np.where(fr > 0, np.take(flat, np.arange(0, flat.size, kmax) + np.maximum(fr - 1, 0)), -1)
+        for dst, v in zip(out, (o, td, ns, nr, ov, fr)):
+            dst[rr] = v
