@@ -34,6 +34,7 @@ import numpy as np
 
 from core.draws import Rev2Draws, bernoulli, draw_nmi_path, lognormal, new_generator
 from core.estimators.late.plan import LatePlan
+from core.estimators.late.table import Scratch
 from core.estimators.late.walk import late_walk
 from core.outcomes import CLEAN, HANG
 from core.params import Params
@@ -118,6 +119,7 @@ def simulate_chunk(plan: LatePlan, n: int, seed: np.random.SeedSequence, record:
     else:
         counts = np.zeros((ncomp, min(n, BLOCK)), np.int64)  # (a component no non-late CPU is in: 0)
         kb = np.empty(min(n, BLOCK), np.int64)
+    work = Scratch()  # the blocks' table lookups reuse its arrays
     late_rows: list[np.ndarray] = []
     late_k: list[np.ndarray] = []
     for b0 in range(0, n, BLOCK):  # small blocks: the per-trial arrays stay in cache
@@ -126,7 +128,7 @@ def simulate_chunk(plan: LatePlan, n: int, seed: np.random.SeedSequence, record:
             kv, cv = k[b0:b1], counts[:, b0:b1]
         else:
             kv, cv = kb[:b1 - b0], counts[:, :b1 - b0]
-        late = _main_block(plan, rng, kv, cv, t_max[b0:b1], preflush[b0:b1], record)
+        late = _main_block(plan, rng, kv, cv, t_max[b0:b1], preflush[b0:b1], record, work)
         if late.size:
             late_rows.append(late + b0)
             late_k.append(kv[late])
@@ -177,7 +179,7 @@ def simulate_chunk(plan: LatePlan, n: int, seed: np.random.SeedSequence, record:
 
 
 def _main_block(plan: LatePlan, rng: np.random.Generator, k: np.ndarray, counts: np.ndarray, t_max: np.ndarray,
-                preflush: np.ndarray, every_max: bool = False) -> np.ndarray:
+                preflush: np.ndarray, every_max: bool = False, work: Scratch | None = None) -> np.ndarray:
     """Steps 1-3 of the module docstring for one block of trials (views, filled in place); returns
     the (ascending) indices of the block's trials with K >= 1.
 
@@ -200,7 +202,7 @@ def _main_block(plan: LatePlan, rng: np.random.Generator, k: np.ndarray, counts:
         assert major is not None
         e0 -= plan.kappa_all_major
         np.copyto(e0, 1.0, where=not_fast)  # (any key in the table's range: replaced by -inf)
-        major.sample_max(plan.m, e0, out=t_max)
+        major.sample_max(plan.m, e0, out=t_max, work=work)
         np.copyto(t_max, -np.inf, where=not_fast)
         slow = np.flatnonzero(not_fast)
         counts_table = plan.slow_counts
@@ -229,21 +231,21 @@ def _main_block(plan: LatePlan, rng: np.random.Generator, k: np.ndarray, counts:
             if comp.table is not None:
                 e = rng.standard_exponential(ni.size)
                 if every_max:
-                    t_max[rows] = np.maximum(t_max[rows], comp.table.sample_max(ni, e))
+                    t_max[rows] = np.maximum(t_max[rows], comp.table.sample_max(ni, e, work=work))
                 else:  # the clean trials' only
                     if not rk.any():
-                        t_max[rows] = np.maximum(t_max[rows], comp.table.sample_max(ni, e))
+                        t_max[rows] = np.maximum(t_max[rows], comp.table.sample_max(ni, e, work=work))
                     else:
                         clean = rk == 0
                         sub = np.flatnonzero(clean) if isinstance(rows, slice) else rows[clean]
-                        t_max[sub] = np.maximum(t_max[sub], comp.table.sample_max(ni[clean], e[clean]))
+                        t_max[sub] = np.maximum(t_max[sub], comp.table.sample_max(ni[clean], e[clean], work=work))
             else:  # few expected: one by one
                 c = comp.draw_nonlate(rng, int(ni.sum()), float(p.t1_us))
                 t_max[rows] = np.maximum(t_max[rows], _segment_max(c, ni))
     if isinstance(plan.preflush, float):
         preflush[:] = plan.preflush
     elif plan.preflush is not None:
-        plan.preflush.sample_max(plan.preflush_of, rng.standard_exponential(n), out=preflush)
+        plan.preflush.sample_max(plan.preflush_of, rng.standard_exponential(n), out=preflush, work=work)
     return late
 
 
@@ -443,51 +445,64 @@ def _evaluate(p: Params, parts: list[tuple[np.ndarray, np.ndarray, LateCpus, flo
         prep.append((rows, kk, start, fields, handover))
     if not prep:
         return
-    fills = (-np.inf, -np.inf, 0.0, False, False, 0.0, 0.0, 0)
     for lo, hi in _classes(max(int(kk[-1]) for _, kk, _, _, _ in prep)):
-        pieces = []
+        batch: list[tuple] = []
+        size = 0
         for rows, kk, start, fields, handover in prep:
             t0, t1 = np.searchsorted(kk, lo, side="left"), np.searchsorted(kk, hi, side="right")
             if t1 > t0:
                 s0, s1 = start[t0], start[t1]
-                pieces.append((rows[t0:t1], kk[t0:t1], [v[s0:s1] for v in fields],
-                               handover if isinstance(handover, float) else handover[t0:t1]))
-        if not pieces:
-            continue
-        if len(pieces) == 1:
-            rr, nk, cols, h = pieces[0]
-        else:
-            rr = np.concatenate([x[0] for x in pieces])
-            nk = np.concatenate([x[1] for x in pieces])
-            cols = [np.concatenate([x[2][j] for x in pieces]) for j in range(len(fills))]
-            h = pieces[0][3] if isinstance(pieces[0][3], float) else np.concatenate([x[3] for x in pieces])
-        r = rr.size
-        kmax = int(nk.max())
-        shape = (r, kmax)
-        if lo == hi:  # one K: the slices reshaped
-            grids = [v.reshape(shape) for v in cols]
-        else:
-            row = np.repeat(np.arange(r), nk)
-            col = np.arange(row.size) - (np.cumsum(nk) - nk)[row]
-            grids = []
-            for v, fill in zip(cols, fills):
-                g = np.full(shape, fill, dtype=v.dtype)
-                g[row, col] = v
-                grids.append(g)
-        ee_g, cc_g, w_g, dirty_g, dead_g, nmi, w2, ids = grids
-        args = (ee_g, cc_g, w_g, dirty_g, dead_g)
-        if kmax <= WALK_COLUMNS:  # column by column
-            o, td, ns, nr, ov, fr = late_walk(p, *args, nmi, w2, h)
-        else:  # many late CPUs a trial: core.vectorized's walk, vectorized across them (the same, to the bit)
+                batch.append((rows[t0:t1], kk[t0:t1], [v[s0:s1] for v in fields],
+                              handover if isinstance(handover, float) else handover[t0:t1]))
+                size += int(s1 - s0)
+            if size >= GROUP_SLOTS:  # a batch of about a group's CPUs: its arrays stay in cache
+                _walk_class(p, lo == hi, batch, out)
+                batch, size = [], 0
+        if batch:
+            _walk_class(p, lo == hi, batch, out)
 
-            def supply(rows2: np.ndarray, cols2: np.ndarray, nmi=nmi, w2=w2) -> tuple[np.ndarray, np.ndarray]:
-                return nmi[rows2, cols2], w2[rows2, cols2]
 
-            def handed(h: float | np.ndarray = h) -> float | np.ndarray:
-                return h
+_FILLS = (-np.inf, -np.inf, 0.0, False, False, 0.0, 0.0, 0)
+"""The padding of a wider class of K, per field of _evaluate's pieces (ee, cc, w, dirty, dead,
+nmi, w2, cpu): a CPU that cleared at -inf."""
 
-            o, td, ns, nr, ov, fr = _phase2(p, np.arange(r), *args, supply, handed)
-        flat = ids.ravel()  # (trials x kmax, row-major)
-        fr = np.where(fr > 0, np.take(flat, np.arange(0, flat.size, kmax) + np.maximum(fr - 1, 0)), -1)
-        for dst, v in zip(out, (o, td, ns, nr, ov, fr)):
-            dst[rr] = v
+
+def _walk_class(p: Params, exact: bool, pieces: list[tuple], out: tuple[np.ndarray, ...]) -> None:
+    """The walk of one batch of a class of K (_evaluate): pieces of (rows, K, fields, H)."""
+    if len(pieces) == 1:
+        rr, nk, cols, h = pieces[0]
+    else:
+        rr = np.concatenate([x[0] for x in pieces])
+        nk = np.concatenate([x[1] for x in pieces])
+        cols = [np.concatenate([x[2][j] for x in pieces]) for j in range(len(_FILLS))]
+        h = pieces[0][3] if isinstance(pieces[0][3], float) else np.concatenate([x[3] for x in pieces])
+    r = rr.size
+    kmax = int(nk.max())
+    shape = (r, kmax)
+    if exact:  # one K: the slices reshaped
+        grids = [v.reshape(shape) for v in cols]
+    else:
+        row = np.repeat(np.arange(r), nk)
+        col = np.arange(row.size) - (np.cumsum(nk) - nk)[row]
+        grids = []
+        for v, fill in zip(cols, _FILLS):
+            g = np.full(shape, fill, dtype=v.dtype)
+            g[row, col] = v
+            grids.append(g)
+    ee_g, cc_g, w_g, dirty_g, dead_g, nmi, w2, ids = grids
+    args = (ee_g, cc_g, w_g, dirty_g, dead_g)
+    if kmax <= WALK_COLUMNS:  # column by column
+        o, td, ns, nr, ov, fr = late_walk(p, *args, nmi, w2, h)
+    else:  # many late CPUs a trial: core.vectorized's walk, vectorized across them (the same, to the bit)
+
+        def supply(rows2: np.ndarray, cols2: np.ndarray, nmi=nmi, w2=w2) -> tuple[np.ndarray, np.ndarray]:
+            return nmi[rows2, cols2], w2[rows2, cols2]
+
+        def handed(h: float | np.ndarray = h) -> float | np.ndarray:
+            return h
+
+        o, td, ns, nr, ov, fr = _phase2(p, np.arange(r), *args, supply, handed)
+    flat = ids.ravel()  # (trials x kmax, row-major)
+    fr = np.where(fr > 0, np.take(flat, np.arange(0, flat.size, kmax) + np.maximum(fr - 1, 0)), -1)
+    for dst, v in zip(out, (o, td, ns, nr, ov, fr)):
+        dst[rr] = v

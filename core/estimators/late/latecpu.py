@@ -51,7 +51,11 @@ def _draw_from(rng: np.random.Generator, part, n: int) -> np.ndarray:
         return part.base + part.mean * rng.standard_exponential(n)
     if not part.continuous:
         return np.full(n, part.atom)
-    return part.median * np.exp(part.sigma * rng.standard_normal(n))
+    x = rng.standard_normal(n)  # median * exp(sigma * z), in place
+    x *= part.sigma
+    np.exp(x, out=x)
+    x *= part.median
+    return x
 
 
 def _off_above(rng: np.random.Generator, part, v: np.ndarray) -> np.ndarray:
