@@ -418,6 +418,10 @@ def _draw_group(plan: LatePlan, rows: np.ndarray, k: np.ndarray, rng: np.random.
             if c.d:
                 cc = cc + ww
             ok = cc > t1  # the model's own float test: redraw a rounding at the threshold
+            if idx.size == s and ok.all():  # (every late CPU in this component, all kept: no scatter)
+                ipi, off, w = a, o, (ww if c.d else w)
+                dirty[:] = bool(c.d)
+                break
             ipi[idx[ok]], off[idx[ok]], w[idx[ok]] = a[ok], o[ok], (ww[ok] if c.d else 0.0)
             dirty[idx[ok]] = bool(c.d)
             idx = idx[~ok]

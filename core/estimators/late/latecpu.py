@@ -91,9 +91,11 @@ def _given_branch(rng: np.random.Generator, law: ClearLaw, branch: np.ndarray, v
     ipi_law = law.e.ipi
     (_, part), = law.e.off.parts()
     n = v.size
+    a = np.flatnonzero(branch == 0)
+    if not a.size and n and (branch == 1).all():  # (every one in branch B, as for the stall: no gathers)
+        return _ipi_below(rng, ipi_law, v), _off_above(rng, part, v)
     ipi = np.empty(n)
     off = np.empty(n)
-    a = np.flatnonzero(branch == 0)
     b = np.flatnonzero(branch == 1)
     if a.size:
         ipi[a] = _ipi_above(rng, ipi_law, v[a])
