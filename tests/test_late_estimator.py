@@ -93,6 +93,14 @@ def test_stand_in_hits_the_maximum_exactly():
         assert x + 5.0 == t and x >= 1.0
 
 
+def clopper_pearson_bounds(k: int, n: int, conf: float = 0.95) -> tuple[float, float]:
+    """The exact interval from scipy's beta quantiles (independent of core.stats)."""
+    from scipy.stats import beta
+
+    a = (1 - conf) / 2
+    return (0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1)), 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k)))
+
+
 def test_rows_of_a_late_shard_count_like_naive_and_name_the_estimator():
     spec = parse_spec("""
 name = "late-rows"
@@ -122,11 +130,13 @@ wait = [0, 1]
             (r["race"] + r["hang"] + r["timeout"]) / n)
         assert sum(r["t_done_hist"]) == n - r["hang"]
     assert len(events) == sum(r["race"] + r["hang"] + r["timeout"] for r in rows) > 0
-    # the stop rule reads late rows as counts (Wilson), like naive
+    # the stop rule reads late rows as counts (exact Clopper-Pearson, core.intervals), like naive
     tally = PointTally(rows[0]["n_cpus"])
     tally.add(0, ShardStats.from_row(rows[0]))
     est = tally.estimate("p_race")
-    assert est.estimator == "naive" and est.p == rows[0]["race"] / rows[0]["trials"]
+    k, n = rows[0]["race"], rows[0]["trials"]
+    assert est.method == "counted" and est.p == k / n
+    assert (est.lo, est.hi) == pytest.approx(clopper_pearson_bounds(k, n), rel=1e-9)
 
 
 def test_fallback_runs_the_naive_path_and_says_so(monkeypatch):
