@@ -34,6 +34,7 @@ import numpy as np
 
 from core.draws import Rev2Draws, bernoulli, draw_nmi_path, lognormal, new_generator
 from core.estimators.late.plan import LatePlan
+from core.estimators.late.table import Scratch
 from core.estimators.late.walk import late_walk
 from core.outcomes import CLEAN, HANG
 from core.params import Params
@@ -106,53 +107,86 @@ def simulate_chunk(plan: LatePlan, n: int, seed: np.random.SeedSequence, record:
     """
     p = plan.p
     rng = new_generator(seed)
-    counts = np.zeros((len(plan.comps), n), np.int64)
-    k = np.zeros(n, np.int64)
-    t_max = np.full(n, -np.inf)
-    preflush = np.full(n, np.nan)
+    ncomp = len(plan.comps)
+    # steps 1-3 fill per block K, the counts and T_max; without a record, K and the counts live
+    # in one block's buffers (only the late trials' K is kept) and T_max is written straight
+    # into t_done (its late trials' entries are the walk's, below)
+    t_max = np.empty(n)
+    preflush = np.empty(n) if plan.preflush is not None else np.full(n, np.nan)
+    if record:
+        counts = np.zeros((ncomp, n), np.int64)
+        k = np.zeros(n, np.int64)
+    else:
+        counts = np.zeros((ncomp, min(n, BLOCK)), np.int64)  # (a component no non-late CPU is in: 0)
+        kb = np.empty(min(n, BLOCK), np.int64)
+    work = Scratch()  # the blocks' table lookups reuse its arrays
+    late_rows: list[np.ndarray] = []
+    late_k: list[np.ndarray] = []
     for b0 in range(0, n, BLOCK):  # small blocks: the per-trial arrays stay in cache
         b1 = min(n, b0 + BLOCK)
-        _main_block(plan, rng, k[b0:b1], counts[:, b0:b1], t_max[b0:b1], preflush[b0:b1], record)
+        if record:
+            kv, cv = k[b0:b1], counts[:, b0:b1]
+        else:
+            kv, cv = kb[:b1 - b0], counts[:, :b1 - b0]
+        late = _main_block(plan, rng, kv, cv, t_max[b0:b1], preflush[b0:b1], record, work)
+        if late.size:
+            late_rows.append(late + b0)
+            late_k.append(kv[late])
+    rows = np.concatenate(late_rows) if late_rows else np.zeros(0, np.intp)
+    krows = np.concatenate(late_k) if late_k else np.zeros(0, np.int64)
 
     outcome = np.full(n, CLEAN, np.uint8)
-    t_done = np.where(k == 0, t_max, np.nan)
+    if record:
+        t_done = t_max.copy()
+    else:
+        t_done = t_max  # (T_max is not kept: the late trials' entries are overwritten below)
+    t_done[rows] = np.nan
     nmi_sent = np.zeros(n, np.int32)
     racers = np.zeros(n, np.int32)
     overlap = np.full(n, np.nan)
     first = np.full(n, -1, np.int32)
     late_parts: list[LateCpus] = []
-    dirty0 = np.zeros(n, bool)
-    w0 = np.full(n, np.nan)
-    rows = np.flatnonzero(k > 0)
-    if rows.size:
-        for g, grp in enumerate(_groups(rows, k[rows])):
-            if only_group_of is not None and only_group_of not in grp:
-                continue
-            grp = grp[np.argsort(k[grp], kind="stable")]  # by K: each class of K is one contiguous run
-            grng = new_generator(chunk_seed(seed, g))
-            lc = _draw_group(plan, grp, k[grp], grng)
-            cpu0 = draw_cpu0(grng, p, grp.size)  # revision 2's CPU 0 (last in the group's stream)
-            r = _evaluate(p, k[grp], lc, hand_over(p, cpu0))
-            outcome[grp], t_done[grp], nmi_sent[grp], racers[grp], overlap[grp], first[grp] = r
-            if p.flush_ipi:  # revision 2: a dead CPU never takes the early flush's IPI: hung, no stop
-                hung = grp[np.bincount(np.repeat(np.arange(grp.size), k[grp])[lc.dead], minlength=grp.size) > 0]
-                outcome[hung], t_done[hung], nmi_sent[hung], racers[hung] = HANG, np.nan, 0, 0
-                overlap[hung], first[hung], preflush[hung] = np.nan, -1, np.nan
-            if record:
-                late_parts.append(lc)
-                if cpu0.dirty0 is not None:
-                    dirty0[grp], w0[grp] = cpu0.dirty0, cpu0.w0
+    if record:
+        dirty0 = np.zeros(n, bool)
+        w0 = np.full(n, np.nan)
+    drawn: list[tuple[np.ndarray, np.ndarray, LateCpus, Rev2Draws]] = []
+    for g, (grp, kg) in enumerate(_groups(rows, krows)):
+        if only_group_of is not None and only_group_of not in grp:
+            continue
+        # by K: each class of K is one contiguous run (K <= m < 2^16: a radix sort)
+        order = np.argsort(kg.astype(np.uint16) if plan.m < 1 << 16 else kg, kind="stable")
+        grp, kg = grp[order], kg[order]
+        grng = new_generator(chunk_seed(seed, g))
+        lc = _draw_group(plan, grp, kg, grng)
+        cpu0 = draw_cpu0(grng, p, grp.size)  # revision 2's CPU 0 (last in the group's stream)
+        drawn.append((grp, kg, lc, cpu0))
+    # the walk of every group's trials at once (each trial's result is its own)
+    _evaluate(p, [(grp, kg, lc, hand_over(p, cpu0)) for grp, kg, lc, cpu0 in drawn],
+              (outcome, t_done, nmi_sent, racers, overlap, first))
+    for grp, kg, lc, cpu0 in drawn:
+        if p.flush_ipi:  # revision 2: a dead CPU never takes the early flush's IPI: hung, no stop
+            hung = grp[np.bincount(np.repeat(np.arange(grp.size), kg)[lc.dead], minlength=grp.size) > 0]
+            outcome[hung], t_done[hung], nmi_sent[hung], racers[hung] = HANG, np.nan, 0, 0
+            overlap[hung], first[hung], preflush[hung] = np.nan, -1, np.nan
+        if record:
+            late_parts.append(lc)
+            if cpu0.dirty0 is not None:
+                dirty0[grp], w0[grp] = cpu0.dirty0, cpu0.w0
     batch = TrialBatch(outcome, t_done, nmi_sent, racers, overlap, first, preflush)
-    rec = ChunkRecord(k, t_max, counts, LateCpus.concat(late_parts), dirty0, w0) if record else None
-    return batch, rec
+    if not record:
+        return batch, None
+    return batch, ChunkRecord(k, t_max, counts, LateCpus.concat(late_parts), dirty0, w0)
 
 
 def _main_block(plan: LatePlan, rng: np.random.Generator, k: np.ndarray, counts: np.ndarray, t_max: np.ndarray,
-                preflush: np.ndarray, every_max: bool = False) -> None:
-    """Steps 1-3 of the module docstring for one block of trials (views, filled in place).
+                preflush: np.ndarray, every_max: bool = False, work: Scratch | None = None) -> np.ndarray:
+    """Steps 1-3 of the module docstring for one block of trials (views, filled in place); returns
+    the (ascending) indices of the block's trials with K >= 1.
 
-    T_max is the stop time of the clean trials (K = 0) only; for the others it is looked up
-    only if `every_max` (replay shows it), its variates drawn all the same (the stream does not
+    K and the counts are written only where step 1 draws them (every trial but the fast path's,
+    which have K = 0 and every CPU in the major component: filled in too if `every_max`, for the
+    record). T_max is the stop time of the clean trials (K = 0) only; for the others it is looked
+    up only if `every_max` (replay shows it), its variates drawn all the same (the stream does not
     depend on it)."""
     p = plan.p
     n = k.size
@@ -161,48 +195,72 @@ def _main_block(plan: LatePlan, rng: np.random.Generator, k: np.ndarray, counts:
         # E - kappa is again Exp(1) (memoryless): the one variate gives the maximum too
         e0 = rng.standard_exponential(n)
         fast = e0 > plan.kappa_all_major
-        counts[plan.major] = plan.m
+        not_fast = ~fast
+        if every_max:  # (K is 0 there already)
+            counts[plan.major] = plan.m
         major = plan.comps[plan.major].table
         assert major is not None
-        t_max[:] = np.where(fast, major.sample_max(plan.m, np.where(fast, e0 - plan.kappa_all_major, 1.0)), -np.inf)
-        slow = np.flatnonzero(~fast)
+        e0 -= plan.kappa_all_major
+        np.copyto(e0, 1.0, where=not_fast)  # (any key in the table's range: replaced by -inf)
+        major.sample_max(plan.m, e0, out=t_max, work=work)
+        np.copyto(t_max, -np.inf, where=not_fast)
+        slow = np.flatnonzero(not_fast)
         counts_table = plan.slow_counts
+        every = False
     else:
         slow = np.arange(n)
         counts_table = plan.counts
-    if slow.size:
-        every = slow.size == n  # no fast path: whole arrays, not gathers and scatters
+        t_max.fill(-np.inf)
+        every = True  # no fast path: whole arrays, not gathers and scatters
+    if not slow.size:
+        late = slow
+    else:
         _slow_counts(plan, rng, slow, counts_table, k, counts)
+        ks = k if every else k[slow]
+        late = slow[ks > 0]
         for i, comp in enumerate(plan.comps):
             ci = counts[i]
             has = ci > 0 if every else ci[slow] > 0
             if every and has.all():
-                rows, ni = slice(None), ci
+                rows, ni, rk = slice(None), ci, ks
             else:
                 rows = slow[has]
                 if not rows.size:
                     continue
-                ni = ci[rows]
+                ni, rk = ci[rows], ks[has]
             if comp.table is not None:
                 e = rng.standard_exponential(ni.size)
                 if every_max:
-                    t_max[rows] = np.maximum(t_max[rows], comp.table.sample_max(ni, e))
+                    t_max[rows] = np.maximum(t_max[rows], comp.table.sample_max(ni, e, work=work))
                 else:  # the clean trials' only
-                    rk = k[rows]
                     if not rk.any():
-                        t_max[rows] = np.maximum(t_max[rows], comp.table.sample_max(ni, e))
+                        t_max[rows] = np.maximum(t_max[rows], comp.table.sample_max(ni, e, work=work))
                     else:
                         clean = rk == 0
-                        sub = np.arange(n)[rows][clean]
-                        t_max[sub] = np.maximum(t_max[sub], comp.table.sample_max(ni[clean], e[clean]))
+                        sub = np.flatnonzero(clean) if isinstance(rows, slice) else rows[clean]
+                        t_max[sub] = np.maximum(t_max[sub], comp.table.sample_max(ni[clean], e[clean], work=work))
             else:  # few expected: one by one
                 c = comp.draw_nonlate(rng, int(ni.sum()), float(p.t1_us))
-                starts = np.concatenate([[0], np.cumsum(ni)[:-1]])
-                t_max[rows] = np.maximum(t_max[rows], np.maximum.reduceat(c, starts))
+                t_max[rows] = np.maximum(t_max[rows], _segment_max(c, ni))
     if isinstance(plan.preflush, float):
         preflush[:] = plan.preflush
     elif plan.preflush is not None:
-        preflush[:] = plan.preflush.sample_max(plan.preflush_of, rng.standard_exponential(n))
+        plan.preflush.sample_max(plan.preflush_of, rng.standard_exponential(n), out=preflush, work=work)
+    return late
+
+
+def _segment_max(c: np.ndarray, ni: np.ndarray) -> np.ndarray:
+    """The maximum of each run of ni >= 1 consecutive values of c (np.maximum.reduceat, which
+    costs ~30 ns a run; the runs are mostly of one value), one position of the runs at a time."""
+    starts = np.cumsum(ni) - ni
+    mx = c[starts]
+    more = np.flatnonzero(ni > 1)
+    j = 1
+    while more.size:
+        mx[more] = np.maximum(mx[more], c[starts[more] + j])
+        j += 1
+        more = more[ni[more] > j]
+    return mx
 
 
 def _slow_counts(plan: LatePlan, rng: np.random.Generator, rows: np.ndarray, table, k: np.ndarray,
@@ -251,9 +309,14 @@ def _classes(kmax: int) -> list[tuple[int, int]]:
     return out
 
 
-def _groups(rows: np.ndarray, k: np.ndarray) -> list[np.ndarray]:
-    """Consecutive NMI-phase trials with at most GROUP_SLOTS late CPUs per group (a trial alone
-    may exceed it only if it has more late CPUs than that, which n_cpus <= 65536 rules out)."""
+def _groups(rows: np.ndarray, k: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Consecutive NMI-phase trials `rows` (K = k each) cut into groups of at most GROUP_SLOTS
+    late CPUs, as (rows, k) per group (a trial alone may exceed it only if it has more late CPUs
+    than that, which n_cpus <= 65536 rules out)."""
+    if not rows.size:
+        return []
+    if int(k.sum()) <= GROUP_SLOTS:  # (the usual case: one group)
+        return [(rows, k)]
     cum = np.cumsum(k)
     out = []
     start = 0
@@ -261,7 +324,7 @@ def _groups(rows: np.ndarray, k: np.ndarray) -> list[np.ndarray]:
         base = cum[start - 1] if start else 0
         end = int(np.searchsorted(cum, base + GROUP_SLOTS, side="right"))
         end = max(end, start + 1)
-        out.append(rows[start:end])
+        out.append((rows[start:end], k[start:end]))
         start = end
     return out
 
@@ -302,13 +365,15 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 def _distinct(rng: np.random.Generator, m: int, k: np.ndarray) -> np.ndarray:
     """Sorted distinct uniform ids 1..m, k of them per trial (k >= 0), concatenated."""
     owner = np.repeat(np.arange(k.size), k)
-    key = np.sort(owner * (m + 1) + rng.integers(1, m + 1, size=owner.size))  # trial-major, sorted in a trial
+    # trial-major, sorted in a trial (a stable sort: the keys come in runs of one trial each, which
+    # timsort merges in about linear time; any sort gives the same integers)
+    key = np.sort(owner * (m + 1) + rng.integers(1, m + 1, size=owner.size), kind="stable")
     while True:
         redo = np.flatnonzero(key[1:] == key[:-1]) + 1  # the second of two equal ids of a trial
         if not redo.size:
             return key % (m + 1)
         key[redo] = (key[redo] // (m + 1)) * (m + 1) + rng.integers(1, m + 1, size=redo.size)
-        key.sort()
+        key.sort(kind="stable")
 
 
 def draw_cpu0(rng: np.random.Generator, p: Params, n: int) -> Rev2Draws:
@@ -353,6 +418,10 @@ def _draw_group(plan: LatePlan, rows: np.ndarray, k: np.ndarray, rng: np.random.
             if c.d:
                 cc = cc + ww
             ok = cc > t1  # the model's own float test: redraw a rounding at the threshold
+            if idx.size == s and ok.all():  # (every late CPU in this component, all kept: no scatter)
+                ipi, off, w = a, o, (ww if c.d else w)
+                dirty[:] = bool(c.d)
+                break
             ipi[idx[ok]], off[idx[ok]], w[idx[ok]] = a[ok], o[ok], (ww[ok] if c.d else 0.0)
             dirty[idx[ok]] = bool(c.d)
             idx = idx[~ok]
@@ -360,62 +429,84 @@ def _draw_group(plan: LatePlan, rows: np.ndarray, k: np.ndarray, rng: np.random.
     return LateCpus(trial, cpu, dead, comp, ipi, off, dirty, w, nmi, w2, hold)
 
 
-def _evaluate(p: Params, kk: np.ndarray, lc: LateCpus,
-              handover: float | np.ndarray) -> tuple[np.ndarray, ...]:
-    """MODEL.md phase 2 (core.estimators.late.walk) over trials with kk late CPUs each, in
-    ascending kk, whose late CPUs are `lc`, trial by trial in that order, ascending CPU id in a
-    trial. Trials are walked in classes of K (1, 2, 3, 4, 5-8, 9-16, ...): a class of one K is
-    its CPUs' arrays reshaped (trials x K); a wider one is padded with CPUs that cleared at
-    -inf (never sent, never the maximum), at most half of the array."""
-    r = kk.size
-    start = np.concatenate([[0], np.cumsum(kk)])
-    ee = np.maximum(lc.ipi, lc.off)
-    cc = ee + p.prologue_us
-    cc = np.where(lc.dirty, cc + lc.w, cc)
-    cc = np.where(lc.dead, np.inf, cc)
-    outcome = np.empty(r, np.uint8)
-    t_done = np.empty(r)
-    nsent = np.empty(r, np.int32)
-    nracers = np.empty(r, np.int32)
-    overlap = np.empty(r)
-    first = np.empty(r, np.int32)
-    for lo, hi in _classes(int(kk.max())):
-        t0, t1 = np.searchsorted(kk, lo, side="left"), np.searchsorted(kk, hi, side="right")
-        if t1 <= t0:
-            continue
-        s0, s1 = start[t0], start[t1]
-        nk = kk[t0:t1]
-        kmax = int(nk[-1])
-        shape = (t1 - t0, kmax)
-        exact = lo == hi  # one K: the slices reshaped
-        row = col = None
-        if not exact:
-            row = np.repeat(np.arange(t1 - t0), nk)
-            col = np.arange(s1 - s0) - (start[t0:t1] - s0)[row]
+def _evaluate(p: Params, parts: list[tuple[np.ndarray, np.ndarray, LateCpus, float | np.ndarray]],
+              out: tuple[np.ndarray, ...]) -> None:
+    """MODEL.md phase 2 (core.estimators.late.walk) of the trials of `parts`, each (trial rows,
+    their K in ascending order, their late CPUs `lc` trial by trial in that order and ascending
+    CPU id in a trial, H); the results are written at the rows of `out` (outcome, t_done,
+    nmi_sent, racers, overlap, first racer). Trials are walked in classes of K (1, 2, 3, 4, 5-8,
+    9-16, ...) across the parts: a class of one K is its CPUs' arrays reshaped (trials x K); a
+    wider one is padded with CPUs that cleared at -inf (never sent, never the maximum, so the
+    padding changes no result), at most half of the array."""
+    prep = []
+    for rows, kk, lc, handover in parts:
+        ee = np.maximum(lc.ipi, lc.off)
+        cc = ee + p.prologue_us
+        cc = np.where(lc.dirty, cc + lc.w, cc)
+        cc = np.where(lc.dead, np.inf, cc)
+        start = np.concatenate([[0], np.cumsum(kk)])
+        fields = [ee, cc, lc.w, lc.dirty, lc.dead, lc.nmi, lc.w2, lc.cpu]
+        prep.append((rows, kk, start, fields, handover))
+    if not prep:
+        return
+    for lo, hi in _classes(max(int(kk[-1]) for _, kk, _, _, _ in prep)):
+        batch: list[tuple] = []
+        size = 0
+        for rows, kk, start, fields, handover in prep:
+            t0, t1 = np.searchsorted(kk, lo, side="left"), np.searchsorted(kk, hi, side="right")
+            if t1 > t0:
+                s0, s1 = start[t0], start[t1]
+                batch.append((rows[t0:t1], kk[t0:t1], [v[s0:s1] for v in fields],
+                              handover if isinstance(handover, float) else handover[t0:t1]))
+                size += int(s1 - s0)
+            if size >= GROUP_SLOTS:  # a batch of about a group's CPUs: its arrays stay in cache
+                _walk_class(p, lo == hi, batch, out)
+                batch, size = [], 0
+        if batch:
+            _walk_class(p, lo == hi, batch, out)
 
-        def grid(v: np.ndarray, fill, s0=s0, s1=s1, shape=shape, row=row, col=col) -> np.ndarray:
-            if row is None:
-                return v[s0:s1].reshape(shape)
+
+_FILLS = (-np.inf, -np.inf, 0.0, False, False, 0.0, 0.0, 0)
+"""The padding of a wider class of K, per field of _evaluate's pieces (ee, cc, w, dirty, dead,
+nmi, w2, cpu): a CPU that cleared at -inf."""
+
+
+def _walk_class(p: Params, exact: bool, pieces: list[tuple], out: tuple[np.ndarray, ...]) -> None:
+    """The walk of one batch of a class of K (_evaluate): pieces of (rows, K, fields, H)."""
+    if len(pieces) == 1:
+        rr, nk, cols, h = pieces[0]
+    else:
+        rr = np.concatenate([x[0] for x in pieces])
+        nk = np.concatenate([x[1] for x in pieces])
+        cols = [np.concatenate([x[2][j] for x in pieces]) for j in range(len(_FILLS))]
+        h = pieces[0][3] if isinstance(pieces[0][3], float) else np.concatenate([x[3] for x in pieces])
+    r = rr.size
+    kmax = int(nk.max())
+    shape = (r, kmax)
+    if exact:  # one K: the slices reshaped
+        grids = [v.reshape(shape) for v in cols]
+    else:
+        row = np.repeat(np.arange(r), nk)
+        col = np.arange(row.size) - (np.cumsum(nk) - nk)[row]
+        grids = []
+        for v, fill in zip(cols, _FILLS):
             g = np.full(shape, fill, dtype=v.dtype)
-            g[row, col] = v[s0:s1]
-            return g
+            g[row, col] = v
+            grids.append(g)
+    ee_g, cc_g, w_g, dirty_g, dead_g, nmi, w2, ids = grids
+    args = (ee_g, cc_g, w_g, dirty_g, dead_g)
+    if kmax <= WALK_COLUMNS:  # column by column
+        o, td, ns, nr, ov, fr = late_walk(p, *args, nmi, w2, h)
+    else:  # many late CPUs a trial: core.vectorized's walk, vectorized across them (the same, to the bit)
 
-        args = (grid(ee, -np.inf), grid(cc, -np.inf), grid(lc.w, 0.0), grid(lc.dirty, False), grid(lc.dead, False))
-        nmi, w2 = grid(lc.nmi, 0.0), grid(lc.w2, 0.0)
-        h = handover if isinstance(handover, float) else handover[t0:t1]
-        if kmax <= WALK_COLUMNS:  # column by column
-            o, td, ns, nr, ov, fr = late_walk(p, *args, nmi, w2, h)
-        else:  # many late CPUs a trial: core.vectorized's walk, vectorized across them (the same, to the bit)
+        def supply(rows2: np.ndarray, cols2: np.ndarray, nmi=nmi, w2=w2) -> tuple[np.ndarray, np.ndarray]:
+            return nmi[rows2, cols2], w2[rows2, cols2]
 
-            def supply(rr: np.ndarray, cols: np.ndarray, nmi=nmi, w2=w2) -> tuple[np.ndarray, np.ndarray]:
-                return nmi[rr, cols], w2[rr, cols]
+        def handed(h: float | np.ndarray = h) -> float | np.ndarray:
+            return h
 
-            def handed(h: float | np.ndarray = h) -> float | np.ndarray:
-                return h
-
-            o, td, ns, nr, ov, fr = _phase2(p, np.arange(t1 - t0), *args, supply, handed)
-        ids = grid(lc.cpu, 0)
-        fr = np.where(fr > 0, ids[np.arange(t1 - t0), np.maximum(fr - 1, 0)], -1)
-        sl = slice(t0, t1)
-        outcome[sl], t_done[sl], nsent[sl], nracers[sl], overlap[sl], first[sl] = o, td, ns, nr, ov, fr
-    return outcome, t_done, nsent, nracers, overlap, first
+        o, td, ns, nr, ov, fr = _phase2(p, np.arange(r), *args, supply, handed)
+    flat = ids.ravel()  # (trials x kmax, row-major)
+    fr = np.where(fr > 0, np.take(flat, np.arange(0, flat.size, kmax) + np.maximum(fr - 1, 0)), -1)
+    for dst, v in zip(out, (o, td, ns, nr, ov, fr)):
+        dst[rr] = v

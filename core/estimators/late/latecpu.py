@@ -51,7 +51,11 @@ def _draw_from(rng: np.random.Generator, part, n: int) -> np.ndarray:
         return part.base + part.mean * rng.standard_exponential(n)
     if not part.continuous:
         return np.full(n, part.atom)
-    return part.median * np.exp(part.sigma * rng.standard_normal(n))
+    x = rng.standard_normal(n)  # median * exp(sigma * z), in place
+    x *= part.sigma
+    np.exp(x, out=x)
+    x *= part.median
+    return x
 
 
 def _off_above(rng: np.random.Generator, part, v: np.ndarray) -> np.ndarray:
@@ -87,9 +91,11 @@ def _given_branch(rng: np.random.Generator, law: ClearLaw, branch: np.ndarray, v
     ipi_law = law.e.ipi
     (_, part), = law.e.off.parts()
     n = v.size
+    a = np.flatnonzero(branch == 0)
+    if not a.size and n and (branch == 1).all():  # (every one in branch B, as for the stall: no gathers)
+        return _ipi_below(rng, ipi_law, v), _off_above(rng, part, v)
     ipi = np.empty(n)
     off = np.empty(n)
-    a = np.flatnonzero(branch == 0)
     b = np.flatnonzero(branch == 1)
     if a.size:
         ipi[a] = _ipi_above(rng, ipi_law, v[a])

@@ -60,11 +60,20 @@ class Component:
         need = n
         while need > 0:  # candidates in rounds of about what is needed; the first n kept are the draws
             k = int(need / self.cdf_t1 * 1.05) + 8
-            ipi = ipi_law.base + (ipi_law.mean * rng.standard_exponential(k) if ipi_law.mean > 0 else 0.0)
-            off = draw_off_prior(rng, law, k)
-            c = np.maximum(ipi, off) + law.prologue
+            # (in place, the same operations: base + mean x is x * mean + base to the bit)
+            if ipi_law.mean > 0:
+                c = rng.standard_exponential(k)
+                c *= ipi_law.mean
+                c += ipi_law.base
+            else:
+                c = np.full(k, ipi_law.base + 0.0)
+            np.maximum(c, draw_off_prior(rng, law, k), out=c)
+            c += law.prologue
             if self.d:
-                c = c + (lognormal(rng, law.w.median, law.w.sigma, k) if law.w.continuous else law.w.atom)
+                if law.w.continuous:
+                    c += lognormal(rng, law.w.median, law.w.sigma, k)
+                else:
+                    c += law.w.atom
             c = c[c <= t1]
             kept.append(c)
             need -= c.size

@@ -44,6 +44,30 @@ LawFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 
+class Scratch:
+    """Work arrays a caller reuses across InverseTable.sample_max calls (the temporaries of a
+    block of trials are ~256 KiB each, which the allocator maps and faults in afresh every
+    time). Not to be shared between threads."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[tuple[str, int], np.ndarray] = {}
+
+    def _get(self, kind: str, j: int, n: int, dtype) -> np.ndarray:
+        a = self._arrays.get((kind, j))
+        if a is None or a.size < n:
+            a = self._arrays[(kind, j)] = np.empty(n, dtype)
+        return a[:n]
+
+    def f(self, j: int, n: int) -> np.ndarray:
+        return self._get("f", j, n, np.float64)
+
+    def i(self, j: int, n: int) -> np.ndarray:
+        return self._get("i", j, n, np.intp)
+
+    def b(self, n: int) -> np.ndarray:
+        return self._get("b", 0, n, bool)
+
+
 def key(lam: np.ndarray) -> np.ndarray:
     """The table's key of Lambda: -log Lambda for Lambda <= 1, 1 - Lambda above (continuous with
     its slope at Lambda = 1). The upper tail (Lambda -> 0) is spread out by the log, the lower
@@ -96,11 +120,11 @@ class InverseTable:
         return 3.0 * self.dt - 2.0 * self.a - self.b, -2.0 * self.dt + self.a + self.b
 
     @np.errstate(all="ignore")
-    def sample(self, x: np.ndarray) -> np.ndarray:
+    def sample(self, x: np.ndarray, out: np.ndarray | None = None, work: "Scratch | None" = None) -> np.ndarray:
         """t(x) = inf{t: key(t) >= x} for an array of keys (in the table's range by interpolation,
-        outside it by bisection on the law itself)."""
+        outside it by bisection on the law itself); into `out` if given."""
         x = np.asarray(x, dtype=np.float64)
-        t = self._interpolate(x)
+        t = self._interpolate(x, out, work)
         if x.size and not (x.min() >= self.x_lo and x.max() <= self.x_hi):  # (NaN fails too)
             i = np.flatnonzero(~((x >= self.x_lo) & (x <= self.x_hi)))
             t[i] = self.solve(x[i])
@@ -135,33 +159,52 @@ class InverseTable:
             a = np.where(live & ~up, mid, a)
         return b
 
-    def _interpolate(self, x: np.ndarray) -> np.ndarray:
-        # (np.take: a gather from 1-D arrays is ~3x faster than fancy indexing here)
-        k = ((x - self.bucket_lo) * self.inv_bucket).astype(np.intp)
+    def _interpolate(self, x: np.ndarray, out: np.ndarray | None = None, work: "Scratch | None" = None) -> np.ndarray:
+        # (np.take: a gather from 1-D arrays is ~3x faster than fancy indexing here; with `work`,
+        # every pass writes into its arrays, mode="clip" so np.take does not buffer: the
+        # indices are in range anyway)
+        if work is None:
+            work = Scratch()
+        n = x.size
+        s = np.subtract(x, self.bucket_lo, out=work.f(0, n))
+        s *= self.inv_bucket
+        k = work.i(0, n)
+        np.copyto(k, s, casting="unsafe")  # (= s.astype(np.intp))
         np.clip(k, 0, self.first.size - 1, out=k)
-        i = np.take(self.first, k)
-        for _ in range(self.scan):
-            i += x >= np.take(self.x1, i)
+        i = np.take(self.first, k, out=work.i(1, n), mode="clip")
+        g = work.f(1, n)
+        if self.scan:
+            ge = work.b(n)
+            for _ in range(self.scan):
+                np.take(self.x1, i, out=g, mode="clip")
+                i += np.greater_equal(x, g, out=ge)
         c2, c3 = self._cubic
-        s = (x - np.take(self.x0, i)) * np.take(self.inv_dx, i)
-        t = np.take(c3, i) * s
-        t += np.take(c2, i)
+        np.take(self.x0, i, out=s, mode="clip")
+        np.subtract(x, s, out=s)
+        s *= np.take(self.inv_dx, i, out=g, mode="clip")
+        t = np.take(c3, i, out=np.empty(n) if out is None else out, mode="clip")
         t *= s
-        t += np.take(self.a, i)
+        t += np.take(c2, i, out=g, mode="clip")
         t *= s
-        t += np.take(self.t0, i)
+        t += np.take(self.a, i, out=g, mode="clip")
+        t *= s
+        t += np.take(self.t0, i, out=g, mode="clip")
         return t
 
     @np.errstate(all="ignore")
-    def sample_max(self, m: np.ndarray | int, e: np.ndarray) -> np.ndarray:
-        """The maximum of m iid draws, from E ~ Exp(1) variates `e`."""
-        lam = e / m
-        x = np.log(lam)
+    def sample_max(self, m: np.ndarray | int, e: np.ndarray, out: np.ndarray | None = None,
+                   work: "Scratch | None" = None) -> np.ndarray:
+        """The maximum of m iid draws, from E ~ Exp(1) variates `e` (into `out` if given; `work`:
+        scratch arrays to reuse)."""
+        if work is None:
+            work = Scratch()
+        lam = np.divide(e, m, out=work.f(2, e.size))
+        x = np.log(lam, out=work.f(3, e.size))
         np.negative(x, out=x)  # key(lam) = -log(lam) where lam <= 1 (nearly always) ...
         if lam.size and lam.max() > 1.0:
             big = lam > 1.0
             x[big] = 1.0 - lam[big]  # ... and 1 - lam above
-        return self.sample(x)
+        return self.sample(x, out, work)
 
     @staticmethod
     @np.errstate(all="ignore")

@@ -30,17 +30,18 @@ def late_walk(p: Params, e: np.ndarray, c: np.ndarray, w: np.ndarray, dirty: np.
     s = np.full(r, p.t_nmi_us)
     nsent = np.zeros(r, np.int32)
     big_f = np.full(r, -np.inf)
-    racer = np.zeros((r, k), dtype=bool)
-    end = np.zeros((r, k))
+    racer: list[np.ndarray] = []  # per column: a racer (sent, alive, NMI after its clear)
+    end: list[np.ndarray] = []  # per column: a + h, when its NMI-path WBINVD ends
     for j in range(k):
-        cj = c[:, j]
+        cj, dj, deadj = c[:, j], dirty[:, j], dead[:, j]
         sent = cj > s
         a = s + nmi[:, j]
-        h = np.where(dirty[:, j], p.prologue_us + w2[:, j], p.prologue_us)
-        f = np.where(sent, final_clear(p, a, e[:, j], cj, w[:, j], dirty[:, j], dead[:, j], h), cj)
+        h = np.where(dj, p.prologue_us + w2[:, j], p.prologue_us)
+        f = np.where(sent, final_clear(p, a, e[:, j], cj, w[:, j], dj, deadj, h), cj)
         np.maximum(big_f, f, out=big_f)
-        racer[:, j] = sent & ~dead[:, j] & (a >= cj)
-        end[:, j] = a + h
+        racer.append(sent & ~deadj & (a >= cj))
+        a += h
+        end.append(a)
         nsent += sent
         s = s + np.where(sent, step, 0.0)
     t_loop = s
@@ -54,12 +55,26 @@ def late_walk(p: Params, e: np.ndarray, c: np.ndarray, w: np.ndarray, dirty: np.
         deadline = t_loop + p.nmi_wait_scaled_us
         timeout = big_f > deadline
         t_done = np.where(timeout, deadline, done)
-    n_racers = racer.sum(axis=1).astype(np.int32)
-    racer &= ~hang[:, None]  # a hang has no T_done: no overlap, no race
-    over = np.where(racer, end - t_done[:, None], -np.inf).max(axis=1)
-    overlap = np.where((n_racers > 0) & ~hang, over, np.nan)
-    races = racer & (end > (t_done + handover)[:, None])
-    race = races.any(axis=1) & ~hang
-    first = np.where(race, races.argmax(axis=1) + 1, -1).astype(np.int32)
-    outcome = np.select([hang, race, timeout], [HANG, RACE, TIMEOUT], NMI_CLEAN).astype(np.uint8)
+    # the reductions over the columns, one column at a time (max and counts: exact in any order)
+    n_racers = np.zeros(r, np.int32)
+    over = np.full(r, -np.inf)
+    alive = ~hang  # a hang has no T_done: no overlap, no race
+    for j in range(k):
+        n_racers += racer[j]
+        racer[j] &= alive
+        np.maximum(over, np.where(racer[j], end[j] - t_done, -np.inf), out=over)
+    overlap = np.where((n_racers > 0) & alive, over, np.nan)
+    limit = t_done + handover
+    race = np.zeros(r, dtype=bool)
+    first = np.full(r, -1, np.int32)
+    for j in range(k - 1, -1, -1):  # the first racing column wins: walked from the last
+        rj = racer[j] & (end[j] > limit)
+        race |= rj
+        np.copyto(first, j + 1, where=rj)
+    race &= alive
+    np.copyto(first, -1, where=~race)
+    outcome = np.full(r, NMI_CLEAN, np.uint8)  # np.select's priority: hang, race, timeout
+    np.copyto(outcome, TIMEOUT, where=timeout)
+    np.copyto(outcome, RACE, where=race)
+    np.copyto(outcome, HANG, where=hang)
     return outcome, t_done, nsent, n_racers, overlap, first
