@@ -290,6 +290,23 @@ def _send_clock(p: Params, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sent, s
 
 
+def stop_outcome(p: Params, t_loop: np.ndarray, last_clear: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(t_done, hang, timeout) per trial from the end of the NMI loop and the last CPU's final clear
+    (MODEL.md: wait = 1 waits for every CPU, a CPU that never clears hangs the stop; wait = 0 gives up
+    nmi_wait_us after the loop, t_done = that deadline). One rule for the naive core and the late walk."""
+    done = np.maximum(t_loop, last_clear)
+    if p.wait == 1:
+        hang = np.isinf(last_clear)
+        timeout = np.zeros(len(t_loop), dtype=bool)
+        t_done = np.where(hang, np.nan, done)
+    else:
+        hang = np.zeros(len(t_loop), dtype=bool)
+        deadline = t_loop + p.nmi_wait_scaled_us
+        timeout = last_clear > deadline
+        t_done = np.where(timeout, deadline, done)
+    return t_done, hang, timeout
+
+
 def final_clear(p: Params, a, e, c, w, dirty, dead, h) -> np.ndarray:
     """f_i of CPUs that got an NMI arriving at `a` (MODEL.md phase 2, the four cases)."""
     return np.where(
@@ -334,16 +351,7 @@ def _phase2(
     ff = c.copy()
     ff[ri, ci] = f
     F = ff.max(axis=1)
-    done = np.maximum(t_loop, F)
-    if p.wait == 1:
-        hang = np.isinf(F)
-        timeout = np.zeros(r, dtype=bool)
-        t_done = np.where(hang, np.nan, done)
-    else:
-        hang = np.zeros(r, dtype=bool)
-        deadline = t_loop + p.nmi_wait_scaled_us
-        timeout = F > deadline
-        t_done = np.where(timeout, deadline, done)
+    t_done, hang, timeout = stop_outcome(p, t_loop, F)
 
     n_racers = np.bincount(ri[is_racer], minlength=r).astype(np.int32)
     is_racer &= ~hang[ri]  # a hang has no T_done: no overlap, no race

@@ -16,7 +16,7 @@ import numpy as np
 
 from core.outcomes import HANG, NMI_CLEAN, RACE, TIMEOUT
 from core.params import Params
-from core.vectorized import final_clear
+from core.vectorized import final_clear, stop_outcome
 
 
 def late_walk(p: Params, e: np.ndarray, c: np.ndarray, w: np.ndarray, dirty: np.ndarray, dead: np.ndarray,
@@ -45,16 +45,7 @@ def late_walk(p: Params, e: np.ndarray, c: np.ndarray, w: np.ndarray, dirty: np.
         nsent += sent
         s = s + np.where(sent, step, 0.0)
     t_loop = s
-    done = np.maximum(t_loop, big_f)
-    if p.wait == 1:
-        hang = np.isinf(big_f)
-        timeout = np.zeros(r, dtype=bool)
-        t_done = np.where(hang, np.nan, done)
-    else:
-        hang = np.zeros(r, dtype=bool)
-        deadline = t_loop + p.nmi_wait_scaled_us
-        timeout = big_f > deadline
-        t_done = np.where(timeout, deadline, done)
+    t_done, hang, timeout = stop_outcome(p, t_loop, big_f)
     # the reductions over the columns, one column at a time (max and counts: exact in any order)
     n_racers = np.zeros(r, np.int32)
     over = np.full(r, -np.inf)
