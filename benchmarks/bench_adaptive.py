@@ -98,7 +98,7 @@ def compare(name: str, example: str, precision: str, max_trials: int, shard_tria
     assert all(fixed_by[(r["point_id"], r["shard"])] == r for r in auto.to_pylist()), "adaptive rows differ from fixed"
     tallies: dict[str, PointTally] = {}
     for r in fixed.to_pylist():
-        tallies.setdefault(r["point_id"], PointTally(r["n_cpus"])).add(r["shard"], ShardStats.from_row(r))
+        tallies.setdefault(r["point_id"], PointTally.for_params(r)).add(r["shard"], ShardStats.from_row(r))
     fixed_status = {pid: t.status(rule) for pid, t in tallies.items()}
     same = sum(1 for pid, s in fixed_status.items() if s == auto_status[pid] and s != EXHAUSTED)
     kinds: dict[tuple[str, str], int] = {}

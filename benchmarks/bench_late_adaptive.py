@@ -43,16 +43,19 @@ from sweeps.spec import parse_spec  # noqa: E402
 from sweeps.waves import wave_bounds  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARD_TRIALS = 125_000
-"""32 shards are 4.0e6 trials, just above the 3.84e6 a zero count needs for Wilson's 95% bound to
-drop below 1e-6: with waves doubling, the shard size decides the overshoot (2e5 would stop at 6.4e6)."""
+SHARD_TRIALS = 31_250
+"""The first look's trials. Most points decide there: the ones whose p_timeout is far above 1e-6
+(counted timeouts) and the ones whose model bound (core.bounds) is below it. A point with 0
+timeouts and a bound above 1e-6 needs ~6.3e6 trials for the 0-event bound at the look level
+(1 - 0.05/14 with 14 looks) to drop below 1e-6: with waves doubling, 8e6. 125,000-trial shards
+(the size before the model bound) spent 4x more on the points that decide at once."""
 MAX_TRIALS = 256_000_000  # 2048 shards: the budget a point may spend before "budget exhausted"
 
 
-def spec_text() -> str:
+def spec_text(shard_trials: int = SHARD_TRIALS) -> str:
     text = (ROOT / "examples" / "tdx-kexec-cluster.toml").read_text()
     text = re.sub(r"(?m)^trials\s*=.*$", 'trials = "auto"', text, count=1)
-    text = re.sub(r"(?m)^shard_trials\s*=.*$", f"shard_trials = {SHARD_TRIALS}", text, count=1)
+    text = re.sub(r"(?m)^shard_trials\s*=.*$", f"shard_trials = {shard_trials}", text, count=1)
     text = re.sub(r'(?m)^estimator\s*=.*$', 'estimator = "late"', text, count=1)
     text = re.sub(r"(?m)^wait = 1 .*$", "", text, count=1)
     i = text.index("\n[base]")
@@ -64,7 +67,7 @@ def spec_text() -> str:
 def run_point(spec, point, bounds, plan_once: bool) -> tuple[str, int, float, float]:
     """(status, trials, simulation CPU-s, set-up CPU-s) of one point run wave by wave."""
     p = point.params
-    tally = PointTally(p.n_cpus)
+    tally = PointTally.for_params(point.values)  # as sweeps.waves: zero by model, the model bound
     sim = setup = 0.0
     done = 0
     status = "open"
@@ -106,8 +109,9 @@ def main() -> int:
     ap.add_argument("--strata", type=int, default=0, help="only this many strata, spread over all (0: all 280)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--plan-once", action="store_true", help="count a point's plan set-up once, not per wave")
+    ap.add_argument("--shard-trials", type=int, default=SHARD_TRIALS, help="trials per shard (the first look)")
     args = ap.parse_args()
-    spec = parse_spec(spec_text())
+    spec = parse_spec(spec_text(args.shard_trials))
     bounds = wave_bounds(spec)
     strata: dict[tuple, list] = defaultdict(list)
     for pt in iter_points(spec):
@@ -124,6 +128,7 @@ def main() -> int:
     est_cpu = est_naive = sampled_cpu = est_setup = 0.0
     est_trials = 0.0
     statuses: dict[str, int] = defaultdict(int)
+    by_status: dict[str, float] = defaultdict(float)  # estimated CPU-s of the points that ended so
     worst = (0.0, None)
     t_start = time.perf_counter()
     for key in keys:
@@ -133,6 +138,7 @@ def main() -> int:
         for i in pick:
             status, n, sim, setup = run_point(spec, pts[i], bounds, args.plan_once)
             statuses[status] += 1
+            by_status[status] += len(pts) / len(pick) * (sim + setup)
             costs.append(sim + setup)
             trials.append(n)
             est_setup += len(pts) / len(pick) * setup
@@ -156,6 +162,8 @@ def main() -> int:
           f"late {factor * est_cpu / 3600:.2f} CPU-hours (target <= 5; of it plan set-up "
           f"{factor * est_setup / 3600:.2f}); "
           f"the same trials with the naive core: {factor * est_naive / 3600:.0f} CPU-hours")
+    print("of it by decision: " + ", ".join(f"{k} {factor * v / 3600:.2f}" for k, v in sorted(by_status.items()))
+          + " CPU-hours")
     print("naive CPU-trials/s measured here: " + ", ".join(f"{k}: {v / 1e6:.1f}M" for k, v in sorted(rates.items())))
     return 0
 

@@ -10,6 +10,10 @@ a sum of parts, each part known in one of three ways:
 - **zero by model**: an outcome the model cannot produce at the point (`possible`: a hang needs
   wait = 1 and p_unresponsive > 0; a timeout needs wait = 0): 0 exactly, lo = hi = 0. If such an
   outcome was observed all the same (a model that changed under the rule), it is counted;
+- **bounded by model**: p_timeout where no timeout was counted and core.bounds gives a model upper
+  bound below the 0-event bound: the interval is [0, bound], of the same level or more (the bound
+  holds with certainty). This decides "p_timeout below a target" without trials wherever the laws
+  alone put it there (issue 22). p_bad does not use it;
 - **cmc**: p_race from an estimator that integrates it (`Estimator.integrates_race`: cmc), the
   pooled mean with core.estimators.cmc.stats.estimate_interval (CLT; Clopper-Pearson when every
   value is 0).
@@ -18,7 +22,7 @@ Which part is which (method labels, as the `*_method` columns of `outcomes` prin
 
 | estimator | p_race | p_hang, p_timeout | p_bad |
 |---|---|---|---|
-| counted (naive, and any estimator that does not integrate p_race) | counted | counted or zero by model | counted on race + hang + timeout |
+| counted (naive, and any estimator that does not integrate p_race) | counted | counted or zero by model (p_timeout: or bounded by model) | counted on race + hang + timeout |
 | cmc | cmc | counted or zero by model | cmc race + counted hang/timeout (`cmc+counted`), or `cmc` when both are zero by model |
 
 `cmc+counted` at overall level 1 - alpha: the race interval and the Clopper-Pearson interval of
@@ -52,6 +56,7 @@ __all__ = [
     "METHODS",
     "METRICS",
     "METRIC_OUTCOMES",
+    "MODEL_BOUND",
     "MODEL_ZERO",
     "Estimate",
     "Observed",
@@ -80,7 +85,8 @@ COUNTED = "counted"
 CMC = "cmc"
 CMC_COUNTED = "cmc+counted"
 MODEL_ZERO = "zero by model"
-METHODS: tuple[str, ...] = (COUNTED, CMC, CMC_COUNTED, MODEL_ZERO)
+MODEL_BOUND = "bounded by model"
+METHODS: tuple[str, ...] = (COUNTED, CMC, CMC_COUNTED, MODEL_ZERO, MODEL_BOUND)
 
 Metric = Literal["p_race", "p_bad", "p_hang", "p_timeout"]
 
@@ -122,7 +128,8 @@ class Observed:
 
     race_cmc = (n, mean, variance of the mean) pooled over the trials that ran an integrating
     estimator (n may be below `trials` in a cell that mixes estimators); n_cpus sets the range
-    [0, n_cpus - 1] of the per-trial race values.
+    [0, n_cpus - 1] of the per-trial race values. `timeout_max`: core.bounds' upper bound of
+    p_timeout at the point (1.0: none known), used where a timeout is possible and none was counted.
     """
 
     trials: int
@@ -133,6 +140,7 @@ class Observed:
     n_cpus: int = 2
     hang_possible: bool = True
     timeout_possible: bool = True
+    timeout_max: float = 1.0
 
     def count(self, metric: str) -> int:
         return sum(getattr(self, o) for o in METRIC_OUTCOMES[metric])
@@ -199,6 +207,9 @@ def estimate_many(metric: str, rows: Sequence[Observed], conf: float = CONF) -> 
             c = Estimate(0.0, 0.0, 0.0, n, MODEL_ZERO, 0.0)
         else:
             c = Estimate(0.0, 0.0, 1.0, 0, COUNTED, math.nan)
+        if metric == "p_timeout" and o.timeout_possible and o.timeout == 0 and o.timeout_max < c.hi:
+            tm = float(o.timeout_max)
+            c = Estimate(min(c.p, tm), min(c.lo, tm), tm, n, MODEL_BOUND, c.var)
         if not cmc:
             out.append(c)
             continue
@@ -246,7 +257,7 @@ def resolution(metric: str, obs: Observed, target: float, conf: float = CONF) ->
     est = estimate(metric, obs, conf)
     if est.hi < target or est.method == MODEL_ZERO:
         return Resolution(False)
-    if est.method == COUNTED:
+    if est.method in (COUNTED, MODEL_BOUND):  # the bound is at or above the target here
         if obs.count(metric) != 0:
             return Resolution(False)
         return Resolution(True, zero_event_trials(target, conf), MAX_TRIALS_NEEDED)

@@ -32,6 +32,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .bounds import timeout_max_of
 from .estimators import integrates_race
 from .estimators.cmc.stats import combine
 from .intervals import CONF, METRIC_OUTCOMES, METRICS, Estimate, Observed, possible, split_conf
@@ -174,19 +175,22 @@ class PointTally:
     """The shards of one point seen so far, pooled in shard order on demand.
 
     `hang_possible` / `timeout_possible`: core.intervals.possible of the point (True, the
-    conservative reading, when unknown); `for_params` fills them from the parameters.
+    conservative reading, when unknown); `timeout_max`: core.bounds' upper bound of p_timeout
+    (1.0 when unknown); `for_params` fills them from the parameters.
     """
 
     n_cpus: int
     shards: dict[int, ShardStats] = field(default_factory=dict)
     hang_possible: bool = True
     timeout_possible: bool = True
+    timeout_max: float = 1.0
 
     @classmethod
     def for_params(cls, values: Mapping[str, object]) -> PointTally:
-        """The tally of a point with these parameter values (n_cpus, wait, p_unresponsive)."""
+        """The tally of a point with these parameter values (all of them, defaults filled)."""
         hang, timeout = possible(int(values["wait"]), float(values["p_unresponsive"]))  # type: ignore[call-overload,arg-type]
-        return cls(int(values["n_cpus"]), hang_possible=hang, timeout_possible=timeout)  # type: ignore[call-overload]
+        return cls(int(values["n_cpus"]), hang_possible=hang, timeout_possible=timeout,  # type: ignore[call-overload]
+                   timeout_max=timeout_max_of(values) if timeout else 1.0)
 
     def add(self, shard: int, stats: ShardStats) -> None:
         self.shards[int(shard)] = stats
@@ -209,7 +213,7 @@ class PointTally:
         if rows and all(integrates_race(r.estimator) for r in rows):
             race_cmc = combine([(r.trials, r.p_race_est, r.p_race_var) for r in rows])
         return Observed(n, sum(r.race for r in rows), sum(r.hang for r in rows), sum(r.timeout for r in rows),
-                        race_cmc, self.n_cpus, self.hang_possible, self.timeout_possible)
+                        race_cmc, self.n_cpus, self.hang_possible, self.timeout_possible, self.timeout_max)
 
     def estimate(self, metric: str, upto: int | None = None, conf: float = CONF) -> Estimate:
         """The metric's estimate over shards 0 .. upto-1 (all shards seen when None), as `outcomes`."""

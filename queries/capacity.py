@@ -312,7 +312,8 @@ def _observed(r: dict[str, Any]) -> Observed:
     """A cell row of _capacity.sql as core.intervals sees it (the worst point's pooled counts)."""
     cmc = None if r["cmc_n"] is None else (int(r["cmc_n"]), float(r["cmc_m"]), float(r["cmc_v"]))
     return Observed(int(r["trials"]), int(r["race"]), int(r["hang"]), int(r["timeout"]), cmc, int(r["n_cpus"]),
-                    bool(r["hang_possible"]), bool(r["timeout_possible"]))
+                    bool(r["hang_possible"]), bool(r["timeout_possible"]),
+                    1.0 if r.get("timeout_max") is None else float(r["timeout_max"]))
 
 
 def _swept(con: duckdb.DuckDBPyConnection, view: str) -> list[str]:

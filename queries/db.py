@@ -33,7 +33,7 @@ Views (all lazy, over the Parquet files, nothing is copied into memory):
 Macros usable from any query: `count_lo(k, n)`, `count_hi(k, n)` (exact 95%),
 `wilson_lo(k, n)`, `wilson_hi(k, n)` (Wilson 95%, for comparison only),
 `prob(k, n)`, `hist_x(b, c, h, target)`, `hist_us(x)`, `osum(x, order)`; functions
-(queries.estimates): `metric_ci`, `count_ci`, `outcome_possible`, `zero_event_trials`,
+(queries.estimates): `metric_ci`, `count_ci`, `outcome_possible`, `timeout_bound`, `zero_event_trials`,
 `cmc_interval`, `cmc_pool_shards`, `cmc_pool_strata`, `ratio_interval`, `z_value`.
 
 Several directories can be opened at once; the `sweep` column tells them apart,
@@ -51,6 +51,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from core.bounds import BOUND_PARAMS
 from core.errors import StopraceError
 from core.estimators import ESTIMATORS
 from core.params import NEUTRAL, PARAM_NAMES, PARAM_SPECS, SPECS
@@ -209,6 +210,8 @@ def _template(name: str, columns: set[str]) -> str:
         # trials that hung in revision 2's early flush (no stop ran): not NMI-phase trials
         "flush_hangs": "sum(coalesce(trials - list_sum(preflush_hist), 0))" if hist else "0",
         "conf": f"{CONF!r}::DOUBLE",
+        # core.bounds' parameters, in the order of the timeout_bound function (queries.estimates)
+        "bound_args": ", ".join(_quote_ident(k) for k in BOUND_PARAMS),
     }
     return render_sql(name, slots)
 

@@ -43,8 +43,10 @@ import duckdb
 import pyarrow as pa
 from duckdb import sqltypes as T
 
+from core.bounds import BOUND_PARAMS, timeout_max_of
 from core.estimators.cmc.stats import combine, estimate_interval
 from core.intervals import CONF, Observed, estimate, estimate_many, possible, resolution
+from core.params import SPECS
 from core.stats import clopper_pearson_many, z_value, zero_event_trials
 
 __all__ = ["CONF", "RATIO_MAX_CV", "pool_shards", "pool_strata", "ratio_interval", "cmc_interval", "metric_ci",
@@ -147,38 +149,42 @@ def ratio_interval(
     return {"ratio": r, "lo": lo, "hi": hi, "method": "bounds"}
 
 
-def _observed(trials, race, hang, timeout, hang_possible, timeout_possible, cmc_n, cmc_m, cmc_v, n_cpus) -> Observed:
+def _observed(trials, race, hang, timeout, hang_possible, timeout_possible, timeout_max, cmc_n, cmc_m, cmc_v,
+              n_cpus) -> Observed:
     race_cmc = None
     if cmc_n is not None and cmc_m is not None and cmc_n > 0:
         race_cmc = (int(cmc_n), float(cmc_m), float("nan") if cmc_v is None else float(cmc_v))
     return Observed(int(trials), int(race), int(hang), int(timeout), race_cmc, int(n_cpus),
-                    bool(hang_possible), bool(timeout_possible))
+                    bool(hang_possible), bool(timeout_possible), 1.0 if timeout_max is None else float(timeout_max))
 
 
 def metric_ci(
     metric: str, trials: int, race: int, hang: int, timeout: int, hang_possible: bool, timeout_possible: bool,
-    cmc_n: int | None, cmc_m: float | None, cmc_v: float | None, n_cpus: int, conf: float = CONF,
+    timeout_max: float | None, cmc_n: int | None, cmc_m: float | None, cmc_v: float | None, n_cpus: int, conf: float = CONF,
 ) -> dict[str, Any]:
-    """{p, lo, hi, var, method}: core.intervals.estimate of `metric` (cmc_* NULL: no integrated race estimate)."""
-    obs = _observed(trials, race, hang, timeout, hang_possible, timeout_possible, cmc_n, cmc_m, cmc_v, n_cpus)
+    """{p, lo, hi, var, method}: core.intervals.estimate of `metric` (cmc_* NULL: no integrated race estimate;
+    timeout_max NULL: no model bound of p_timeout)."""
+    obs = _observed(trials, race, hang, timeout, hang_possible, timeout_possible, timeout_max, cmc_n, cmc_m, cmc_v,
+                    n_cpus)
     e = estimate(metric, obs, conf)
     return {"p": e.p, "lo": e.lo, "hi": e.hi, "var": e.var, "method": e.method}
 
 
 def metric_resolution(
     metric: str, trials: int, race: int, hang: int, timeout: int, hang_possible: bool, timeout_possible: bool,
-    cmc_n: int | None, cmc_m: float | None, cmc_v: float | None, n_cpus: int, target: float, conf: float = CONF,
+    timeout_max: float | None, cmc_n: int | None, cmc_m: float | None, cmc_v: float | None, n_cpus: int, target: float, conf: float = CONF,
 ) -> dict[str, Any] | None:
     """{unresolved, needed, race_blocks}: core.intervals.resolution of `metric` against `target` (needed NULL
     when more than core.stats.MAX_TRIALS_NEEDED); None for a target outside (0, 1)."""
     if not 0 < target < 1:
         return None
-    obs = _observed(trials, race, hang, timeout, hang_possible, timeout_possible, cmc_n, cmc_m, cmc_v, n_cpus)
+    obs = _observed(trials, race, hang, timeout, hang_possible, timeout_possible, timeout_max, cmc_n, cmc_m, cmc_v,
+                    n_cpus)
     r = resolution(metric, obs, target, conf)
     return {"unresolved": r.unresolved, "needed": r.needed, "race_blocks": r.race_blocks}
 
 
-_REQUIRED = (0, 1, 2, 3, 4, 5, 6, 10, 11)  # metric_ci's arguments that must not be NULL (cmc_* may be)
+_REQUIRED = (0, 1, 2, 3, 4, 5, 6, 11, 12)  # metric_ci's arguments that must not be NULL (timeout_max, cmc_* may be)
 
 
 def _metric_ci_arrow(*cols):
@@ -189,35 +195,35 @@ def _metric_ci_arrow(*cols):
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(rows):
         if all(r[j] is not None for j in _REQUIRED):
-            groups.setdefault((r[0], r[11]), []).append(i)
+            groups.setdefault((r[0], r[12]), []).append(i)
     for (metric, conf), idx in groups.items():
-        obs = [_observed(*rows[i][1:11]) for i in idx]
+        obs = [_observed(*rows[i][1:12]) for i in idx]
         for i, e in zip(idx, estimate_many(metric, obs, conf)):
             out[i] = {"p": e.p, "lo": e.lo, "hi": e.hi, "var": e.var, "method": e.method}
     return pa.array(out, _METRIC_PA)
 
 
-def _metric_ci_sig(metric, trials, race, hang, timeout, hang_possible, timeout_possible, cmc_n, cmc_m, cmc_v,
-                   n_cpus, conf):
-    return _metric_ci_arrow(metric, trials, race, hang, timeout, hang_possible, timeout_possible, cmc_n, cmc_m,
-                            cmc_v, n_cpus, conf)
+def _metric_ci_sig(metric, trials, race, hang, timeout, hang_possible, timeout_possible, timeout_max, cmc_n, cmc_m,
+                   cmc_v, n_cpus, conf):
+    return _metric_ci_arrow(metric, trials, race, hang, timeout, hang_possible, timeout_possible, timeout_max, cmc_n,
+                            cmc_m, cmc_v, n_cpus, conf)
 
 
-def _point_metrics_arrow(trials, race, hang, timeout, hang_possible, timeout_possible, cmc_n, cmc_m, cmc_v,
-                         n_cpus, conf):
+def _point_metrics_arrow(trials, race, hang, timeout, hang_possible, timeout_possible, timeout_max, cmc_n, cmc_m,
+                         cmc_v, n_cpus, conf):
     """Every metric of a batch of points at once (the `outcomes` view): {p_race, p_bad, p_hang, p_timeout}
     each {p, lo, hi, var, method} (core.intervals.estimate_many), plus the exact intervals of the race and
     bad counts {naive_race, naive_bad} {lo, hi}. One conversion of the columns for all of them."""
-    cols = [c.to_pylist() for c in (trials, race, hang, timeout, hang_possible, timeout_possible, cmc_n, cmc_m,
-                                    cmc_v, n_cpus, conf)]
+    cols = [c.to_pylist() for c in (trials, race, hang, timeout, hang_possible, timeout_possible, timeout_max, cmc_n,
+                                    cmc_m, cmc_v, n_cpus, conf)]
     n_rows = len(cols[0])
     out: list[dict[str, Any] | None] = [None] * n_rows
     groups: dict[float, list[int]] = {}
     for i in range(n_rows):
-        if all(cols[j][i] is not None for j in (0, 1, 2, 3, 4, 5, 9, 10)):
-            groups.setdefault(cols[10][i], []).append(i)
+        if all(cols[j][i] is not None for j in (0, 1, 2, 3, 4, 5, 10, 11)):
+            groups.setdefault(cols[11][i], []).append(i)
     for conf_, idx in groups.items():
-        obs = [_observed(*(cols[j][i] for j in range(10))) for i in idx]
+        obs = [_observed(*(cols[j][i] for j in range(11))) for i in idx]
         plain = [Observed(o.trials, o.race, o.hang, o.timeout) for o in obs]
         res = {m: estimate_many(m, obs, conf_) for m in ("p_race", "p_bad", "p_hang", "p_timeout")}
         nr, nb = estimate_many("p_race", plain, conf_), estimate_many("p_bad", plain, conf_)
@@ -272,6 +278,21 @@ def _possible(wait: int, p_unresponsive: float) -> dict[str, bool]:
     return {"hang": hang, "timeout": timeout}
 
 
+def _timeout_bound(*values: Any) -> float:
+    """core.bounds.timeout_max_of of a point given as BOUND_PARAMS' columns, in that order."""
+    return timeout_max_of(dict(zip(BOUND_PARAMS, values)))
+
+
+_timeout_bound.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [inspect.Parameter(k, inspect.Parameter.POSITIONAL_ONLY) for k in BOUND_PARAMS])
+
+
+def _bound_types() -> list[Any]:
+    """DuckDB types of BOUND_PARAMS' columns (core.params' kinds)."""
+    kinds = {"int": T.BIGINT, "float": T.DOUBLE, "str": T.VARCHAR}
+    return [kinds[SPECS[k].kind] for k in BOUND_PARAMS]
+
+
 def _zero_event_trials(target: float, conf: float) -> int | None:
     return zero_event_trials(target, conf) if 0 < target < 1 else None
 
@@ -316,19 +337,22 @@ def register(con: duckdb.DuckDBPyConnection) -> None:
     cmc_pool_shards(list of {n, m, v}, y_max, conf), cmc_pool_strata(...) -> {n, p, var, lo, hi};
     cmc_interval(m, v, n, y_max, conf) -> {lo, hi}; z_value(conf) (core.stats); ratio_interval(p, v, lo, hi, p, v, lo, hi) ->
     {ratio, lo, hi, method}; metric_ci(metric, trials, race, hang, timeout, hang_possible, timeout_possible,
-    cmc_n, cmc_m, cmc_v, n_cpus, conf) -> {p, lo, hi, var, method}; point_metrics(the same without metric) ->
+    timeout_max, cmc_n, cmc_m, cmc_v, n_cpus, conf) -> {p, lo, hi, var, method}; point_metrics(the same without metric) ->
     {p_race, p_bad, p_hang, p_timeout, naive_race, naive_bad}; metric_resolution(the same, target, conf) ->
     {unresolved, needed, race_blocks}; count_ci(k, n, conf) -> {lo, hi};
-    outcome_possible(wait, p_unresponsive) -> {hang, timeout}; zero_event_trials(target, conf) -> BIGINT.
+    outcome_possible(wait, p_unresponsive) -> {hang, timeout}; timeout_bound(core.bounds.BOUND_PARAMS) -> DOUBLE
+    (the columns' list is the SQL templates' @@bound_args@@); zero_event_trials(target, conf) -> BIGINT.
     """
     D, B, I = T.DOUBLE, T.BOOLEAN, T.BIGINT
     con.create_function("metric_ci", _metric_ci_sig,  # type: ignore[call-overload]
-                        [T.VARCHAR, I, I, I, I, B, B, I, D, D, I, D], _METRIC, type="arrow", null_handling="special")
-    con.create_function("metric_resolution", _vectorized(metric_resolution, _RESOLUTION_PA, nullable_args=(7, 8, 9)),  # type: ignore[call-overload]
-                        [T.VARCHAR, I, I, I, I, B, B, I, D, D, I, D, D], _RESOLUTION, type="arrow",
+                        [T.VARCHAR, I, I, I, I, B, B, D, I, D, D, I, D], _METRIC, type="arrow", null_handling="special")
+    con.create_function("metric_resolution", _vectorized(metric_resolution, _RESOLUTION_PA, nullable_args=(7, 8, 9, 10)),  # type: ignore[call-overload]
+                        [T.VARCHAR, I, I, I, I, B, B, D, I, D, D, I, D, D], _RESOLUTION, type="arrow",
                         null_handling="special")
     con.create_function("point_metrics", _point_metrics_arrow,  # type: ignore[call-overload]
-                        [I, I, I, I, B, B, I, D, D, I, D], _POINT, type="arrow", null_handling="special")
+                        [I, I, I, I, B, B, D, I, D, D, I, D], _POINT, type="arrow", null_handling="special")
+    con.create_function("timeout_bound", _vectorized(_timeout_bound, pa.float64()), _bound_types(), D,  # type: ignore[call-overload]
+                        type="arrow", null_handling="special")
     con.create_function("count_ci", _count_ci_arrow, [I, I, D], _CI,  # type: ignore[call-overload]
                         type="arrow", null_handling="special")
     con.create_function("outcome_possible", _vectorized(_possible, _POSSIBLE_PA), [I, D], _POSSIBLE,  # type: ignore[call-overload]

@@ -16,6 +16,7 @@ WITH pooled AS (
         sum(@@k@@)::BIGINT AS k,
         bool_or(hang_possible) AS hang_possible,
         bool_or(timeout_possible) AS timeout_possible,
+        pooled_timeout_max(trials, timeout_possible, timeout_max) AS timeout_max,
         cmc_pool_strata(
             list({'n': cmc_trials::BIGINT, 'm': p_race_cmc::DOUBLE, 'v': p_race_cmc_var::DOUBLE} ORDER BY sweep)
                 FILTER (WHERE p_race_method = 'cmc'),
@@ -28,7 +29,7 @@ WITH pooled AS (
 est AS (
     SELECT
         *,
-        metric_ci(@@metric@@, trials, race, hang, timeout, hang_possible, timeout_possible,
+        metric_ci(@@metric@@, trials, race, hang, timeout, hang_possible, timeout_possible, timeout_max,
                   cmc.n, cmc.p, cmc.var, n_cpus::BIGINT, @@conf@@) AS m,
         count_ci(k, trials, @@conf@@) AS naive
     FROM pooled
@@ -53,7 +54,7 @@ worst AS (
         arg_max(struct_pack(p := p, p_lo := p_lo, k := k, trials := trials, estimator := estimator,
                             method := method, disagree := disagree, race := race, hang := hang,
                             timeout := timeout, hang_possible := hang_possible,
-                            timeout_possible := timeout_possible, cmc_n := cmc.n, cmc_m := cmc.p,
+                            timeout_possible := timeout_possible, timeout_max := timeout_max, cmc_n := cmc.n, cmc_m := cmc.p,
                             cmc_v := cmc.var),
                 struct_pack(p_hi := p_hi, p := p, trials := trials)) AS w,
         max(p_hi) AS p_hi,
@@ -66,7 +67,7 @@ SELECT
     @@by_lead@@ n_cpus, points, min_trials, max_trials,
     w.p AS p, w.p_lo AS p_lo, p_hi, w.k AS k, w.trials AS trials, w.estimator AS estimator, w.method AS method,
     w.disagree AS disagree, w.race AS race, w.hang AS hang, w.timeout AS timeout,
-    w.hang_possible AS hang_possible, w.timeout_possible AS timeout_possible,
+    w.hang_possible AS hang_possible, w.timeout_possible AS timeout_possible, w.timeout_max AS timeout_max,
     w.cmc_n AS cmc_n, w.cmc_m AS cmc_m, w.cmc_v AS cmc_v, t_p99_us, t_p999_us
 FROM worst
 ORDER BY @@by_lead@@ n_cpus

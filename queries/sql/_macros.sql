@@ -69,7 +69,13 @@ CREATE OR REPLACE TEMP MACRO hist_q(x, t_max) AS
 CREATE OR REPLACE TEMP MACRO osum(x, o) AS
     list_sum(list(x ORDER BY o, x));
 
--- Estimates and intervals: the functions metric_ci, count_ci, outcome_possible, zero_event_trials,
+-- The model bound of p_timeout (core.bounds, `timeout_max` in outcomes) of points pooled into one
+-- cell: the trial-weighted mean of the points' bounds (a pooled p_timeout is that mean of the points'
+-- values), a point where no timeout can happen counting 0 and one without a bound 1. An aggregate.
+CREATE OR REPLACE TEMP MACRO pooled_timeout_max(n, can, tm) AS
+    sum(n * CASE WHEN can THEN coalesce(tm, 1.0) ELSE 0.0 END) / nullif(sum(n), 0);
+
+-- Estimates and intervals: the functions metric_ci, count_ci, outcome_possible, timeout_bound, zero_event_trials,
 -- cmc_pool_shards, cmc_pool_strata, cmc_interval, ratio_interval and z_value are Python (queries.estimates
 -- over core.intervals), registered per connection.
 

@@ -65,7 +65,10 @@ est AS (
         CASE WHEN race_parts IS NOT NULL THEN cmc_pool_shards(race_parts, (n_cpus - 1)::DOUBLE, @@conf@@) END
             AS race_cmc,
         CASE WHEN bad_parts IS NOT NULL THEN cmc_pool_shards(bad_parts, n_cpus::DOUBLE, @@conf@@) END AS bad_cmc,
-        outcome_possible(wait::BIGINT, p_unresponsive::DOUBLE) AS can
+        outcome_possible(wait::BIGINT, p_unresponsive::DOUBLE) AS can,
+        -- core.bounds' model upper bound of p_timeout, where a timeout can happen (wait = 0) and none
+        -- was counted (a counted timeout's interval is rarely above it; the function costs ~1 ms a point)
+        CASE WHEN wait = 0 AND timeout = 0 THEN timeout_bound(@@bound_args@@) END AS timeout_max
     FROM agg
 ),
 -- every metric's estimate and interval: core.intervals.estimate (queries.estimates.point_metrics), the one
@@ -74,7 +77,7 @@ est AS (
 m0 AS (
     SELECT
         est.*,
-        point_metrics(trials, race, hang, timeout, can.hang, can.timeout,
+        point_metrics(trials, race, hang, timeout, can.hang, can.timeout, timeout_max,
                       CASE WHEN is_cmc THEN race_cmc.n END, CASE WHEN is_cmc THEN race_cmc.p END,
                       CASE WHEN is_cmc THEN race_cmc.var END, n_cpus::BIGINT, @@conf@@) AS pm
     FROM est
@@ -112,6 +115,7 @@ SELECT
     m_bad.method AS p_bad_method,
     can.hang AS hang_possible,
     can.timeout AS timeout_possible,
+    timeout_max,
     CASE WHEN trials - hang > 0 THEN t_sum_us / (trials - hang) END AS t_mean_us,
     hist_q(x50, t_max_us) AS t_p50_us,
     hist_q(x99, t_max_us) AS t_p99_us,

@@ -16,6 +16,7 @@ WITH c AS (
         sum(timeout)::BIGINT AS timeout,
         bool_or(hang_possible) AS hang_possible,
         bool_or(timeout_possible) AS timeout_possible,
+        pooled_timeout_max(trials, timeout_possible, timeout_max) AS timeout_max,
         max(n_cpus) AS n_cpus_max,
         bool_and(p_race_method = 'cmc') AS all_cmc,
         cmc_pool_strata(
@@ -30,7 +31,7 @@ e AS (
     SELECT
         *,
         CASE WHEN k IS NOT NULL THEN
-            metric_ci(@@metric@@, trials, race, hang, timeout, hang_possible, timeout_possible,
+            metric_ci(@@metric@@, trials, race, hang, timeout, hang_possible, timeout_possible, timeout_max,
                       CASE WHEN all_cmc THEN cmc.n END, CASE WHEN all_cmc THEN cmc.p END,
                       CASE WHEN all_cmc THEN cmc.var END, n_cpus_max::BIGINT, @@conf@@) END AS m,
         CASE WHEN k IS NOT NULL THEN count_ci(k, trials, @@conf@@) END AS naive

@@ -17,7 +17,7 @@ WITH est AS (
                       WHEN 'p_timeout' THEN o.p_timeout_lo ELSE o.p_bad_lo END AS p_lo,
         CASE r.metric WHEN 'p_race' THEN o.p_race_hi WHEN 'p_hang' THEN o.p_hang_hi
                       WHEN 'p_timeout' THEN o.p_timeout_hi ELSE o.p_bad_hi END AS p_hi,
-        metric_ci(r.metric, o.trials, o.race, o.hang, o.timeout, o.hang_possible, o.timeout_possible,
+        metric_ci(r.metric, o.trials, o.race, o.hang, o.timeout, o.hang_possible, o.timeout_possible, o.timeout_max,
                   CASE WHEN o.p_race_method = 'cmc' THEN o.cmc_trials END,
                   CASE WHEN o.p_race_method = 'cmc' THEN o.p_race_cmc END,
                   CASE WHEN o.p_race_method = 'cmc' THEN o.p_race_cmc_var END,

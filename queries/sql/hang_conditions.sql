@@ -10,7 +10,7 @@
 WITH r AS (
     SELECT
         o.*,
-        metric_resolution('p_bad', o.trials, o.race, o.hang, o.timeout, o.hang_possible, o.timeout_possible,
+        metric_resolution('p_bad', o.trials, o.race, o.hang, o.timeout, o.hang_possible, o.timeout_possible, o.timeout_max,
                           CASE WHEN o.p_race_method = 'cmc' THEN o.cmc_trials END,
                           CASE WHEN o.p_race_method = 'cmc' THEN o.p_race_cmc END,
                           CASE WHEN o.p_race_method = 'cmc' THEN o.p_race_cmc_var END,

@@ -27,7 +27,7 @@ o AS (
         o.*, keyed.k, keyed.differs,
         -- each side's p_race with its variance and 97.5% interval, for ratio_interval: core.intervals.estimate
         -- at 97.5%, the definition of the 95% one in `outcomes` (cmc where the point ran cmc, else exact)
-        metric_ci('p_race', o.trials, o.race, o.hang, o.timeout, o.hang_possible, o.timeout_possible,
+        metric_ci('p_race', o.trials, o.race, o.hang, o.timeout, o.hang_possible, o.timeout_possible, o.timeout_max,
                   CASE WHEN o.p_race_method = 'cmc' THEN o.cmc_trials END,
                   CASE WHEN o.p_race_method = 'cmc' THEN o.p_race_cmc END,
                   CASE WHEN o.p_race_method = 'cmc' THEN o.p_race_cmc_var END,

@@ -21,7 +21,7 @@ WITH o AS (
                      WHEN 'p_timeout' THEN p_timeout_lo END AS p_lo,
         CASE $metric WHEN 'p_race' THEN p_race_hi WHEN 'p_bad' THEN p_bad_hi WHEN 'p_hang' THEN p_hang_hi
                      WHEN 'p_timeout' THEN p_timeout_hi END AS p_hi,
-        race, hang, timeout, hang_possible, timeout_possible,
+        race, hang, timeout, hang_possible, timeout_possible, timeout_max,
         CASE WHEN p_race_method = 'cmc' THEN cmc_trials END AS cmc_n,
         CASE WHEN p_race_method = 'cmc' THEN p_race_cmc END AS cmc_m,
         CASE WHEN p_race_method = 'cmc' THEN p_race_cmc_var END AS cmc_v,
@@ -34,7 +34,7 @@ e AS (
         *,
         -- core.intervals.estimate at 97.5% (the 95% one is outcomes'); its var is the same at any level
         CASE WHEN $metric IN ('p_race', 'p_bad', 'p_hang', 'p_timeout') THEN
-            metric_ci($metric, trials, race, hang, timeout, hang_possible, timeout_possible, cmc_n, cmc_m, cmc_v,
+            metric_ci($metric, trials, race, hang, timeout, hang_possible, timeout_possible, timeout_max, cmc_n, cmc_m, cmc_v,
                       n_cpus::BIGINT, 0.975::DOUBLE) END AS ci975
     FROM o
 )
