@@ -24,7 +24,15 @@ from queries.named import load_named, run_named, run_sql
 if TYPE_CHECKING:
     from queries.capacity import Capacity
 
-__all__ = ["Answer", "CapacityAnswer", "capacity_answer", "named_answer", "sql_answer"]
+__all__ = ["Answer", "CapacityAnswer", "capacity_answer", "marked", "named_answer", "sql_answer"]
+
+
+def marked(d: dict[str, Any], partial: Sequence[str]) -> dict[str, Any]:
+    """An answer's JSON dict with its `PARTIAL: ...` lines under "partial" when there are any (every
+    JSON answer of both doors: capacity, importance, compare)."""
+    if partial:
+        d["partial"] = list(partial)
+    return d
 
 
 @dataclass(frozen=True)
@@ -69,10 +77,7 @@ class CapacityAnswer:
 
     def to_dict(self) -> dict[str, Any]:
         """As `stoprace capacity --format json` prints it (and GET .../capacity answers it)."""
-        d = self.capacity.to_dict()
-        if self.partial:
-            d["partial"] = self.partial
-        return d
+        return marked(self.capacity.to_dict(), self.partial)
 
 
 def capacity_answer(con: duckdb.DuckDBPyConnection, target_p: float, *, partial: bool = False,

@@ -37,6 +37,8 @@ def root(tmp_path_factory):
         write_results(root / name, pts, sweep=name, n_tasks=2)
     shutil.copytree(root / "grid", root / "holed")
     (root / "holed" / "points" / "task-000000.parquet").unlink()  # a damaged set: its grid has holes
+    shutil.copytree(root / "after", root / "after_holed")  # one of its 2 tasks lost: compare matches the rest
+    (root / "after_holed" / "points" / "task-000001.parquet").unlink()
     return root
 
 
@@ -84,6 +86,28 @@ def test_compare_endpoint_is_the_cli_answer(client, root, capsys):
     assert got["changed"] == 2 and {r["n_cpus"] for r in got["rows"] if r["changed"]} == {512}
     same = client.get("/api/compare", params={"a": "before", "b": "before"}).json()
     assert same["changed"] == 0 and all(r["ratio"] in (1.0, None) for r in same["rows"])
+
+
+def test_a_partial_compare_is_marked_alike_at_both_doors(client, root, capsys):
+    """An incomplete side is refused by both doors with one line naming their flag; answered on request,
+    the JSON carries the same `partial` lines (queries.answers.marked) and the CLI warns on stderr."""
+    from sweeps.cli import main
+
+    assert main(["compare", str(root / "before"), str(root / "after_holed")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--partial" in err
+    assert "partial=true" in _err(client.get("/api/compare", params={"a": "before", "b": "after_holed"}), 400)
+    api = client.get("/api/compare", params={"a": "before", "b": "after_holed", "partial": "true"})
+    assert api.status_code == 200, api.text
+    rc = main(["compare", str(root / "before"), str(root / "after_holed"), "--format", "json", "--partial"])
+    out, err = capsys.readouterr()
+    cli = json.loads(out)
+    assert rc == 0 and api.json()["partial"] == cli["partial"] and len(cli["partial"]) == 1
+    assert cli["partial"][0].startswith("PARTIAL") and cli["partial"][0] in err
+    assert cli["matched"] == api.json()["matched"] == 3 and cli["unmatched_a"] == 3  # the lost task's points
+    # the table says it too, first
+    assert main(["compare", str(root / "before"), str(root / "after_holed"), "--partial"]) == 0
+    assert capsys.readouterr().out.startswith(cli["partial"][0])
 
 
 def test_bad_input_is_a_one_line_4xx(client):

@@ -44,9 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def handle(args: argparse.Namespace) -> int:
     """Compare and print the table (or JSON), the verdict and the notes."""
     from core.params import DEFAULTS
+    from queries.answers import marked
     from queries.compare import compare
-    from queries.db import connect, require_complete
+    from queries.db import require_complete
     from queries.format import render_table
+    from sweeps.cli.results import connect_dirs, warn
     from sweeps.errors import UsageError
 
     if args.max_rows < 0:
@@ -54,17 +56,13 @@ def handle(args: argparse.Namespace) -> int:
     partial: list[str] = []
     cons = []
     for d in (args.a, args.b):
-        con = connect(d)
+        con = connect_dirs([d])
         partial += require_complete(con, "compare", args.partial)
         cons.append(con)
-    for n in partial:
-        print(f"stoprace compare: warning: {n}", file=sys.stderr)
+    warn("compare", partial)
     c = compare(cons[0], cons[1], metric=args.metric, on=args.on, where=args.where, labels=(args.a, args.b))
     if args.format == "json":
-        d = c.to_dict()
-        if partial:
-            d["partial"] = partial
-        sys.stdout.write(json.dumps(d, default=str, allow_nan=False, indent=1) + "\n")
+        sys.stdout.write(json.dumps(marked(c.to_dict(), partial), default=str, allow_nan=False, indent=1) + "\n")
         return 0
     title = f"{c.metric}: B / A at {c.matched} matched points"
     table = c.rows.select([n for n in c.rows.column_names if n not in HIDDEN])

@@ -45,20 +45,18 @@ def handle(args: argparse.Namespace) -> int:
     """Rank the axes and print the table (or JSON), the verdicts and the notes."""
     import pyarrow.compute as pc
 
-    from queries.db import connect, require_complete
+    from queries.answers import marked
+    from queries.db import require_complete
     from queries.format import render_table
     from queries.importance import importance
+    from sweeps.cli.results import connect_dirs, warn
 
-    con = connect(*args.dirs)
+    con = connect_dirs(args.dirs)
     partial = require_complete(con, "importance", args.partial)
-    for n in partial:
-        print(f"stoprace importance: warning: {n}", file=sys.stderr)
+    warn("importance", partial)
     imp = importance(con, args.metric, by=args.by, where=args.where)
     if args.format == "json":
-        d = imp.to_dict()
-        if partial:
-            d["partial"] = partial
-        sys.stdout.write(json.dumps(d, default=str, allow_nan=False, indent=1) + "\n")
+        sys.stdout.write(json.dumps(marked(imp.to_dict(), partial), default=str, allow_nan=False, indent=1) + "\n")
         return 0
     cols = [c for c in TABLE_COLUMNS if c != "sweep" or len(set(imp.rows.column("sweep").to_pylist())) > 1]
     title = f"importance of each swept axis for log10 {imp.metric}" + (f", where {imp.where}" if imp.where else "")

@@ -20,6 +20,7 @@ router = APIRouter(prefix="/api", tags=["compare"])
 @router.get("/compare")
 async def compare_(svc: ServicesDep, a: str, b: str, metric: str = "p_race", on: str | None = None,
                    where: str | None = None, partial: str | None = None) -> Response:
+    from queries.answers import marked
     from queries.compare import compare_points
     from queries.db import require_complete
     from queries.point_estimates import check_axes, check_metric, point_estimates
@@ -36,11 +37,9 @@ async def compare_(svc: ServicesDep, a: str, b: str, metric: str = "p_race", on:
     def compute() -> tuple[bytes, list[str]]:
         marks_a, ta = svc.query([sa], side)
         marks_b, tb = svc.query([sb], side)
-        d = compare_points(ta, tb, metric=metric, on=axes, where=where, labels=(a, b)).to_dict()
         marks = marks_a + marks_b
-        if marks:
-            d["partial"] = marks
-        return json_bytes(d), marks
+        return json_bytes(marked(compare_points(ta, tb, metric=metric, on=axes, where=where, labels=(a, b)).to_dict(),
+                                 marks)), marks
 
     body, marks = await svc.answer([sa, sb], ("compare", metric, None if axes is None else tuple(axes), where, allow),
                                    compute)

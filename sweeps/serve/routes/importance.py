@@ -19,6 +19,7 @@ router = APIRouter(prefix="/api/sweeps", tags=["importance"])
 @router.get("/{name}/importance")
 async def importance_(served: ServedDep, svc: ServicesDep, metric: str = "p_race", by: str | None = None,
                       where: str | None = None, partial: str | None = None) -> Response:
+    from queries.answers import marked
     from queries.db import require_complete
     from queries.importance import importance
 
@@ -28,10 +29,7 @@ async def importance_(served: ServedDep, svc: ServicesDep, metric: str = "p_race
 
     def answer(con) -> tuple[bytes, list[str]]:
         marks = require_complete(con, "importance", allow, PARTIAL_PARAM)
-        d = importance(con, metric, by=axes, where=where).to_dict()
-        if marks:
-            d["partial"] = marks
-        return json_bytes(d), marks
+        return json_bytes(marked(importance(con, metric, by=axes, where=where).to_dict(), marks)), marks
 
     body, marks = await svc.answer([served], ("importance", metric, tuple(axes), where, allow),
                                    lambda: svc.query([served], answer))
