@@ -142,7 +142,7 @@ class _Laws:
         fixed grid (any v >= 0 is a valid split, so a grid loses tightness only)."""
         r = np.asarray(r, dtype=np.float64)
         top = max(float(np.max(r, initial=0.0)), 1.0)
-        v = np.concatenate([[0.0], np.geomspace(1e-3, top, 48)])
+        v = np.concatenate([[0.0], np.geomspace(1e-3, top, 20)])
         qv = self.q(v)
         best = np.min(qv + _ln_sf(r[..., None] - v, self.wm * self.rf, self.ws), axis=-1)
         return np.minimum(best, 1.0)
