@@ -79,28 +79,23 @@ def _exp_sf(t: np.ndarray, mean: float) -> np.ndarray:
     return np.where(t < 0.0, 1.0, np.exp(-np.maximum(t, 0.0) / mean))
 
 
-def _ln_sf(t: np.ndarray, median: float, sigma: float) -> np.ndarray:
-    """P(median * exp(sigma Z) > t)."""
+def _ln_tail(t: np.ndarray, median: float, sigma: float, upper: bool) -> np.ndarray:
+    """P(L > t) if `upper` else P(L <= t), L = median * exp(sigma Z): each accurate where it is small."""
     t = np.asarray(t, dtype=np.float64)
-    if median <= 0.0:
-        return np.where(t < 0.0, 1.0, 0.0)
-    if sigma <= 0.0:
-        return np.where(t < median, 1.0, 0.0)
+    if median <= 0.0 or sigma <= 0.0:  # a point mass at the median (0 included)
+        above = np.where(t < median, 1.0, 0.0)
+        return above if upper else 1.0 - above
     with np.errstate(divide="ignore"):
         z = (np.log(np.maximum(t, 0.0)) - math.log(median)) / sigma
-    return np.where(t <= 0.0, 1.0, norm_sf(z))
+    return np.where(t <= 0.0, 1.0, norm_sf(z)) if upper else np.where(t <= 0.0, 0.0, norm_cdf(z))
+
+
+def _ln_sf(t: np.ndarray, median: float, sigma: float) -> np.ndarray:
+    return _ln_tail(t, median, sigma, True)
 
 
 def _ln_cdf(t: np.ndarray, median: float, sigma: float) -> np.ndarray:
-    """P(median * exp(sigma Z) <= t), accurate where it is small."""
-    t = np.asarray(t, dtype=np.float64)
-    if median <= 0.0:
-        return np.where(t < 0.0, 0.0, 1.0)
-    if sigma <= 0.0:
-        return np.where(t < median, 0.0, 1.0)
-    with np.errstate(divide="ignore"):
-        z = (np.log(np.maximum(t, 0.0)) - math.log(median)) / sigma
-    return np.where(t <= 0.0, 0.0, norm_cdf(z))
+    return _ln_tail(t, median, sigma, False)
 
 
 class _Laws:
