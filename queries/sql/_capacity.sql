@@ -4,7 +4,7 @@
 -- (the metric's name as a string literal), @@k@@ (its count column) and @@conf@@.
 -- A cell's estimate and interval are core.intervals.estimate (queries.estimates.metric_ci) over the pooled
 -- counts and, where the sweeps ran cmc, their pooled cmc race estimate (queries.estimates.pool_strata): the
--- same definition as `outcomes` (`method`: counted, cmc, cmc+counted, zero by model). Where the naive
+-- same definition as `outcomes` (`method`: counted, cmc, cmc+counted, zero by model, bounded by model). Where the naive
 -- counts' exact interval misses a cmc one, `disagree` says so and the cmc numbers stand.
 WITH pooled AS (
     SELECT

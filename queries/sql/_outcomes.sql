@@ -96,7 +96,7 @@ SELECT
     timeout + race + hang AS bad,
     trials - clean - flush_hangs AS nmi_phase,  -- trials that missed the 1 s REBOOT-vector wait (MODEL.md)
     -- each metric's estimate and 95% interval, and how it was made (`*_method`: counted, cmc, cmc+counted,
-    -- zero by model; core.intervals)
+    -- zero by model, bounded by model; core.intervals)
     m_race.p AS p_race,
     m_race.lo AS p_race_lo,
     m_race.hi AS p_race_hi,
