@@ -17,16 +17,21 @@ RANGE_US = 10.0 ** (N_BINS / BINS_PER_DECADE)
 
 
 def bin_index(t_us: np.ndarray) -> np.ndarray:
-    """Bin of each stop time: clamp(floor(16 * log10(max(t, 1))), 0, 127)."""
+    """Bin of each stop time: clamp(floor(16 * log10(max(t, 1))), 0, 127) (one scratch array)."""
     t = np.maximum(np.asarray(t_us, dtype=np.float64), 1.0)
-    b = np.floor(BINS_PER_DECADE * np.log10(t))
-    return np.clip(b, 0, N_BINS - 1).astype(np.int64)
+    np.log10(t, out=t)
+    t *= BINS_PER_DECADE
+    np.floor(t, out=t)
+    np.clip(t, 0, N_BINS - 1, out=t)
+    return t.astype(np.int64)
 
 
-def histogram(t_us: np.ndarray) -> np.ndarray:
-    """Counts per bin of the finite stop times (NaN/inf, i.e. hangs, are left out)."""
+def histogram(t_us: np.ndarray, finite: bool = False) -> np.ndarray:
+    """Counts per bin of the finite stop times (NaN/inf, i.e. hangs, are left out; `finite`: the
+    caller says every one is)."""
     t = np.asarray(t_us, dtype=np.float64)
-    t = t[np.isfinite(t)]
+    if not finite:
+        t = t[np.isfinite(t)]
     return np.bincount(bin_index(t), minlength=N_BINS).astype(np.int64)
 
 

@@ -26,6 +26,12 @@ def nmi_phase_mask(b: TrialBatch) -> np.ndarray:
     return (b.outcome != _CLEAN) & ~((b.outcome == _HANG) & (b.nmi_sent == 0))
 
 
+def _finite(x: np.ndarray) -> np.ndarray:
+    """The finite values of x, in order (x itself when all are: no copy)."""
+    ok = np.isfinite(x)
+    return np.ascontiguousarray(x) if ok.all() else x[ok]
+
+
 @dataclass
 class Summary:
     """Counts per outcome, NMI-phase count, stop-time sum/max/histogram over finite stops, and the
@@ -44,18 +50,21 @@ class Summary:
     def add(self, b: TrialBatch) -> "Summary":
         """Fold one batch in (in place); returns self."""
         self.trials += len(b)
-        self.counts += np.bincount(b.outcome, minlength=len(OUTCOMES)).astype(np.int64)
-        self.nmi_phase += int(np.count_nonzero(nmi_phase_mask(b)))
-        t = b.t_done_us[np.isfinite(b.t_done_us)]
+        c = np.bincount(b.outcome, minlength=len(OUTCOMES)).astype(np.int64)
+        self.counts += c
+        # = count_nonzero(nmi_phase_mask(b)), from the counts: the mask is only needed among hangs
+        hung_in_flush = int(np.count_nonzero((b.outcome == _HANG) & (b.nmi_sent == 0))) if c[_HANG] else 0
+        self.nmi_phase += len(b) - int(c[_CLEAN]) - hung_in_flush
+        t = _finite(b.t_done_us)
         if t.size:
             self.t_done_sum_us += float(t.sum())
             self.t_done_max_us = float(np.fmax(self.t_done_max_us, t.max()))
-        self.hist += histogram(t)
-        pf = b.preflush_us[np.isfinite(b.preflush_us)]
+        self.hist += histogram(t, finite=True)
+        pf = _finite(b.preflush_us)
         if pf.size:
             self.preflush_sum_us += float(pf.sum())
             self.preflush_max_us = float(np.fmax(self.preflush_max_us, pf.max()))
-            self.preflush_hist += histogram(pf)
+            self.preflush_hist += histogram(pf, finite=True)
         return self
 
     def count(self, outcome: str) -> int:
