@@ -19,11 +19,13 @@ _EVENT_CODES = np.array([OUTCOMES.index(o) for o in EVENT_OUTCOMES])
 _CLEAN, _HANG = OUTCOMES.index("clean"), OUTCOMES.index("hang")
 
 
-def nmi_phase_mask(b: TrialBatch) -> np.ndarray:
-    """Trials that reached the NMI phase: every trial that is not clean, except revision 2's hangs
-    in the early flush (a dead CPU never took its IPI, so no stop ran). Those are exactly the hangs
-    with no NMI sent: a hang in the stop needs a dead CPU, which is always sent one."""
-    return (b.outcome != _CLEAN) & ~((b.outcome == _HANG) & (b.nmi_sent == 0))
+def nmi_phase_count(b: TrialBatch, counts: np.ndarray) -> int:
+    """Trials that reached the NMI phase, given the batch's outcome counts: every trial that is not
+    clean, except revision 2's hangs in the early flush (a dead CPU never took its IPI, so no stop
+    ran). Those are exactly the hangs with no NMI sent: a hang in the stop needs a dead CPU, which
+    is always sent one (so the per-trial test is only needed where a trial hung)."""
+    in_flush = int(np.count_nonzero((b.outcome == _HANG) & (b.nmi_sent == 0))) if counts[_HANG] else 0
+    return len(b) - int(counts[_CLEAN]) - in_flush
 
 
 def _finite(x: np.ndarray) -> np.ndarray:
@@ -52,9 +54,7 @@ class Summary:
         self.trials += len(b)
         c = np.bincount(b.outcome, minlength=len(OUTCOMES)).astype(np.int64)
         self.counts += c
-        # = count_nonzero(nmi_phase_mask(b)), from the counts: the mask is only needed among hangs
-        hung_in_flush = int(np.count_nonzero((b.outcome == _HANG) & (b.nmi_sent == 0))) if c[_HANG] else 0
-        self.nmi_phase += len(b) - int(c[_CLEAN]) - hung_in_flush
+        self.nmi_phase += nmi_phase_count(b, c)
         t = _finite(b.t_done_us)
         if t.size:
             self.t_done_sum_us += float(t.sum())
