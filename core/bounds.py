@@ -207,9 +207,7 @@ def timeout_max_of(values: Mapping[str, Any]) -> float:
     if int(values["wait"]) != 0:
         return 0.0
     n = int(values["n_cpus"])
-    key = tuple(values[k] if k != "n_cpus" else (n if float(values["wbinvd_contention"]) else 0)
-                for k in BOUND_PARAMS)
-    a = _per_cpu(key)
+    a = _per_cpu(tuple(values[k] for k in BOUND_PARAMS))  # (n_cpus too: the flush window counts its NMI sends)
     if a >= 1.0:
         return 1.0
     p = -math.expm1((n - 1) * math.log1p(-a))

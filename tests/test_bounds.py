@@ -116,6 +116,21 @@ def test_nmis_held_off_find_cpus_that_entered_after_the_loop_inside_their_flush(
     assert lo > 0.9 and timeout_max(p) >= lo, (k, timeout_max(p))
 
 
+def test_the_cache_keeps_points_that_differ_in_n_cpus_apart():
+    """n_cpus moves the per-CPU bound even without WBINVD contention (the WBINVD case's window ends
+    after the NMI sends to the other CPUs): a cached value of another n_cpus must not be reused."""
+    from core import bounds
+
+    v = dict(DEFAULTS, wait=0, p_stall=1e-3, stall_median_us=1_005_500.0, stall_sigma=0.001, wbinvd_us=3000.0,
+             wbinvd_sigma=0.05, p_nmi_delay=1.0, nmi_delay_median_us=6000.0, nmi_delay_sigma=0.02,
+             nmi_send_us=200.0, wbinvd_contention=0.0)
+    bounds._per_cpu.cache_clear()
+    for n in (4, 30):
+        a = bounds._Laws(dict(v, n_cpus=n)).per_cpu()
+        assert timeout_max_of(dict(v, n_cpus=n)) == pytest.approx(1.0 - (1.0 - a) ** (n - 1), rel=1e-8)  # (1e-9 safety)
+    assert bounds._Laws(dict(v, n_cpus=30)).per_cpu() > 1.004 * bounds._Laws(dict(v, n_cpus=4)).per_cpu()
+
+
 def test_the_kexec_path_and_unflagged_stops_bound_at_zero_or_tiny():
     assert timeout_max(Params(wait=1, p_unresponsive=0.5)) == 0.0  # wait = 1 cannot time out (zero by model)
     assert possible(1, 0.5)[1] is False
